@@ -1,0 +1,330 @@
+//! Faults as verbs in symmetric pairs.
+//!
+//! | verb | inverse | what it does |
+//! |---|---|---|
+//! | `zone-down` (mode `crash`) | `zone-up` | kills every node of the zone and crashes its disks; `zone-up` restarts them from their disks |
+//! | `zone-down` (mode `isolate`) | `zone-up` | cuts the zone off both ways; its processes keep running |
+//! | `node-crash` | `node-restart` | kills a node and crashes its disk / restarts it from its disk |
+//! | `node-pause` | `node-resume` | freezes a node's processes; messages to it wait |
+//! | `partition` | `heal` | cuts the links from set A to set B (and back, unless one-way) |
+//! | `clog` | `unclog` | cuts one link direction from A to B (a one-way partition) |
+//! | `loss` | `loss-off` | loses messages between A and B with a probability |
+//! | `latency-spike` | `latency-clear` | adds latency between A and B |
+//! | `disk-faults` | `disk-faults-off` | sets a node's [`DiskFaults`] / clears them |
+//! | `clock-offset` | `clock-reset` | steps a node's clock by an offset / back to true time |
+//! | `clock-drift` | `clock-reset` | makes a node's clock run fast or slow |
+//!
+//! A set names zones (all their nodes) or nodes; an empty set is every node.
+//! Both Rust tests and scenario files drive faults through [`World::apply`].
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::disk::DiskFaults;
+use crate::log::Event;
+use crate::time::{self, fmt_duration};
+use crate::topology::{NodeId, ZoneId};
+use crate::world::{NetRule, World};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Direction {
+    /// From A to B only.
+    OneWay,
+    Both,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ZoneMode {
+    Crash,
+    Isolate,
+}
+
+/// Names of zones or nodes.
+pub type Target = Vec<String>;
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Fault {
+    ZoneDown { zone: String, mode: ZoneMode },
+    ZoneUp { zone: String },
+    NodeCrash { node: String },
+    NodeRestart { node: String },
+    NodePause { node: String },
+    NodeResume { node: String },
+    Partition { a: Target, b: Target, direction: Direction },
+    Heal { a: Target, b: Target, direction: Direction },
+    Clog { a: Target, b: Target },
+    Unclog { a: Target, b: Target },
+    Loss { a: Target, b: Target, rate: f64 },
+    LossOff { a: Target, b: Target },
+    LatencySpike { a: Target, b: Target, extra: Duration },
+    LatencyClear { a: Target, b: Target },
+    DiskFaultsOn { node: String, faults: DiskFaults },
+    DiskFaultsOff { node: String },
+    ClockOffset { node: String, offset_ns: i64 },
+    ClockDrift { node: String, ppm: i64 },
+    ClockReset { node: String },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FaultError {
+    #[error("unknown zone or node `{0}`")]
+    UnknownName(String),
+    #[error("unknown zone `{0}`")]
+    UnknownZone(String),
+    #[error("unknown node `{0}`")]
+    UnknownNode(String),
+    #[error("{verb} of `{target}`: {why}")]
+    BadState { verb: &'static str, target: String, why: &'static str },
+}
+
+fn set(t: &Target) -> String {
+    if t.is_empty() {
+        "*".to_string()
+    } else {
+        t.join(",")
+    }
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Fault::ZoneDown { zone, mode } => write!(f, "zone-down {zone} ({})", if *mode == ZoneMode::Crash { "crash" } else { "isolate" }),
+            Fault::ZoneUp { zone } => write!(f, "zone-up {zone}"),
+            Fault::NodeCrash { node } => write!(f, "node-crash {node}"),
+            Fault::NodeRestart { node } => write!(f, "node-restart {node}"),
+            Fault::NodePause { node } => write!(f, "node-pause {node}"),
+            Fault::NodeResume { node } => write!(f, "node-resume {node}"),
+            Fault::Partition { a, b, direction } => write!(f, "partition {} {} {}", set(a), if *direction == Direction::Both { "<->" } else { "->" }, set(b)),
+            Fault::Heal { a, b, direction } => write!(f, "heal {} {} {}", set(a), if *direction == Direction::Both { "<->" } else { "->" }, set(b)),
+            Fault::Clog { a, b } => write!(f, "clog {} -> {}", set(a), set(b)),
+            Fault::Unclog { a, b } => write!(f, "unclog {} -> {}", set(a), set(b)),
+            Fault::Loss { a, b, rate } => write!(f, "loss {} <-> {} {rate}", set(a), set(b)),
+            Fault::LossOff { a, b } => write!(f, "loss-off {} <-> {}", set(a), set(b)),
+            Fault::LatencySpike { a, b, extra } => write!(f, "latency-spike {} <-> {} +{}", set(a), set(b), fmt_duration(*extra)),
+            Fault::LatencyClear { a, b } => write!(f, "latency-clear {} <-> {}", set(a), set(b)),
+            Fault::DiskFaultsOn { node, faults } => write!(f, "disk-faults {node} {faults:?}"),
+            Fault::DiskFaultsOff { node } => write!(f, "disk-faults-off {node}"),
+            Fault::ClockOffset { node, offset_ns } => write!(f, "clock-offset {node} {offset_ns}ns"),
+            Fault::ClockDrift { node, ppm } => write!(f, "clock-drift {node} {ppm}ppm"),
+            Fault::ClockReset { node } => write!(f, "clock-reset {node}"),
+        }
+    }
+}
+
+impl World {
+    pub fn zone(&self, name: &str) -> Result<ZoneId, FaultError> {
+        self.topology().zone_by_name(name).ok_or_else(|| FaultError::UnknownZone(name.to_string()))
+    }
+    pub fn node_named(&self, name: &str) -> Result<NodeId, FaultError> {
+        self.topology().node_by_name(name).ok_or_else(|| FaultError::UnknownNode(name.to_string()))
+    }
+
+    /// The nodes a set names; an empty set is every node.
+    pub fn resolve(&self, t: &Target) -> Result<Vec<NodeId>, FaultError> {
+        let topo = self.topology();
+        if t.is_empty() {
+            return Ok(topo.nodes().iter().map(|n| n.id).collect());
+        }
+        let mut out = Vec::new();
+        for name in t {
+            if let Some(z) = topo.zone_by_name(name) {
+                out.extend(topo.nodes_in_zone(z));
+            } else if let Some(n) = topo.node_by_name(name) {
+                out.push(n);
+            } else {
+                return Err(FaultError::UnknownName(name.clone()));
+            }
+        }
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
+    fn others(&self, nodes: &[NodeId]) -> Vec<NodeId> {
+        self.topology().nodes().iter().map(|n| n.id).filter(|id| !nodes.contains(id)).collect()
+    }
+
+    /// Applies a fault verb now and records it in the event log.
+    pub fn apply(&self, fault: &Fault) -> Result<(), FaultError> {
+        self.apply_inner(fault)?;
+        self.record(Event::Fault { at: time::now(), text: fault.to_string() });
+        tracing::info!(target: "sim::fault", at = %time::now(), "{fault}");
+        Ok(())
+    }
+
+    fn apply_inner(&self, fault: &Fault) -> Result<(), FaultError> {
+        let bad = |verb, target: &str, why| Err(FaultError::BadState { verb, target: target.to_string(), why });
+        match fault {
+            Fault::ZoneDown { zone, mode } => {
+                let z = self.zone(zone)?;
+                let key = format!("zone-down:{zone}");
+                if self.has_rule(&key) || self.has_rule(&format!("{key}:crash")) {
+                    return bad("zone-down", zone, "the zone is already down");
+                }
+                let nodes = self.topology().nodes_in_zone(z);
+                match mode {
+                    ZoneMode::Isolate => {
+                        let others = self.others(&nodes);
+                        self.set_rule(&key, NetRule::Block { from: nodes.clone(), to: others.clone() });
+                        self.set_rule(&format!("{key}:in"), NetRule::Block { from: others, to: nodes });
+                    }
+                    ZoneMode::Crash => {
+                        // A marker rule that blocks nothing records the state.
+                        self.set_rule(&format!("{key}:crash"), NetRule::Block { from: vec![], to: vec![] });
+                        for n in nodes {
+                            if self.is_alive(n) {
+                                self.crash_node(n);
+                            }
+                        }
+                    }
+                }
+                Ok(())
+            }
+            Fault::ZoneUp { zone } => {
+                let z = self.zone(zone)?;
+                let key = format!("zone-down:{zone}");
+                if self.clear_rule(&key) {
+                    self.clear_rule(&format!("{key}:in"));
+                } else if self.clear_rule(&format!("{key}:crash")) {
+                    for n in self.topology().nodes_in_zone(z) {
+                        if !self.is_alive(n) {
+                            self.restart_node(n);
+                        }
+                    }
+                } else {
+                    return bad("zone-up", zone, "the zone is not down");
+                }
+                Ok(())
+            }
+            Fault::NodeCrash { node } => {
+                let n = self.node_named(node)?;
+                if !self.is_alive(n) {
+                    return bad("node-crash", node, "the node is already down");
+                }
+                self.crash_node(n);
+                Ok(())
+            }
+            Fault::NodeRestart { node } => {
+                let n = self.node_named(node)?;
+                if self.is_alive(n) {
+                    return bad("node-restart", node, "the node is running");
+                }
+                self.restart_node(n);
+                Ok(())
+            }
+            Fault::NodePause { node } => {
+                let n = self.node_named(node)?;
+                if !self.is_alive(n) || self.is_paused(n) {
+                    return bad("node-pause", node, "the node is down or already paused");
+                }
+                self.pause_node(n);
+                Ok(())
+            }
+            Fault::NodeResume { node } => {
+                let n = self.node_named(node)?;
+                if !self.is_paused(n) {
+                    return bad("node-resume", node, "the node is not paused");
+                }
+                self.resume_node(n);
+                Ok(())
+            }
+            Fault::Partition { a, b, direction } => {
+                let (na, nb) = (self.resolve(a)?, self.resolve(b)?);
+                let key = format!("partition:{}|{}", set(a), set(b));
+                if self.has_rule(&key) {
+                    return bad("partition", &key, "already partitioned");
+                }
+                self.set_rule(&key, NetRule::Block { from: na.clone(), to: nb.clone() });
+                if *direction == Direction::Both {
+                    self.set_rule(&format!("{key}:back"), NetRule::Block { from: nb, to: na });
+                }
+                Ok(())
+            }
+            Fault::Heal { a, b, .. } => {
+                let key = format!("partition:{}|{}", set(a), set(b));
+                if !self.clear_rule(&key) {
+                    return bad("heal", &key, "no such partition");
+                }
+                self.clear_rule(&format!("{key}:back"));
+                Ok(())
+            }
+            Fault::Clog { a, b } => {
+                let (na, nb) = (self.resolve(a)?, self.resolve(b)?);
+                let key = format!("clog:{}|{}", set(a), set(b));
+                self.set_rule(&key, NetRule::Block { from: na, to: nb });
+                Ok(())
+            }
+            Fault::Unclog { a, b } => {
+                let key = format!("clog:{}|{}", set(a), set(b));
+                if !self.clear_rule(&key) {
+                    return bad("unclog", &key, "the link is not clogged");
+                }
+                Ok(())
+            }
+            Fault::Loss { a, b, rate } => {
+                let (na, nb) = (self.resolve(a)?, self.resolve(b)?);
+                let key = format!("loss:{}|{}", set(a), set(b));
+                self.set_rule(&key, NetRule::Loss { from: na.clone(), to: nb.clone(), rate: *rate });
+                self.set_rule(&format!("{key}:back"), NetRule::Loss { from: nb, to: na, rate: *rate });
+                Ok(())
+            }
+            Fault::LossOff { a, b } => {
+                let key = format!("loss:{}|{}", set(a), set(b));
+                if !self.clear_rule(&key) {
+                    return bad("loss-off", &key, "no loss rule there");
+                }
+                self.clear_rule(&format!("{key}:back"));
+                Ok(())
+            }
+            Fault::LatencySpike { a, b, extra } => {
+                let (na, nb) = (self.resolve(a)?, self.resolve(b)?);
+                let key = format!("spike:{}|{}", set(a), set(b));
+                self.set_rule(&key, NetRule::Delay { from: na.clone(), to: nb.clone(), extra: *extra });
+                self.set_rule(&format!("{key}:back"), NetRule::Delay { from: nb, to: na, extra: *extra });
+                Ok(())
+            }
+            Fault::LatencyClear { a, b } => {
+                let key = format!("spike:{}|{}", set(a), set(b));
+                if !self.clear_rule(&key) {
+                    return bad("latency-clear", &key, "no latency spike there");
+                }
+                self.clear_rule(&format!("{key}:back"));
+                Ok(())
+            }
+            Fault::DiskFaultsOn { node, faults } => {
+                let n = self.node_named(node)?;
+                self.disk(n).set_faults(faults.clone());
+                Ok(())
+            }
+            Fault::DiskFaultsOff { node } => {
+                let n = self.node_named(node)?;
+                self.disk(n).set_faults(DiskFaults::default());
+                Ok(())
+            }
+            Fault::ClockOffset { node, offset_ns } => {
+                let n = self.node_named(node)?;
+                let now = time::now();
+                self.update_clock(n, |c| c.set_offset(now, *offset_ns));
+                Ok(())
+            }
+            Fault::ClockDrift { node, ppm } => {
+                let n = self.node_named(node)?;
+                if *ppm <= -1_000_000 {
+                    return bad("clock-drift", node, "a clock cannot stop or run backwards (ppm must exceed -1000000)");
+                }
+                let now = time::now();
+                self.update_clock(n, |c| c.set_drift(now, *ppm));
+                Ok(())
+            }
+            Fault::ClockReset { node } => {
+                let n = self.node_named(node)?;
+                let now = time::now();
+                self.update_clock(n, |c| {
+                    c.set_drift(now, 0);
+                    c.set_offset(now, 0);
+                });
+                Ok(())
+            }
+        }
+    }
+}

@@ -1,0 +1,374 @@
+//! The world: one simulated data-centre deployment inside one madsim runtime.
+//!
+//! It owns the topology, the nodes' disks (which outlive node crashes), their
+//! clocks, the network's fault rules and random stream, and the event log.
+//! Nodes are madsim nodes whose init closure receives a [`NodeCtx`]: the only
+//! door through which engine code reaches time, randomness, disk and network.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use rand::RngExt;
+use rand_chacha::ChaCha8Rng;
+
+use crate::clock::{Clock, ClockState};
+use crate::disk::{Disk, DiskConfig, DiskState};
+use crate::log::{Digest, Event, EventLog};
+use crate::rng;
+use crate::time::{self, SimTime};
+use crate::topology::{NodeId, Topology};
+
+pub type NodeFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+pub type NodeMain = Arc<dyn Fn(NodeCtx) -> NodeFuture + Send + Sync>;
+
+/// A directed network rule installed by a fault verb.
+#[derive(Clone, Debug, PartialEq)]
+pub enum NetRule {
+    /// Messages from `from` to `to` vanish.
+    Block { from: Vec<NodeId>, to: Vec<NodeId> },
+    /// Messages from `from` to `to` are lost with probability `rate`.
+    Loss { from: Vec<NodeId>, to: Vec<NodeId>, rate: f64 },
+    /// Messages from `from` to `to` take `extra` longer.
+    Delay { from: Vec<NodeId>, to: Vec<NodeId>, extra: Duration },
+}
+
+/// Network counters for reports and benchmarks.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct NetStats {
+    pub sent: u64,
+    pub delivered: u64,
+    pub dropped: BTreeMap<&'static str, u64>,
+}
+
+struct NetState {
+    rng: ChaCha8Rng,
+    rules: BTreeMap<String, NetRule>,
+    /// Derived from `rules`, `n * n`, indexed `from * n + to`.
+    blocked: Vec<bool>,
+    loss: Vec<f64>,
+    extra_ns: Vec<u64>,
+    stats: NetStats,
+}
+
+#[derive(Default)]
+struct NodeState {
+    alive: bool,
+    paused: bool,
+    started: bool,
+    incarnation: u64,
+    madsim_id: Option<madsim::task::NodeId>,
+    main: Option<NodeMain>,
+}
+
+struct Inner {
+    seed: u64,
+    topo: Topology,
+    net: Mutex<NetState>,
+    nodes: Mutex<Vec<NodeState>>,
+    clocks: Mutex<Vec<ClockState>>,
+    disks: Vec<Arc<Mutex<DiskState>>>,
+    log: Mutex<EventLog>,
+}
+
+/// Cheap to clone; all clones are the same world.
+#[derive(Clone)]
+pub struct World(Arc<Inner>);
+
+/// Port every node's transport binds (one per message type, see [`crate::net`]).
+pub const BASE_PORT: u16 = 10_000;
+
+impl World {
+    /// A world for one run. `keep_events` keeps the event log in memory for
+    /// divergence reports (check-determinism).
+    pub fn new(seed: u64, topo: Topology, disk: DiskConfig, keep_events: bool) -> World {
+        let n = topo.nodes().len();
+        let disks = topo
+            .nodes()
+            .iter()
+            .map(|info| Arc::new(Mutex::new(DiskState::new(disk.clone(), rng::stream(seed, &format!("disk/{}", info.name))))))
+            .collect();
+        let w = World(Arc::new(Inner {
+            seed,
+            net: Mutex::new(NetState {
+                rng: rng::stream(seed, "net"),
+                rules: BTreeMap::new(),
+                blocked: vec![false; n * n],
+                loss: vec![0.0; n * n],
+                extra_ns: vec![0; n * n],
+                stats: NetStats::default(),
+            }),
+            nodes: Mutex::new((0..n).map(|_| NodeState::default()).collect()),
+            clocks: Mutex::new(vec![ClockState::default(); n]),
+            disks,
+            log: Mutex::new(EventLog::new(keep_events)),
+            topo,
+        }));
+        w.derive_net();
+        w
+    }
+
+    pub fn seed(&self) -> u64 {
+        self.0.seed
+    }
+    pub fn topology(&self) -> &Topology {
+        &self.0.topo
+    }
+
+    /// A random stream for `purpose`, derived from the run's seed.
+    pub fn rng(&self, purpose: &str) -> ChaCha8Rng {
+        rng::stream(self.0.seed, purpose)
+    }
+
+    pub fn record(&self, e: Event) {
+        self.0.log.lock().expect("log lock").record(e);
+    }
+    pub fn digest(&self) -> Digest {
+        self.0.log.lock().expect("log lock").digest()
+    }
+    pub fn take_events(&self) -> Vec<Event> {
+        self.0.log.lock().expect("log lock").take_kept()
+    }
+
+    /// Adds a note to the event log (engine decisions worth hashing).
+    pub fn note(&self, node: NodeId, text: impl Into<String>) {
+        self.record(Event::Note { at: time::now(), node: node.0, text: text.into() });
+    }
+
+    pub fn disk(&self, node: NodeId) -> Disk {
+        Disk::new(self.0.disks[node.index()].clone(), self.clone(), node.0)
+    }
+    pub fn clock(&self, node: NodeId) -> Clock {
+        Clock::new(self.clone(), node)
+    }
+    pub(crate) fn clock_state(&self, node: NodeId) -> ClockState {
+        self.0.clocks.lock().expect("clock lock")[node.index()]
+    }
+    pub(crate) fn update_clock(&self, node: NodeId, f: impl FnOnce(&mut ClockState)) {
+        f(&mut self.0.clocks.lock().expect("clock lock")[node.index()])
+    }
+
+    pub fn ip(node: NodeId) -> IpAddr {
+        let i = node.0 + 1;
+        IpAddr::V4(Ipv4Addr::new(10, (i >> 16) as u8, (i >> 8) as u8, i as u8))
+    }
+    pub fn addr(node: NodeId, port: u16) -> SocketAddr {
+        SocketAddr::new(Self::ip(node), port)
+    }
+
+    fn nodes(&self) -> MutexGuard<'_, Vec<NodeState>> {
+        self.0.nodes.lock().expect("nodes lock")
+    }
+
+    pub fn is_alive(&self, node: NodeId) -> bool {
+        self.nodes()[node.index()].alive
+    }
+    pub fn is_paused(&self, node: NodeId) -> bool {
+        self.nodes()[node.index()].paused
+    }
+    pub fn incarnation(&self, node: NodeId) -> u64 {
+        self.nodes()[node.index()].incarnation
+    }
+
+    /// Creates the madsim node for `node` and runs `main` on it; `main` runs
+    /// again on every restart, with the disk as the crash left it.
+    pub fn start_node<F, Fut>(&self, node: NodeId, main: F)
+    where
+        F: Fn(NodeCtx) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let main: NodeMain = Arc::new(move |ctx| Box::pin(main(ctx)));
+        {
+            let mut nodes = self.nodes();
+            let st = &mut nodes[node.index()];
+            assert!(!st.started, "node {} started twice", self.0.topo.node(node).name);
+            st.started = true;
+            st.alive = true;
+            st.main = Some(main.clone());
+        }
+        let world = self.clone();
+        let handle = madsim::runtime::Handle::current();
+        let h = handle
+            .create_node()
+            .name(self.0.topo.node(node).name.clone())
+            .ip(Self::ip(node))
+            .init(move || {
+                let ctx = NodeCtx { world: world.clone(), id: node };
+                let main = main.clone();
+                async move { main(ctx).await }
+            })
+            .build();
+        self.nodes()[node.index()].madsim_id = Some(h.id());
+        self.note(node, "start");
+    }
+
+    fn madsim_id(&self, node: NodeId) -> Option<madsim::task::NodeId> {
+        self.nodes()[node.index()].madsim_id
+    }
+
+    /// Kills the node's processes and applies a crash to its disk.
+    pub fn crash_node(&self, node: NodeId) {
+        let id = self.madsim_id(node).expect("crash of a node that was never started");
+        {
+            let mut nodes = self.nodes();
+            nodes[node.index()].alive = false;
+            nodes[node.index()].paused = false;
+        }
+        madsim::runtime::Handle::current().kill(id);
+        self.disk(node).crash();
+    }
+
+    /// Restarts a crashed node from its disk.
+    pub fn restart_node(&self, node: NodeId) {
+        let id = self.madsim_id(node).expect("restart of a node that was never started");
+        {
+            let mut nodes = self.nodes();
+            let st = &mut nodes[node.index()];
+            st.alive = true;
+            st.paused = false;
+            st.incarnation += 1;
+        }
+        madsim::runtime::Handle::current().restart(id);
+    }
+
+    pub fn pause_node(&self, node: NodeId) {
+        let id = self.madsim_id(node).expect("pause of a node that was never started");
+        self.nodes()[node.index()].paused = true;
+        madsim::runtime::Handle::current().pause(id);
+    }
+
+    pub fn resume_node(&self, node: NodeId) {
+        let id = self.madsim_id(node).expect("resume of a node that was never started");
+        self.nodes()[node.index()].paused = false;
+        madsim::runtime::Handle::current().resume(id);
+    }
+
+    // ---- network ---------------------------------------------------------
+
+    fn net(&self) -> MutexGuard<'_, NetState> {
+        self.0.net.lock().expect("net lock")
+    }
+
+    /// Installs (or replaces) the network rule named `key`.
+    pub fn set_rule(&self, key: &str, rule: NetRule) {
+        self.net().rules.insert(key.to_string(), rule);
+        self.derive_net();
+    }
+
+    /// Removes the rule named `key`; false if there was none.
+    pub fn clear_rule(&self, key: &str) -> bool {
+        let had = self.net().rules.remove(key).is_some();
+        self.derive_net();
+        had
+    }
+
+    pub fn has_rule(&self, key: &str) -> bool {
+        self.net().rules.contains_key(key)
+    }
+
+    fn derive_net(&self) {
+        let n = self.0.topo.nodes().len();
+        let mut net = self.net();
+        let mut blocked = vec![false; n * n];
+        let mut keep = vec![1.0f64; n * n];
+        let mut extra = vec![0u64; n * n];
+        for rule in net.rules.values() {
+            let (from, to) = match rule {
+                NetRule::Block { from, to } | NetRule::Loss { from, to, .. } | NetRule::Delay { from, to, .. } => (from, to),
+            };
+            for &a in from {
+                for &b in to {
+                    let i = a.index() * n + b.index();
+                    match rule {
+                        NetRule::Block { .. } => blocked[i] = true,
+                        NetRule::Loss { rate, .. } => keep[i] *= 1.0 - rate.clamp(0.0, 1.0),
+                        NetRule::Delay { extra: d, .. } => extra[i] += d.as_nanos() as u64,
+                    }
+                }
+            }
+        }
+        net.blocked = blocked;
+        net.loss = keep.into_iter().map(|k| 1.0 - k).collect();
+        net.extra_ns = extra;
+    }
+
+    /// Decides a message's fate at send time: its model delivery time, or
+    /// why it vanished.
+    pub(crate) fn route(&self, from: NodeId, to: NodeId) -> Result<SimTime, &'static str> {
+        let alive = self.is_alive(to);
+        let n = self.0.topo.nodes().len();
+        let link = self.0.topo.link(from, to);
+        let mut net = self.net();
+        net.stats.sent += 1;
+        let i = from.index() * n + to.index();
+        let verdict = if !alive {
+            Err("dead")
+        } else if net.blocked[i] {
+            Err("cut")
+        } else {
+            let p = 1.0 - (1.0 - link.loss) * (1.0 - net.loss[i]);
+            if p > 0.0 && net.rng.random_bool(p.min(1.0)) {
+                Err("lost")
+            } else {
+                let jitter = if link.jitter.is_zero() { 0 } else { net.rng.random_range(0..=link.jitter.as_nanos() as u64) };
+                Ok(time::now().add(link.latency).add(Duration::from_nanos(jitter + net.extra_ns[i])))
+            }
+        };
+        if let Err(reason) = verdict {
+            *net.stats.dropped.entry(reason).or_default() += 1;
+        }
+        verdict
+    }
+
+    /// Whether a message arriving now on `from -> to` is still let through.
+    pub(crate) fn admit(&self, from: NodeId, to: NodeId) -> Result<(), &'static str> {
+        let n = self.0.topo.nodes().len();
+        let mut net = self.net();
+        let verdict = if net.blocked[from.index() * n + to.index()] { Err("cut") } else { Ok(()) };
+        if let Err(reason) = verdict {
+            *net.stats.dropped.entry(reason).or_default() += 1;
+        }
+        verdict
+    }
+
+    pub(crate) fn count_delivered(&self) {
+        self.net().stats.delivered += 1;
+    }
+
+    pub(crate) fn count_drop(&self, reason: &'static str) {
+        *self.net().stats.dropped.entry(reason).or_default() += 1;
+    }
+
+    pub fn net_stats(&self) -> NetStats {
+        self.net().stats.clone()
+    }
+}
+
+/// What a node's code receives: its identity and its doors to the world.
+#[derive(Clone)]
+pub struct NodeCtx {
+    pub world: World,
+    pub id: NodeId,
+}
+
+impl NodeCtx {
+    pub fn name(&self) -> &str {
+        &self.world.topology().node(self.id).name
+    }
+    pub fn clock(&self) -> Clock {
+        self.world.clock(self.id)
+    }
+    pub fn disk(&self) -> Disk {
+        self.world.disk(self.id)
+    }
+    /// A random stream for `purpose` on this node, new for each incarnation.
+    pub fn rng(&self, purpose: &str) -> ChaCha8Rng {
+        self.world.rng(&format!("node/{}/{}/{}", self.name(), self.world.incarnation(self.id), purpose))
+    }
+    pub fn note(&self, text: impl Into<String>) {
+        self.world.note(self.id, text)
+    }
+}
