@@ -2,3 +2,10 @@
 
 #[cfg(not(madsim))]
 compile_error!("tablesim only runs inside madsim's simulation: build with `--cfg madsim` (see .cargo/config.toml; unset RUSTFLAGS)");
+
+pub mod scenario;
+pub mod workload;
+pub mod runner;
+pub mod report;
+pub mod bench;
+pub mod execute;

@@ -1,1 +1,266 @@
-fn main(){}
+//! The `tablesim` command line.
+//!
+//! Exit codes: 0 every expectation held; 1 an expectation failed, a run
+//! diverged or panicked (the replay command is printed); 2 bad input.
+#![allow(clippy::disallowed_methods)] // the CLI lives outside the simulation: real files, threads, wall clock
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tablesim::runner::{self, RunOptions};
+use tablesim::scenario::{self, Scenario};
+use tablesim::{bench, execute};
+
+#[derive(Parser)]
+#[command(name = "tablesim", version, about = "Deterministic simulation testbed for a three-zone distributed table store")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a scenario once and write its report.
+    Run {
+        scenario: PathBuf,
+        /// Seed of the run (default: the scenario's).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Where report.yaml, report.json and history.jsonl go (default target/tablesim/NAME-SEED).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Print tracing events (RUST_LOG filters them; default info).
+        #[arg(long)]
+        trace: bool,
+    },
+    /// Run a scenario twice with one seed and compare the event logs.
+    CheckDeterminism {
+        scenario: PathBuf,
+        #[arg(long)]
+        seed: Option<u64>,
+    },
+    /// Run a scenario over a range of seeds in parallel.
+    Sweep {
+        scenario: PathBuf,
+        /// Seeds as A..B (B excluded).
+        #[arg(long, value_parser = parse_range)]
+        seeds: (u64, u64),
+        /// Parallel runs (default: available cores).
+        #[arg(long)]
+        jobs: Option<usize>,
+    },
+    /// Parse and validate scenario files.
+    Validate {
+        #[arg(required = true)]
+        scenarios: Vec<PathBuf>,
+    },
+    /// List the shipped scenarios.
+    List {
+        #[arg(long, default_value = "scenarios")]
+        dir: PathBuf,
+    },
+    /// Measure the simulated world's speed.
+    Bench {
+        #[arg(long, default_value_t = 100_000)]
+        round_trips: u64,
+        #[arg(long, default_value_t = 100_000)]
+        disk_ops: u64,
+    },
+}
+
+fn parse_range(s: &str) -> Result<(u64, u64), String> {
+    let (a, b) = s.split_once("..").ok_or_else(|| format!("`{s}` is not a range A..B"))?;
+    let a: u64 = a.trim().parse().map_err(|_| format!("`{a}` is not a seed"))?;
+    let b: u64 = b.trim().parse().map_err(|_| format!("`{b}` is not a seed"))?;
+    if b <= a {
+        return Err(format!("the range {a}..{b} is empty"));
+    }
+    Ok((a, b))
+}
+
+fn replay_command(path: &Path, seed: u64) -> String {
+    format!("cargo run --release -- run {} --seed {seed}", path.display())
+}
+
+fn load(path: &Path) -> Result<Scenario, ExitCode> {
+    scenario::load(path).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(2)
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Run { scenario, seed, out, trace } => cmd_run(&scenario, seed, out, trace),
+        Cmd::CheckDeterminism { scenario, seed } => cmd_determinism(&scenario, seed),
+        Cmd::Sweep { scenario, seeds, jobs } => cmd_sweep(&scenario, seeds, jobs),
+        Cmd::Validate { scenarios } => {
+            let mut bad = false;
+            for p in scenarios {
+                match scenario::load(&p) {
+                    Ok(s) => println!("ok    {}  ({}: {} nodes, {} faults, {})", p.display(), s.name, s.topology.nodes().len(), s.faults.len(), sim::time::fmt_duration(s.duration)),
+                    Err(e) => {
+                        bad = true;
+                        eprintln!("error: {e}");
+                    }
+                }
+            }
+            ExitCode::from(if bad { 2 } else { 0 })
+        }
+        Cmd::List { dir } => cmd_list(&dir),
+        Cmd::Bench { round_trips, disk_ops } => {
+            let f = bench::run(round_trips, disk_ops);
+            println!("{}", serde_yaml_ng::to_string(&f).expect("figures serialise"));
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+fn cmd_run(path: &Path, seed: Option<u64>, out: Option<PathBuf>, trace: bool) -> ExitCode {
+    let scn = match load(path) {
+        Ok(s) => s,
+        Err(c) => return c,
+    };
+    if trace {
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    }
+    let seed = seed.unwrap_or(scn.seed);
+    let done = match execute::execute(&scn, seed, &RunOptions::default()) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: seed {seed}: {e}");
+            eprintln!("replay: {}", replay_command(path, seed));
+            return ExitCode::from(1);
+        }
+    };
+    println!("{}", done.report.summary());
+    let dir = out.unwrap_or_else(|| PathBuf::from(format!("target/tablesim/{}-{seed}", scn.name)));
+    if let Err(e) = write_outputs(&dir, &done) {
+        eprintln!("error: writing the report to {}: {e:#}", dir.display());
+        return ExitCode::from(2);
+    }
+    println!("  report: {}/report.yaml", dir.display());
+    if done.report.pass {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("expectations failed; replay: {}", replay_command(path, seed));
+        ExitCode::from(1)
+    }
+}
+
+fn write_outputs(dir: &Path, done: &execute::Executed) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::write(dir.join("report.yaml"), serde_yaml_ng::to_string(&done.report)?)?;
+    std::fs::write(dir.join("report.json"), serde_json::to_string_pretty(&done.report)? + "\n")?;
+    let mut f = std::io::BufWriter::new(std::fs::File::create(dir.join("history.jsonl"))?);
+    done.write_history(&mut f)?;
+    Ok(())
+}
+
+fn cmd_determinism(path: &Path, seed: Option<u64>) -> ExitCode {
+    let scn = match load(path) {
+        Ok(s) => s,
+        Err(c) => return c,
+    };
+    let seed = seed.unwrap_or(scn.seed);
+    let opts = RunOptions { keep_events: true };
+    let (a, b) = match (runner::run(&scn, seed, &opts), runner::run(&scn, seed, &opts)) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("error: seed {seed}: {e}\nreplay: {}", replay_command(path, seed));
+            return ExitCode::from(1);
+        }
+    };
+    if a.digest == b.digest {
+        println!("deterministic: seed {seed}, digest {} over {} events, twice", a.digest, a.digest.events);
+        return ExitCode::SUCCESS;
+    }
+    eprintln!("NOT deterministic: seed {seed}: digests {} ({} events) and {} ({} events)", a.digest, a.digest.events, b.digest, b.digest.events);
+    match sim::log::first_divergence(&a.events, &b.events) {
+        Some(i) => {
+            eprintln!("first divergence at event #{i}:");
+            for j in i.saturating_sub(3)..i {
+                if let Some(e) = a.events.get(j) {
+                    eprintln!("    both: {e}");
+                }
+            }
+            eprintln!("  run 1: {}", a.events.get(i).map(|e| e.to_string()).unwrap_or_else(|| "(log ended)".into()));
+            eprintln!("  run 2: {}", b.events.get(i).map(|e| e.to_string()).unwrap_or_else(|| "(log ended)".into()));
+        }
+        None => eprintln!("the kept events agree; the divergence lies past the first {} events", sim::log::KEPT_EVENTS_MAX),
+    }
+    eprintln!("replay: cargo run --release -- check-determinism {} --seed {seed}", path.display());
+    ExitCode::from(1)
+}
+
+fn cmd_sweep(path: &Path, (a, b): (u64, u64), jobs: Option<usize>) -> ExitCode {
+    let scn = match load(path) {
+        Ok(s) => Arc::new(s),
+        Err(c) => return c,
+    };
+    let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)).max(1);
+    let next = Arc::new(AtomicU64::new(a));
+    let failures: Arc<Mutex<Vec<(u64, String)>>> = Arc::new(Mutex::new(Vec::new()));
+    let bar = indicatif::ProgressBar::new(b - a);
+    bar.set_style(indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} seeds  {msg}  [{elapsed_precise}, eta {eta}]").expect("template"));
+    let workers: Vec<_> = (0..jobs)
+        .map(|_| {
+            let (scn, next, failures, bar) = (scn.clone(), next.clone(), failures.clone(), bar.clone());
+            std::thread::spawn(move || loop {
+                let seed = next.fetch_add(1, Ordering::SeqCst);
+                if seed >= b {
+                    return;
+                }
+                let verdict = match execute::execute(&scn, seed, &RunOptions::default()) {
+                    Ok(d) if d.report.pass => None,
+                    Ok(d) => Some(d.report.expectations.iter().filter(|e| !e.pass).map(|e| format!("{} {} (expected {})", e.name, e.measured, e.expected)).collect::<Vec<_>>().join("; ")),
+                    Err(e) => Some(e.to_string()),
+                };
+                if let Some(why) = verdict {
+                    failures.lock().expect("failures").push((seed, why));
+                    bar.set_message(format!("{} failed", failures.lock().expect("failures").len()));
+                }
+                bar.inc(1);
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().expect("sweep worker");
+    }
+    bar.finish();
+    let mut failures = failures.lock().expect("failures").clone();
+    failures.sort();
+    println!("{} seeds of {}: {} passed, {} failed", b - a, scn.name, (b - a) - failures.len() as u64, failures.len());
+    for (seed, why) in &failures {
+        println!("  seed {seed:<8} {why}\n           replay: {}", replay_command(path, *seed));
+    }
+    ExitCode::from(if failures.is_empty() { 0 } else { 1 })
+}
+
+fn cmd_list(dir: &Path) -> ExitCode {
+    let mut entries: Vec<PathBuf> = match std::fs::read_dir(dir) {
+        Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "toml")).collect(),
+        Err(e) => {
+            eprintln!("error: cannot read {}: {e}", dir.display());
+            return ExitCode::from(2);
+        }
+    };
+    entries.sort();
+    let mut bad = false;
+    for p in entries {
+        match scenario::load(&p) {
+            Ok(s) => println!("{:<36} {}", p.display(), s.description.lines().next().unwrap_or("")),
+            Err(e) => {
+                bad = true;
+                println!("{:<36} INVALID: {e}", p.display());
+            }
+        }
+    }
+    ExitCode::from(if bad { 2 } else { 0 })
+}

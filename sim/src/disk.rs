@@ -376,7 +376,7 @@ impl Disk {
             let mut s = self.lock();
             let cost = cost * s.faults.slow_factor.max(1);
             let start = s.busy_until.max(time::now());
-            s.busy_until = start.add(cost);
+            s.busy_until = start + cost;
             s.busy_until
         };
         time::sleep_until(finish).await;

@@ -102,9 +102,31 @@ impl fmt::Display for Fault {
             Fault::LossOff { a, b } => write!(f, "loss-off {} <-> {}", set(a), set(b)),
             Fault::LatencySpike { a, b, extra } => write!(f, "latency-spike {} <-> {} +{}", set(a), set(b), fmt_duration(*extra)),
             Fault::LatencyClear { a, b } => write!(f, "latency-clear {} <-> {}", set(a), set(b)),
-            Fault::DiskFaultsOn { node, faults } => write!(f, "disk-faults {node} {faults:?}"),
+            Fault::DiskFaultsOn { node, faults } => {
+                write!(f, "disk-faults {node}")?;
+                let rates = [
+                    ("read-errors", faults.read_error_rate),
+                    ("write-errors", faults.write_error_rate),
+                    ("bitflip-reads", faults.bitflip_read_rate),
+                    ("bitflip-writes", faults.bitflip_write_rate),
+                    ("misdirected", faults.misdirect_rate),
+                ];
+                for (name, r) in rates.iter().filter(|(_, r)| *r > 0.0) {
+                    write!(f, " {name}={r}")?;
+                }
+                if faults.full {
+                    write!(f, " full")?;
+                }
+                if faults.slow_factor > 1 {
+                    write!(f, " slow×{}", faults.slow_factor)?;
+                }
+                Ok(())
+            }
             Fault::DiskFaultsOff { node } => write!(f, "disk-faults-off {node}"),
-            Fault::ClockOffset { node, offset_ns } => write!(f, "clock-offset {node} {offset_ns}ns"),
+            Fault::ClockOffset { node, offset_ns } => {
+                let sign = if *offset_ns < 0 { "-" } else { "+" };
+                write!(f, "clock-offset {node} {sign}{}", fmt_duration(Duration::from_nanos(offset_ns.unsigned_abs())))
+            }
             Fault::ClockDrift { node, ppm } => write!(f, "clock-drift {node} {ppm}ppm"),
             Fault::ClockReset { node } => write!(f, "clock-reset {node}"),
         }

@@ -35,7 +35,12 @@ impl SimTime {
     pub fn saturating_sub(self, other: SimTime) -> Duration {
         Duration::from_nanos(self.0.saturating_sub(other.0))
     }
-    pub fn add(self, d: Duration) -> SimTime {
+}
+
+/// Saturates at the end of time instead of overflowing.
+impl std::ops::Add<Duration> for SimTime {
+    type Output = SimTime;
+    fn add(self, d: Duration) -> SimTime {
         SimTime(self.0.saturating_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)))
     }
 }

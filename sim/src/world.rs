@@ -314,7 +314,7 @@ impl World {
                 Err("lost")
             } else {
                 let jitter = if link.jitter.is_zero() { 0 } else { net.rng.random_range(0..=link.jitter.as_nanos() as u64) };
-                Ok(time::now().add(link.latency).add(Duration::from_nanos(jitter + net.extra_ns[i])))
+                Ok(time::now() + link.latency + Duration::from_nanos(jitter + net.extra_ns[i]))
             }
         };
         if let Err(reason) = verdict {

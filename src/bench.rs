@@ -1,0 +1,185 @@
+//! `tablesim bench`: the cost of the simulated world, measured in one run.
+//!
+//! Wall time is measured outside the simulation (around `block_on`), the
+//! only place the real clock is allowed.
+#![allow(clippy::disallowed_methods)] // wall-clock measurement and a thread per runtime, outside the simulation
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use sim::disk::DiskConfig;
+use sim::net::{Message, Net};
+use sim::time;
+use sim::topology::{LinkParams, NodeId, Topology, ZoneId};
+use sim::world::World;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+enum Ping {
+    Ping(u64),
+    Pong(u64),
+}
+
+impl Message for Ping {
+    const TAG: u16 = 900;
+    fn kind(&self) -> &'static str {
+        match self {
+            Ping::Ping(_) => "ping",
+            Ping::Pong(_) => "pong",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchFigures {
+    pub round_trips: u64,
+    pub raw_madsim_msgs_per_s: f64,
+    pub sim_transport_msgs_per_s: f64,
+    pub transport_ratio: f64,
+    pub disk_ops: u64,
+    pub disk_write_ops_per_s: f64,
+    pub disk_read_ops_per_s: f64,
+    pub disk_sync_ops_per_s: f64,
+}
+
+fn in_runtime<T: Send + 'static>(seed: u64, f: impl FnOnce() -> std::pin::Pin<Box<dyn std::future::Future<Output = T>>> + Send + 'static) -> (T, Duration) {
+    std::thread::spawn(move || {
+        let rt = madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
+        let t0 = Instant::now();
+        let out = rt.block_on(f());
+        (out, t0.elapsed())
+    })
+    .join()
+    .expect("bench thread")
+}
+
+/// Raw madsim `Endpoint` ping-pong: `n` round trips.
+fn raw_ping_pong(n: u64) -> Duration {
+    in_runtime(1, move || {
+        Box::pin(async move {
+            let h = madsim::runtime::Handle::current();
+            let server = h.create_node().name("server").ip("10.9.0.1".parse().unwrap()).build();
+            let client = h.create_node().name("client").ip("10.9.0.2".parse().unwrap()).build();
+            server.spawn(async move {
+                let ep = madsim::net::Endpoint::bind("10.9.0.1:1").await.unwrap();
+                loop {
+                    let (p, from) = ep.recv_from_raw(1).await.unwrap();
+                    ep.send_to_raw(from, 2, p).await.unwrap();
+                }
+            });
+            let done = client.spawn(async move {
+                let ep = madsim::net::Endpoint::bind("10.9.0.2:1").await.unwrap();
+                for i in 0..n {
+                    ep.send_to_raw("10.9.0.1:1".parse().unwrap(), 1, Box::new(i)).await.unwrap();
+                    ep.recv_from_raw(2).await.unwrap();
+                }
+            });
+            done.await.unwrap();
+        })
+    })
+    .1
+}
+
+fn two_node_world(seed: u64) -> World {
+    let lp = LinkParams { latency: Duration::from_micros(100), jitter: Duration::ZERO, loss: 0.0 };
+    let mut t = Topology::new(&["az1".to_string()], lp, lp);
+    t.add_node(ZoneId(0), "server");
+    t.add_node(ZoneId(0), "client");
+    World::new(seed, t, DiskConfig::default(), false)
+}
+
+/// The same ping-pong through sim's transport with its latency model.
+fn sim_ping_pong(n: u64) -> Duration {
+    in_runtime(1, move || {
+        Box::pin(async move {
+            let world = two_node_world(1);
+            world.start_node(NodeId(0), |ctx| async move {
+                let (net, mut inbox) = Net::<Ping>::bind(&ctx).await;
+                while let Some(m) = inbox.recv().await {
+                    if let (Ping::Ping(x), Some(r)) = (m.msg, m.request) {
+                        net.reply(m.from, r, Ping::Pong(x)).await;
+                    }
+                }
+            });
+            let done = Arc::new(Mutex::new(false));
+            let d = done.clone();
+            world.start_node(NodeId(1), move |ctx| {
+                let d = d.clone();
+                async move {
+                    let (net, _inbox) = Net::<Ping>::bind(&ctx).await;
+                    for i in 0..n {
+                        net.call(NodeId(0), Ping::Ping(i), Duration::from_secs(1)).await.expect("no faults in the bench");
+                    }
+                    *d.lock().unwrap() = true;
+                }
+            });
+            while !*done.lock().unwrap() {
+                time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+    })
+    .1
+}
+
+#[derive(Clone, Copy)]
+enum DiskPhase {
+    Write,
+    Read,
+    WriteSync,
+}
+
+/// Simulated-disk operations of one kind on 4 KiB blocks, timed from
+/// outside the runtime (inside it, madsim simulates `Instant` too).
+fn disk_phase(n: u64, phase: DiskPhase) -> Duration {
+    let (_setup_ops, total) = in_runtime(1, move || {
+        Box::pin(async move {
+            let world = two_node_world(1);
+            let disk = world.disk(NodeId(0));
+            disk.create("bench").await.unwrap();
+            let block = vec![7u8; 4096];
+            for i in 0..4096u64 {
+                disk.write_at("bench", i * 4096, &block).await.unwrap();
+            }
+            let setup_ops = 4096u64;
+            for i in 0..n {
+                let off = (i % 4096) * 4096;
+                match phase {
+                    DiskPhase::Write => disk.write_at("bench", off, &block).await.unwrap(),
+                    DiskPhase::Read => {
+                        disk.read_at("bench", off, 4096).await.unwrap();
+                    }
+                    DiskPhase::WriteSync => {
+                        disk.write_at("bench", off, &block).await.unwrap();
+                        disk.sync("bench").await.unwrap();
+                    }
+                }
+            }
+            setup_ops
+        })
+    });
+    total
+}
+
+pub fn run(round_trips: u64, disk_n: u64) -> BenchFigures {
+    let raw = raw_ping_pong(round_trips);
+    let simt = sim_ping_pong(round_trips);
+    // Each phase pays the same 4096-write setup; subtracting the setup-only
+    // run leaves the phase itself.
+    let base = disk_phase(0, DiskPhase::Write);
+    let w = disk_phase(disk_n, DiskPhase::Write).saturating_sub(base);
+    let r = disk_phase(disk_n, DiskPhase::Read).saturating_sub(base);
+    let s = disk_phase(disk_n, DiskPhase::WriteSync).saturating_sub(base);
+    let msgs = 2.0 * round_trips as f64;
+    let raw_rate = msgs / raw.as_secs_f64();
+    let sim_rate = msgs / simt.as_secs_f64();
+    BenchFigures {
+        round_trips,
+        raw_madsim_msgs_per_s: raw_rate.round(),
+        sim_transport_msgs_per_s: sim_rate.round(),
+        transport_ratio: (sim_rate / raw_rate * 1000.0).round() / 1000.0,
+        disk_ops: disk_n,
+        disk_write_ops_per_s: (disk_n as f64 / w.as_secs_f64()).round(),
+        disk_read_ops_per_s: (disk_n as f64 / r.as_secs_f64()).round(),
+        disk_sync_ops_per_s: (disk_n as f64 / s.as_secs_f64()).round(),
+    }
+}

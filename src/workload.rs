@@ -1,0 +1,286 @@
+//! Workloads: client processes that drive the service and record every
+//! operation (invocation and completion) for the checkers and the report.
+//!
+//! Each process has at most one operation open (as in Jepsen), draws from
+//! its own random stream (`workload/<name>/<process>`), and issues
+//! operations at its share of the workload's rate with exponential gaps,
+//! falling behind (closed loop) when the service is slower than the rate.
+//! Written values are unique (`p<process>.<n>`), so the checkers can tell
+//! every write apart.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use engine::minikv::{ClientError, KvClient, KvMsg};
+use rand::RngExt;
+use rand_chacha::ChaCha8Rng;
+use sim::log::Event;
+use sim::time::{self, SimTime};
+use sim::world::World;
+
+use crate::scenario::{Distribution, HotOp, WorkloadDef};
+
+/// One operation as the client saw it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    Read { key: String, value: Option<String> },
+    Write { key: String, value: String },
+    Cas { key: String, expected: Option<String>, value: String },
+    Delete { key: String },
+    Append { pkey: String, seq: Option<u64> },
+    Scan { start: String, end: String, count: Option<u64> },
+}
+
+impl Op {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Op::Read { .. } => "read",
+            Op::Write { .. } => "write",
+            Op::Cas { .. } => "cas",
+            Op::Delete { .. } => "delete",
+            Op::Append { .. } => "append",
+            Op::Scan { .. } => "scan",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Outcome {
+    Ok,
+    /// Definitely did not happen.
+    Fail,
+    /// Unknown: may or may not have happened.
+    Info,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    Main,
+    Final,
+}
+
+#[derive(Clone, Debug)]
+pub struct OpRecord {
+    pub process: u64,
+    pub workload: String,
+    pub phase: Phase,
+    pub invoked: SimTime,
+    /// `None` while open; open operations at the end of the run become `Info`.
+    pub completed: Option<SimTime>,
+    pub op: Op,
+    pub outcome: Option<Outcome>,
+    pub error: Option<String>,
+}
+
+/// Every operation of a run, in invocation order.
+#[derive(Default)]
+pub struct Recorder {
+    pub ops: Vec<OpRecord>,
+}
+
+pub type SharedRecorder = Arc<Mutex<Recorder>>;
+
+/// The error of an operation whose process died while it was open.
+pub const PROCESS_DIED: &str = "process died with the operation open";
+/// Operations the final phase reads back, per key, before giving up.
+pub const FINAL_READ_ATTEMPTS_MAX: u32 = 50;
+/// Values a process remembers for building `cas` expectations.
+const KNOWN_VALUES_MAX: usize = 1024;
+/// Partition keys of the auto-increment (append) operations.
+pub const APPEND_PKEYS: u64 = 64;
+
+pub fn key_name(i: u64) -> String {
+    format!("k{i:08}")
+}
+
+/// Samples key indices uniformly or Zipf-distributed (rank 0 hottest).
+pub struct KeyChooser {
+    keys: u64,
+    /// Cumulative Zipf weights; empty for uniform.
+    cdf: Vec<f64>,
+}
+
+/// Largest key space for which a Zipf table is built.
+pub const ZIPF_KEYS_MAX: u64 = 4_000_000;
+
+impl KeyChooser {
+    pub fn new(keys: u64, dist: Distribution, theta: f64) -> KeyChooser {
+        let cdf = match dist {
+            Distribution::Uniform => Vec::new(),
+            Distribution::Zipf => {
+                let n = keys.min(ZIPF_KEYS_MAX);
+                let mut acc = 0.0;
+                let mut cdf: Vec<f64> = (1..=n).map(|r| {
+                    acc += 1.0 / (r as f64).powf(theta);
+                    acc
+                }).collect();
+                let total = acc;
+                cdf.iter_mut().for_each(|c| *c /= total);
+                cdf
+            }
+        };
+        KeyChooser { keys, cdf }
+    }
+
+    pub fn pick(&self, rng: &mut ChaCha8Rng) -> u64 {
+        if self.cdf.is_empty() {
+            return rng.random_range(0..self.keys);
+        }
+        let u: f64 = rng.random();
+        self.cdf.partition_point(|&c| c < u).min(self.cdf.len() - 1) as u64
+    }
+}
+
+impl Recorder {
+    fn invoke(&mut self, world: &World, process: u64, workload: &str, phase: Phase, op: Op) -> usize {
+        let at = time::now();
+        world.record(Event::Client { at, process, text: format!("invoke {op:?}") });
+        self.ops.push(OpRecord { process, workload: workload.to_string(), phase, invoked: at, completed: None, op, outcome: None, error: None });
+        self.ops.len() - 1
+    }
+
+    fn complete(&mut self, world: &World, id: usize, op: Op, outcome: Outcome, error: Option<String>) {
+        let at = time::now();
+        let r = &mut self.ops[id];
+        world.record(Event::Client { at, process: r.process, text: format!("{outcome:?} {op:?} {error:?}") });
+        assert!(r.completed.is_none(), "an operation completes once");
+        r.completed = Some(at);
+        r.op = op;
+        r.outcome = Some(outcome);
+        r.error = error;
+    }
+
+    /// Closes operations still open at the end (their process died): unknown.
+    pub fn close_open(&mut self, end: SimTime) {
+        for r in self.ops.iter_mut().filter(|r| r.completed.is_none()) {
+            r.completed = Some(end);
+            r.outcome = Some(Outcome::Info);
+            r.error = Some(PROCESS_DIED.into());
+        }
+    }
+}
+
+/// What one process runs.
+pub struct ProcessSpec {
+    pub process: u64,
+    pub workload: String,
+    pub def: Arc<WorkloadDef>,
+    pub chooser: Arc<KeyChooser>,
+    /// Hotspot processes read or write only keys `lo..=hi`.
+    pub hot: Option<(HotOp, u64, u64)>,
+    /// Operations per second of this process.
+    pub rate: f64,
+    pub start: Duration,
+    pub stop: Duration,
+}
+
+/// Runs one client process until its stop time.
+pub async fn run_process(world: World, client: KvClient, rec: SharedRecorder, spec: ProcessSpec, mut rng: ChaCha8Rng) {
+    let mut next = SimTime::from_duration(spec.start);
+    let stop = SimTime::from_duration(spec.stop);
+    let mut counter = 0u64;
+    let mut known: BTreeMap<String, Option<String>> = BTreeMap::new();
+    let weights = spec.def.mix.weights();
+    let total: f64 = weights.iter().map(|(_, w)| w).sum();
+    loop {
+        let gap = -(1.0 - rng.random::<f64>()).ln() / spec.rate;
+        next = next + Duration::from_nanos((gap * 1e9) as u64);
+        if next >= stop {
+            return;
+        }
+        time::sleep_until(next).await;
+        let op = match spec.hot {
+            Some((hop, lo, hi)) => {
+                let key = key_name(rng.random_range(lo..=hi));
+                match hop {
+                    HotOp::Read => Op::Read { key, value: None },
+                    HotOp::Write => {
+                        counter += 1;
+                        Op::Write { key, value: format!("p{}.{counter}", spec.process) }
+                    }
+                }
+            }
+            None => {
+                let mut x = rng.random::<f64>() * total;
+                let kind = weights.iter().find(|(_, w)| {
+                    if x < *w {
+                        true
+                    } else {
+                        x -= w;
+                        false
+                    }
+                }).map(|(k, _)| *k).unwrap_or("read");
+                let idx = spec.chooser.pick(&mut rng);
+                let key = key_name(idx);
+                counter += 1;
+                let value = format!("p{}.{counter}", spec.process);
+                match kind {
+                    "write" => Op::Write { key, value },
+                    "cas" => Op::Cas { expected: known.get(&key).cloned().unwrap_or(None), key, value },
+                    "delete" => Op::Delete { key },
+                    "append" => Op::Append { pkey: format!("u{:04}", idx % APPEND_PKEYS), seq: None },
+                    "scan" => Op::Scan { start: key, end: key_name(idx + 50), count: None },
+                    _ => Op::Read { key, value: None },
+                }
+            }
+        };
+        let (op, outcome, error) = execute(&world, &client, &rec, spec.process, &spec.workload, Phase::Main, op, spec.def.value_size).await;
+        if outcome == Outcome::Ok {
+            match &op {
+                Op::Read { key, value } => remember(&mut known, key, value.clone()),
+                Op::Write { key, value } | Op::Cas { key, value, .. } => remember(&mut known, key, Some(value.clone())),
+                Op::Delete { key } => remember(&mut known, key, None),
+                _ => {}
+            }
+        }
+        let _ = error;
+    }
+}
+
+fn remember(known: &mut BTreeMap<String, Option<String>>, key: &str, v: Option<String>) {
+    if known.len() >= KNOWN_VALUES_MAX && !known.contains_key(key) {
+        let first = known.keys().next().cloned().expect("non-empty");
+        known.remove(&first);
+    }
+    known.insert(key.to_string(), v);
+}
+
+/// Invokes one operation, records it, and returns it with its outputs.
+#[allow(clippy::too_many_arguments)]
+pub async fn execute(world: &World, client: &KvClient, rec: &SharedRecorder, process: u64, workload: &str, phase: Phase, op: Op, size: u32) -> (Op, Outcome, Option<String>) {
+    let id = rec.lock().expect("recorder").invoke(world, process, workload, phase, op.clone());
+    let (route_key, msg) = match &op {
+        Op::Read { key, .. } => (key.clone(), KvMsg::Get { key: key.clone() }),
+        Op::Write { key, value } => (key.clone(), KvMsg::Put { key: key.clone(), value: value.clone(), size }),
+        Op::Cas { key, expected, value } => (key.clone(), KvMsg::Cas { key: key.clone(), expected: expected.clone(), value: value.clone(), size }),
+        Op::Delete { key } => (key.clone(), KvMsg::Delete { key: key.clone() }),
+        Op::Append { pkey, .. } => (pkey.clone(), KvMsg::Append { pkey: pkey.clone() }),
+        Op::Scan { start, end, .. } => (start.clone(), KvMsg::Scan { start: start.clone(), end: end.clone(), limit: 100 }),
+    };
+    let result = client.request(&route_key, msg).await;
+    let (done, outcome, error) = match (op, result) {
+        (Op::Read { key, .. }, Ok(KvMsg::Value(v))) => (Op::Read { key, value: v }, Outcome::Ok, None),
+        (Op::Append { pkey, .. }, Ok(KvMsg::Seq(s))) => (Op::Append { pkey, seq: Some(s) }, Outcome::Ok, None),
+        (Op::Scan { start, end, .. }, Ok(KvMsg::Rows(n))) => (Op::Scan { start, end, count: Some(n) }, Outcome::Ok, None),
+        (op @ (Op::Write { .. } | Op::Cas { .. } | Op::Delete { .. }), Ok(KvMsg::Done)) => (op, Outcome::Ok, None),
+        (op, Ok(other)) => (op, Outcome::Info, Some(format!("unexpected response {other:?}"))),
+        (op, Err(ClientError::Failed(e))) => (op, Outcome::Fail, Some(e)),
+        (op, Err(ClientError::Unknown(e))) => (op, Outcome::Info, Some(e)),
+    };
+    rec.lock().expect("recorder").complete(world, id, done.clone(), outcome, error.clone());
+    (done, outcome, error)
+}
+
+/// Reads back every key the run wrote, retrying each until it answers.
+pub async fn final_reads(world: &World, client: &KvClient, rec: &SharedRecorder, process: u64, keys: Vec<String>) {
+    for key in keys {
+        for attempt in 0..FINAL_READ_ATTEMPTS_MAX {
+            let (_, outcome, _) = execute(world, client, rec, process, "final", Phase::Final, Op::Read { key: key.clone(), value: None }, 0).await;
+            if outcome == Outcome::Ok {
+                break;
+            }
+            time::sleep(Duration::from_millis(10 * u64::from(attempt + 1).min(10))).await;
+        }
+    }
+}

@@ -1,0 +1,34 @@
+//! Every shipped scenario at its default seed: its report is a snapshot in
+//! `snapshots/`. A report changes only when behaviour changes; review with
+//! `cargo insta review` or `INSTA_UPDATE=always cargo test --test snapshots`.
+#![allow(clippy::disallowed_methods)] // host-side test: writes scratch scenario files, reads the scenarios folder
+
+use std::path::PathBuf;
+
+use tablesim::execute::execute;
+use tablesim::runner::RunOptions;
+use tablesim::scenario;
+
+fn scenarios() -> Vec<PathBuf> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+    let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("scenarios/")
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    v.sort();
+    assert!(v.len() >= 5, "the shipped scenarios are there");
+    v
+}
+
+#[test]
+fn every_scenario_report_matches_its_snapshot() {
+    for path in scenarios() {
+        let scn = scenario::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        let done = execute(&scn, scn.seed, &RunOptions::default()).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert!(done.report.pass, "{} fails its expectations at its default seed:\n{}", path.display(), done.report.summary());
+        insta::with_settings!({ snapshot_path => "../snapshots", prepend_module_to_snapshot => false, omit_expression => true }, {
+            insta::assert_yaml_snapshot!(scn.name.clone(), done.report);
+        });
+    }
+}
