@@ -128,7 +128,10 @@ fn cmd_run(path: &Path, seed: Option<u64>, out: Option<PathBuf>, trace: bool) ->
     };
     if trace {
         let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+        // No timestamp: inside the simulation the clock is madsim's scaled
+        // fake time; every event carries model time in its `at` field.
+        use std::io::IsTerminal;
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).without_time().with_ansi(std::io::stderr().is_terminal()).init();
     }
     let seed = seed.unwrap_or(scn.seed);
     let done = match execute::execute(&scn, seed, &RunOptions::default()) {

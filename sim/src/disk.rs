@@ -352,6 +352,7 @@ impl Disk {
     }
 
     fn log(&self, op: &'static str, file: &str, offset: u64, len: u64, data: u64, ok: bool) {
+        tracing::trace!(target: "sim::disk", at = %time::now(), op, file, offset, len, ok);
         self.world.record(Event::Disk { at: time::now(), node: self.node, op, file: hash_bytes(file.as_bytes()), offset, len, data, ok });
     }
 
@@ -488,6 +489,7 @@ impl Disk {
 
     /// Loses unsynced state as a crash does; the device queue empties.
     pub fn crash(&self) {
+        tracing::debug!(target: "sim::disk", node = self.node, "crash: unsynced state lost");
         let mut s = self.lock();
         s.crash();
         s.busy_until = SimTime::ZERO;

@@ -162,7 +162,10 @@ impl<M: Message> Net<M> {
         let s = &self.shared;
         let kind = msg.kind();
         match s.world.route(s.me, to) {
-            Err(reason) => s.world.record(Event::Drop { at: time::now(), from: s.me.0, to: to.0, kind, reason }),
+            Err(reason) => {
+                tracing::debug!(target: "sim::net", at = %time::now(), to = to.0, kind, reason, "drop at send");
+                s.world.record(Event::Drop { at: time::now(), from: s.me.0, to: to.0, kind, reason })
+            }
             Ok(due) => {
                 let env = Envelope { from: s.me, rpc, due, msg };
                 // An error here means the receiver's socket is gone: the
@@ -214,7 +217,9 @@ impl<M: Message> Shared<M> {
     fn deliver(&self, env: Envelope<M>) {
         let kind = env.msg.kind();
         let at = time::now();
+        tracing::trace!(target: "sim::net", %at, from = env.from.0, kind, "deliver");
         if let Err(reason) = self.world.admit(env.from, self.me) {
+            tracing::debug!(target: "sim::net", %at, from = env.from.0, kind, reason, "drop on arrival");
             self.world.record(Event::Drop { at, from: env.from.0, to: self.me.0, kind, reason });
             return;
         }

@@ -135,7 +135,9 @@ impl World {
 
     /// Adds a note to the event log (engine decisions worth hashing).
     pub fn note(&self, node: NodeId, text: impl Into<String>) {
-        self.record(Event::Note { at: time::now(), node: node.0, text: text.into() });
+        let text = text.into();
+        tracing::info!(target: "sim::note", at = %time::now(), node = %self.0.topo.node(node).name, "{text}");
+        self.record(Event::Note { at: time::now(), node: node.0, text });
     }
 
     pub fn disk(&self, node: NodeId) -> Disk {
