@@ -2,3 +2,6 @@
 
 #[cfg(not(madsim))]
 compile_error!("tablesim only runs inside madsim's simulation: build with `--cfg madsim` (see .cargo/config.toml; unset RUSTFLAGS)");
+
+pub mod check;
+pub mod history;
