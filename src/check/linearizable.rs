@@ -19,7 +19,7 @@
 
 use super::{CheckerReport, Verdict};
 use crate::history::{Op, Operation, Outcome};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 
 /// Default search budget per key, in search steps (list positions visited).
@@ -93,9 +93,19 @@ impl Hasher for FxHasher {
         self.0
     }
     fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.write_u64(u64::from(b));
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(c);
+            self.write_u64(u64::from_le_bytes(word));
         }
+        let mut tail = [0u8; 8];
+        let rest = chunks.remainder();
+        tail[..rest.len()].copy_from_slice(rest);
+        self.write_u64(u64::from_le_bytes(tail) ^ ((rest.len() as u64) << 56));
+    }
+    fn write_u8(&mut self, i: u8) {
+        self.write_u64(u64::from(i));
     }
     fn write_u64(&mut self, i: u64) {
         self.0 = (self.0.rotate_left(5) ^ i).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
@@ -109,6 +119,7 @@ impl Hasher for FxHasher {
 }
 
 type FxSet<T> = HashSet<T, BuildHasherDefault<FxHasher>>;
+type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
 
 fn splitmix64(mut x: u64) -> u64 {
     x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
@@ -117,13 +128,67 @@ fn splitmix64(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
-/// Visited configurations.
+/// Visited configurations: (linearized set, register value).
 enum Memo {
+    /// Up to 128 operations: the set fits in a u128 (the common case).
+    Small(FxSet<(u128, u32)>),
     Exact(FxSet<(Box<[u64]>, u32)>),
     Fingerprint(FxSet<(u64, u64, u32)>),
 }
 
-/// Searches one key's operations. `ops` must be sorted by call position.
+/// The linearized set, kept both as bits and as a Zobrist-style fingerprint.
+struct Linearized {
+    bits: Vec<u64>,
+    fp: (u64, u64),
+}
+
+impl Linearized {
+    fn toggle(&mut self, i: usize) {
+        self.bits[i / 64] ^= 1 << (i % 64);
+        let z = splitmix64(i as u64);
+        self.fp.0 ^= z;
+        self.fp.1 ^= splitmix64(z ^ 0x5851_f42d_4c95_7f2d);
+    }
+}
+
+impl Memo {
+    fn for_ops(n: usize) -> Memo {
+        if n <= 128 {
+            Memo::Small(FxSet::default())
+        } else if n <= EXACT_MEMO_OPS_MAX {
+            Memo::Exact(FxSet::default())
+        } else {
+            Memo::Fingerprint(FxSet::default())
+        }
+    }
+
+    /// Records a configuration; false if it was seen before.
+    fn insert(&mut self, set: &Linearized, state: u32) -> bool {
+        match self {
+            Memo::Small(memo) => {
+                let lo = u128::from(set.bits[0]);
+                let hi = u128::from(set.bits.get(1).copied().unwrap_or(0));
+                memo.insert((lo | (hi << 64), state))
+            }
+            Memo::Exact(memo) => memo.insert((set.bits.clone().into_boxed_slice(), state)),
+            Memo::Fingerprint(memo) => memo.insert((set.fp.0, set.fp.1, state)),
+        }
+    }
+}
+
+/// A choice on the search stack.
+#[derive(Clone, Copy)]
+struct Choice {
+    op: usize,
+    old_state: u32,
+    /// An enabled read, linearized without branching: if there is a
+    /// linearization at all, there is one that takes such a read first (it
+    /// changes no state and every op that must precede it is already placed),
+    /// so its alternatives need no exploring.
+    forced: bool,
+}
+
+/// Searches one key's operations.
 fn search(ops: &[KeyOp], budget: u64) -> KeyResult {
     let n = ops.len();
     // Event list: node 0 is the head sentinel, node `m + 1` the tail sentinel.
@@ -142,7 +207,7 @@ fn search(ops: &[KeyOp], budget: u64) -> KeyResult {
     let mut prev: Vec<usize> = Vec::with_capacity(m + 2);
     prev.push(0);
     prev.extend(0..=m);
-    // Node of each op's call and return.
+    // Node of each op's call and return; and each node's op and kind.
     let mut call_node = vec![0usize; n];
     let mut ret_node = vec![usize::MAX; n];
     for (pos, &(_, op, is_call)) in events.iter().enumerate() {
@@ -158,33 +223,12 @@ fn search(ops: &[KeyOp], budget: u64) -> KeyResult {
     };
 
     let mut ok_left = ops.iter().filter(|o| o.ret.is_some()).count();
-    let words = n.div_ceil(64);
-    let mut bits = vec![0u64; words];
-    let (mut fp1, mut fp2) = (0u64, 0u64);
-    let mut memo = if n <= EXACT_MEMO_OPS_MAX {
-        Memo::Exact(FxSet::default())
-    } else {
-        Memo::Fingerprint(FxSet::default())
-    };
-    let mut stack: Vec<(usize, u32)> = Vec::new();
+    let mut set = Linearized { bits: vec![0u64; n.div_ceil(64).max(1)], fp: (0, 0) };
+    let mut memo = Memo::for_ops(n);
+    let mut stack: Vec<Choice> = Vec::new();
     let mut state = 0u32;
     let mut cur = next[0];
     let mut steps = 0u64;
-
-    macro_rules! unlink {
-        ($x:expr) => {{
-            let x = $x;
-            next[prev[x]] = next[x];
-            prev[next[x]] = prev[x];
-        }};
-    }
-    macro_rules! relink {
-        ($x:expr) => {{
-            let x = $x;
-            next[prev[x]] = x;
-            prev[next[x]] = x;
-        }};
-    }
 
     loop {
         if ok_left == 0 {
@@ -194,50 +238,60 @@ fn search(ops: &[KeyOp], budget: u64) -> KeyResult {
         if steps > budget {
             return KeyResult { verdict: KeyVerdict::Unknown, steps };
         }
-        let is_call_here = cur != end && node_op(cur).1;
-        if is_call_here {
+        let mut dead_end = cur == end || !node_op(cur).1;
+        if !dead_end {
             let (i, _) = node_op(cur);
             if let Some(new_state) = ops[i].step.apply(state) {
-                bits[i / 64] ^= 1 << (i % 64);
-                let z = splitmix64(i as u64);
-                fp1 ^= z;
-                fp2 ^= splitmix64(z ^ 0x5851_f42d_4c95_7f2d);
-                let fresh = match &mut memo {
-                    Memo::Exact(set) => set.insert((bits.clone().into_boxed_slice(), new_state)),
-                    Memo::Fingerprint(set) => set.insert((fp1, fp2, new_state)),
-                };
-                if fresh {
-                    stack.push((i, state));
+                let forced = matches!(ops[i].step, Step::Read(_));
+                set.toggle(i);
+                if memo.insert(&set, new_state) {
+                    stack.push(Choice { op: i, old_state: state, forced });
                     state = new_state;
-                    unlink!(call_node[i]);
+                    // Lift the op's call and return out of the list.
+                    for x in [call_node[i], ret_node[i]] {
+                        if x != usize::MAX {
+                            next[prev[x]] = next[x];
+                            prev[next[x]] = prev[x];
+                        }
+                    }
                     if ret_node[i] != usize::MAX {
-                        unlink!(ret_node[i]);
                         ok_left -= 1;
                     }
                     cur = next[0];
                     continue;
                 }
-                bits[i / 64] ^= 1 << (i % 64);
-                fp1 ^= z;
-                fp2 ^= splitmix64(z ^ 0x5851_f42d_4c95_7f2d);
+                set.toggle(i);
+                // Taking the forced read leads to an explored dead end, so the
+                // current configuration is one too.
+                dead_end = forced;
             }
-            cur = next[cur];
-        } else {
-            // A pending op's response (or the end of the list): undo the last choice.
-            let Some((i, old_state)) = stack.pop() else {
+            if !dead_end {
+                cur = next[cur];
+                continue;
+            }
+        }
+        // A pending op's response (or a dominated configuration): undo choices
+        // until one has alternatives, then try the calls after it.
+        loop {
+            let Some(c) = stack.pop() else {
                 return KeyResult { verdict: KeyVerdict::NotLinearizable, steps };
             };
-            state = old_state;
-            bits[i / 64] ^= 1 << (i % 64);
-            let z = splitmix64(i as u64);
-            fp1 ^= z;
-            fp2 ^= splitmix64(z ^ 0x5851_f42d_4c95_7f2d);
-            if ret_node[i] != usize::MAX {
-                relink!(ret_node[i]);
+            state = c.old_state;
+            set.toggle(c.op);
+            // Relink in reverse order of lifting.
+            for x in [ret_node[c.op], call_node[c.op]] {
+                if x != usize::MAX {
+                    next[prev[x]] = x;
+                    prev[next[x]] = x;
+                }
+            }
+            if ret_node[c.op] != usize::MAX {
                 ok_left += 1;
             }
-            relink!(call_node[i]);
-            cur = next[call_node[i]];
+            if !c.forced {
+                cur = next[call_node[c.op]];
+                break;
+            }
         }
     }
 }
@@ -249,7 +303,7 @@ fn search(ops: &[KeyOp], budget: u64) -> KeyResult {
 /// always be dropped from a linearization (nothing reads its value, so removing
 /// it changes no result), and dropping it spares the search a branch.
 fn key_ops<'a>(all: &[Operation<'a>], members: &[usize]) -> Vec<KeyOp> {
-    let mut values: BTreeMap<&'a str, u32> = BTreeMap::new();
+    let mut values: FxMap<&'a str, u32> = FxMap::default();
     let mut intern = |v: Option<&'a str>| -> u32 {
         match v {
             None => 0,
@@ -434,20 +488,18 @@ impl Default for LinearizableConfig {
     }
 }
 
-/// Groups register operations by key, in key order.
-pub fn group_by_key<'a>(all: &[Operation<'a>]) -> BTreeMap<&'a str, Vec<usize>> {
-    let mut keys: BTreeMap<&'a str, Vec<usize>> = BTreeMap::new();
+/// Groups register operations by key, sorted by key (the hash map is only
+/// used to collect; its order never reaches a report).
+pub fn group_by_key<'a>(all: &[Operation<'a>]) -> Vec<(&'a str, Vec<usize>)> {
+    let mut keys: FxMap<&'a str, Vec<usize>> = FxMap::default();
     for (i, o) in all.iter().enumerate() {
         if let Some(k) = o.op.register_key() {
-            match keys.get_mut(k) {
-                Some(v) => v.push(i),
-                None => {
-                    keys.insert(k, vec![i]);
-                }
-            }
+            keys.entry(k).or_default().push(i);
         }
     }
-    keys
+    let mut sorted: Vec<(&'a str, Vec<usize>)> = keys.into_iter().collect();
+    sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    sorted
 }
 
 /// Runs the checker over every key.
@@ -457,6 +509,7 @@ pub fn check(all: &[Operation<'_>], config: &LinearizableConfig) -> CheckerRepor
     let mut first_fail: Option<&str> = None;
     let mut first_unknown: Option<&str> = None;
     for (key, members) in &keys {
+        let key: &str = key;
         ops += members.len() as u64;
         let r = check_key(all, members, config.steps_max);
         steps += r.steps;
@@ -480,7 +533,7 @@ pub fn check(all: &[Operation<'_>], config: &LinearizableConfig) -> CheckerRepor
     report.count("search_steps", steps);
     if let Some(key) = first_fail {
         report.verdict = Verdict::Fail;
-        let members = &keys[key];
+        let members = keys.iter().find(|(k, _)| *k == key).map(|(_, m)| m.as_slice()).unwrap_or(&[]);
         let (small, complete) = shrink(all, members, config.shrink_checks_max);
         report.counterexample = Some(format!(
             "key {key:?} is not linearizable; {} failing sub-history of {} of its {} operations:\n{}",
