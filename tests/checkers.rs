@@ -373,13 +373,16 @@ fn search_agrees_with_brute_force_on_tiny_random_histories() {
         (rng >> 33) % n
     };
     let (mut valid, mut invalid) = (0, 0);
-    for _ in 0..3_000 {
+    for _ in 0..6_000 {
         let mut h = History::new();
         let mut open: Vec<Option<Op>> = vec![None; 3];
         let mut started = 0;
         let mut t = 0;
         let mut value = 0;
-        let n_ops = 2 + next(5);
+        let n_ops = 2 + next(6);
+        // Every third history breaks the unique-values contract, which turns
+        // the search's overwrite pruning off: both paths must agree.
+        let duplicates = next(3) == 0;
         while started < n_ops || open.iter().any(Option::is_some) {
             t += 1;
             let p = next(3) as usize;
@@ -388,19 +391,20 @@ fn search_agrees_with_brute_force_on_tiny_random_histories() {
                     started += 1;
                     let vals = ["w1", "w2", "w3", "w4", "w5", "w6"];
                     let pick = |r: u64| if r == 0 { None } else { Some(vals[(r - 1) as usize % vals.len()].to_string()) };
-                    let op = match next(4) {
+                    let op = match next(5) {
                         0 => Op::Read { key: "k".into(), value: None },
+                        4 => Op::Delete { key: "k".into() },
                         1 | 2 => {
                             value += 1;
-                            Op::Write { key: "k".into(), value: format!("w{value}") }
+                            let v = if duplicates { 1 + next(3) } else { value };
+                            Op::Write { key: "k".into(), value: format!("w{v}") }
                         }
                         _ => {
                             value += 1;
-                            let e = next(4);
+                            let e = next(5);
                             Op::Cas { key: "k".into(), expected: pick(e), value: format!("w{value}") }
                         }
                     };
-                    let _ = pick;
                     h.invoke(p as u64, t, op.clone(), Phase::Main);
                     open[p] = Some(op);
                 }
@@ -424,8 +428,10 @@ fn search_agrees_with_brute_force_on_tiny_random_histories() {
         let tiny: Vec<(u64, Option<u64>, Op, Outcome)> =
             all.iter().map(|o| (o.invoke_index as u64, o.response_index().map(|r| r as u64), o.op.clone(), o.outcome)).collect();
         let slow = brute_force(&tiny);
-        let text: Vec<String> = all.iter().map(|o| o.describe()).collect();
-        assert_eq!(fast == KeyVerdict::Linearizable, slow, "disagree on:\n{}", text.join("\n"));
+        let mut jsonl = Vec::new();
+        h.write_jsonl(&mut jsonl).expect("writes");
+        let text: Vec<String> = all.iter().map(|o| o.describe()).chain([String::from_utf8_lossy(&jsonl).to_string()]).collect();
+        assert_eq!(fast == KeyVerdict::Linearizable, slow, "disagree ({fast:?}) on:\n{}", text.join("\n"));
         if slow {
             valid += 1;
         } else {

@@ -67,6 +67,20 @@ struct KeyOp {
     ret: Option<usize>,
 }
 
+/// A key's sub-history, ready for the search.
+struct KeyInput {
+    ops: Vec<KeyOp>,
+    /// Number of value ids, including 0 (absent).
+    values: usize,
+    /// No value is written twice (the workload's contract).
+    unique_writes: bool,
+}
+
+/// Canonical register value of configurations whose value nobody will ever
+/// observe again: all such configurations have the same future, so they share
+/// one memo entry. No read or cas can match it.
+const DEAD: u32 = u32::MAX;
+
 /// Outcome of searching one key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KeyVerdict {
@@ -189,8 +203,42 @@ struct Choice {
 }
 
 /// Searches one key's operations.
-fn search(ops: &[KeyOp], budget: u64) -> KeyResult {
+///
+/// With unique written values, a value overwritten is gone for good. So while
+/// some not-yet-linearized `ok` op still has to observe the current value (a
+/// read of it, a cas expecting it), nothing may overwrite it; and once nobody
+/// will observe it, the value is replaced by `DEAD` so that equivalent
+/// configurations meet in the memo. Both cut the search from exponential in
+/// the number of concurrent writers to near-linear on typical histories.
+fn search(input: &KeyInput, budget: u64) -> KeyResult {
+    let ops = &input.ops;
     let n = ops.len();
+    let prune = input.unique_writes;
+    // Pending observers of each value (0 = absent is never pruned): `required`
+    // counts ok ops, which must still be linearized; `possible` also counts
+    // unknown-outcome cas ops, which may be.
+    let mut required = vec![0u32; input.values];
+    let mut possible = vec![0u32; input.values];
+    let observes = |op: &KeyOp| -> Option<u32> {
+        match op.step {
+            Step::Read(v) | Step::Cas { expected: v, .. } if v != 0 => Some(v),
+            _ => None,
+        }
+    };
+    // Adds `delta` to the counters of the value op `i` observes.
+    let count = |required: &mut [u32], possible: &mut [u32], i: usize, add: bool| {
+        if let Some(v) = observes(&ops[i]) {
+            let v = v as usize;
+            let d = |x: &mut u32| *x = if add { *x + 1 } else { *x - 1 };
+            d(&mut possible[v]);
+            if ops[i].ret.is_some() {
+                d(&mut required[v]);
+            }
+        }
+    };
+    for i in 0..n {
+        count(&mut required, &mut possible, i, true);
+    }
     // Event list: node 0 is the head sentinel, node `m + 1` the tail sentinel.
     let mut events: Vec<(usize, u32, bool)> = Vec::with_capacity(2 * n);
     for (i, op) in ops.iter().enumerate() {
@@ -241,10 +289,19 @@ fn search(ops: &[KeyOp], budget: u64) -> KeyResult {
         let mut dead_end = cur == end || !node_op(cur).1;
         if !dead_end {
             let (i, _) = node_op(cur);
-            if let Some(new_state) = ops[i].step.apply(state) {
+            if let Some(mut new_state) = ops[i].step.apply(state) {
                 let forced = matches!(ops[i].step, Step::Read(_));
+                count(&mut required, &mut possible, i, false);
+                let overwrites_needed = prune
+                    && new_state != state
+                    && state != 0
+                    && state != DEAD
+                    && required[state as usize] > 0;
+                if prune && new_state != 0 && new_state != DEAD && possible[new_state as usize] == 0 {
+                    new_state = DEAD;
+                }
                 set.toggle(i);
-                if memo.insert(&set, new_state) {
+                if !overwrites_needed && memo.insert(&set, new_state) {
                     stack.push(Choice { op: i, old_state: state, forced });
                     state = new_state;
                     // Lift the op's call and return out of the list.
@@ -261,6 +318,7 @@ fn search(ops: &[KeyOp], budget: u64) -> KeyResult {
                     continue;
                 }
                 set.toggle(i);
+                count(&mut required, &mut possible, i, true);
                 // Taking the forced read leads to an explored dead end, so the
                 // current configuration is one too.
                 dead_end = forced;
@@ -278,6 +336,7 @@ fn search(ops: &[KeyOp], budget: u64) -> KeyResult {
             };
             state = c.old_state;
             set.toggle(c.op);
+            count(&mut required, &mut possible, c.op, true);
             // Relink in reverse order of lifting.
             for x in [ret_node[c.op], call_node[c.op]] {
                 if x != usize::MAX {
@@ -302,7 +361,7 @@ fn search(ops: &[KeyOp], budget: u64) -> KeyResult {
 /// and unknown-outcome writes whose value nobody observed: such a write can
 /// always be dropped from a linearization (nothing reads its value, so removing
 /// it changes no result), and dropping it spares the search a branch.
-fn key_ops<'a>(all: &[Operation<'a>], members: &[usize]) -> Vec<KeyOp> {
+fn key_ops<'a>(all: &[Operation<'a>], members: &[usize]) -> KeyInput {
     let mut values: FxMap<&'a str, u32> = FxMap::default();
     let mut intern = |v: Option<&'a str>| -> u32 {
         match v {
@@ -350,13 +409,24 @@ fn key_ops<'a>(all: &[Operation<'a>], members: &[usize]) -> Vec<KeyOp> {
         }
         _ => true,
     });
-    out
+    // Written values are unique per key by workload contract; check it, since
+    // the search's overwrite pruning relies on it.
+    let mut written: Vec<u32> = out
+        .iter()
+        .filter_map(|k| match k.step {
+            Step::Write(v) | Step::Cas { value: v, .. } => Some(v),
+            _ => None,
+        })
+        .collect();
+    written.sort_unstable();
+    let unique_writes = written.windows(2).all(|w| w[0] != w[1]);
+    KeyInput { ops: out, values: values.len() + 1, unique_writes }
 }
 
 /// Checks one key's operations (indices into `all`).
 pub fn check_key(all: &[Operation<'_>], members: &[usize], budget: u64) -> KeyResult {
-    let ops = key_ops(all, members);
-    search(&ops, budget)
+    let input = key_ops(all, members);
+    search(&input, budget)
 }
 
 /// Shrinks a failing key to a small failing subset (greedy chunk removal, as in
