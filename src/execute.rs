@@ -1,5 +1,6 @@
 //! One run from scenario to judged report: simulate, measure, check.
 
+use crate::check::{self, CheckConfig, LIVENESS_BOUND_NS_DEFAULT};
 use crate::report::{self, Report};
 use crate::runner::{self, RunError, RunOptions, RunOutput};
 use crate::scenario::Scenario;
@@ -12,16 +13,19 @@ pub struct Executed {
 pub fn execute(scn: &Scenario, seed: u64, opts: &RunOptions) -> Result<Executed, RunError> {
     let output = runner::run(scn, seed, opts)?;
     let (mut report, measured) = report::build(scn, &output);
-    report::judge_measured(&mut report, scn, &measured);
+    let config = CheckConfig {
+        heal_at_ns: Some(output.heal_at.0),
+        liveness_bound_ns: scn.expect.liveness_bound.map(|d| d.0.as_nanos() as u64).unwrap_or(LIVENESS_BOUND_NS_DEFAULT),
+        ..CheckConfig::default()
+    };
+    let verdicts = check::check_all(&output.history, &config);
+    report::judge(&mut report, scn, &measured, verdicts);
     Ok(Executed { report, output })
 }
 
 impl Executed {
-    /// The operation history as JSON lines.
+    /// The operation history as JSON lines (`tablesim check` reads it back).
     pub fn write_history(&self, w: &mut impl std::io::Write) -> std::io::Result<()> {
-        for r in &self.output.ops {
-            writeln!(w, "{:?}", r)?;
-        }
-        Ok(())
+        self.output.history.write_jsonl(w)
     }
 }

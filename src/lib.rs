@@ -3,9 +3,11 @@
 #[cfg(not(madsim))]
 compile_error!("tablesim only runs inside madsim's simulation: build with `--cfg madsim` (see .cargo/config.toml; unset RUSTFLAGS)");
 
+pub mod bench;
+pub mod check;
+pub mod execute;
+pub mod history;
+pub mod report;
+pub mod runner;
 pub mod scenario;
 pub mod workload;
-pub mod runner;
-pub mod report;
-pub mod bench;
-pub mod execute;

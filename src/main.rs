@@ -63,13 +63,33 @@ enum Cmd {
         #[arg(long, default_value = "scenarios")]
         dir: PathBuf,
     },
-    /// Measure the simulated world's speed.
+    /// Re-check a saved history (history.jsonl) offline with the run's checkers.
+    Check {
+        history: PathBuf,
+        /// Only this checker: linearizable, durability, sequence, liveness.
+        #[arg(long)]
+        checker: Option<String>,
+        /// Model time the last fault healed (liveness), e.g. "5s".
+        #[arg(long, value_parser = parse_dur)]
+        heal_at: Option<std::time::Duration>,
+        /// Operations invoked this long after healing must succeed (liveness).
+        #[arg(long, value_parser = parse_dur)]
+        liveness_bound: Option<std::time::Duration>,
+    },
+    /// Measure the simulated world's speed and the checkers'.
     Bench {
         #[arg(long, default_value_t = 100_000)]
         round_trips: u64,
         #[arg(long, default_value_t = 100_000)]
         disk_ops: u64,
+        /// Operations of the linearizability benchmark history (0 skips it).
+        #[arg(long, default_value_t = 1_000_000)]
+        checker_ops: u64,
     },
+}
+
+fn parse_dur(s: &str) -> Result<std::time::Duration, String> {
+    sim::time::parse_duration(s)
 }
 
 fn parse_range(s: &str) -> Result<(u64, u64), String> {
@@ -113,9 +133,14 @@ fn main() -> ExitCode {
             ExitCode::from(if bad { 2 } else { 0 })
         }
         Cmd::List { dir } => cmd_list(&dir),
-        Cmd::Bench { round_trips, disk_ops } => {
+        Cmd::Check { history, checker, heal_at, liveness_bound } => cmd_check(&history, checker.as_deref(), heal_at, liveness_bound),
+        Cmd::Bench { round_trips, disk_ops, checker_ops } => {
             let f = bench::run(round_trips, disk_ops);
-            println!("{}", serde_yaml_ng::to_string(&f).expect("figures serialise"));
+            println!("# simulated world\n{}", serde_yaml_ng::to_string(&f).expect("figures serialise"));
+            if checker_ops > 0 {
+                let c = tablesim::check::bench::bench_linearizability(1, checker_ops, tablesim::check::linearizable::LINEARIZABLE_STEPS_MAX);
+                println!("# linearizability checker\n{}", serde_yaml_ng::to_string(&c).expect("figures serialise"));
+            }
             ExitCode::SUCCESS
         }
     }
@@ -244,6 +269,42 @@ fn cmd_sweep(path: &Path, (a, b): (u64, u64), jobs: Option<usize>) -> ExitCode {
         println!("  seed {seed:<8} {why}\n           replay: {}", replay_command(path, *seed));
     }
     ExitCode::from(if failures.is_empty() { 0 } else { 1 })
+}
+
+fn cmd_check(path: &Path, checker: Option<&str>, heal_at: Option<std::time::Duration>, bound: Option<std::time::Duration>) -> ExitCode {
+    use tablesim::check::{self, CheckConfig, Verdict};
+    let mut config = match CheckConfig::only(checker) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    config.heal_at_ns = heal_at.map(|d| d.as_nanos() as u64);
+    if let Some(b) = bound {
+        config.liveness_bound_ns = b.as_nanos() as u64;
+    }
+    let verdicts = match check::check_file_with(path, &config) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    for l in verdicts.summary_lines() {
+        println!("{l}");
+    }
+    let undecided = verdicts.reports().iter().any(|(_, r)| r.verdict == Verdict::Unknown);
+    if !verdicts.no_failures() {
+        println!("verdict: FAIL");
+        ExitCode::from(1)
+    } else if undecided {
+        println!("verdict: unknown (a checker spent its search budget)");
+        ExitCode::from(1)
+    } else {
+        println!("verdict: pass");
+        ExitCode::SUCCESS
+    }
 }
 
 fn cmd_list(dir: &Path) -> ExitCode {

@@ -13,7 +13,7 @@ use sim::time::{fmt_duration, SimTime};
 
 use crate::runner::RunOutput;
 use crate::scenario::Scenario;
-use crate::workload::{OpRecord, Outcome, Phase, PROCESS_DIED};
+use crate::history::{Op, Operation, Outcome, Phase};
 
 #[derive(Serialize, Debug, Clone, Default, PartialEq)]
 pub struct Counts {
@@ -78,6 +78,8 @@ pub struct Report {
     pub final_phase_complete: bool,
     pub network: sim::world::NetStats,
     pub disks: sim::disk::DiskStats,
+    /// The checkers' verdicts over the run's history.
+    pub checks: Option<crate::check::Verdicts>,
     pub expectations: Vec<Expectation>,
     pub pass: bool,
 }
@@ -86,8 +88,8 @@ fn round4(x: f64) -> f64 {
     (x * 10_000.0).round() / 10_000.0
 }
 
-fn answered(r: &OpRecord) -> bool {
-    r.outcome == Some(Outcome::Ok) || (r.outcome == Some(Outcome::Fail) && r.error.as_deref() == Some("cas mismatch"))
+fn answered(r: &Operation<'_>) -> bool {
+    r.outcome == Outcome::Ok || (r.outcome == Outcome::Fail && r.error == Some("cas mismatch"))
 }
 
 fn percentile(sorted: &[u64], p: f64) -> String {
@@ -98,8 +100,7 @@ fn percentile(sorted: &[u64], p: f64) -> String {
     fmt_duration(Duration::from_nanos(sorted[i]))
 }
 
-fn route_key(op: &crate::workload::Op) -> &str {
-    use crate::workload::Op;
+fn route_key(op: &Op) -> &str {
     match op {
         Op::Read { key, .. } | Op::Write { key, .. } | Op::Cas { key, .. } | Op::Delete { key } => key,
         Op::Append { pkey, .. } => pkey,
@@ -112,16 +113,17 @@ fn route_key(op: &crate::workload::Op) -> &str {
 /// one's invocation to the last one's completion. Keys, not processes: a
 /// process hops between keys, a partition's clients wait on its keys. Time
 /// in which nobody tried the key does not count.
-fn max_unavailability(ops: &[OpRecord], main_end: SimTime) -> (Duration, Option<String>) {
-    let mut by_key: BTreeMap<&str, Vec<&OpRecord>> = BTreeMap::new();
-    // A process that died is not trying any more: its orphaned operation
-    // says nothing about the service.
-    for r in ops.iter().filter(|r| r.phase == Phase::Main && r.error.as_deref() != Some(PROCESS_DIED)) {
-        by_key.entry(route_key(&r.op)).or_default().push(r);
+fn max_unavailability<'a>(ops: &'a [Operation<'a>], main_end: SimTime) -> (Duration, Option<String>) {
+    let mut by_key: BTreeMap<&str, Vec<&Operation<'_>>> = BTreeMap::new();
+    // An operation whose client process crashed says nothing about the
+    // service: that process is not trying any more.
+    for r in ops.iter().filter(|r| r.phase == Phase::Main && r.error != Some(crate::runner::CLIENT_CRASHED)) {
+        by_key.entry(route_key(r.op)).or_default().push(r);
     }
     let mut worst = (Duration::ZERO, None);
     for (key, mut list) in by_key {
-        list.sort_by_key(|r| (r.completed.unwrap_or(main_end), r.invoked));
+        let done = |r: &Operation<'_>| r.complete_ns.map(SimTime).unwrap_or(main_end);
+        list.sort_by_key(|r| (done(r), r.invoke_index));
         // (first invocation, last completion) of the current unanswered run.
         let mut run: Option<(SimTime, SimTime)> = None;
         let mut close = |run: Option<(SimTime, SimTime)>| {
@@ -133,13 +135,13 @@ fn max_unavailability(ops: &[OpRecord], main_end: SimTime) -> (Duration, Option<
             }
         };
         for r in list {
-            let done = r.completed.unwrap_or(main_end);
+            let (invoked, done) = (SimTime(r.invoke_ns), done(r));
             if answered(r) {
                 close(run.take());
             } else {
                 run = Some(match run {
-                    None => (r.invoked, done),
-                    Some((from, to)) => (from.min(r.invoked), to.max(done)),
+                    None => (invoked, done),
+                    Some((from, to)) => (from.min(invoked), to.max(done)),
                 });
             }
         }
@@ -161,26 +163,24 @@ pub fn build(scn: &Scenario, out: &RunOutput) -> (Report, Measured) {
     let secs = scn.duration.as_secs_f64().ceil().max(1.0) as usize;
     let mut per_sec = vec![(0u64, 0u64); secs];
     let (mut answered_n, mut total_n) = (0u64, 0u64);
-    for r in &out.ops {
-        let outcome = r.outcome.unwrap_or(Outcome::Info);
-        let counts = if r.phase == Phase::Final { &mut final_reads } else { operations.entry(r.op.kind().to_string()).or_default() };
-        match outcome {
+    let ops = out.history.operations();
+    for r in &ops {
+        let counts = if r.phase == Phase::Final { &mut final_reads } else { operations.entry(r.op.name().to_string()).or_default() };
+        match r.outcome {
             Outcome::Ok => counts.ok += 1,
             Outcome::Fail => counts.fail += 1,
-            Outcome::Info => counts.info += 1,
+            Outcome::Info | Outcome::Open => counts.info += 1,
         }
         if r.phase != Phase::Main {
             continue;
         }
-        if outcome == Outcome::Ok {
-            if let Some(c) = r.completed {
-                lat.entry(r.op.kind().to_string()).or_default().push(c.0 - r.invoked.0);
-            }
+        if let (Outcome::Ok, Some(c)) = (r.outcome, r.complete_ns) {
+            lat.entry(r.op.name().to_string()).or_default().push(c - r.invoke_ns);
         }
         total_n += 1;
         let a = answered(r);
         answered_n += u64::from(a);
-        let s = ((r.invoked.0 / 1_000_000_000) as usize).min(secs - 1);
+        let s = ((r.invoke_ns / 1_000_000_000) as usize).min(secs - 1);
         per_sec[s].1 += 1;
         per_sec[s].0 += u64::from(a);
     }
@@ -193,7 +193,7 @@ pub fn build(scn: &Scenario, out: &RunOutput) -> (Report, Measured) {
         })
         .collect();
     let overall = if total_n == 0 { 1.0 } else { answered_n as f64 / total_n as f64 };
-    let (unavail, window) = max_unavailability(&out.ops, out.main_end);
+    let (unavail, window) = max_unavailability(&ops, out.main_end);
     let report = Report {
         scenario: scn.name.clone(),
         seed: out.seed,
@@ -214,6 +214,7 @@ pub fn build(scn: &Scenario, out: &RunOutput) -> (Report, Measured) {
         final_phase_complete: out.final_phase_complete,
         network: out.net.clone(),
         disks: out.disk.clone(),
+        checks: None,
         expectations: Vec::new(),
         pass: true,
     };
@@ -248,6 +249,11 @@ impl Report {
         }
         let _ = writeln!(s, "  availability {:.4}  longest unavailability {}", self.availability.overall, self.availability.max_unavailability);
         let _ = writeln!(s, "  final reads: ok {} fail {} info {}", self.final_reads.ok, self.final_reads.fail, self.final_reads.info);
+        if let Some(v) = &self.checks {
+            for l in v.summary_lines() {
+                let _ = writeln!(s, "  check {l}");
+            }
+        }
         for e in &self.expectations {
             let _ = writeln!(s, "  [{}] {:<20} expected {:<10} measured {}", if e.pass { "pass" } else { "FAIL" }, e.name, e.expected, e.measured);
         }
@@ -257,8 +263,32 @@ impl Report {
 }
 
 
-/// Judges the expectations that the run's own measurements decide.
-pub fn judge_measured(report: &mut Report, scn: &Scenario, m: &Measured) {
+/// Judges every expectation of the scenario: the checkers' verdicts, then
+/// the run's own measurements.
+pub fn judge(report: &mut Report, scn: &Scenario, m: &Measured, v: crate::check::Verdicts) {
+    use crate::check::Verdict;
+    let e = &scn.expect;
+    if let Some(max) = e.lost_acked_writes {
+        let lost = v.durability.counts.get("lost_acked_writes").copied().unwrap_or(0);
+        // With a bound of 0 the durability checker must pass outright: a
+        // phantom read or a resurrected delete is a durability failure too.
+        let ok = lost <= max && (max > 0 || v.durability.verdict == Verdict::Pass);
+        report.expect("lost_acked_writes", format!("<= {max}"), format!("{lost} ({})", v.durability.verdict.name()), ok);
+    }
+    for (name, want, r) in [("linearizable", e.linearizable, &v.linearizable), ("sequence_ok", e.sequence_ok, &v.sequence), ("live", e.live, &v.liveness)] {
+        if let Some(want) = want {
+            let holds = r.verdict == Verdict::Pass;
+            // An undecided checker proves nothing either way: it fails the
+            // expectation whichever way it was set.
+            let pass = r.verdict != Verdict::Unknown && r.verdict != Verdict::Skipped && holds == want;
+            report.expect(name, want.to_string(), r.verdict.name().to_string(), pass);
+        }
+    }
+    report.checks = Some(v);
+    judge_measured(report, scn, m);
+}
+
+fn judge_measured(report: &mut Report, scn: &Scenario, m: &Measured) {
     if let Some(min) = scn.expect.min_availability {
         report.expect("min_availability", format!(">= {min}"), format!("{:.4}", m.availability), m.availability >= min);
     }

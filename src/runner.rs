@@ -6,6 +6,7 @@
 //! [`FINAL_PHASE_MAX`] passes). The run returns what it observed; checking
 //! and reporting happen outside the simulation.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -18,13 +19,16 @@ use sim::time::{self, SimTime};
 use sim::world::{NetStats, NodeCtx, World};
 
 use crate::scenario::{heal_all, Scenario};
-use crate::workload::{self, KeyChooser, OpRecord, ProcessSpec, Recorder, SharedRecorder};
+use crate::history::{History, Kind, Op};
+use crate::workload::{self, KeyChooser, ProcessSpec, SharedHistory};
 
 /// Longest the final phase may take (model time) before the run ends anyway.
 pub const FINAL_PHASE_MAX: Duration = Duration::from_secs(120);
 /// Workloads start this long after the world: servers recover their disks
 /// and bind their transports first (a request before that vanishes).
 pub const SERVICE_STARTUP: Duration = Duration::from_millis(10);
+/// The error of an operation whose client process crashed while it was open.
+pub const CLIENT_CRASHED: &str = "client process crashed with the operation open";
 /// Process ids of a restarted client node start at `incarnation * this`.
 const PROCESS_ID_STRIDE: u64 = 1_000_000;
 
@@ -45,7 +49,8 @@ pub struct AppliedFault {
 pub struct RunOutput {
     pub seed: u64,
     pub digest: Digest,
-    pub ops: Vec<OpRecord>,
+    /// Every client operation; processes that died leave theirs open.
+    pub history: History,
     pub faults: Vec<AppliedFault>,
     /// When the last fault was healed (zero when there were none).
     pub heal_at: SimTime,
@@ -91,6 +96,8 @@ pub fn run(scn: &Scenario, seed: u64, opts: &RunOptions) -> Result<RunOutput, Ru
 struct Control {
     final_keys: Mutex<Option<Vec<String>>>,
     final_done: AtomicBool,
+    /// Every process started: its client node and that node's incarnation.
+    processes: Mutex<BTreeMap<u64, (sim::NodeId, u64)>>,
 }
 
 /// Builds a process's spec from its process id (which depends on the
@@ -160,8 +167,8 @@ async fn simulate(scn: Scenario, seed: u64, opts: RunOptions) -> RunOutput {
         }
     }
 
-    let rec: SharedRecorder = Arc::new(Mutex::new(Recorder::default()));
-    let control = Arc::new(Control { final_keys: Mutex::new(None), final_done: AtomicBool::new(false) });
+    let rec: SharedHistory = Arc::new(Mutex::new(History::new()));
+    let control = Arc::new(Control { final_keys: Mutex::new(None), final_done: AtomicBool::new(false), processes: Mutex::new(BTreeMap::new()) });
     for (&c, plan) in clients.iter().zip(plans) {
         let (rec, control, servers) = (rec.clone(), control.clone(), servers.clone());
         world.start_node(c, move |ctx| client_main(ctx, plan.clone(), rec.clone(), control.clone(), servers.clone(), op_timeout));
@@ -186,12 +193,12 @@ async fn simulate(scn: Scenario, seed: u64, opts: RunOptions) -> RunOutput {
 
     // The final phase: read back every key a write touched.
     let keys: Vec<String> = {
-        let r = rec.lock().expect("recorder");
+        let r = rec.lock().expect("history");
         let set: std::collections::BTreeSet<String> = r
-            .ops
+            .entries()
             .iter()
-            .filter_map(|o| match &o.op {
-                workload::Op::Write { key, .. } | workload::Op::Cas { key, .. } | workload::Op::Delete { key } => Some(key.clone()),
+            .filter_map(|e| match &e.op {
+                Op::Write { key, .. } | Op::Cas { key, .. } | Op::Delete { key } => Some(key.clone()),
                 _ => None,
             })
             .collect();
@@ -203,11 +210,23 @@ async fn simulate(scn: Scenario, seed: u64, opts: RunOptions) -> RunOutput {
         time::sleep(Duration::from_millis(10)).await;
     }
     let end = time::now();
-    let ops = {
-        let mut r = rec.lock().expect("recorder");
-        r.close_open(end);
-        std::mem::take(&mut r.ops)
-    };
+    let mut history = std::mem::take(&mut *rec.lock().expect("history"));
+    // As in Jepsen, the open operation of a process that crashed (its node
+    // died or restarted since) completes as unknown. A live process's open
+    // operation stays open: the liveness checker then reports it.
+    let crashed: Vec<u64> = control
+        .processes
+        .lock()
+        .expect("control")
+        .iter()
+        .filter(|(_, (node, inc))| !world.is_alive(*node) || world.incarnation(*node) != *inc)
+        .map(|(p, _)| *p)
+        .collect();
+    for p in crashed {
+        if let Some(op) = history.open_op(p).cloned() {
+            history.complete(p, end.0, Kind::Info, op, Some(CLIENT_CRASHED.into()));
+        }
+    }
     let mut disk = DiskStats::default();
     for n in topo.nodes() {
         let s = world.disk(n.id).stats();
@@ -226,7 +245,7 @@ async fn simulate(scn: Scenario, seed: u64, opts: RunOptions) -> RunOutput {
     RunOutput {
         seed,
         digest: world.digest(),
-        ops,
+        history,
         faults,
         heal_at,
         main_end,
@@ -238,7 +257,7 @@ async fn simulate(scn: Scenario, seed: u64, opts: RunOptions) -> RunOutput {
     }
 }
 
-async fn client_main(ctx: NodeCtx, plan: ClientPlan, rec: SharedRecorder, control: Arc<Control>, servers: Vec<sim::NodeId>, timeout: Duration) {
+async fn client_main(ctx: NodeCtx, plan: ClientPlan, rec: SharedHistory, control: Arc<Control>, servers: Vec<sim::NodeId>, timeout: Duration) {
     let (net, _inbox) = Net::<KvMsg>::bind(&ctx).await;
     let client = KvClient::new(net, servers, timeout);
     let incarnation = ctx.world.incarnation(ctx.id);
@@ -250,6 +269,7 @@ async fn client_main(ctx: NodeCtx, plan: ClientPlan, rec: SharedRecorder, contro
         if spec.start >= spec.stop {
             continue;
         }
+        control.processes.lock().expect("control").insert(process, (ctx.id, incarnation));
         let rng = ctx.world.rng(&format!("workload/{}/{process}", spec.workload));
         madsim::task::spawn(workload::run_process(ctx.world.clone(), client.clone(), rec.clone(), spec, rng));
     }
@@ -261,6 +281,7 @@ async fn client_main(ctx: NodeCtx, plan: ClientPlan, rec: SharedRecorder, contro
             time::sleep(Duration::from_millis(5)).await;
         };
         let process = incarnation * PROCESS_ID_STRIDE + (PROCESS_ID_STRIDE - 1);
+        control.processes.lock().expect("control").insert(process, (ctx.id, incarnation));
         workload::final_reads(&ctx.world, &client, &rec, process, keys).await;
         control.final_done.store(true, Ordering::SeqCst);
     }

@@ -19,70 +19,12 @@ use sim::log::Event;
 use sim::time::{self, SimTime};
 use sim::world::World;
 
+use crate::history::{History, Kind, Op, Phase};
 use crate::scenario::{Distribution, HotOp, WorkloadDef};
 
-/// One operation as the client saw it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Op {
-    Read { key: String, value: Option<String> },
-    Write { key: String, value: String },
-    Cas { key: String, expected: Option<String>, value: String },
-    Delete { key: String },
-    Append { pkey: String, seq: Option<u64> },
-    Scan { start: String, end: String, count: Option<u64> },
-}
+/// Every operation of a run, in the order the runner observed it.
+pub type SharedHistory = Arc<Mutex<History>>;
 
-impl Op {
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Op::Read { .. } => "read",
-            Op::Write { .. } => "write",
-            Op::Cas { .. } => "cas",
-            Op::Delete { .. } => "delete",
-            Op::Append { .. } => "append",
-            Op::Scan { .. } => "scan",
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Outcome {
-    Ok,
-    /// Definitely did not happen.
-    Fail,
-    /// Unknown: may or may not have happened.
-    Info,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Phase {
-    Main,
-    Final,
-}
-
-#[derive(Clone, Debug)]
-pub struct OpRecord {
-    pub process: u64,
-    pub workload: String,
-    pub phase: Phase,
-    pub invoked: SimTime,
-    /// `None` while open; open operations at the end of the run become `Info`.
-    pub completed: Option<SimTime>,
-    pub op: Op,
-    pub outcome: Option<Outcome>,
-    pub error: Option<String>,
-}
-
-/// Every operation of a run, in invocation order.
-#[derive(Default)]
-pub struct Recorder {
-    pub ops: Vec<OpRecord>,
-}
-
-pub type SharedRecorder = Arc<Mutex<Recorder>>;
-
-/// The error of an operation whose process died while it was open.
-pub const PROCESS_DIED: &str = "process died with the operation open";
 /// Operations the final phase reads back, per key, before giving up.
 pub const FINAL_READ_ATTEMPTS_MAX: u32 = 50;
 /// Values a process remembers for building `cas` expectations.
@@ -132,38 +74,22 @@ impl KeyChooser {
     }
 }
 
-impl Recorder {
-    fn invoke(&mut self, world: &World, process: u64, workload: &str, phase: Phase, op: Op) -> usize {
-        let at = time::now();
-        world.record(Event::Client { at, process, text: format!("invoke {op:?}") });
-        self.ops.push(OpRecord { process, workload: workload.to_string(), phase, invoked: at, completed: None, op, outcome: None, error: None });
-        self.ops.len() - 1
-    }
+fn invoke(world: &World, history: &SharedHistory, process: u64, phase: Phase, op: Op) {
+    let at = time::now();
+    world.record(Event::Client { at, process, text: format!("invoke {}", op.describe()) });
+    history.lock().expect("history").invoke(process, at.0, op, phase);
+}
 
-    fn complete(&mut self, world: &World, id: usize, op: Op, outcome: Outcome, error: Option<String>) {
-        let at = time::now();
-        let r = &mut self.ops[id];
-        world.record(Event::Client { at, process: r.process, text: format!("{outcome:?} {op:?} {error:?}") });
-        assert!(r.completed.is_none(), "an operation completes once");
-        r.completed = Some(at);
-        r.op = op;
-        r.outcome = Some(outcome);
-        r.error = error;
-    }
-
-    /// Closes operations still open at the end (their process died): unknown.
-    pub fn close_open(&mut self, end: SimTime) {
-        for r in self.ops.iter_mut().filter(|r| r.completed.is_none()) {
-            r.completed = Some(end);
-            r.outcome = Some(Outcome::Info);
-            r.error = Some(PROCESS_DIED.into());
-        }
-    }
+fn complete(world: &World, history: &SharedHistory, process: u64, op: Op, kind: Kind, error: Option<String>) {
+    let at = time::now();
+    world.record(Event::Client { at, process, text: format!("{kind:?} {} {error:?}", op.describe()) });
+    history.lock().expect("history").complete(process, at.0, kind, op, error);
 }
 
 /// What one process runs.
 pub struct ProcessSpec {
     pub process: u64,
+    /// Names the process's random stream.
     pub workload: String,
     pub def: Arc<WorkloadDef>,
     pub chooser: Arc<KeyChooser>,
@@ -176,7 +102,7 @@ pub struct ProcessSpec {
 }
 
 /// Runs one client process until its stop time.
-pub async fn run_process(world: World, client: KvClient, rec: SharedRecorder, spec: ProcessSpec, mut rng: ChaCha8Rng) {
+pub async fn run_process(world: World, client: KvClient, history: SharedHistory, spec: ProcessSpec, mut rng: ChaCha8Rng) {
     let mut next = SimTime::from_duration(spec.start);
     let stop = SimTime::from_duration(spec.stop);
     let mut counter = 0u64;
@@ -225,8 +151,8 @@ pub async fn run_process(world: World, client: KvClient, rec: SharedRecorder, sp
                 }
             }
         };
-        let (op, outcome, error) = execute(&world, &client, &rec, spec.process, &spec.workload, Phase::Main, op, spec.def.value_size).await;
-        if outcome == Outcome::Ok {
+        let (op, kind) = execute(&world, &client, &history, spec.process, Phase::Main, op, spec.def.value_size).await;
+        if kind == Kind::Ok {
             match &op {
                 Op::Read { key, value } => remember(&mut known, key, value.clone()),
                 Op::Write { key, value } | Op::Cas { key, value, .. } => remember(&mut known, key, Some(value.clone())),
@@ -234,7 +160,6 @@ pub async fn run_process(world: World, client: KvClient, rec: SharedRecorder, sp
                 _ => {}
             }
         }
-        let _ = error;
     }
 }
 
@@ -247,9 +172,8 @@ fn remember(known: &mut BTreeMap<String, Option<String>>, key: &str, v: Option<S
 }
 
 /// Invokes one operation, records it, and returns it with its outputs.
-#[allow(clippy::too_many_arguments)]
-pub async fn execute(world: &World, client: &KvClient, rec: &SharedRecorder, process: u64, workload: &str, phase: Phase, op: Op, size: u32) -> (Op, Outcome, Option<String>) {
-    let id = rec.lock().expect("recorder").invoke(world, process, workload, phase, op.clone());
+pub async fn execute(world: &World, client: &KvClient, history: &SharedHistory, process: u64, phase: Phase, op: Op, size: u32) -> (Op, Kind) {
+    invoke(world, history, process, phase, op.clone());
     let (route_key, msg) = match &op {
         Op::Read { key, .. } => (key.clone(), KvMsg::Get { key: key.clone() }),
         Op::Write { key, value } => (key.clone(), KvMsg::Put { key: key.clone(), value: value.clone(), size }),
@@ -259,25 +183,25 @@ pub async fn execute(world: &World, client: &KvClient, rec: &SharedRecorder, pro
         Op::Scan { start, end, .. } => (start.clone(), KvMsg::Scan { start: start.clone(), end: end.clone(), limit: 100 }),
     };
     let result = client.request(&route_key, msg).await;
-    let (done, outcome, error) = match (op, result) {
-        (Op::Read { key, .. }, Ok(KvMsg::Value(v))) => (Op::Read { key, value: v }, Outcome::Ok, None),
-        (Op::Append { pkey, .. }, Ok(KvMsg::Seq(s))) => (Op::Append { pkey, seq: Some(s) }, Outcome::Ok, None),
-        (Op::Scan { start, end, .. }, Ok(KvMsg::Rows(n))) => (Op::Scan { start, end, count: Some(n) }, Outcome::Ok, None),
-        (op @ (Op::Write { .. } | Op::Cas { .. } | Op::Delete { .. }), Ok(KvMsg::Done)) => (op, Outcome::Ok, None),
-        (op, Ok(other)) => (op, Outcome::Info, Some(format!("unexpected response {other:?}"))),
-        (op, Err(ClientError::Failed(e))) => (op, Outcome::Fail, Some(e)),
-        (op, Err(ClientError::Unknown(e))) => (op, Outcome::Info, Some(e)),
+    let (done, kind, error) = match (op, result) {
+        (Op::Read { key, .. }, Ok(KvMsg::Value(v))) => (Op::Read { key, value: v }, Kind::Ok, None),
+        (Op::Append { pkey, .. }, Ok(KvMsg::Seq(s))) => (Op::Append { pkey, seq: Some(s) }, Kind::Ok, None),
+        (Op::Scan { start, end, .. }, Ok(KvMsg::Rows(n))) => (Op::Scan { start, end, count: Some(n) }, Kind::Ok, None),
+        (op @ (Op::Write { .. } | Op::Cas { .. } | Op::Delete { .. }), Ok(KvMsg::Done)) => (op, Kind::Ok, None),
+        (op, Ok(other)) => (op, Kind::Info, Some(format!("unexpected response {other:?}"))),
+        (op, Err(ClientError::Failed(e))) => (op, Kind::Fail, Some(e)),
+        (op, Err(ClientError::Unknown(e))) => (op, Kind::Info, Some(e)),
     };
-    rec.lock().expect("recorder").complete(world, id, done.clone(), outcome, error.clone());
-    (done, outcome, error)
+    complete(world, history, process, done.clone(), kind, error);
+    (done, kind)
 }
 
 /// Reads back every key the run wrote, retrying each until it answers.
-pub async fn final_reads(world: &World, client: &KvClient, rec: &SharedRecorder, process: u64, keys: Vec<String>) {
+pub async fn final_reads(world: &World, client: &KvClient, history: &SharedHistory, process: u64, keys: Vec<String>) {
     for key in keys {
         for attempt in 0..FINAL_READ_ATTEMPTS_MAX {
-            let (_, outcome, _) = execute(world, client, rec, process, "final", Phase::Final, Op::Read { key: key.clone(), value: None }, 0).await;
-            if outcome == Outcome::Ok {
+            let (_, kind) = execute(world, client, history, process, Phase::Final, Op::Read { key: key.clone(), value: None }, 0).await;
+            if kind == Kind::Ok {
                 break;
             }
             time::sleep(Duration::from_millis(10 * u64::from(attempt + 1).min(10))).await;

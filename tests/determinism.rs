@@ -17,7 +17,7 @@ fn same_seed_same_digest_and_other_seed_other_digest_for_every_scenario() {
         let b = run(&scn, 7, &RunOptions::default()).unwrap();
         let c = run(&scn, 8, &RunOptions::default()).unwrap();
         assert_eq!(a.digest, b.digest, "{}: seed 7 twice", path.display());
-        assert_eq!(a.ops.len(), b.ops.len());
+        assert_eq!(a.history.len(), b.history.len());
         assert_ne!(a.digest, c.digest, "{}: seeds 7 and 8", path.display());
     }
 }

@@ -1,0 +1,190 @@
+//! Durability (RPO 0): after faults heal, the final reads must show every
+//! acknowledged write unless something that may have come after it replaced it;
+//! values of failed writes are never observed by any read.
+//!
+//! Written values are unique per key, so a read's value names its writer. The
+//! rules, chosen so that every violation is a real loss (the linearizability
+//! checker catches the subtler orderings):
+//! - A read (or a cas expectation) of a value nobody wrote is a phantom; of a
+//!   failed write's value, a failed-write read; of a write invoked only after
+//!   the read completed, a read from the future.
+//! - A final read returning `x` loses an acknowledged write `W` (value `w != x`)
+//!   when the writer of `x` certainly finished before `W` started (then `x` is
+//!   older than `W`), or when `x` is absent and no delete may have followed `W`.
+//!   `info` and open writes whose value some read observed count as
+//!   acknowledged too: they certainly happened. Other `info` writes may be
+//!   either present or absent.
+//! - An acknowledged delete is resurrected when the final value's writer
+//!   certainly finished before the delete started.
+
+use super::{CheckerReport, Verdict};
+use crate::history::{Op, Operation, Outcome, Phase};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Register operations of one key, with the writers of its values.
+#[derive(Default)]
+struct KeyView<'o> {
+    members: Vec<usize>,
+    writer: BTreeMap<&'o str, usize>,
+}
+
+fn written_value(op: &Op) -> Option<&str> {
+    match op {
+        Op::Write { value, .. } | Op::Cas { value, .. } => Some(value),
+        _ => None,
+    }
+}
+
+/// The value an ok operation observed: a read's result or a cas expectation.
+fn observed<'o>(o: &Operation<'o>) -> Option<&'o str> {
+    if o.outcome != Outcome::Ok {
+        return None;
+    }
+    match o.op {
+        Op::Read { value, .. } => value.as_deref(),
+        Op::Cas { expected, .. } => expected.as_deref(),
+        _ => None,
+    }
+}
+
+pub fn check(all: &[Operation<'_>]) -> CheckerReport {
+    let mut keys: BTreeMap<&str, KeyView<'_>> = BTreeMap::new();
+    for (i, o) in all.iter().enumerate() {
+        let Some(key) = o.op.register_key() else { continue };
+        let view = keys.entry(key).or_default();
+        view.members.push(i);
+        if let Some(v) = written_value(o.op) {
+            // Values are unique per key; if a workload breaks that, the first
+            // non-failed writer wins so no real write is reported as failed.
+            let keep_old = view.writer.get(v).is_some_and(|&w| all[w].outcome != Outcome::Fail);
+            if !keep_old {
+                view.writer.insert(v, i);
+            }
+        }
+    }
+
+    let mut report = CheckerReport::new(Verdict::Pass);
+    for name in ["lost_acked_writes", "resurrected_deletes", "failed_write_reads", "phantom_reads", "future_reads"] {
+        report.count(name, 0);
+    }
+    let mut final_reads = 0u64;
+    let mut acked_writes = 0u64;
+    for (key, view) in &keys {
+        // 1. Every observed value must come from a write that may have happened
+        //    before the observation.
+        let mut observed_writers: BTreeSet<usize> = BTreeSet::new();
+        for &i in &view.members {
+            let o = &all[i];
+            let Some(v) = observed(o) else { continue };
+            match view.writer.get(v) {
+                None => report.violation("phantom_reads", || {
+                    format!("key {key:?}: {} observed {v:?}, which no operation wrote", o.describe())
+                }),
+                Some(&w) if all[w].outcome == Outcome::Fail => report.violation("failed_write_reads", || {
+                    format!(
+                        "key {key:?}: {} observed {v:?}, written only by a failed write: {}",
+                        o.describe(),
+                        all[w].describe()
+                    )
+                }),
+                Some(&w) if o.complete_index.is_some_and(|c| c < all[w].invoke_index) => {
+                    report.violation("future_reads", || {
+                        format!(
+                            "key {key:?}: {} observed {v:?} before its write was invoked: {}",
+                            o.describe(),
+                            all[w].describe()
+                        )
+                    })
+                }
+                Some(&w) => {
+                    observed_writers.insert(w);
+                }
+            }
+        }
+
+        // 2. Final reads against acknowledged writes and deletes.
+        let acked: Vec<usize> = view
+            .members
+            .iter()
+            .copied()
+            .filter(|&i| {
+                let o = &all[i];
+                written_value(o.op).is_some()
+                    && (o.outcome == Outcome::Ok || (o.outcome.is_unknown() && observed_writers.contains(&i)))
+            })
+            .collect();
+        acked_writes += acked.len() as u64;
+        let mut lost: BTreeSet<usize> = BTreeSet::new();
+        for &r in &view.members {
+            let read = &all[r];
+            let Op::Read { value, .. } = read.op else { continue };
+            if read.phase != Phase::Final || read.outcome != Outcome::Ok {
+                continue;
+            }
+            final_reads += 1;
+            let read_end = read.complete_index.unwrap_or(usize::MAX);
+            // Deletes that took (or may have taken) effect before the read.
+            let deletes: Vec<&Operation<'_>> = view
+                .members
+                .iter()
+                .map(|&i| &all[i])
+                .filter(|o| matches!(o.op, Op::Delete { .. }) && o.outcome != Outcome::Fail)
+                .filter(|o| o.invoke_index < read_end)
+                .collect();
+            match value {
+                Some(x) => {
+                    // Unknown writers were reported above; nothing to judge against.
+                    let Some(&xw) = view.writer.get(x.as_str()) else { continue };
+                    let x_writer = &all[xw];
+                    if x_writer.outcome == Outcome::Fail {
+                        continue;
+                    }
+                    for &w in &acked {
+                        if w != xw && x_writer.precedes(&all[w]) && lost.insert(w) {
+                            report.violation("lost_acked_writes", || {
+                                format!(
+                                    "key {key:?}: acknowledged {} is lost: the final read {} shows an older value, whose write finished before it started: {}",
+                                    all[w].describe(),
+                                    read.describe(),
+                                    x_writer.describe()
+                                )
+                            });
+                        }
+                    }
+                    for d in &deletes {
+                        if d.outcome == Outcome::Ok && x_writer.precedes(d) {
+                            report.violation("resurrected_deletes", || {
+                                format!(
+                                    "key {key:?}: acknowledged {} is undone: the final read {} shows a value written before the delete started: {}",
+                                    d.describe(),
+                                    read.describe(),
+                                    x_writer.describe()
+                                )
+                            });
+                        }
+                    }
+                }
+                None => {
+                    for &w in &acked {
+                        let superseded = deletes.iter().any(|d| !d.precedes(&all[w]));
+                        if !superseded && lost.insert(w) {
+                            report.violation("lost_acked_writes", || {
+                                format!(
+                                    "key {key:?}: acknowledged {} is lost: the final read {} finds no row and no delete may have followed the write",
+                                    all[w].describe(),
+                                    read.describe()
+                                )
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+    report.count("final_reads", final_reads);
+    report.count("acked_writes", acked_writes);
+    if final_reads == 0 {
+        report.note = Some("no final reads: only the failed-write, phantom and future read rules ran".to_string());
+    }
+    report
+}

@@ -1,0 +1,623 @@
+//! Linearizability of per-row register operations (read, write, cas, delete).
+//!
+//! The search is Wing & Gong's as improved by Lowe and used by Porcupine:
+//! - P-compositionality: a history is linearizable iff each key's sub-history is,
+//!   so every key is searched on its own (keys are independent registers).
+//! - Events (calls and returns) sit in a doubly linked list in real-time order.
+//!   Walking from the head, any call met before the first return may be
+//!   linearized next; linearizing it lifts its call and return out of the list.
+//!   Meeting a return whose call is still in the list means a dead end: undo the
+//!   last choice (a stack) and try the next call after it.
+//! - Memoization: a configuration is (set of linearized ops, register value); a
+//!   configuration seen before is never explored again.
+//!
+//! `info` and open operations have no response (it is at +∞): they never block
+//! anything and may be dropped, so the search succeeds as soon as every `ok`
+//! operation is linearized. `fail` operations and unknown-outcome reads have no
+//! effect and are left out. A per-key step budget turns hopeless searches into
+//! `Unknown` instead of hanging.
+
+use super::{CheckerReport, Verdict};
+use crate::history::{Op, Operation, Outcome};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
+
+/// Default search budget per key, in search steps (list positions visited).
+pub const LINEARIZABLE_STEPS_MAX: u64 = 2_000_000;
+/// Default bound on the number of re-checks spent shrinking a counterexample.
+pub const SHRINK_CHECKS_MAX: usize = 400;
+/// Search budget of each shrinking re-check.
+pub const SHRINK_STEPS_MAX: u64 = 200_000;
+/// Timelines longer than this are cut (the shrinker may stop early on huge keys).
+pub const TIMELINE_OPS_MAX: usize = 40;
+/// Above this many operations per key the memo stores a 128-bit fingerprint of
+/// the linearized set instead of the set itself: exact sets would cost
+/// O(ops / 64) words per visited configuration, which does not fit in memory for
+/// hot keys with 100k operations. A false match needs a 128-bit collision.
+pub const EXACT_MEMO_OPS_MAX: usize = 1024;
+
+/// The register model's view of one operation; values are interned per key
+/// (0 = row absent).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Step {
+    Read(u32),
+    Write(u32),
+    Cas { expected: u32, value: u32 },
+    Delete,
+}
+
+impl Step {
+    /// The register's sequential specification.
+    fn apply(self, state: u32) -> Option<u32> {
+        match self {
+            Step::Read(v) => (v == state).then_some(state),
+            Step::Write(v) => Some(v),
+            Step::Cas { expected, value } => (expected == state).then_some(value),
+            Step::Delete => Some(0),
+        }
+    }
+}
+
+/// One operation of a key's sub-history, ready for the search.
+#[derive(Clone, Copy, Debug)]
+struct KeyOp {
+    step: Step,
+    call: usize,
+    /// `None`: no response (info/open), i.e. +∞.
+    ret: Option<usize>,
+}
+
+/// A key's sub-history, ready for the search.
+struct KeyInput {
+    ops: Vec<KeyOp>,
+    /// Number of value ids, including 0 (absent).
+    values: usize,
+    /// No value is written twice (the workload's contract).
+    unique_writes: bool,
+}
+
+/// Canonical register value of configurations whose value nobody will ever
+/// observe again: all such configurations have the same future, so they share
+/// one memo entry. No read or cas can match it.
+const DEAD: u32 = u32::MAX;
+
+/// Outcome of searching one key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyVerdict {
+    Linearizable,
+    NotLinearizable,
+    Unknown,
+}
+
+/// Result of a single-key search, with its cost.
+#[derive(Clone, Copy, Debug)]
+pub struct KeyResult {
+    pub verdict: KeyVerdict,
+    pub steps: u64,
+}
+
+/// A deterministic FxHash-style hasher: the memo is only probed, never iterated,
+/// so its order cannot leak into reports; a fixed hasher keeps runs reproducible
+/// and is much faster than SipHash on these small keys.
+#[derive(Default, Clone, Copy)]
+struct FxHasher(u64);
+
+impl Hasher for FxHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(c);
+            self.write_u64(u64::from_le_bytes(word));
+        }
+        let mut tail = [0u8; 8];
+        let rest = chunks.remainder();
+        tail[..rest.len()].copy_from_slice(rest);
+        self.write_u64(u64::from_le_bytes(tail) ^ ((rest.len() as u64) << 56));
+    }
+    fn write_u8(&mut self, i: u8) {
+        self.write_u64(u64::from(i));
+    }
+    fn write_u64(&mut self, i: u64) {
+        self.0 = (self.0.rotate_left(5) ^ i).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    fn write_u32(&mut self, i: u32) {
+        self.write_u64(u64::from(i));
+    }
+    fn write_usize(&mut self, i: usize) {
+        self.write_u64(i as u64);
+    }
+}
+
+type FxSet<T> = HashSet<T, BuildHasherDefault<FxHasher>>;
+type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
+
+fn splitmix64(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// Visited configurations: (linearized set, register value).
+enum Memo {
+    /// Up to 128 operations: the set fits in a u128 (the common case).
+    Small(FxSet<(u128, u32)>),
+    Exact(FxSet<(Box<[u64]>, u32)>),
+    Fingerprint(FxSet<(u64, u64, u32)>),
+}
+
+/// The linearized set, kept both as bits and as a Zobrist-style fingerprint.
+struct Linearized {
+    bits: Vec<u64>,
+    fp: (u64, u64),
+}
+
+impl Linearized {
+    fn toggle(&mut self, i: usize) {
+        self.bits[i / 64] ^= 1 << (i % 64);
+        let z = splitmix64(i as u64);
+        self.fp.0 ^= z;
+        self.fp.1 ^= splitmix64(z ^ 0x5851_f42d_4c95_7f2d);
+    }
+}
+
+impl Memo {
+    fn for_ops(n: usize) -> Memo {
+        if n <= 128 {
+            Memo::Small(FxSet::default())
+        } else if n <= EXACT_MEMO_OPS_MAX {
+            Memo::Exact(FxSet::default())
+        } else {
+            Memo::Fingerprint(FxSet::default())
+        }
+    }
+
+    /// Records a configuration; false if it was seen before.
+    fn insert(&mut self, set: &Linearized, state: u32) -> bool {
+        match self {
+            Memo::Small(memo) => {
+                let lo = u128::from(set.bits[0]);
+                let hi = u128::from(set.bits.get(1).copied().unwrap_or(0));
+                memo.insert((lo | (hi << 64), state))
+            }
+            Memo::Exact(memo) => memo.insert((set.bits.clone().into_boxed_slice(), state)),
+            Memo::Fingerprint(memo) => memo.insert((set.fp.0, set.fp.1, state)),
+        }
+    }
+}
+
+/// A choice on the search stack.
+#[derive(Clone, Copy)]
+struct Choice {
+    op: usize,
+    old_state: u32,
+    /// An enabled read, linearized without branching: if there is a
+    /// linearization at all, there is one that takes such a read first (it
+    /// changes no state and every op that must precede it is already placed),
+    /// so its alternatives need no exploring.
+    forced: bool,
+}
+
+/// Searches one key's operations.
+///
+/// With unique written values, a value overwritten is gone for good. So while
+/// some not-yet-linearized `ok` op still has to observe the current value (a
+/// read of it, a cas expecting it), nothing may overwrite it; and once nobody
+/// will observe it, the value is replaced by `DEAD` so that equivalent
+/// configurations meet in the memo. Both cut the search from exponential in
+/// the number of concurrent writers to near-linear on typical histories.
+fn search(input: &KeyInput, budget: u64) -> KeyResult {
+    let ops = &input.ops;
+    let n = ops.len();
+    let prune = input.unique_writes;
+    // Pending observers of each value (0 = absent is never pruned): `required`
+    // counts ok ops, which must still be linearized; `possible` also counts
+    // unknown-outcome cas ops, which may be.
+    let mut required = vec![0u32; input.values];
+    let mut possible = vec![0u32; input.values];
+    let observes = |op: &KeyOp| -> Option<u32> {
+        match op.step {
+            Step::Read(v) | Step::Cas { expected: v, .. } if v != 0 => Some(v),
+            _ => None,
+        }
+    };
+    // Adds `delta` to the counters of the value op `i` observes.
+    let count = |required: &mut [u32], possible: &mut [u32], i: usize, add: bool| {
+        if let Some(v) = observes(&ops[i]) {
+            let v = v as usize;
+            let d = |x: &mut u32| *x = if add { *x + 1 } else { *x - 1 };
+            d(&mut possible[v]);
+            if ops[i].ret.is_some() {
+                d(&mut required[v]);
+            }
+        }
+    };
+    for i in 0..n {
+        count(&mut required, &mut possible, i, true);
+    }
+    // Event list: node 0 is the head sentinel, node `m + 1` the tail sentinel.
+    let mut events: Vec<(usize, u32, bool)> = Vec::with_capacity(2 * n);
+    for (i, op) in ops.iter().enumerate() {
+        events.push((op.call, i as u32, true));
+        if let Some(r) = op.ret {
+            events.push((r, i as u32, false));
+        }
+    }
+    events.sort_unstable_by_key(|e| e.0);
+    let m = events.len();
+    let end = m + 1;
+    let mut next: Vec<usize> = (1..=m + 1).collect();
+    next.push(end);
+    let mut prev: Vec<usize> = Vec::with_capacity(m + 2);
+    prev.push(0);
+    prev.extend(0..=m);
+    // Node of each op's call and return; and each node's op and kind.
+    let mut call_node = vec![0usize; n];
+    let mut ret_node = vec![usize::MAX; n];
+    for (pos, &(_, op, is_call)) in events.iter().enumerate() {
+        if is_call {
+            call_node[op as usize] = pos + 1;
+        } else {
+            ret_node[op as usize] = pos + 1;
+        }
+    }
+    let node_op = |node: usize| -> (usize, bool) {
+        let (_, op, is_call) = events[node - 1];
+        (op as usize, is_call)
+    };
+
+    let mut ok_left = ops.iter().filter(|o| o.ret.is_some()).count();
+    let mut set = Linearized { bits: vec![0u64; n.div_ceil(64).max(1)], fp: (0, 0) };
+    let mut memo = Memo::for_ops(n);
+    let mut stack: Vec<Choice> = Vec::new();
+    let mut state = 0u32;
+    let mut cur = next[0];
+    let mut steps = 0u64;
+
+    loop {
+        if ok_left == 0 {
+            return KeyResult { verdict: KeyVerdict::Linearizable, steps };
+        }
+        steps += 1;
+        if steps > budget {
+            return KeyResult { verdict: KeyVerdict::Unknown, steps };
+        }
+        let mut dead_end = cur == end || !node_op(cur).1;
+        if !dead_end {
+            let (i, _) = node_op(cur);
+            if let Some(mut new_state) = ops[i].step.apply(state) {
+                let forced = matches!(ops[i].step, Step::Read(_));
+                count(&mut required, &mut possible, i, false);
+                let overwrites_needed = prune
+                    && new_state != state
+                    && state != 0
+                    && state != DEAD
+                    && required[state as usize] > 0;
+                if prune && new_state != 0 && new_state != DEAD && possible[new_state as usize] == 0 {
+                    new_state = DEAD;
+                }
+                set.toggle(i);
+                if !overwrites_needed && memo.insert(&set, new_state) {
+                    stack.push(Choice { op: i, old_state: state, forced });
+                    state = new_state;
+                    // Lift the op's call and return out of the list.
+                    for x in [call_node[i], ret_node[i]] {
+                        if x != usize::MAX {
+                            next[prev[x]] = next[x];
+                            prev[next[x]] = prev[x];
+                        }
+                    }
+                    if ret_node[i] != usize::MAX {
+                        ok_left -= 1;
+                    }
+                    cur = next[0];
+                    continue;
+                }
+                set.toggle(i);
+                count(&mut required, &mut possible, i, true);
+                // Taking the forced read leads to an explored dead end, so the
+                // current configuration is one too.
+                dead_end = forced;
+            }
+            if !dead_end {
+                cur = next[cur];
+                continue;
+            }
+        }
+        // A pending op's response (or a dominated configuration): undo choices
+        // until one has alternatives, then try the calls after it.
+        loop {
+            let Some(c) = stack.pop() else {
+                return KeyResult { verdict: KeyVerdict::NotLinearizable, steps };
+            };
+            state = c.old_state;
+            set.toggle(c.op);
+            count(&mut required, &mut possible, c.op, true);
+            // Relink in reverse order of lifting.
+            for x in [ret_node[c.op], call_node[c.op]] {
+                if x != usize::MAX {
+                    next[prev[x]] = x;
+                    prev[next[x]] = x;
+                }
+            }
+            if ret_node[c.op] != usize::MAX {
+                ok_left += 1;
+            }
+            if !c.forced {
+                cur = next[call_node[c.op]];
+                break;
+            }
+        }
+    }
+}
+
+/// Builds the search input for one key from the operations at `members`.
+///
+/// Leaves out operations without effect or constraint (fail ops, unknown reads)
+/// and unknown-outcome writes whose value nobody observed: such a write can
+/// always be dropped from a linearization (nothing reads its value, so removing
+/// it changes no result), and dropping it spares the search a branch.
+fn key_ops<'a>(all: &[Operation<'a>], members: &[usize]) -> KeyInput {
+    let mut values: FxMap<&'a str, u32> = FxMap::default();
+    let mut intern = |v: Option<&'a str>| -> u32 {
+        match v {
+            None => 0,
+            Some(s) => {
+                let next = values.len() as u32 + 1;
+                *values.entry(s).or_insert(next)
+            }
+        }
+    };
+    // Values observed by ok reads and by cas expectations that took effect.
+    let mut observed: Vec<u32> = Vec::new();
+    let mut out = Vec::with_capacity(members.len());
+    for &source in members {
+        let o = &all[source];
+        let known = o.outcome == Outcome::Ok;
+        if o.outcome == Outcome::Fail {
+            continue;
+        }
+        let step = match o.op {
+            Op::Read { value, .. } => {
+                if !known {
+                    continue;
+                }
+                let v = intern(value.as_deref());
+                observed.push(v);
+                Step::Read(v)
+            }
+            Op::Write { value, .. } => Step::Write(intern(Some(value))),
+            Op::Cas { expected, value, .. } => {
+                let expected = intern(expected.as_deref());
+                observed.push(expected);
+                Step::Cas { expected, value: intern(Some(value)) }
+            }
+            Op::Delete { .. } => Step::Delete,
+            Op::Append { .. } | Op::Scan { .. } => continue,
+        };
+        out.push(KeyOp { step, call: o.invoke_index, ret: o.response_index() });
+    }
+    observed.sort_unstable();
+    observed.dedup();
+    out.retain(|k| match (k.ret, k.step) {
+        (None, Step::Write(v)) | (None, Step::Cas { value: v, .. }) => {
+            observed.binary_search(&v).is_ok()
+        }
+        _ => true,
+    });
+    // Written values are unique per key by workload contract; check it, since
+    // the search's overwrite pruning relies on it.
+    let mut written: Vec<u32> = out
+        .iter()
+        .filter_map(|k| match k.step {
+            Step::Write(v) | Step::Cas { value: v, .. } => Some(v),
+            _ => None,
+        })
+        .collect();
+    written.sort_unstable();
+    let unique_writes = written.windows(2).all(|w| w[0] != w[1]);
+    KeyInput { ops: out, values: values.len() + 1, unique_writes }
+}
+
+/// Checks one key's operations (indices into `all`).
+pub fn check_key(all: &[Operation<'_>], members: &[usize], budget: u64) -> KeyResult {
+    let input = key_ops(all, members);
+    search(&input, budget)
+}
+
+/// Shrinks a failing key to a small failing subset (greedy chunk removal, as in
+/// delta debugging), keeping the subset closed under "reads from": the writer of
+/// every value a kept operation observes is kept too, so the result shows the
+/// real anomaly rather than a read of a write the shrinker removed.
+fn shrink(all: &[Operation<'_>], members: &[usize], checks_max: usize) -> (Vec<usize>, bool) {
+    // Writers by value, to close subsets under reads-from.
+    let mut writer: BTreeMap<&str, usize> = BTreeMap::new();
+    for &i in members {
+        match all[i].op {
+            Op::Write { value, .. } | Op::Cas { value, .. } if all[i].outcome != Outcome::Fail => {
+                writer.insert(value.as_str(), i);
+            }
+            _ => {}
+        }
+    }
+    let close = |set: &mut Vec<usize>| {
+        let mut add = Vec::new();
+        for &i in set.iter() {
+            let seen = match all[i].op {
+                Op::Read { value: Some(v), .. } if all[i].outcome == Outcome::Ok => Some(v),
+                Op::Cas { expected: Some(v), .. } => Some(v),
+                _ => None,
+            };
+            if let Some(&w) = seen.and_then(|v| writer.get(v.as_str())) {
+                add.push(w);
+            }
+        }
+        set.extend(add);
+        set.sort_unstable();
+        set.dedup();
+    };
+    let fails = |set: &[usize]| check_key(all, set, SHRINK_STEPS_MAX).verdict == KeyVerdict::NotLinearizable;
+
+    let mut current: Vec<usize> = members.iter().copied().filter(|&i| all[i].outcome != Outcome::Fail).collect();
+    let mut checks = 0usize;
+    let mut chunk = current.len().div_ceil(2).max(1);
+    let mut complete = false;
+    'outer: loop {
+        let mut start = 0usize;
+        while start < current.len() {
+            if checks >= checks_max {
+                break 'outer;
+            }
+            let stop = (start + chunk).min(current.len());
+            let mut candidate: Vec<usize> = current[..start].iter().chain(&current[stop..]).copied().collect();
+            close(&mut candidate);
+            if candidate.len() < current.len() {
+                checks += 1;
+                if fails(&candidate) {
+                    current = candidate;
+                    continue;
+                }
+            }
+            start = stop;
+        }
+        if chunk == 1 {
+            complete = true;
+            break;
+        }
+        chunk = chunk.div_ceil(2);
+    }
+    (current, complete)
+}
+
+/// Renders operations as a text timeline, one line per op, bars over the
+/// positions of invocations and responses (`>` = no response, may land later).
+pub fn timeline(all: &[Operation<'_>], set: &[usize]) -> String {
+    let shown: Vec<usize> = set.iter().copied().take(TIMELINE_OPS_MAX).collect();
+    let mut points: Vec<usize> = Vec::new();
+    for &i in &shown {
+        points.push(all[i].invoke_index);
+        if let Some(c) = all[i].complete_index {
+            points.push(c);
+        }
+    }
+    points.sort_unstable();
+    points.dedup();
+    let col = |p: usize| points.binary_search(&p).unwrap_or(0) * 2;
+    let width = points.len() * 2;
+    let mut out = String::new();
+    for &i in &shown {
+        let o = &all[i];
+        let from = col(o.invoke_index);
+        let mut bar: Vec<char> = vec![' '; width + 1];
+        match (o.outcome, o.complete_index) {
+            (Outcome::Ok | Outcome::Fail, Some(c)) => {
+                let to = col(c);
+                for ch in bar.iter_mut().take(to + 1).skip(from) {
+                    *ch = '-';
+                }
+                bar[from] = '|';
+                bar[to] = '|';
+            }
+            _ => {
+                for ch in bar.iter_mut().skip(from) {
+                    *ch = '-';
+                }
+                bar[from] = '|';
+                bar[width] = '>';
+            }
+        }
+        let bar: String = bar.into_iter().collect();
+        out.push_str(&format!(
+            "  {bar} p{:<3} {:<4} {:<28} {}\n",
+            o.process,
+            o.outcome.name(),
+            o.op.describe(),
+            o.span()
+        ));
+    }
+    if set.len() > shown.len() {
+        out.push_str(&format!("  ... {} more operations\n", set.len() - shown.len()));
+    }
+    out
+}
+
+/// Settings of the linearizability checker.
+#[derive(Clone, Copy, Debug)]
+pub struct LinearizableConfig {
+    pub steps_max: u64,
+    pub shrink_checks_max: usize,
+}
+
+impl Default for LinearizableConfig {
+    fn default() -> Self {
+        LinearizableConfig { steps_max: LINEARIZABLE_STEPS_MAX, shrink_checks_max: SHRINK_CHECKS_MAX }
+    }
+}
+
+/// Groups register operations by key, sorted by key (the hash map is only
+/// used to collect; its order never reaches a report).
+pub fn group_by_key<'a>(all: &[Operation<'a>]) -> Vec<(&'a str, Vec<usize>)> {
+    let mut keys: FxMap<&'a str, Vec<usize>> = FxMap::default();
+    for (i, o) in all.iter().enumerate() {
+        if let Some(k) = o.op.register_key() {
+            keys.entry(k).or_default().push(i);
+        }
+    }
+    let mut sorted: Vec<(&'a str, Vec<usize>)> = keys.into_iter().collect();
+    sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    sorted
+}
+
+/// Runs the checker over every key.
+pub fn check(all: &[Operation<'_>], config: &LinearizableConfig) -> CheckerReport {
+    let keys = group_by_key(all);
+    let (mut failed, mut unknown, mut steps, mut ops) = (0u64, 0u64, 0u64, 0u64);
+    let mut first_fail: Option<&str> = None;
+    let mut first_unknown: Option<&str> = None;
+    for (key, members) in &keys {
+        let key: &str = key;
+        ops += members.len() as u64;
+        let r = check_key(all, members, config.steps_max);
+        steps += r.steps;
+        match r.verdict {
+            KeyVerdict::Linearizable => {}
+            KeyVerdict::NotLinearizable => {
+                failed += 1;
+                first_fail.get_or_insert(key);
+            }
+            KeyVerdict::Unknown => {
+                unknown += 1;
+                first_unknown.get_or_insert(key);
+            }
+        }
+    }
+    let mut report = CheckerReport::new(Verdict::Pass);
+    report.count("keys", keys.len() as u64);
+    report.count("operations", ops);
+    report.count("keys_not_linearizable", failed);
+    report.count("keys_unknown", unknown);
+    report.count("search_steps", steps);
+    if let Some(key) = first_fail {
+        report.verdict = Verdict::Fail;
+        let members = keys.iter().find(|(k, _)| *k == key).map(|(_, m)| m.as_slice()).unwrap_or(&[]);
+        let (small, complete) = shrink(all, members, config.shrink_checks_max);
+        report.counterexample = Some(format!(
+            "key {key:?} is not linearizable; {} failing sub-history of {} of its {} operations:\n{}",
+            if complete { "smallest" } else { "a reduced (shrink budget spent)" },
+            small.len(),
+            members.len(),
+            timeline(all, &small)
+        ));
+    } else if let Some(key) = first_unknown {
+        report.verdict = Verdict::Unknown;
+        report.note = Some(format!(
+            "search budget of {} steps per key spent on key {key:?} ({} keys undecided)",
+            config.steps_max, unknown
+        ));
+    }
+    report
+}

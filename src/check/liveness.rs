@@ -1,0 +1,54 @@
+//! Liveness: once the last fault has healed and the scenario's bound has passed,
+//! the store serves again. Every operation invoked from `heal_at + bound` on
+//! completes `ok`, and no operation is still open at the end of the history
+//! (TigerBeetle VOPR's liveness phase: faults off, then convergence must happen).
+//!
+//! Without a heal time the checker relies on what the history itself says: the
+//! final phase starts after every fault healed, so its operations must succeed.
+//! A `cas` that completes `fail` found another value: that is an answer, not an
+//! outage, so it never counts as an offender.
+
+use super::{CheckerReport, Verdict};
+use crate::history::{Op, Operation, Outcome, Phase};
+
+pub fn check(all: &[Operation<'_>], heal_at_ns: Option<u64>, bound_ns: u64) -> CheckerReport {
+    let deadline = heal_at_ns.map(|h| h.saturating_add(bound_ns));
+    let mut report = CheckerReport::new(Verdict::Pass);
+    for name in ["judged", "failed_after_bound", "info_after_bound", "open_at_end"] {
+        report.count(name, 0);
+    }
+    let mut judged = 0u64;
+    for o in all {
+        let after_bound = match deadline {
+            Some(d) => o.invoke_ns >= d,
+            None => o.phase == Phase::Final,
+        };
+        if o.outcome == Outcome::Open {
+            report.violation("open_at_end", || format!("operation never completed: {}", o.describe()));
+            continue;
+        }
+        if !after_bound {
+            continue;
+        }
+        judged += 1;
+        let cas_answer = o.outcome == Outcome::Fail && matches!(o.op, Op::Cas { .. });
+        let why = match o.outcome {
+            Outcome::Fail if !cas_answer => "failed_after_bound",
+            Outcome::Info => "info_after_bound",
+            _ => continue,
+        };
+        let when = match deadline {
+            Some(d) => format!("invoked at or after heal + bound = {d}ns"),
+            None => "in the final phase (after all faults healed)".to_string(),
+        };
+        report.violation(why, || {
+            let err = o.error.map(|e| format!(", error {e:?}")).unwrap_or_default();
+            format!("operation {when} did not succeed: {}{err}", o.describe())
+        });
+    }
+    report.count("judged", judged);
+    if deadline.is_none() {
+        report.note = Some("no heal time given: judged the final phase and open operations".to_string());
+    }
+    report
+}

@@ -1,0 +1,252 @@
+//! Consistency checkers over recorded histories (the job of Jepsen's Knossos and
+//! Elle, and of Porcupine).
+//!
+//! Checkers read a `History` only; they know nothing about the engine. Each one
+//! returns a `CheckerReport`: a verdict, named counts and the first
+//! counterexample as text. Reports are deterministic: counts live in BTreeMaps
+//! and every checker walks keys in sorted order.
+//!
+//! - `linearizable`: per-key register linearizability (Wing–Gong/Lowe search).
+//! - `durability`: acknowledged writes survive into the final reads (RPO 0);
+//!   failed writes are never observed.
+//! - `sequence`: auto-increment values are unique, real-time increasing, gapless.
+//! - `liveness`: after the last fault heals (plus a bound), operations succeed.
+
+pub mod bench;
+pub mod durability;
+pub mod linearizable;
+pub mod liveness;
+pub mod sequence;
+
+pub use bench::{bench_linearizability, BenchFigures, WorstCase};
+
+use crate::history::History;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// A checker's verdict.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    Pass,
+    Fail,
+    /// The checker could not decide (e.g. search budget spent).
+    Unknown,
+    /// The checker was not run.
+    Skipped,
+}
+
+impl Verdict {
+    pub fn name(self) -> &'static str {
+        match self {
+            Verdict::Pass => "pass",
+            Verdict::Fail => "fail",
+            Verdict::Unknown => "unknown",
+            Verdict::Skipped => "skipped",
+        }
+    }
+}
+
+/// One checker's result.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct CheckerReport {
+    pub verdict: Verdict,
+    pub counts: BTreeMap<&'static str, u64>,
+    /// The first counterexample, readable text (may span lines).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub counterexample: Option<String>,
+    /// Why a verdict is unknown or skipped, or what was not checked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+impl CheckerReport {
+    pub fn new(verdict: Verdict) -> CheckerReport {
+        CheckerReport { verdict, counts: BTreeMap::new(), counterexample: None, note: None }
+    }
+
+    fn skipped() -> CheckerReport {
+        let mut r = CheckerReport::new(Verdict::Skipped);
+        r.note = Some("not selected".to_string());
+        r
+    }
+
+    pub fn count(&mut self, name: &'static str, value: u64) {
+        self.counts.insert(name, value);
+    }
+
+    /// Records a violation: counts it and keeps the first counterexample.
+    fn violation(&mut self, counter: &'static str, example: impl FnOnce() -> String) {
+        *self.counts.entry(counter).or_insert(0) += 1;
+        self.verdict = Verdict::Fail;
+        if self.counterexample.is_none() {
+            self.counterexample = Some(example());
+        }
+    }
+}
+
+/// The checkers, by name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Checker {
+    Linearizable,
+    Durability,
+    Sequence,
+    Liveness,
+}
+
+impl Checker {
+    pub const ALL: [Checker; 4] =
+        [Checker::Linearizable, Checker::Durability, Checker::Sequence, Checker::Liveness];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Checker::Linearizable => "linearizable",
+            Checker::Durability => "durability",
+            Checker::Sequence => "sequence",
+            Checker::Liveness => "liveness",
+        }
+    }
+
+    /// Parses a checker name; the error lists the valid names.
+    pub fn from_name(name: &str) -> Result<Checker, UnknownChecker> {
+        Checker::ALL
+            .into_iter()
+            .find(|c| c.name() == name)
+            .ok_or_else(|| UnknownChecker(name.to_string()))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown checker {0:?}, valid names: linearizable, durability, sequence, liveness")]
+pub struct UnknownChecker(pub String);
+
+/// Default liveness bound after the last fault heals.
+pub const LIVENESS_BOUND_NS_DEFAULT: u64 = 30_000_000_000;
+
+/// Which checkers run, and their budgets.
+#[derive(Clone, Debug)]
+pub struct CheckConfig {
+    pub checkers: Vec<Checker>,
+    pub linearizable: linearizable::LinearizableConfig,
+    /// Model time the last fault healed; `None` = unknown (liveness then judges
+    /// only the final phase, which starts after healing, and open operations).
+    pub heal_at_ns: Option<u64>,
+    /// Operations invoked after `heal_at_ns + liveness_bound_ns` must succeed.
+    pub liveness_bound_ns: u64,
+}
+
+impl Default for CheckConfig {
+    fn default() -> Self {
+        CheckConfig {
+            checkers: Checker::ALL.to_vec(),
+            linearizable: linearizable::LinearizableConfig::default(),
+            heal_at_ns: None,
+            liveness_bound_ns: LIVENESS_BOUND_NS_DEFAULT,
+        }
+    }
+}
+
+impl CheckConfig {
+    /// A default config that runs only the named checker (`None` = all).
+    pub fn only(name: Option<&str>) -> Result<CheckConfig, UnknownChecker> {
+        let mut config = CheckConfig::default();
+        if let Some(name) = name {
+            config.checkers = vec![Checker::from_name(name)?];
+        }
+        Ok(config)
+    }
+
+    fn runs(&self, c: Checker) -> bool {
+        self.checkers.contains(&c)
+    }
+}
+
+/// All verdicts of one history, for the report (serialize) and stdout.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Verdicts {
+    pub linearizable: CheckerReport,
+    pub durability: CheckerReport,
+    pub sequence: CheckerReport,
+    pub liveness: CheckerReport,
+}
+
+impl Verdicts {
+    /// Reports in checker order.
+    pub fn reports(&self) -> [(Checker, &CheckerReport); 4] {
+        [
+            (Checker::Linearizable, &self.linearizable),
+            (Checker::Durability, &self.durability),
+            (Checker::Sequence, &self.sequence),
+            (Checker::Liveness, &self.liveness),
+        ]
+    }
+
+    pub fn report(&self, checker: Checker) -> &CheckerReport {
+        match checker {
+            Checker::Linearizable => &self.linearizable,
+            Checker::Durability => &self.durability,
+            Checker::Sequence => &self.sequence,
+            Checker::Liveness => &self.liveness,
+        }
+    }
+
+    /// True when no checker failed (unknown and skipped do not fail).
+    pub fn no_failures(&self) -> bool {
+        self.reports().iter().all(|(_, r)| r.verdict != Verdict::Fail)
+    }
+
+    /// A count by name, searched across all checkers (names are distinct), for
+    /// scenario expectations such as `lost_acked_writes = 0`.
+    pub fn count(&self, name: &str) -> Option<u64> {
+        self.reports().iter().find_map(|(_, r)| r.counts.get(name).copied())
+    }
+
+    /// One line per checker, then the first counterexample lines indented.
+    pub fn summary_lines(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        for (checker, r) in self.reports() {
+            let counts: Vec<String> = r.counts.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            lines.push(format!("{:<13} {:<8} {}", checker.name(), r.verdict.name(), counts.join(" ")));
+            if let Some(note) = &r.note {
+                lines.push(format!("    note: {note}"));
+            }
+            if let Some(ex) = &r.counterexample {
+                lines.extend(ex.lines().map(|l| format!("    {l}")));
+            }
+        }
+        lines
+    }
+}
+
+/// Runs the selected checkers over a history.
+pub fn check_all(history: &History, config: &CheckConfig) -> Verdicts {
+    let ops = history.operations();
+    let run = |c: Checker, f: &dyn Fn() -> CheckerReport| if config.runs(c) { f() } else { CheckerReport::skipped() };
+    Verdicts {
+        linearizable: run(Checker::Linearizable, &|| linearizable::check(&ops, &config.linearizable)),
+        durability: run(Checker::Durability, &|| durability::check(&ops)),
+        sequence: run(Checker::Sequence, &|| sequence::check(&ops)),
+        liveness: run(Checker::Liveness, &|| {
+            liveness::check(&ops, config.heal_at_ns, config.liveness_bound_ns)
+        }),
+    }
+}
+
+/// Re-checks a saved history file (`tablesim check HISTORY [--checker NAME]`).
+/// Errors name the line of a malformed history, or list the valid checkers.
+pub fn check_file(path: &std::path::Path, only: Option<&str>) -> anyhow::Result<Verdicts> {
+    let config = CheckConfig::only(only)?;
+    check_file_with(path, &config)
+}
+
+/// Like `check_file`, with an explicit config (heal time, bounds, budgets).
+// The CLI reads a real file outside the simulation.
+#[allow(clippy::disallowed_methods)]
+pub fn check_file_with(path: &std::path::Path, config: &CheckConfig) -> anyhow::Result<Verdicts> {
+    use anyhow::Context;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read history {}", path.display()))?;
+    let history = History::parse_jsonl(&text)
+        .with_context(|| format!("invalid history {}", path.display()))?;
+    Ok(check_all(&history, config))
+}
