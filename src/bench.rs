@@ -1,7 +1,9 @@
 //! `tablesim bench`: the cost of the simulated world, measured in one run.
 //!
-//! Wall time is measured outside the simulation (around `block_on`), the
-//! only place the real clock is allowed.
+//! Time is measured outside the simulation (around `block_on`), the only
+//! place the real clock is allowed, as the simulation thread's CPU time:
+//! on an idle machine it equals wall time, and on a shared one it is not
+//! inflated by other processes. Rates are per CPU second of one core.
 #![allow(clippy::disallowed_methods)] // wall-clock measurement and a thread per runtime, outside the simulation
 
 use std::sync::{Arc, Mutex};
@@ -32,9 +34,14 @@ impl Message for Ping {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchFigures {
+    /// Medians over this many rounds.
+    pub rounds: usize,
     pub round_trips: u64,
+    /// Messages per CPU second: raw madsim `Endpoint` ping-pong.
     pub raw_madsim_msgs_per_s: f64,
+    /// The same through sim's transport (latency model, faults, event log).
     pub sim_transport_msgs_per_s: f64,
+    /// Median of the per-round ratios sim / raw.
     pub transport_ratio: f64,
     pub disk_ops: u64,
     pub disk_write_ops_per_s: f64,
@@ -42,12 +49,25 @@ pub struct BenchFigures {
     pub disk_sync_ops_per_s: f64,
 }
 
+/// Nanoseconds this thread has spent on a CPU (Linux), so that figures
+/// hold on a shared machine; `None` elsewhere.
+fn thread_cpu_ns() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    s.split_whitespace().next()?.parse().ok()
+}
+
+/// Runs `f` in a fresh runtime on a fresh thread; returns its output and the
+/// thread's CPU time (wall time where CPU time cannot be read).
 fn in_runtime<T: Send + 'static>(seed: u64, f: impl FnOnce() -> std::pin::Pin<Box<dyn std::future::Future<Output = T>>> + Send + 'static) -> (T, Duration) {
     std::thread::spawn(move || {
         let rt = madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
-        let t0 = Instant::now();
+        let (c0, t0) = (thread_cpu_ns(), Instant::now());
         let out = rt.block_on(f());
-        (out, t0.elapsed())
+        let took = match (c0, thread_cpu_ns()) {
+            (Some(a), Some(b)) => Duration::from_nanos(b - a),
+            _ => t0.elapsed(),
+        };
+        (out, took)
     })
     .join()
     .expect("bench thread")
@@ -160,26 +180,45 @@ fn disk_phase(n: u64, phase: DiskPhase) -> Duration {
     total
 }
 
+/// Rounds of each measurement; figures are medians over them.
+pub const BENCH_ROUNDS: usize = 5;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
 pub fn run(round_trips: u64, disk_n: u64) -> BenchFigures {
-    let raw = raw_ping_pong(round_trips);
-    let simt = sim_ping_pong(round_trips);
-    // Each phase pays the same 4096-write setup; subtracting the setup-only
-    // run leaves the phase itself.
-    let base = disk_phase(0, DiskPhase::Write);
-    let w = disk_phase(disk_n, DiskPhase::Write).saturating_sub(base);
-    let r = disk_phase(disk_n, DiskPhase::Read).saturating_sub(base);
-    let s = disk_phase(disk_n, DiskPhase::WriteSync).saturating_sub(base);
     let msgs = 2.0 * round_trips as f64;
-    let raw_rate = msgs / raw.as_secs_f64();
-    let sim_rate = msgs / simt.as_secs_f64();
+    // Raw and sim rounds alternate so that both see the same machine.
+    let (mut raw, mut simt, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..BENCH_ROUNDS {
+        let r = msgs / raw_ping_pong(round_trips).as_secs_f64();
+        let s = msgs / sim_ping_pong(round_trips).as_secs_f64();
+        raw.push(r);
+        simt.push(s);
+        ratios.push(s / r);
+    }
+    // Each disk phase pays the same 4096-write setup; subtracting the
+    // setup-only run leaves the phase itself.
+    let rate = |phase| {
+        let v: Vec<f64> = (0..BENCH_ROUNDS)
+            .map(|_| {
+                let base = disk_phase(0, DiskPhase::Write);
+                disk_n as f64 / disk_phase(disk_n, phase).saturating_sub(base).as_secs_f64()
+            })
+            .collect();
+        median(v).round()
+    };
     BenchFigures {
+        rounds: BENCH_ROUNDS,
         round_trips,
-        raw_madsim_msgs_per_s: raw_rate.round(),
-        sim_transport_msgs_per_s: sim_rate.round(),
-        transport_ratio: (sim_rate / raw_rate * 1000.0).round() / 1000.0,
+        raw_madsim_msgs_per_s: median(raw).round(),
+        sim_transport_msgs_per_s: median(simt).round(),
+        transport_ratio: (median(ratios) * 1000.0).round() / 1000.0,
         disk_ops: disk_n,
-        disk_write_ops_per_s: (disk_n as f64 / w.as_secs_f64()).round(),
-        disk_read_ops_per_s: (disk_n as f64 / r.as_secs_f64()).round(),
-        disk_sync_ops_per_s: (disk_n as f64 / s.as_secs_f64()).round(),
+        disk_write_ops_per_s: rate(DiskPhase::Write),
+        disk_read_ops_per_s: rate(DiskPhase::Read),
+        disk_sync_ops_per_s: rate(DiskPhase::WriteSync),
     }
 }

@@ -17,8 +17,10 @@
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -40,6 +42,8 @@ pub trait Message: Serialize + DeserializeOwned + Debug + Send + Sync + 'static 
 
 /// Messages waiting in one node's inbox for one protocol.
 pub const INBOX_MAX: usize = 8192;
+/// Messages one endpoint may hold in flight, waiting until they are due.
+pub const HELD_MAX: usize = 65_536;
 /// Calls one node may have waiting for responses on one protocol.
 pub const PENDING_CALLS_MAX: usize = 65_536;
 
@@ -77,13 +81,28 @@ pub struct Incoming<M> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RequestId(u64);
 
+struct Pending<M> {
+    waiters: BTreeMap<u64, oneshot::Sender<M>>,
+    /// (deadline, call id), earliest first.
+    deadlines: std::collections::BTreeSet<(SimTime, u64)>,
+    /// The deadline the sweeper sleeps towards, if it sleeps.
+    sweeper_target: Option<SimTime>,
+}
+
 struct Shared<M> {
     world: World,
     me: NodeId,
     ep: madsim::net::Endpoint,
-    pending: Mutex<BTreeMap<u64, oneshot::Sender<M>>>,
+    /// Calls waiting for responses, and their deadlines.
+    pending: Mutex<Pending<M>>,
+    /// Wakes the timeout sweeper when a call's deadline is earlier than the
+    /// one it sleeps towards.
+    sweeper: tokio::sync::Notify,
     next_id: AtomicU64,
-    inbox: mpsc::Sender<Incoming<M>>,
+    inbox: mpsc::UnboundedSender<Incoming<M>>,
+    /// Messages in the inbox, bounded by [`INBOX_MAX`] (an unbounded channel
+    /// with this counter costs less than tokio's bounded one).
+    inbox_len: Arc<AtomicUsize>,
 }
 
 /// The sending half of a node's transport for protocol `M`. Cheap to clone.
@@ -99,14 +118,19 @@ impl<M: Message> Clone for Net<M> {
 
 /// The receiving half: requests and one-way messages addressed to the node.
 pub struct Inbox<M> {
-    rx: mpsc::Receiver<Incoming<M>>,
+    rx: mpsc::UnboundedReceiver<Incoming<M>>,
+    len: Arc<AtomicUsize>,
     _m: PhantomData<M>,
 }
 
 impl<M> Inbox<M> {
     /// The next message; `None` only when the transport has shut down.
     pub async fn recv(&mut self) -> Option<Incoming<M>> {
-        self.rx.recv().await
+        let m = self.rx.recv().await;
+        if m.is_some() {
+            self.len.fetch_sub(1, Ordering::Relaxed);
+        }
+        m
     }
 }
 
@@ -117,41 +141,27 @@ impl<M: Message> Net<M> {
         let ep = madsim::net::Endpoint::bind(World::addr(ctx.id, port))
             .await
             .unwrap_or_else(|e| panic!("bind of protocol tag {} on {} failed: {e} (two protocols share a tag?)", M::TAG, ctx.name()));
-        let (tx, rx) = mpsc::channel(INBOX_MAX);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let inbox_len = Arc::new(AtomicUsize::new(0));
         let incarnation = ctx.world.incarnation(ctx.id);
         let shared = Arc::new(Shared {
             world: ctx.world.clone(),
             me: ctx.id,
             ep,
-            pending: Mutex::new(BTreeMap::new()),
+            pending: Mutex::new(Pending { waiters: BTreeMap::new(), deadlines: Default::default(), sweeper_target: None }),
+            sweeper: tokio::sync::Notify::new(),
             next_id: AtomicU64::new(incarnation << 40),
             inbox: tx,
+            inbox_len: inbox_len.clone(),
         });
         // The receive loop lives as long as the node's incarnation (a crash
-        // drops it with every other task of the node).
-        let s = shared.clone();
-        madsim::task::spawn(async move {
-            loop {
-                let Ok((payload, _)) = s.ep.recv_from_raw(u64::from(M::TAG)).await else { return };
-                let env = match payload.downcast::<Envelope<M>>() {
-                    Ok(env) => *env,
-                    Err(_) => {
-                        s.world.count_drop("malformed");
-                        continue;
-                    }
-                };
-                if env.due > time::now() {
-                    let s2 = s.clone();
-                    madsim::task::spawn(async move {
-                        time::sleep_until(env.due).await;
-                        s2.deliver(env);
-                    });
-                } else {
-                    s.deliver(env);
-                }
-            }
-        });
-        (Net { shared }, Inbox { rx, _m: PhantomData })
+        // drops it with every other task of the node). It holds early
+        // envelopes in a heap ordered by due time and races the next
+        // receive against the earliest due time: one task per endpoint, no
+        // task per message.
+        madsim::task::spawn(receive_loop(shared.clone()));
+        madsim::task::spawn(timeout_sweeper(shared.clone()));
+        (Net { shared }, Inbox { rx, len: inbox_len, _m: PhantomData })
     }
 
     pub fn node(&self) -> NodeId {
@@ -190,26 +200,135 @@ impl<M: Message> Net<M> {
         let s = &self.shared;
         let id = s.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
+        let deadline = time::now() + timeout;
         {
-            let mut pending = s.pending.lock().expect("pending lock");
-            if pending.len() >= PENDING_CALLS_MAX {
+            let mut p = s.pending.lock().expect("pending lock");
+            if p.waiters.len() >= PENDING_CALLS_MAX {
                 return Err(NetError::TooManyPending);
             }
-            pending.insert(id, tx);
-        }
-        self.send_env(to, Rpc::Request(id), msg).await;
-        match time::timeout(timeout, rx).await {
-            Ok(Ok(m)) => Ok(m),
-            _ => {
-                s.pending.lock().expect("pending lock").remove(&id);
-                Err(NetError::Timeout)
+            p.waiters.insert(id, tx);
+            p.deadlines.insert((deadline, id));
+            if p.sweeper_target.is_none_or(|t| deadline < t) {
+                s.sweeper.notify_one();
             }
         }
+        self.send_env(to, Rpc::Request(id), msg).await;
+        // The sweeper drops the sender at the deadline: a closed channel is
+        // a timeout. No timer per call.
+        let r = rx.await.map_err(|_| NetError::Timeout);
+        let mut p = s.pending.lock().expect("pending lock");
+        p.waiters.remove(&id);
+        p.deadlines.remove(&(deadline, id));
+        r
     }
 
     /// Calls waiting for a response (for tests of the no-leak promise).
     pub fn pending_calls(&self) -> usize {
-        self.shared.pending.lock().expect("pending lock").len()
+        self.shared.pending.lock().expect("pending lock").waiters.len()
+    }
+}
+
+type RecvFuture = Pin<Box<dyn Future<Output = std::io::Result<(madsim::net::Payload, std::net::SocketAddr)>> + Send>>;
+
+fn recv_once<M: Message>(s: Arc<Shared<M>>) -> RecvFuture {
+    Box::pin(async move { s.ep.recv_from_raw(u64::from(M::TAG)).await })
+}
+
+/// Polls `first`, then `second`; `Some` with `first`'s output if it is
+/// ready, `None` if only `second` is. `first` is borrowed, so an unfinished
+/// receive is never dropped (madsim's mailbox would lose its message).
+struct Race<'a, A: Future + Unpin, B: Future> {
+    first: &'a mut A,
+    second: Pin<&'a mut B>,
+}
+
+impl<A: Future + Unpin, B: Future> Future for Race<'_, A, B> {
+    type Output = Option<A::Output>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        if let std::task::Poll::Ready(x) = Pin::new(&mut *self.first).poll(cx) {
+            return std::task::Poll::Ready(Some(x));
+        }
+        match self.second.as_mut().poll(cx) {
+            std::task::Poll::Ready(_) => std::task::Poll::Ready(None),
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        }
+    }
+}
+
+/// Expires calls whose deadline passed. It sleeps towards the earliest
+/// deadline; calls that complete first just leave, so it wakes about once
+/// per timeout period rather than once per call.
+async fn timeout_sweeper<M: Message>(s: Arc<Shared<M>>) {
+    loop {
+        let target = {
+            let mut p = s.pending.lock().expect("pending lock");
+            let now = time::now();
+            while let Some(&(deadline, id)) = p.deadlines.first() {
+                if deadline > now {
+                    break;
+                }
+                p.deadlines.pop_first();
+                // Dropping the sender wakes the caller with a timeout.
+                p.waiters.remove(&id);
+            }
+            p.sweeper_target = p.deadlines.first().map(|&(d, _)| d);
+            p.sweeper_target
+        };
+        let notified = s.sweeper.notified();
+        let mut notified = std::pin::pin!(notified);
+        match target {
+            None => notified.await,
+            Some(t) => {
+                let sleep = time::sleep_until(t);
+                let sleep = std::pin::pin!(sleep);
+                Race { first: &mut notified, second: sleep }.await;
+            }
+        }
+    }
+}
+
+async fn receive_loop<M: Message>(s: Arc<Shared<M>>) {
+    // (due, arrival sequence) -> envelope; the sequence keeps ties in
+    // arrival order.
+    let mut held: BTreeMap<(SimTime, u64), Envelope<M>> = BTreeMap::new();
+    let mut seq = 0u64;
+    let mut recv = recv_once(s.clone());
+    loop {
+        let now = time::now();
+        while let Some(entry) = held.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            s.deliver(entry.remove());
+        }
+        let got = match held.keys().next() {
+            None => Some((&mut recv).await),
+            Some(&(due, _)) => {
+                let sleep = time::sleep_until(due);
+                let mut sleep = std::pin::pin!(sleep);
+                Race { first: &mut recv, second: sleep.as_mut() }.await
+            }
+        };
+        let Some(result) = got else { continue };
+        recv = recv_once(s.clone());
+        let Ok((payload, _)) = result else { return };
+        let env = match payload.downcast::<Envelope<M>>() {
+            Ok(env) => *env,
+            Err(_) => {
+                s.world.count_drop("malformed");
+                continue;
+            }
+        };
+        if env.due > time::now() {
+            if held.len() >= HELD_MAX {
+                s.world.count_drop("held-full");
+                continue;
+            }
+            seq += 1;
+            held.insert((env.due, seq), env);
+        } else {
+            s.deliver(env);
+        }
     }
 }
 
@@ -223,40 +342,39 @@ impl<M: Message> Shared<M> {
             self.world.record(Event::Drop { at, from: env.from.0, to: self.me.0, kind, reason });
             return;
         }
-        let rpc = match env.rpc {
-            Rpc::OneWay => 0,
-            Rpc::Request(id) | Rpc::Response(id) => id,
-        };
-        match env.rpc {
+        // Admitted and counted as delivered; a message nobody can take is
+        // reclassified as dropped.
+        let (rpc, dropped) = match env.rpc {
             Rpc::Response(id) => {
-                let waiter = self.pending.lock().expect("pending lock").remove(&id);
+                let waiter = self.pending.lock().expect("pending lock").waiters.remove(&id);
                 match waiter {
                     Some(tx) => {
-                        self.world.count_delivered();
-                        self.world.record(Event::Deliver { at, from: env.from.0, to: self.me.0, kind, rpc });
                         let _ = tx.send(env.msg);
+                        (id, None)
                     }
-                    None => {
-                        self.world.count_drop("late");
-                        self.world.record(Event::Drop { at, from: env.from.0, to: self.me.0, kind, reason: "late" })
-                    }
+                    None => (id, Some("late")),
                 }
             }
             Rpc::OneWay | Rpc::Request(_) => {
-                let request = match env.rpc {
-                    Rpc::Request(id) => Some(RequestId(id)),
-                    _ => None,
+                let (rpc, request) = match env.rpc {
+                    Rpc::Request(id) => (id, Some(RequestId(id))),
+                    _ => (0, None),
                 };
-                match self.inbox.try_send(Incoming { from: env.from, msg: env.msg, request }) {
-                    Ok(()) => {
-                        self.world.count_delivered();
-                        self.world.record(Event::Deliver { at, from: env.from.0, to: self.me.0, kind, rpc })
-                    }
-                    Err(_) => {
-                        self.world.count_drop("inbox-full");
-                        self.world.record(Event::Drop { at, from: env.from.0, to: self.me.0, kind, reason: "inbox-full" });
-                    }
+                if self.inbox_len.load(Ordering::Relaxed) >= INBOX_MAX {
+                    (rpc, Some("inbox-full"))
+                } else if self.inbox.send(Incoming { from: env.from, msg: env.msg, request }).is_ok() {
+                    self.inbox_len.fetch_add(1, Ordering::Relaxed);
+                    (rpc, None)
+                } else {
+                    (rpc, Some("no-receiver"))
                 }
+            }
+        };
+        match dropped {
+            None => self.world.record(Event::Deliver { at, from: env.from.0, to: self.me.0, kind, rpc }),
+            Some(reason) => {
+                self.world.reclassify_as_dropped(reason);
+                self.world.record(Event::Drop { at, from: env.from.0, to: self.me.0, kind, reason });
             }
         }
     }

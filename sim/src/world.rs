@@ -325,19 +325,24 @@ impl World {
         verdict
     }
 
-    /// Whether a message arriving now on `from -> to` is still let through.
+    /// Whether a message arriving now on `from -> to` is still let through;
+    /// counts it as delivered or dropped.
     pub(crate) fn admit(&self, from: NodeId, to: NodeId) -> Result<(), &'static str> {
         let n = self.0.topo.nodes().len();
         let mut net = self.net();
-        let verdict = if net.blocked[from.index() * n + to.index()] { Err("cut") } else { Ok(()) };
-        if let Err(reason) = verdict {
-            *net.stats.dropped.entry(reason).or_default() += 1;
+        if net.blocked[from.index() * n + to.index()] {
+            *net.stats.dropped.entry("cut").or_default() += 1;
+            return Err("cut");
         }
-        verdict
+        net.stats.delivered += 1;
+        Ok(())
     }
 
-    pub(crate) fn count_delivered(&self) {
-        self.net().stats.delivered += 1;
+    /// An admitted message that nobody could take after all.
+    pub(crate) fn reclassify_as_dropped(&self, reason: &'static str) {
+        let mut net = self.net();
+        net.stats.delivered -= 1;
+        *net.stats.dropped.entry(reason).or_default() += 1;
     }
 
     pub(crate) fn count_drop(&self, reason: &'static str) {

@@ -132,7 +132,10 @@ fn calls_to_dead_or_cut_off_nodes_time_out_without_leaking() {
                     assert!(net.call(NodeId(2), Ping::Ping(1), Duration::from_millis(10)).await.is_ok());
                     w.apply(&Fault::NodeCrash { node: "az2-n-0".into() }).unwrap();
                     for i in 0..100 {
+                        let t0 = time::now();
                         assert!(matches!(net.call(NodeId(2), Ping::Ping(i), Duration::from_millis(5)).await, Err(NetError::Timeout)));
+                        let took = time::now().saturating_sub(t0);
+                        assert!(took.abs_diff(Duration::from_millis(5)) <= Duration::from_micros(5), "a timeout fires at its deadline: {took:?}");
                     }
                     assert_eq!(net.pending_calls(), 0, "timed-out calls leave nothing behind");
                     w.apply(&Fault::Partition { a: vec!["az1".into()], b: vec!["az3".into()], direction: Direction::OneWay }).unwrap();
