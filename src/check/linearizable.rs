@@ -104,7 +104,10 @@ struct FxHasher(u64);
 
 impl Hasher for FxHasher {
     fn finish(&self) -> u64 {
-        self.0
+        // The multiply only carries low input bits upwards; hash tables index by
+        // the low bits, so finish with a full avalanche (strings with a common
+        // prefix otherwise collide en masse).
+        splitmix64(self.0)
     }
     fn write(&mut self, bytes: &[u8]) {
         let mut chunks = bytes.chunks_exact(8);
@@ -355,63 +358,92 @@ fn search(input: &KeyInput, budget: u64) -> KeyResult {
     }
 }
 
-/// Builds the search input for one key from the operations at `members`.
-///
-/// Leaves out operations without effect or constraint (fail ops, unknown reads)
-/// and unknown-outcome writes whose value nobody observed: such a write can
-/// always be dropped from a linearization (nothing reads its value, so removing
-/// it changes no result), and dropping it spares the search a branch.
-fn key_ops<'a>(all: &[Operation<'a>], members: &[usize]) -> KeyInput {
-    let mut values: FxMap<&'a str, u32> = FxMap::default();
-    let mut intern = |v: Option<&'a str>| -> u32 {
+/// A value as an operation names it (`None` = row absent).
+type Value<'a> = Option<&'a str>;
+
+/// An operation reduced to what the search needs, values still as strings.
+/// Fail ops and unknown-outcome reads never become records: they have no
+/// effect and constrain nothing.
+#[derive(Clone, Copy, Debug)]
+struct Record<'a> {
+    step: RecordStep<'a>,
+    call: usize,
+    ret: Option<usize>,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum RecordStep<'a> {
+    Read(Value<'a>),
+    Write(&'a str),
+    Cas { expected: Value<'a>, value: &'a str },
+    Delete,
+}
+
+/// Turns an operation into a record.
+fn record<'a>(o: &Operation<'a>) -> Option<Record<'a>> {
+    if o.outcome == Outcome::Fail {
+        return None;
+    }
+    let step = match o.op {
+        Op::Read { value, .. } => {
+            if o.outcome != Outcome::Ok {
+                return None;
+            }
+            RecordStep::Read(value.as_deref())
+        }
+        Op::Write { value, .. } => RecordStep::Write(value),
+        Op::Cas { expected, value, .. } => RecordStep::Cas { expected: expected.as_deref(), value },
+        Op::Delete { .. } => RecordStep::Delete,
+        Op::Append { .. } | Op::Scan { .. } => return None,
+    };
+    Some(Record { step, call: o.invoke_index, ret: o.response_index() })
+}
+
+/// Builds a key's search input from its records: interns values densely per
+/// key (0 = absent; a small table that stays in cache), drops unknown-outcome
+/// writes whose value nobody observed (such a write can always be dropped from
+/// a linearization: nothing reads its value, so removing it changes no result,
+/// and dropping it spares the search a branch), and checks that written values
+/// are unique.
+fn build_input<'a>(records: &[Record<'a>], local: &mut FxMap<&'a str, u32>) -> KeyInput {
+    local.clear();
+    let mut intern = |v: Value<'a>| -> u32 {
         match v {
             None => 0,
             Some(s) => {
-                let next = values.len() as u32 + 1;
-                *values.entry(s).or_insert(next)
+                let next = local.len() as u32 + 1;
+                *local.entry(s).or_insert(next)
             }
         }
     };
-    // Values observed by ok reads and by cas expectations that took effect.
     let mut observed: Vec<u32> = Vec::new();
-    let mut out = Vec::with_capacity(members.len());
-    for &source in members {
-        let o = &all[source];
-        let known = o.outcome == Outcome::Ok;
-        if o.outcome == Outcome::Fail {
-            continue;
-        }
-        let step = match o.op {
-            Op::Read { value, .. } => {
-                if !known {
-                    continue;
-                }
-                let v = intern(value.as_deref());
+    let mut ops: Vec<KeyOp> = Vec::with_capacity(records.len());
+    for r in records {
+        let step = match r.step {
+            RecordStep::Read(v) => {
+                let v = intern(v);
                 observed.push(v);
                 Step::Read(v)
             }
-            Op::Write { value, .. } => Step::Write(intern(Some(value))),
-            Op::Cas { expected, value, .. } => {
-                let expected = intern(expected.as_deref());
+            RecordStep::Write(v) => Step::Write(intern(Some(v))),
+            RecordStep::Cas { expected, value } => {
+                let expected = intern(expected);
                 observed.push(expected);
                 Step::Cas { expected, value: intern(Some(value)) }
             }
-            Op::Delete { .. } => Step::Delete,
-            Op::Append { .. } | Op::Scan { .. } => continue,
+            RecordStep::Delete => Step::Delete,
         };
-        out.push(KeyOp { step, call: o.invoke_index, ret: o.response_index() });
+        ops.push(KeyOp { step, call: r.call, ret: r.ret });
     }
     observed.sort_unstable();
     observed.dedup();
-    out.retain(|k| match (k.ret, k.step) {
-        (None, Step::Write(v)) | (None, Step::Cas { value: v, .. }) => {
-            observed.binary_search(&v).is_ok()
-        }
+    ops.retain(|k| match (k.ret, k.step) {
+        (None, Step::Write(v)) | (None, Step::Cas { value: v, .. }) => observed.binary_search(&v).is_ok(),
         _ => true,
     });
     // Written values are unique per key by workload contract; check it, since
     // the search's overwrite pruning relies on it.
-    let mut written: Vec<u32> = out
+    let mut written: Vec<u32> = ops
         .iter()
         .filter_map(|k| match k.step {
             Step::Write(v) | Step::Cas { value: v, .. } => Some(v),
@@ -420,7 +452,13 @@ fn key_ops<'a>(all: &[Operation<'a>], members: &[usize]) -> KeyInput {
         .collect();
     written.sort_unstable();
     let unique_writes = written.windows(2).all(|w| w[0] != w[1]);
-    KeyInput { ops: out, values: values.len() + 1, unique_writes }
+    KeyInput { ops, values: local.len() + 1, unique_writes }
+}
+
+/// Builds the search input for one key from the operations at `members`.
+fn key_ops(all: &[Operation<'_>], members: &[usize]) -> KeyInput {
+    let records: Vec<Record<'_>> = members.iter().filter_map(|&i| record(&all[i])).collect();
+    build_input(&records, &mut FxMap::default())
 }
 
 /// Checks one key's operations (indices into `all`).
@@ -573,15 +611,38 @@ pub fn group_by_key<'a>(all: &[Operation<'a>]) -> Vec<(&'a str, Vec<usize>)> {
 }
 
 /// Runs the checker over every key.
+///
+/// One sequential pass turns operations into compact records bucketed by key
+/// (values interned per key later), so the per-key searches never chase pointers
+/// back into the history: on 1M operations that is most of the cost.
 pub fn check(all: &[Operation<'_>], config: &LinearizableConfig) -> CheckerReport {
-    let keys = group_by_key(all);
+    let mut key_ids: FxMap<&str, u32> = FxMap::default();
+    let mut buckets: Vec<Vec<Record<'_>>> = Vec::new();
+    let mut members_per_key: Vec<u64> = Vec::new();
+    for o in all {
+        let Some(key) = o.op.register_key() else { continue };
+        let next = key_ids.len() as u32;
+        let id = *key_ids.entry(key).or_insert(next) as usize;
+        if id == buckets.len() {
+            buckets.push(Vec::new());
+            members_per_key.push(0);
+        }
+        members_per_key[id] += 1;
+        if let Some(r) = record(o) {
+            buckets[id].push(r);
+        }
+    }
+    // Keys in name order, so the first failing key is well defined.
+    let mut keys: Vec<(&str, u32)> = key_ids.into_iter().collect();
+    keys.sort_unstable();
+
     let (mut failed, mut unknown, mut steps, mut ops) = (0u64, 0u64, 0u64, 0u64);
     let mut first_fail: Option<&str> = None;
     let mut first_unknown: Option<&str> = None;
-    for (key, members) in &keys {
-        let key: &str = key;
-        ops += members.len() as u64;
-        let r = check_key(all, members, config.steps_max);
+    let mut local = FxMap::default();
+    for &(key, id) in &keys {
+        ops += members_per_key[id as usize];
+        let r = search(&build_input(&buckets[id as usize], &mut local), config.steps_max);
         steps += r.steps;
         match r.verdict {
             KeyVerdict::Linearizable => {}
@@ -595,6 +656,7 @@ pub fn check(all: &[Operation<'_>], config: &LinearizableConfig) -> CheckerRepor
             }
         }
     }
+    drop(buckets);
     let mut report = CheckerReport::new(Verdict::Pass);
     report.count("keys", keys.len() as u64);
     report.count("operations", ops);
@@ -603,8 +665,8 @@ pub fn check(all: &[Operation<'_>], config: &LinearizableConfig) -> CheckerRepor
     report.count("search_steps", steps);
     if let Some(key) = first_fail {
         report.verdict = Verdict::Fail;
-        let members = keys.iter().find(|(k, _)| *k == key).map(|(_, m)| m.as_slice()).unwrap_or(&[]);
-        let (small, complete) = shrink(all, members, config.shrink_checks_max);
+        let members: Vec<usize> = (0..all.len()).filter(|&i| all[i].op.register_key() == Some(key)).collect();
+        let (small, complete) = shrink(all, &members, config.shrink_checks_max);
         report.counterexample = Some(format!(
             "key {key:?} is not linearizable; {} failing sub-history of {} of its {} operations:\n{}",
             if complete { "smallest" } else { "a reduced (shrink budget spent)" },
