@@ -52,6 +52,8 @@ fn cases() -> Vec<Case> {
         c(history_file!("dur_lost_write_older"), [F, F, P, P], &[("lost_acked_writes", 2)]),
         c(history_file!("dur_failed_write_final"), [F, F, P, P], &[("failed_write_reads", 1), ("lost_acked_writes", 0)]),
         c(history_file!("dur_info_read_then_lost"), [F, F, P, P], &[("lost_acked_writes", 1)]),
+        c(history_file!("dur_lost_write_read_evidence"), [F, F, P, P], &[("lost_acked_writes", 1)]),
+        c(history_file!("dur_valid_read_then_overwritten"), [P, P, P, P], &[("lost_acked_writes", 0)]),
         c(history_file!("dur_delete_resurrected"), [F, F, P, P], &[("resurrected_deletes", 1)]),
         // Sequences.
         c(history_file!("seq_valid"), [P, P, P, P], &[("acked_appends", 8), ("partitions", 2)]),
@@ -263,7 +265,7 @@ fn verdicts_are_deterministic_and_serialize() {
 }
 
 fn small_shape(ops: u64, keys: u64, clients: u64, info_per_mille: u64) -> bench::GenShape {
-    bench::GenShape { ops, keys, clients, info_per_mille, read_percent: 50 }
+    bench::GenShape { ops, keys, clients, info_per_mille, read_percent: 40, append_percent: 15, final_reads: true }
 }
 
 #[test]
@@ -271,8 +273,13 @@ fn generated_valid_histories_pass() {
     for seed in 0..6 {
         for shape in [small_shape(3_000, 50, 20, 50), small_shape(1_000, 1, 8, 150), small_shape(600, 2, 16, 300)] {
             let (h, _) = bench::generate(seed, shape);
-            let v = check_all(&h, &CheckConfig::only(Some("linearizable")).expect("name"));
-            assert_eq!(v.linearizable.verdict, Verdict::Pass, "seed {seed} {shape:?}: {:?}", v.linearizable);
+            let v = check_all(&h, &CheckConfig::default());
+            assert!(
+                v.reports().iter().all(|(_, r)| r.verdict == Verdict::Pass),
+                "seed {seed} {shape:?}:\n{}",
+                v.summary_lines().join("\n")
+            );
+            assert_eq!(v.count("final_reads"), Some(shape.keys));
         }
     }
 }

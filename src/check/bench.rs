@@ -75,8 +75,12 @@ pub struct GenShape {
     pub keys: u64,
     pub clients: u64,
     pub info_per_mille: u64,
-    /// Percent of reads among operations (the rest: writes, cas, deletes).
+    /// Percent of reads among operations.
     pub read_percent: u64,
+    /// Percent of auto-increment appends (the rest: writes, cas, deletes).
+    pub append_percent: u64,
+    /// After the main phase, read every key once in the final phase.
+    pub final_reads: bool,
 }
 
 enum Client {
@@ -91,6 +95,8 @@ pub fn generate(seed: u64, shape: GenShape) -> (History, u64) {
     let mut history = History::new();
     let mut clients: Vec<Client> = (0..shape.clients).map(|_| Client::Idle).collect();
     let mut store: BTreeMap<u64, String> = BTreeMap::new();
+    // Last value handed out per partition key of appends.
+    let mut counters: BTreeMap<u64, u64> = BTreeMap::new();
     let mut time_ns = 0u64;
     let (mut invoked, mut done, mut info_ops, mut value_id) = (0u64, 0u64, 0u64, 0u64);
     while done < shape.ops {
@@ -108,6 +114,8 @@ pub fn generate(seed: u64, shape: GenShape) -> (History, u64) {
                 let roll = rng.below(100);
                 let op = if roll < shape.read_percent {
                     Op::Read { key, value: None }
+                } else if roll < shape.read_percent + shape.append_percent {
+                    Op::Append { pkey: format!("p{k}"), seq: None }
                 } else {
                     value_id += 1;
                     let value = format!("v{value_id}");
@@ -127,7 +135,11 @@ pub fn generate(seed: u64, shape: GenShape) -> (History, u64) {
                     *result = Some(None);
                     continue;
                 }
-                let k: u64 = op.register_key().and_then(|s| s[1..].parse().ok()).unwrap_or(0);
+                let name = match op {
+                    Op::Append { pkey, .. } => pkey.as_str(),
+                    _ => op.register_key().unwrap_or("k0"),
+                };
+                let k: u64 = name[1..].parse().unwrap_or(0);
                 let op: &Op = op;
                 let outcome = match op {
                     Op::Read { key, .. } => Some(Op::Read { key: key.clone(), value: store.get(&k).cloned() }),
@@ -147,7 +159,12 @@ pub fn generate(seed: u64, shape: GenShape) -> (History, u64) {
                         store.remove(&k);
                         Some(op.clone())
                     }
-                    Op::Append { .. } | Op::Scan { .. } => Some(op.clone()),
+                    Op::Append { pkey, .. } => {
+                        let seq = counters.entry(k).or_insert(0);
+                        *seq += 1;
+                        Some(Op::Append { pkey: pkey.clone(), seq: Some(*seq) })
+                    }
+                    Op::Scan { .. } => Some(op.clone()),
                 };
                 *result = Some(outcome);
             }
@@ -167,6 +184,17 @@ pub fn generate(seed: u64, shape: GenShape) -> (History, u64) {
                 clients[c] = Client::Idle;
                 done += 1;
             }
+        }
+    }
+    if shape.final_reads {
+        // Every client is idle here: the main loop ends when all ops completed.
+        for k in 0..shape.keys {
+            time_ns += 1 + rng.below(1_000);
+            let key = format!("k{k}");
+            history.invoke(0, time_ns, Op::Read { key: key.clone(), value: None }, Phase::Final);
+            time_ns += 1 + rng.below(1_000);
+            let value = store.get(&k).cloned();
+            history.complete(0, time_ns, Kind::Ok, Op::Read { key, value }, None);
         }
     }
     (history, info_ops)
@@ -189,6 +217,8 @@ pub fn bench_linearizability(seed: u64, ops: u64, steps_max: u64) -> BenchFigure
         clients: BENCH_CLIENTS,
         info_per_mille: BENCH_INFO_PER_MILLE,
         read_percent: 50,
+        append_percent: 0,
+        final_reads: false,
     };
     let (history, info_ops) = generate(seed, shape);
     let generate_ms = ms(t);
@@ -206,6 +236,8 @@ pub fn bench_linearizability(seed: u64, ops: u64, steps_max: u64) -> BenchFigure
             clients: writers,
             info_per_mille: WORST_CASE_INFO_PER_MILLE,
             read_percent: 40,
+            append_percent: 0,
+            final_reads: false,
         };
         let (h, info) = generate(seed ^ writers, shape);
         let all = h.operations();
