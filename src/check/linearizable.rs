@@ -506,6 +506,7 @@ fn shrink(all: &[Operation<'_>], members: &[usize], checks_max: usize) -> (Vec<u
     let mut complete = false;
     'outer: loop {
         let mut start = 0usize;
+        let mut progress = false;
         while start < current.len() {
             if checks >= checks_max {
                 break 'outer;
@@ -517,12 +518,15 @@ fn shrink(all: &[Operation<'_>], members: &[usize], checks_max: usize) -> (Vec<u
                 checks += 1;
                 if fails(&candidate) {
                     current = candidate;
+                    progress = true;
                     continue;
                 }
             }
             start = stop;
         }
-        if chunk == 1 {
+        // Single removals can unlock others (a write goes once its readers
+        // went), so repeat them until a pass removes nothing: 1-minimal.
+        if chunk == 1 && !progress {
             complete = true;
             break;
         }
