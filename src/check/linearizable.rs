@@ -112,14 +112,16 @@ impl Hasher for FxHasher {
     fn write(&mut self, bytes: &[u8]) {
         let mut chunks = bytes.chunks_exact(8);
         for c in &mut chunks {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(c);
-            self.write_u64(u64::from_le_bytes(word));
+            let word = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+            self.write_u64(word);
         }
-        let mut tail = [0u8; 8];
+        // Byte by byte: a variable-length copy would be a libc call per hash.
         let rest = chunks.remainder();
-        tail[..rest.len()].copy_from_slice(rest);
-        self.write_u64(u64::from_le_bytes(tail) ^ ((rest.len() as u64) << 56));
+        let mut tail = rest.len() as u64;
+        for &b in rest {
+            tail = (tail << 8) | u64::from(b);
+        }
+        self.write_u64(tail);
     }
     fn write_u8(&mut self, i: u8) {
         self.write_u64(u64::from(i));
