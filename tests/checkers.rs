@@ -448,3 +448,61 @@ fn search_agrees_with_brute_force_on_tiny_random_histories() {
     // Both kinds must be well represented for the comparison to mean anything.
     assert!(valid > 500 && invalid > 500, "valid {valid}, invalid {invalid}");
 }
+
+#[test]
+fn corrupted_files_never_panic() {
+    // Random byte edits of a valid file: parsing either fails with a line or
+    // succeeds, and checking whatever parsed never panics.
+    let (_, text) = history_file!("dur_valid");
+    let base: Vec<u8> = text.as_bytes().to_vec();
+    let mut rng = 0x9e37_79b9_u64;
+    let mut next = |n: usize| {
+        rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        ((rng >> 33) as usize) % n
+    };
+    let alphabet = b"{}[]\":,0123456789-abcnulltruefalse \n#";
+    let (mut parsed, mut rejected) = (0, 0);
+    for _ in 0..2_000 {
+        let mut bytes = base.clone();
+        for _ in 0..1 + next(4) {
+            let at = next(bytes.len());
+            match next(3) {
+                0 => bytes[at] = alphabet[next(alphabet.len())],
+                1 => {
+                    bytes.remove(at);
+                }
+                _ => bytes.insert(at, alphabet[next(alphabet.len())]),
+            }
+        }
+        let text = String::from_utf8_lossy(&bytes);
+        match History::parse_jsonl(&text) {
+            Ok(h) => {
+                parsed += 1;
+                let _ = check_all(&h, &CheckConfig::default());
+            }
+            Err(e) => {
+                rejected += 1;
+                assert!(e.line >= 1 && e.line <= text.lines().count(), "{e}");
+            }
+        }
+    }
+    assert!(parsed > 0 && rejected > 0, "parsed {parsed}, rejected {rejected}");
+}
+
+#[test]
+fn sequence_gaps_at_the_edges_of_u64_do_not_overflow() {
+    let mut h = History::new();
+    let mut t = 0;
+    for seq in [0, 1, u64::MAX - 1, u64::MAX] {
+        let op = Op::Append { pkey: "p".into(), seq: None };
+        t += 1;
+        h.invoke(1, t, op, Phase::Main);
+        t += 1;
+        h.complete(1, t, Kind::Ok, Op::Append { pkey: "p".into(), seq: Some(seq) }, None);
+    }
+    let v = check_all(&h, &CheckConfig::default());
+    assert_eq!(v.sequence.verdict, Verdict::Fail);
+    assert_eq!(v.count("skipped_values"), Some(u64::MAX - 3));
+    let config = CheckConfig { heal_at_ns: Some(u64::MAX - 1), liveness_bound_ns: u64::MAX, ..CheckConfig::default() };
+    assert_eq!(check_all(&h, &config).liveness.verdict, Verdict::Pass);
+}

@@ -180,8 +180,14 @@ pub fn check(all: &[Operation<'_>]) -> CheckerReport {
                     }
                 }
                 None => {
+                    // A delete may follow `w` unless it responded before `w`
+                    // took effect: only the latest response and unknown
+                    // deletes matter (keeps hot keys linear).
+                    let unknown_delete = deletes.iter().any(|d| d.response_index().is_none());
+                    let last_response = deletes.iter().filter_map(|d| d.response_index()).max();
                     for &w in &acked {
-                        let superseded = deletes.iter().any(|d| !before(d, w));
+                        let seen = evidence.get(&w).copied().unwrap_or(all[w].invoke_index);
+                        let superseded = unknown_delete || last_response.is_some_and(|c| c >= seen);
                         if !superseded && lost.insert(w) {
                             report.violation("lost_acked_writes", || {
                                 format!(
