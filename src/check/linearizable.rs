@@ -19,7 +19,7 @@
 
 use super::{CheckerReport, Verdict};
 use crate::history::{Op, Operation, Outcome};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 
 /// Default search budget per key, in search steps (list positions visited).
@@ -28,6 +28,8 @@ pub const LINEARIZABLE_STEPS_MAX: u64 = 2_000_000;
 pub const SHRINK_CHECKS_MAX: usize = 400;
 /// Search budget of each shrinking re-check.
 pub const SHRINK_STEPS_MAX: u64 = 200_000;
+/// Deletes looked back at when the shrinker keeps what made "absent" true.
+pub const SHRINK_DELETE_SCAN_MAX: usize = 64;
 /// Timelines longer than this are cut (the shrinker may stop early on huge keys).
 pub const TIMELINE_OPS_MAX: usize = 40;
 /// Above this many operations per key the memo stores a 128-bit fingerprint of
@@ -484,21 +486,47 @@ fn shrink(all: &[Operation<'_>], members: &[usize], checks_max: usize) -> (Vec<u
             _ => {}
         }
     }
+    // What made an observed "row absent" true: the last deletes invoked before
+    // the observer completed (all those concurrent with the latest one).
+    let mut deletes: Vec<usize> = members
+        .iter()
+        .copied()
+        .filter(|&i| matches!(all[i].op, Op::Delete { .. }) && all[i].outcome != Outcome::Fail)
+        .collect();
+    deletes.sort_unstable_by_key(|&i| all[i].invoke_index);
+    let absent_support = |i: usize| -> Vec<usize> {
+        let end = all[i].complete_index.unwrap_or(usize::MAX);
+        let upto = deletes.partition_point(|&d| all[d].invoke_index < end);
+        let Some(&latest) = upto.checked_sub(1).and_then(|k| deletes.get(k)) else { return Vec::new() };
+        let latest_invoke = all[latest].invoke_index;
+        deletes[upto.saturating_sub(SHRINK_DELETE_SCAN_MAX)..upto]
+            .iter()
+            .copied()
+            .filter(|&d| d == latest || all[d].response_index().is_none_or(|r| r > latest_invoke))
+            .collect()
+    };
+    // To a fixpoint: an added cas observes a value whose writer joins too.
     let close = |set: &mut Vec<usize>| {
-        let mut add = Vec::new();
-        for &i in set.iter() {
+        let mut members: BTreeSet<usize> = set.iter().copied().collect();
+        let mut todo: Vec<usize> = set.clone();
+        while let Some(i) = todo.pop() {
             let seen = match all[i].op {
-                Op::Read { value: Some(v), .. } if all[i].outcome == Outcome::Ok => Some(v),
-                Op::Cas { expected: Some(v), .. } => Some(v),
+                Op::Read { value, .. } if all[i].outcome == Outcome::Ok => Some(value),
+                Op::Cas { expected, .. } => Some(expected),
                 _ => None,
             };
-            if let Some(&w) = seen.and_then(|v| writer.get(v.as_str())) {
-                add.push(w);
+            let support = match seen {
+                Some(Some(v)) => writer.get(v.as_str()).map(|&w| vec![w]).unwrap_or_default(),
+                Some(None) => absent_support(i),
+                None => Vec::new(),
+            };
+            for w in support {
+                if members.insert(w) {
+                    todo.push(w);
+                }
             }
         }
-        set.extend(add);
-        set.sort_unstable();
-        set.dedup();
+        *set = members.into_iter().collect();
     };
     let fails = |set: &[usize]| check_key(all, set, SHRINK_STEPS_MAX).verdict == KeyVerdict::NotLinearizable;
 
