@@ -310,7 +310,7 @@ fn generated_histories_with_a_corrupted_read_fail() {
 fn tiny_budget_gives_unknown() {
     let (h, _) = bench::generate(3, small_shape(400, 1, 12, 200));
     let mut config = CheckConfig::only(Some("linearizable")).expect("name");
-    config.linearizable.steps_max = 5;
+    config.linearizable.budget.steps_max = 5;
     let v = check_all(&h, &config);
     assert_eq!(v.linearizable.verdict, Verdict::Unknown);
     assert!(v.linearizable.note.as_deref().unwrap_or_default().contains("budget"));
@@ -431,7 +431,7 @@ fn search_agrees_with_brute_force_on_tiny_random_histories() {
         }
         let all = h.operations();
         let members: Vec<usize> = (0..all.len()).collect();
-        let fast = linearizable::check_key(&all, &members, 1_000_000).verdict;
+        let fast = linearizable::check_key(&all, &members, linearizable::Budget::default()).verdict;
         let tiny: Vec<(u64, Option<u64>, Op, Outcome)> =
             all.iter().map(|o| (o.invoke_index as u64, o.response_index().map(|r| r as u64), o.op.clone(), o.outcome)).collect();
         let slow = brute_force(&tiny);

@@ -5,7 +5,7 @@
 //! makes the history valid by construction) and then completes. Some
 //! operations end `info`: those take effect or not, and report no result.
 
-use super::linearizable::{self, KeyVerdict, LinearizableConfig};
+use super::linearizable::{self, Budget, KeyVerdict, LinearizableConfig};
 use super::{CheckerReport, Verdict};
 use crate::history::{History, Kind, Op, Phase};
 use serde::Serialize;
@@ -20,8 +20,8 @@ pub const BENCH_REPEATS: usize = 3;
 /// Share of operations that end `info`, in per mille.
 pub const BENCH_INFO_PER_MILLE: u64 = 20;
 /// Worst-case single-key shapes tried in order: (concurrent writers, ops).
-pub const WORST_CASE_SHAPES: [(u64, u64); 7] =
-    [(4, 400), (8, 800), (16, 1600), (32, 3200), (64, 6400), (128, 12800), (256, 25600)];
+pub const WORST_CASE_SHAPES: [(u64, u64); 8] =
+    [(4, 400), (8, 800), (16, 1600), (32, 3200), (64, 6400), (128, 12800), (256, 25600), (512, 51200)];
 /// Share of `info` operations in the worst-case histories, in per mille.
 pub const WORST_CASE_INFO_PER_MILLE: u64 = 100;
 
@@ -33,6 +33,7 @@ pub struct WorstCase {
     pub info_ops: u64,
     pub verdict: Verdict,
     pub search_steps: u64,
+    pub search_configurations: u64,
     pub check_ms: f64,
 }
 
@@ -51,7 +52,8 @@ pub struct BenchFigures {
     pub check_ms_first: f64,
     pub verdict: Verdict,
     pub search_steps: u64,
-    pub steps_budget_per_key: u64,
+    pub budget_steps_per_key: u64,
+    pub budget_configurations_per_key: u64,
     pub worst_case: Vec<WorstCase>,
     /// Operations in the largest worst-case history decided within the budget.
     pub worst_case_decided_ops_max: u64,
@@ -210,10 +212,10 @@ pub fn generate(seed: u64, shape: GenShape) -> (History, u64) {
 // Measuring wall time is the point of a benchmark; this runs outside the
 // simulation, from the CLI only.
 #[allow(clippy::disallowed_methods)]
-pub fn bench_linearizability(seed: u64, ops: u64, steps_max: u64) -> BenchFigures {
+pub fn bench_linearizability(seed: u64, ops: u64, budget: Budget) -> BenchFigures {
     use std::time::Instant;
     let ms = |t: Instant| t.elapsed().as_secs_f64() * 1e3;
-    let config = LinearizableConfig { steps_max, ..LinearizableConfig::default() };
+    let config = LinearizableConfig { budget, ..LinearizableConfig::default() };
 
     let t = Instant::now();
     let shape = GenShape {
@@ -257,13 +259,21 @@ pub fn bench_linearizability(seed: u64, ops: u64, steps_max: u64) -> BenchFigure
         let all = h.operations();
         let members: Vec<usize> = (0..all.len()).collect();
         let t = Instant::now();
-        let r = linearizable::check_key(&all, &members, steps_max);
+        let r = linearizable::check_key(&all, &members, budget);
         let verdict = match r.verdict {
             KeyVerdict::Linearizable => Verdict::Pass,
             KeyVerdict::NotLinearizable => Verdict::Fail,
             KeyVerdict::Unknown => Verdict::Unknown,
         };
-        worst_case.push(WorstCase { writers, ops: wops, info_ops: info, verdict, search_steps: r.steps, check_ms: ms(t) });
+        worst_case.push(WorstCase {
+            writers,
+            ops: wops,
+            info_ops: info,
+            verdict,
+            search_steps: r.steps,
+            search_configurations: r.configurations,
+            check_ms: ms(t),
+        });
         if verdict == Verdict::Unknown {
             break;
         }
@@ -281,7 +291,8 @@ pub fn bench_linearizability(seed: u64, ops: u64, steps_max: u64) -> BenchFigure
         check_ms_first,
         verdict: report.verdict,
         search_steps: report.counts.get("search_steps").copied().unwrap_or(0),
-        steps_budget_per_key: steps_max,
+        budget_steps_per_key: budget.steps_max,
+        budget_configurations_per_key: budget.configurations_max,
         worst_case,
         worst_case_decided_ops_max: decided_max,
     }

@@ -14,7 +14,8 @@
 //! `info` and open operations have no response (it is at +∞): they never block
 //! anything and may be dropped, so the search succeeds as soon as every `ok`
 //! operation is linearized. `fail` operations and unknown-outcome reads have no
-//! effect and are left out. A per-key step budget turns hopeless searches into
+//! effect and are left out. A per-key budget (steps for time, configurations
+//! for memory) turns hopeless searches into
 //! `Unknown` instead of hanging.
 
 use super::{CheckerReport, Verdict};
@@ -22,12 +23,16 @@ use crate::history::{Op, Operation, Outcome};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 
-/// Default search budget per key, in search steps (list positions visited).
-pub const LINEARIZABLE_STEPS_MAX: u64 = 2_000_000;
+/// Default search budget per key, in search steps (list positions visited):
+/// bounds time, about 5 ns a step.
+pub const LINEARIZABLE_STEPS_MAX: u64 = 40_000_000;
+/// Default budget per key of configurations entered (memo entries): bounds
+/// memory, at most about 70 bytes each.
+pub const LINEARIZABLE_CONFIGURATIONS_MAX: u64 = 2_000_000;
 /// Default bound on the number of re-checks spent shrinking a counterexample.
 pub const SHRINK_CHECKS_MAX: usize = 400;
 /// Search budget of each shrinking re-check.
-pub const SHRINK_STEPS_MAX: u64 = 200_000;
+pub const SHRINK_BUDGET: Budget = Budget { steps_max: 2_000_000, configurations_max: 200_000 };
 /// Deletes looked back at when the shrinker keeps what made "absent" true.
 pub const SHRINK_DELETE_SCAN_MAX: usize = 64;
 /// Timelines longer than this are cut (the shrinker may stop early on huge keys).
@@ -36,7 +41,7 @@ pub const TIMELINE_OPS_MAX: usize = 40;
 /// the linearized set instead of the set itself: exact sets would cost
 /// O(ops / 64) words per visited configuration, which does not fit in memory for
 /// hot keys with 100k operations. A false match needs a 128-bit collision.
-pub const EXACT_MEMO_OPS_MAX: usize = 1024;
+pub const EXACT_MEMO_OPS_MAX: usize = 256;
 
 /// The register model's view of one operation; values are interned per key
 /// (0 = row absent).
@@ -83,6 +88,19 @@ struct KeyInput {
 /// one memo entry. No read or cas can match it.
 const DEAD: u32 = u32::MAX;
 
+/// How much one key's search may spend before answering `Unknown`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Budget {
+    pub steps_max: u64,
+    pub configurations_max: u64,
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        Budget { steps_max: LINEARIZABLE_STEPS_MAX, configurations_max: LINEARIZABLE_CONFIGURATIONS_MAX }
+    }
+}
+
 /// Outcome of searching one key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KeyVerdict {
@@ -96,6 +114,7 @@ pub enum KeyVerdict {
 pub struct KeyResult {
     pub verdict: KeyVerdict,
     pub steps: u64,
+    pub configurations: u64,
 }
 
 /// A deterministic FxHash-style hasher: the memo is only probed, never iterated,
@@ -217,7 +236,7 @@ struct Choice {
 /// will observe it, the value is replaced by `DEAD` so that equivalent
 /// configurations meet in the memo. Both cut the search from exponential in
 /// the number of concurrent writers to near-linear on typical histories.
-fn search(input: &KeyInput, budget: u64) -> KeyResult {
+fn search(input: &KeyInput, budget: Budget) -> KeyResult {
     let ops = &input.ops;
     let n = ops.len();
     let prune = input.unique_writes;
@@ -284,14 +303,15 @@ fn search(input: &KeyInput, budget: u64) -> KeyResult {
     let mut state = 0u32;
     let mut cur = next[0];
     let mut steps = 0u64;
+    let mut configurations = 0u64;
 
     loop {
         if ok_left == 0 {
-            return KeyResult { verdict: KeyVerdict::Linearizable, steps };
+            return KeyResult { verdict: KeyVerdict::Linearizable, steps, configurations };
         }
         steps += 1;
-        if steps > budget {
-            return KeyResult { verdict: KeyVerdict::Unknown, steps };
+        if steps > budget.steps_max || configurations > budget.configurations_max {
+            return KeyResult { verdict: KeyVerdict::Unknown, steps, configurations };
         }
         let mut dead_end = cur == end || !node_op(cur).1;
         if !dead_end {
@@ -309,6 +329,7 @@ fn search(input: &KeyInput, budget: u64) -> KeyResult {
                 }
                 set.toggle(i);
                 if !overwrites_needed && memo.insert(&set, new_state) {
+                    configurations += 1;
                     stack.push(Choice { op: i, old_state: state, forced });
                     state = new_state;
                     // Lift the op's call and return out of the list.
@@ -339,7 +360,7 @@ fn search(input: &KeyInput, budget: u64) -> KeyResult {
         // until one has alternatives, then try the calls after it.
         loop {
             let Some(c) = stack.pop() else {
-                return KeyResult { verdict: KeyVerdict::NotLinearizable, steps };
+                return KeyResult { verdict: KeyVerdict::NotLinearizable, steps, configurations };
             };
             state = c.old_state;
             set.toggle(c.op);
@@ -466,7 +487,7 @@ fn key_ops(all: &[Operation<'_>], members: &[usize]) -> KeyInput {
 }
 
 /// Checks one key's operations (indices into `all`).
-pub fn check_key(all: &[Operation<'_>], members: &[usize], budget: u64) -> KeyResult {
+pub fn check_key(all: &[Operation<'_>], members: &[usize], budget: Budget) -> KeyResult {
     let input = key_ops(all, members);
     search(&input, budget)
 }
@@ -528,7 +549,7 @@ fn shrink(all: &[Operation<'_>], members: &[usize], checks_max: usize) -> (Vec<u
         }
         *set = members.into_iter().collect();
     };
-    let fails = |set: &[usize]| check_key(all, set, SHRINK_STEPS_MAX).verdict == KeyVerdict::NotLinearizable;
+    let fails = |set: &[usize]| check_key(all, set, SHRINK_BUDGET).verdict == KeyVerdict::NotLinearizable;
 
     let mut current: Vec<usize> = members.iter().copied().filter(|&i| all[i].outcome != Outcome::Fail).collect();
     let mut checks = 0usize;
@@ -620,13 +641,13 @@ pub fn timeline(all: &[Operation<'_>], set: &[usize]) -> String {
 /// Settings of the linearizability checker.
 #[derive(Clone, Copy, Debug)]
 pub struct LinearizableConfig {
-    pub steps_max: u64,
+    pub budget: Budget,
     pub shrink_checks_max: usize,
 }
 
 impl Default for LinearizableConfig {
     fn default() -> Self {
-        LinearizableConfig { steps_max: LINEARIZABLE_STEPS_MAX, shrink_checks_max: SHRINK_CHECKS_MAX }
+        LinearizableConfig { budget: Budget::default(), shrink_checks_max: SHRINK_CHECKS_MAX }
     }
 }
 
@@ -671,13 +692,15 @@ pub fn check(all: &[Operation<'_>], config: &LinearizableConfig) -> CheckerRepor
     keys.sort_unstable();
 
     let (mut failed, mut unknown, mut steps, mut ops) = (0u64, 0u64, 0u64, 0u64);
+    let mut configurations = 0u64;
     let mut first_fail: Option<&str> = None;
     let mut first_unknown: Option<&str> = None;
     let mut local = FxMap::default();
     for &(key, id) in &keys {
         ops += members_per_key[id as usize];
-        let r = search(&build_input(&buckets[id as usize], &mut local), config.steps_max);
+        let r = search(&build_input(&buckets[id as usize], &mut local), config.budget);
         steps += r.steps;
+        configurations += r.configurations;
         match r.verdict {
             KeyVerdict::Linearizable => {}
             KeyVerdict::NotLinearizable => {
@@ -697,6 +720,7 @@ pub fn check(all: &[Operation<'_>], config: &LinearizableConfig) -> CheckerRepor
     report.count("keys_not_linearizable", failed);
     report.count("keys_unknown", unknown);
     report.count("search_steps", steps);
+    report.count("search_configurations", configurations);
     if let Some(key) = first_fail {
         report.verdict = Verdict::Fail;
         let members: Vec<usize> = (0..all.len()).filter(|&i| all[i].op.register_key() == Some(key)).collect();
@@ -711,8 +735,8 @@ pub fn check(all: &[Operation<'_>], config: &LinearizableConfig) -> CheckerRepor
     } else if let Some(key) = first_unknown {
         report.verdict = Verdict::Unknown;
         report.note = Some(format!(
-            "search budget of {} steps per key spent on key {key:?} ({} keys undecided)",
-            config.steps_max, unknown
+            "search budget ({} steps or {} configurations per key) spent on key {key:?} ({} keys undecided)",
+            config.budget.steps_max, config.budget.configurations_max, unknown
         ));
     }
     report
