@@ -338,8 +338,23 @@ impl History {
     ///
     /// # Panics
     /// If `process` already has an open operation or time goes backwards: both are
-    /// bugs in the caller, not properties of the system under test.
+    /// bugs in the caller, not properties of the system under test. See
+    /// `try_invoke` for a non-panicking variant.
     pub fn invoke(&mut self, process: u64, time_ns: u64, op: Op, phase: Phase) -> usize {
+        match self.try_invoke(process, time_ns, op, phase) {
+            Ok(index) => index,
+            Err(kind) => panic!("history misuse: {kind}"),
+        }
+    }
+
+    /// Like `invoke`, returning what is wrong instead of panicking.
+    pub fn try_invoke(
+        &mut self,
+        process: u64,
+        time_ns: u64,
+        op: Op,
+        phase: Phase,
+    ) -> Result<usize, HistoryErrorKind> {
         let entry = Entry {
             index: self.entries.len(),
             entry_type: EntryType::Invoke,
@@ -349,10 +364,7 @@ impl History {
             phase,
             error: None,
         };
-        match self.push(entry) {
-            Ok(index) => index,
-            Err(kind) => panic!("history misuse: {kind}"),
-        }
+        self.push(entry)
     }
 
     /// Records the completion of `process`'s open operation and returns its entry
@@ -360,7 +372,8 @@ impl History {
     ///
     /// # Panics
     /// If `process` has no open operation, `op` differs from the invocation in
-    /// function or inputs, or time goes backwards (all bugs in the caller).
+    /// function or inputs, an ok append carries no seq, or time goes backwards
+    /// (all bugs in the caller). See `try_complete`.
     pub fn complete(
         &mut self,
         process: u64,
@@ -369,6 +382,22 @@ impl History {
         op: Op,
         error: Option<String>,
     ) -> usize {
+        match self.try_complete(process, time_ns, kind, op, error) {
+            Ok(index) => index,
+            Err(kind) => panic!("history misuse: {kind}"),
+        }
+    }
+
+    /// Like `complete`, returning what is wrong instead of panicking.
+    pub fn try_complete(
+        &mut self,
+        process: u64,
+        time_ns: u64,
+        kind: Kind,
+        op: Op,
+        error: Option<String>,
+    ) -> Result<usize, HistoryErrorKind> {
+        // A completion belongs to the phase of its invocation.
         let phase = self
             .open
             .get(&process)
@@ -384,10 +413,7 @@ impl History {
             phase,
             error,
         };
-        match self.push(entry) {
-            Ok(index) => index,
-            Err(kind) => panic!("history misuse: {kind}"),
-        }
+        self.push(entry)
     }
 
     /// Appends a validated entry; the single place where the invariant is kept.

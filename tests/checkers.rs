@@ -538,3 +538,30 @@ fn shrinking_keeps_writers_of_writers_and_what_made_a_row_absent() {
     assert!(ex.contains("read k -> \"x\""), "{ex}");
     assert!(ex.contains("smallest failing sub-history of 3 of its 7 operations"), "{ex}");
 }
+
+#[test]
+fn runner_api_reports_misuse_without_panicking() {
+    let w = || Op::Write { key: "k".into(), value: "a".into() };
+    let mut h = History::new();
+    assert_eq!(h.try_invoke(1, 10, w(), Phase::Final), Ok(0));
+    assert!(matches!(
+        h.try_invoke(1, 11, w(), Phase::Main),
+        Err(HistoryErrorKind::TwoOpenOperations { process: 1, open_line: 1 })
+    ));
+    assert!(matches!(
+        h.try_complete(2, 12, Kind::Ok, w(), None),
+        Err(HistoryErrorKind::CompletionWithoutInvocation { process: 2 })
+    ));
+    assert!(matches!(
+        h.try_complete(1, 5, Kind::Ok, w(), None),
+        Err(HistoryErrorKind::TimeWentBackwards { previous: 10, got: 5 })
+    ));
+    assert!(matches!(
+        h.try_complete(1, 12, Kind::Ok, Op::Delete { key: "k".into() }, None),
+        Err(HistoryErrorKind::OpMismatch { .. })
+    ));
+    assert_eq!(h.try_complete(1, 12, Kind::Ok, w(), None), Ok(1));
+    // The completion inherits the invocation's phase; rejected calls left no trace.
+    assert_eq!(h.len(), 2);
+    assert_eq!(h.entries()[1].phase, Phase::Final);
+}
