@@ -380,19 +380,19 @@ fn search_agrees_with_brute_force_on_tiny_random_histories() {
         (rng >> 33) % n
     };
     let (mut valid, mut invalid) = (0, 0);
-    for _ in 0..6_000 {
+    for _ in 0..20_000 {
         let mut h = History::new();
-        let mut open: Vec<Option<Op>> = vec![None; 3];
+        let mut open: Vec<Option<Op>> = vec![None; 4];
         let mut started = 0;
         let mut t = 0;
         let mut value = 0;
-        let n_ops = 2 + next(6);
+        let n_ops = 2 + next(7);
         // Every third history breaks the unique-values contract, which turns
         // the search's overwrite pruning off: both paths must agree.
         let duplicates = next(3) == 0;
         while started < n_ops || open.iter().any(Option::is_some) {
             t += 1;
-            let p = next(3) as usize;
+            let p = next(4) as usize;
             match open[p].take() {
                 None if started < n_ops => {
                     started += 1;

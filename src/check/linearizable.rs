@@ -221,10 +221,10 @@ impl Memo {
 struct Choice {
     op: usize,
     old_state: u32,
-    /// An enabled read, linearized without branching: if there is a
-    /// linearization at all, there is one that takes such a read first (it
-    /// changes no state and every op that must precede it is already placed),
-    /// so its alternatives need no exploring.
+    /// An enabled op that leaves the (canonical) state as it is, linearized
+    /// without branching: if there is a linearization at all, there is one
+    /// that takes it first (nothing it does is visible, and every op that must
+    /// precede it is already placed), so its alternatives need no exploring.
     forced: bool,
 }
 
@@ -317,7 +317,6 @@ fn search(input: &KeyInput, budget: Budget) -> KeyResult {
         if !dead_end {
             let (i, _) = node_op(cur);
             if let Some(mut new_state) = ops[i].step.apply(state) {
-                let forced = matches!(ops[i].step, Step::Read(_));
                 count(&mut required, &mut possible, i, false);
                 let overwrites_needed = prune
                     && new_state != state
@@ -327,6 +326,12 @@ fn search(input: &KeyInput, budget: Budget) -> KeyResult {
                 if prune && new_state != 0 && new_state != DEAD && possible[new_state as usize] == 0 {
                     new_state = DEAD;
                 }
+                // Reads change nothing; an ok write nobody observes, taken when
+                // the current value is dead too, changes nothing either (dead to
+                // dead). If any linearization exists, one takes such an enabled
+                // op right now, so it needs no alternatives.
+                let forced = matches!(ops[i].step, Step::Read(_))
+                    || (prune && state == DEAD && new_state == DEAD && ops[i].ret.is_some());
                 set.toggle(i);
                 if !overwrites_needed && memo.insert(&set, new_state) {
                     configurations += 1;
