@@ -746,3 +746,54 @@ pub fn check(all: &[Operation<'_>], config: &LinearizableConfig) -> CheckerRepor
     }
     report
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::hash::BuildHasher;
+
+    #[test]
+    fn hasher_spreads_strings_with_a_common_prefix() {
+        // Hash tables index by the low bits; before the final mix, "v1234"-style
+        // values collided there en masse.
+        let build = BuildHasherDefault::<FxHasher>::default();
+        let mut low: Vec<u64> = (0..4096).map(|i| build.hash_one(format!("v{i}")) & 0xfff).collect();
+        low.sort_unstable();
+        low.dedup();
+        assert!(low.len() > 2_000, "only {} distinct low-bit buckets of 4096", low.len());
+    }
+
+    #[test]
+    fn register_model() {
+        assert_eq!(Step::Read(0).apply(0), Some(0));
+        assert_eq!(Step::Read(1).apply(2), None);
+        assert_eq!(Step::Write(3).apply(2), Some(3));
+        assert_eq!(Step::Cas { expected: 0, value: 4 }.apply(0), Some(4));
+        assert_eq!(Step::Cas { expected: 0, value: 4 }.apply(1), None);
+        assert_eq!(Step::Delete.apply(5), Some(0));
+        // Nothing matches a dead value.
+        assert_eq!(Step::Read(1).apply(DEAD), None);
+        assert_eq!(Step::Cas { expected: 1, value: 2 }.apply(DEAD), None);
+    }
+
+    fn input(ops: &[(Step, usize, Option<usize>)], values: usize) -> KeyInput {
+        let ops = ops.iter().map(|&(step, call, ret)| KeyOp { step, call, ret }).collect();
+        KeyInput { ops, values, unique_writes: true }
+    }
+
+    #[test]
+    fn an_info_write_lands_after_a_later_ok_write() {
+        // w1 info [0, +inf), w2 ok [1, 2], read 1 [3, 4]: w1 took effect late.
+        let ops = [(Step::Write(1), 0, None), (Step::Write(2), 1, Some(2)), (Step::Read(1), 3, Some(4))];
+        assert_eq!(search(&input(&ops, 3), Budget::default()).verdict, KeyVerdict::Linearizable);
+        // Without the info write the read has no source.
+        assert_eq!(search(&input(&ops[1..], 3), Budget::default()).verdict, KeyVerdict::NotLinearizable);
+    }
+
+    #[test]
+    fn budget_exhaustion_is_unknown() {
+        let ops = [(Step::Write(1), 0, Some(1)), (Step::Read(1), 2, Some(3))];
+        let tiny = Budget { steps_max: 1, configurations_max: 1 };
+        assert_eq!(search(&input(&ops, 2), tiny).verdict, KeyVerdict::Unknown);
+    }
+}
