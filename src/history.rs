@@ -12,6 +12,17 @@
 //! {"index":1,"type":"ok","process":1,"time_ns":20,"op":{"f":"write","key":"k1","value":"a"},"phase":"main"}
 //! ```
 //!
+//! Fields: `index` counts entries from 0; `type` is `invoke`, `ok`, `fail` or
+//! `info`; `process` is the client id; `time_ns` is model time, never
+//! decreasing; `op` is tagged by `f`: `read {key, value}`, `write {key, value}`,
+//! `cas {key, expected, value}` (`expected: null` = the row must not exist),
+//! `delete {key}`, `append {pkey, seq}`, `scan {start, end, count}`. Outputs
+//! (`read.value`, `append.seq`, `scan.count`) are null on invocations and set
+//! on `ok` completions. `phase` is `main` (default when absent) or `final` (the
+//! durability reads after healing); a completion belongs to its invocation's
+//! phase. `error` is optional text on completions. Written values are unique
+//! per key. Blank lines and lines starting with `#` are skipped when parsing.
+//!
 //! Invariant: a `History` is always well formed (indices count from 0, time never
 //! goes backwards, every completion matches the open invocation of its process).
 //! `parse_jsonl` returns a typed error naming the line instead of building a bad
