@@ -37,6 +37,8 @@ pub const SHRINK_BUDGET: Budget = Budget { steps_max: 2_000_000, configurations_
 pub const SHRINK_DELETE_SCAN_MAX: usize = 64;
 /// Timelines longer than this are cut (the shrinker may stop early on huge keys).
 pub const TIMELINE_OPS_MAX: usize = 40;
+/// Up to this many operations per key the linearized set is a `u128` inline.
+pub const SMALL_MEMO_OPS_MAX: usize = 128;
 /// Above this many operations per key the memo stores a 128-bit fingerprint of
 /// the linearized set instead of the set itself: exact sets would cost
 /// O(ops / 64) words per visited configuration, which does not fit in memory for
@@ -193,7 +195,7 @@ impl Linearized {
 
 impl Memo {
     fn for_ops(n: usize) -> Memo {
-        if n <= 128 {
+        if n <= SMALL_MEMO_OPS_MAX {
             Memo::Small(FxSet::default())
         } else if n <= EXACT_MEMO_OPS_MAX {
             Memo::Exact(FxSet::default())
