@@ -12,6 +12,17 @@
 //! {"index":1,"type":"ok","process":1,"time_ns":20,"op":{"f":"write","key":"k1","value":"a"},"phase":"main"}
 //! ```
 //!
+//! Fields: `index` counts entries from 0; `type` is `invoke`, `ok`, `fail` or
+//! `info`; `process` is the client id; `time_ns` is model time, never
+//! decreasing; `op` is tagged by `f`: `read {key, value}`, `write {key, value}`,
+//! `cas {key, expected, value}` (`expected: null` = the row must not exist),
+//! `delete {key}`, `append {pkey, seq}`, `scan {start, end, count}`. Outputs
+//! (`read.value`, `append.seq`, `scan.count`) are null on invocations and set
+//! on `ok` completions. `phase` is `main` (default when absent) or `final` (the
+//! durability reads after healing); a completion belongs to its invocation's
+//! phase. `error` is optional text on completions. Written values are unique
+//! per key. Blank lines and lines starting with `#` are skipped when parsing.
+//!
 //! Invariant: a `History` is always well formed (indices count from 0, time never
 //! goes backwards, every completion matches the open invocation of its process).
 //! `parse_jsonl` returns a typed error naming the line instead of building a bad
@@ -338,8 +349,23 @@ impl History {
     ///
     /// # Panics
     /// If `process` already has an open operation or time goes backwards: both are
-    /// bugs in the caller, not properties of the system under test.
+    /// bugs in the caller, not properties of the system under test. See
+    /// `try_invoke` for a non-panicking variant.
     pub fn invoke(&mut self, process: u64, time_ns: u64, op: Op, phase: Phase) -> usize {
+        match self.try_invoke(process, time_ns, op, phase) {
+            Ok(index) => index,
+            Err(kind) => panic!("history misuse: {kind}"),
+        }
+    }
+
+    /// Like `invoke`, returning what is wrong instead of panicking.
+    pub fn try_invoke(
+        &mut self,
+        process: u64,
+        time_ns: u64,
+        op: Op,
+        phase: Phase,
+    ) -> Result<usize, HistoryErrorKind> {
         let entry = Entry {
             index: self.entries.len(),
             entry_type: EntryType::Invoke,
@@ -349,10 +375,7 @@ impl History {
             phase,
             error: None,
         };
-        match self.push(entry) {
-            Ok(index) => index,
-            Err(kind) => panic!("history misuse: {kind}"),
-        }
+        self.push(entry)
     }
 
     /// The invoked op of `process`'s open operation, if it has one.
@@ -365,7 +388,8 @@ impl History {
     ///
     /// # Panics
     /// If `process` has no open operation, `op` differs from the invocation in
-    /// function or inputs, or time goes backwards (all bugs in the caller).
+    /// function or inputs, an ok append carries no seq, or time goes backwards
+    /// (all bugs in the caller). See `try_complete`.
     pub fn complete(
         &mut self,
         process: u64,
@@ -374,6 +398,22 @@ impl History {
         op: Op,
         error: Option<String>,
     ) -> usize {
+        match self.try_complete(process, time_ns, kind, op, error) {
+            Ok(index) => index,
+            Err(kind) => panic!("history misuse: {kind}"),
+        }
+    }
+
+    /// Like `complete`, returning what is wrong instead of panicking.
+    pub fn try_complete(
+        &mut self,
+        process: u64,
+        time_ns: u64,
+        kind: Kind,
+        op: Op,
+        error: Option<String>,
+    ) -> Result<usize, HistoryErrorKind> {
+        // A completion belongs to the phase of its invocation.
         let phase = self
             .open
             .get(&process)
@@ -389,10 +429,7 @@ impl History {
             phase,
             error,
         };
-        match self.push(entry) {
-            Ok(index) => index,
-            Err(kind) => panic!("history misuse: {kind}"),
-        }
+        self.push(entry)
     }
 
     /// Appends a validated entry; the single place where the invariant is kept.

@@ -3,7 +3,7 @@
 //! `TABLESIM_BENCH=1 CARGO_TARGET_DIR=/work/target-check cargo test --release --test bench_linearizability -- --nocapture`
 
 use tablesim::check::bench::BENCH_OPS;
-use tablesim::check::linearizable::LINEARIZABLE_STEPS_MAX;
+use tablesim::check::linearizable::Budget;
 use tablesim::check::{bench_linearizability, Verdict};
 
 /// Operations of the small default run.
@@ -13,8 +13,8 @@ const SMALL_OPS: u64 = 20_000;
 fn bench_linearizability_figures() {
     let full = std::env::var_os("TABLESIM_BENCH").is_some();
     let ops = if full { BENCH_OPS } else { SMALL_OPS };
-    let steps_max = if full { LINEARIZABLE_STEPS_MAX } else { 20_000 };
-    let figures = bench_linearizability(42, ops, steps_max);
+    let budget = if full { Budget::default() } else { Budget { steps_max: 20_000, configurations_max: 20_000 } };
+    let figures = bench_linearizability(42, ops, budget);
     println!("{}", serde_json::to_string_pretty(&figures).expect("serializes"));
     assert_eq!(figures.verdict, Verdict::Pass);
     assert_eq!(figures.ops, ops);

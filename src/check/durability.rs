@@ -9,8 +9,9 @@
 //!   failed write's value, a failed-write read; of a write invoked only after
 //!   the read completed, a read from the future.
 //! - A final read returning `x` loses an acknowledged write `W` (value `w != x`)
-//!   when the writer of `x` certainly finished before `W` started (then `x` is
-//!   older than `W`), or when `x` is absent and no delete may have followed `W`.
+//!   when the writer of `x` certainly took effect before `W` (it responded
+//!   before `W` was invoked, or before some read that still saw `w` started),
+//!   or when `x` is absent and no delete may have followed `W`.
 //!   `info` and open writes whose value some read observed count as
 //!   acknowledged too: they certainly happened. Other `info` writes may be
 //!   either present or absent.
@@ -72,7 +73,9 @@ pub fn check(all: &[Operation<'_>]) -> CheckerReport {
     for (key, view) in &keys {
         // 1. Every observed value must come from a write that may have happened
         //    before the observation.
-        let mut observed_writers: BTreeSet<usize> = BTreeSet::new();
+        // Writer -> latest position at which its value was certainly in place
+        // (its invocation, or the invocation of a later ok read of its value).
+        let mut evidence: BTreeMap<usize, usize> = BTreeMap::new();
         for &i in &view.members {
             let o = &all[i];
             let Some(v) = observed(o) else { continue };
@@ -97,7 +100,8 @@ pub fn check(all: &[Operation<'_>]) -> CheckerReport {
                     })
                 }
                 Some(&w) => {
-                    observed_writers.insert(w);
+                    let e = evidence.entry(w).or_insert(all[w].invoke_index);
+                    *e = (*e).max(o.invoke_index);
                 }
             }
         }
@@ -110,11 +114,19 @@ pub fn check(all: &[Operation<'_>]) -> CheckerReport {
             .filter(|&i| {
                 let o = &all[i];
                 written_value(o.op).is_some()
-                    && (o.outcome == Outcome::Ok || (o.outcome.is_unknown() && observed_writers.contains(&i)))
+                    && (o.outcome == Outcome::Ok || (o.outcome.is_unknown() && evidence.contains_key(&i)))
             })
             .collect();
         acked_writes += acked.len() as u64;
+        // `x` certainly took effect before `w` did: it responded before `w`
+        // was invoked, or before a read that still saw `w`'s value started
+        // (values are unique, so `w` was then written after `x`).
+        let before = |x: &Operation<'_>, w: usize| -> bool {
+            let seen = evidence.get(&w).copied().unwrap_or(all[w].invoke_index);
+            x.response_index().is_some_and(|c| c < seen)
+        };
         let mut lost: BTreeSet<usize> = BTreeSet::new();
+        let mut resurrected: BTreeSet<usize> = BTreeSet::new();
         for &r in &view.members {
             let read = &all[r];
             let Op::Read { value, .. } = read.op else { continue };
@@ -124,13 +136,16 @@ pub fn check(all: &[Operation<'_>]) -> CheckerReport {
             final_reads += 1;
             let read_end = read.complete_index.unwrap_or(usize::MAX);
             // Deletes that took (or may have taken) effect before the read.
-            let deletes: Vec<&Operation<'_>> = view
+            let delete_ids: Vec<usize> = view
                 .members
                 .iter()
-                .map(|&i| &all[i])
-                .filter(|o| matches!(o.op, Op::Delete { .. }) && o.outcome != Outcome::Fail)
-                .filter(|o| o.invoke_index < read_end)
+                .copied()
+                .filter(|&i| {
+                    let o = &all[i];
+                    matches!(o.op, Op::Delete { .. }) && o.outcome != Outcome::Fail && o.invoke_index < read_end
+                })
                 .collect();
+            let deletes: Vec<&Operation<'_>> = delete_ids.iter().map(|&i| &all[i]).collect();
             match value {
                 Some(x) => {
                     // Unknown writers were reported above; nothing to judge against.
@@ -140,10 +155,10 @@ pub fn check(all: &[Operation<'_>]) -> CheckerReport {
                         continue;
                     }
                     for &w in &acked {
-                        if w != xw && x_writer.precedes(&all[w]) && lost.insert(w) {
+                        if w != xw && before(x_writer, w) && lost.insert(w) {
                             report.violation("lost_acked_writes", || {
                                 format!(
-                                    "key {key:?}: acknowledged {} is lost: the final read {} shows an older value, whose write finished before it started: {}",
+                                    "key {key:?}: acknowledged {} is lost: the final read {} shows an older value, whose write finished before it took effect: {}",
                                     all[w].describe(),
                                     read.describe(),
                                     x_writer.describe()
@@ -151,8 +166,8 @@ pub fn check(all: &[Operation<'_>]) -> CheckerReport {
                             });
                         }
                     }
-                    for d in &deletes {
-                        if d.outcome == Outcome::Ok && x_writer.precedes(d) {
+                    for (d, &di) in deletes.iter().zip(&delete_ids) {
+                        if d.outcome == Outcome::Ok && x_writer.precedes(d) && resurrected.insert(di) {
                             report.violation("resurrected_deletes", || {
                                 format!(
                                     "key {key:?}: acknowledged {} is undone: the final read {} shows a value written before the delete started: {}",
@@ -165,8 +180,14 @@ pub fn check(all: &[Operation<'_>]) -> CheckerReport {
                     }
                 }
                 None => {
+                    // A delete may follow `w` unless it responded before `w`
+                    // took effect: only the latest response and unknown
+                    // deletes matter (keeps hot keys linear).
+                    let unknown_delete = deletes.iter().any(|d| d.response_index().is_none());
+                    let last_response = deletes.iter().filter_map(|d| d.response_index()).max();
                     for &w in &acked {
-                        let superseded = deletes.iter().any(|d| !d.precedes(&all[w]));
+                        let seen = evidence.get(&w).copied().unwrap_or(all[w].invoke_index);
+                        let superseded = unknown_delete || last_response.is_some_and(|c| c >= seen);
                         if !superseded && lost.insert(w) {
                             report.violation("lost_acked_writes", || {
                                 format!(

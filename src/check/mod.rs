@@ -11,6 +11,14 @@
 //!   failed writes are never observed.
 //! - `sequence`: auto-increment values are unique, real-time increasing, gapless.
 //! - `liveness`: after the last fault heals (plus a bound), operations succeed.
+//!
+//! Entry points: the runner records with `History::invoke`/`complete`, saves
+//! with `History::write_jsonl`, and calls `check_all(&history, &config)`; the
+//! CLI calls `check_file(path, only)` (`tablesim check HISTORY [--checker
+//! NAME]`) and `bench_linearizability(seed, ops, budget)` (`tablesim bench`).
+//! Print `Verdicts::summary_lines()`; serialize `Verdicts` into the report;
+//! read expectations with `Verdicts::count("lost_acked_writes")` and
+//! `Verdicts::report(Checker::Linearizable).verdict`.
 
 pub mod bench;
 pub mod durability;

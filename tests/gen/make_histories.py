@@ -96,6 +96,12 @@ H["dur_lost_write_older"] = seq(1, ("w","k","a")) + seq(2, ("w","k","b")) + seq(
 H["dur_failed_write_final"] = seq(1, ("w","k","a")) + seq(2, ("w","k","b"), "fail") + [("final",)] + seq(9, ("r","k","b"))
 H["dur_info_read_then_lost"] = seq(1, ("w","k","a")) + [("i",2,("w","k","b")), ("info",2,("w","k","b"))] + \
     seq(3, ("r","k","b")) + [("final",)] + seq(9, ("r","k","a"))
+# a and b are concurrent, but a later read still sees b, so b came after a.
+H["dur_lost_write_read_evidence"] = [("i",1,("w","k","a")), ("i",2,("w","k","b")), ("ok",1,("w","k","a")), ("ok",2,("w","k","b"))] + \
+    seq(3, ("r","k","b")) + [("final",)] + seq(9, ("r","k","a"))
+# The read of b starts while a is still in flight: a may come after b.
+H["dur_valid_read_then_overwritten"] = [("i",1,("w","k","a")), ("i",2,("w","k","b")), ("ok",2,("w","k","b")), ("i",3,("r","k","b")),
+    ("ok",3,("r","k","b")), ("ok",1,("w","k","a"))] + [("final",)] + seq(9, ("r","k","a"))
 H["dur_delete_resurrected"] = seq(1, ("w","k","a")) + seq(2, ("d","k")) + [("final",)] + seq(9, ("r","k","a"))
 
 # ---- sequence ----
