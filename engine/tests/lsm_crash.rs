@@ -8,7 +8,7 @@ use engine::lsm::crashtest::{run_seed, CrashConfig};
 fn crash_harness_holds_over_many_seeds() {
     let cfg = CrashConfig::default();
     let mut total = engine::lsm::crashtest::CrashSummary::default();
-    for seed in 0..200 {
+    for seed in 0..300 {
         let s = run_seed(seed, &cfg).unwrap_or_else(|f| panic!("{f}"));
         total.crashes += s.crashes;
         total.writes_acked += s.writes_acked;

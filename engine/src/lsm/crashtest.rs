@@ -45,7 +45,7 @@ pub struct CrashConfig {
 
 impl Default for CrashConfig {
     fn default() -> Self {
-        CrashConfig { waves: 24, ops_per_wave_max: 6, partitions: 3, crash_probability: 0.3, fault_probability: 0.15, fault_rate: 0.05 }
+        CrashConfig { waves: 40, ops_per_wave_max: 8, partitions: 3, crash_probability: 0.3, fault_probability: 0.15, fault_rate: 0.05 }
     }
 }
 
