@@ -143,25 +143,30 @@ fn deleted_rows_never_come_back_as_tombstones_move_down_the_levels() {
     in_sim(9, |disk| {
         Box::pin(async move {
             let clock: engine::lsm::ClockFn = Arc::new(|| 1000);
-            let (t, _) = Table::open(disk, schema(None), small(), clock).await.unwrap();
+            let deep = Options { memtable_bytes: 2 << 10, table_bytes: 2 << 10, shape: Shape { l0_trigger: 2, l1_bytes: 4 << 10, multiplier: 2 }, ..Options::default() };
+            let (t, _) = Table::open(disk, schema(None), deep, clock).await.unwrap();
+            // Old data of partition 0 sinks to the deep levels under newer partition-1 data.
+            for i in 0..200 {
+                t.write(vec![put(0, PkValue::AutoInc, &[("x", i)])]).await.unwrap();
+            }
             for i in 0..1500 {
-                t.write(vec![put(i % 2, PkValue::AutoInc, &[("x", i)])]).await.unwrap();
+                t.write(vec![put(1, PkValue::AutoInc, &[("x", i)])]).await.unwrap();
             }
             t.db().settle().await.unwrap();
-            let deep = t.db().level_files();
-            assert!(deep[2..].iter().sum::<usize>() > 0, "data reached level 2: {deep:?}");
+            let levels = t.db().level_files();
+            assert!(levels[4..].iter().sum::<usize>() > 0, "data reached level 4: {levels:?}");
             for id in 1..=60 {
                 t.write(vec![RowWrite { pk: pk(0, id), change: RowChange::Delete, cond: Condition::Ignore }]).await.unwrap();
-                t.write(vec![RowWrite { pk: pk(1, id), change: RowChange::Update(vec![ColumnOp::DeleteColumn("x".into())]), cond: Condition::Ignore }]).await.unwrap();
+                t.write(vec![RowWrite { pk: pk(0, 100 + id), change: RowChange::Update(vec![ColumnOp::DeleteColumn("x".into())]), cond: Condition::Ignore }]).await.unwrap();
             }
             for round in 0..6 {
                 for i in 0..150 {
                     t.write(vec![put(2 + i % 3, PkValue::AutoInc, &[("x", i)])]).await.unwrap();
                 }
                 t.db().settle().await.unwrap();
-                for p in 0..2 {
-                    let page = t.scan(&ScanRequest { start: Some(pk(p, 1)), end: Some(pk(p, 61)), dir: Dir::Forward, limit: 100, resume: None, read: ReadOptions::default() }).await.unwrap();
-                    assert!(page.rows.is_empty(), "round {round}: deleted data came back in partition {p}: {:?} (levels {:?})", page.rows.first(), t.db().level_files());
+                for lo in [1, 101] {
+                    let page = t.scan(&ScanRequest { start: Some(pk(0, lo)), end: Some(pk(0, lo + 60)), dir: Dir::Forward, limit: 100, resume: None, read: ReadOptions::default() }).await.unwrap();
+                    assert!(page.rows.is_empty(), "round {round}: deleted data came back: {:?} (levels {:?})", page.rows.first(), t.db().level_files());
                 }
                 assert!(t.get_row(&pk(0, 61), &ReadOptions::default()).await.unwrap().is_some());
             }

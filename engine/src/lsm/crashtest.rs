@@ -220,8 +220,8 @@ impl Harness {
         let schema = TableSchema { name: "crash".into(), pk: vec![("p".into(), PkType::Int), ("id".into(), PkType::Int)], auto_increment: Some(1), max_versions: rng.random_range(1..=4), ttl_ms };
         let opts = Options {
             memtable_bytes: rng.random_range(1..=8) << 10,
-            table_bytes: 4 << 10,
-            shape: Shape { l0_trigger: rng.random_range(2..=4), l1_bytes: 16 << 10, multiplier: 4 },
+            table_bytes: rng.random_range(1..=4) << 10,
+            shape: Shape { l0_trigger: rng.random_range(2..=4), l1_bytes: [2 << 10, 4 << 10, 16 << 10][rng.random_range(0..3)], multiplier: rng.random_range(2..=4) },
             block_cache_bytes: rng.random_range(0..=4) << 12,
         };
         Harness { seed, cfg, disk, rng, clock: Arc::new(AtomicU64::new(1_000)), schema, opts, model: Model::default(), sum: CrashSummary { seed, ..CrashSummary::default() }, corruption_possible: false, wave: 0 }
