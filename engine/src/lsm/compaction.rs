@@ -11,7 +11,8 @@
 //!
 //! Invariants that make dropping safe:
 //! - a table never splits a row: flush and compaction cut tables only at row
-//!   boundaries, so a row lives in at most one table per sorted level;
+//!   boundaries, and overlap between tables is decided per row, so a row
+//!   lives in at most one table per sorted level;
 //! - for every row, entries in a higher level are newer than entries in a
 //!   deeper one (level 0 is always compacted as a whole);
 //! - a row or column tombstone is dropped only when the output is the
@@ -42,14 +43,22 @@ pub enum Choice {
     Merge { level: usize, inputs: Vec<FileMeta>, overlaps: Vec<FileMeta>, bottom: bool },
 }
 
+fn row(key: &[u8]) -> &[u8] {
+    &key[..keys::row_len(key)]
+}
+
+/// The rows a set of tables spans, first and last (inclusive).
 fn range_of(files: &[FileMeta]) -> (Vec<u8>, Vec<u8>) {
-    let lo = files.iter().map(|f| f.smallest.clone()).min().expect("non-empty");
-    let hi = files.iter().map(|f| f.largest.clone()).max().expect("non-empty");
+    let lo = files.iter().map(|f| row(&f.smallest).to_vec()).min().expect("non-empty");
+    let hi = files.iter().map(|f| row(&f.largest).to_vec()).max().expect("non-empty");
     (lo, hi)
 }
 
+/// Tables sharing a row with `[lo, hi]`. Overlap is decided per row, not
+/// per key: two tables holding different cells of one row overlap, so a
+/// merge always takes every part of a row the level holds.
 fn overlapping(files: &[FileMeta], lo: &[u8], hi: &[u8]) -> Vec<FileMeta> {
-    files.iter().filter(|f| f.largest.as_slice() >= lo && f.smallest.as_slice() <= hi).cloned().collect()
+    files.iter().filter(|f| row(&f.largest) >= lo && row(&f.smallest) <= hi).cloned().collect()
 }
 
 pub fn level_target(shape: &Shape, level: usize) -> u64 {
@@ -188,7 +197,12 @@ mod tests {
 
     #[test]
     fn pick_merges_level0_then_oversized_levels() {
-        let m = |n: u64, a: &[u8], b: &[u8], size| FileMeta { number: n, size, entries: 1, smallest: a.to_vec(), largest: b.to_vec(), min_seq: n, max_seq: n };
+        let k = |s: &[u8]| {
+            let mut v = Vec::new();
+            keys::put_bytes(&mut v, keys::TAG_STR, s);
+            v
+        };
+        let m = |n: u64, a: &[u8], b: &[u8], size| FileMeta { number: n, size, entries: 1, smallest: k(a), largest: k(b), min_seq: n, max_seq: n };
         let shape = Shape { l0_trigger: 2, l1_bytes: 100, multiplier: 10 };
         let mut v = Version::default();
         assert_eq!(pick(&v, &shape), Choice::Nothing);
@@ -209,5 +223,31 @@ mod tests {
         assert!(matches!(pick(&v, &shape), Choice::Merge { level: 1, bottom: true, .. }), "level 3 does not overlap");
         v.levels[3] = vec![m(5, b"a", b"e", 10)];
         assert!(matches!(pick(&v, &shape), Choice::Merge { level: 1, bottom: false, .. }));
+    }
+}
+
+#[cfg(test)]
+mod row_overlap_tests {
+    use super::*;
+
+    #[test]
+    fn tables_holding_different_cells_of_one_row_overlap() {
+        let mut r = Vec::new();
+        keys::put_int(&mut r, 5);
+        let m = |n: u64, a: Vec<u8>, b: Vec<u8>| FileMeta { number: n, size: 1, entries: 1, smallest: a, largest: b, min_seq: n, max_seq: n };
+        let shape = Shape { l0_trigger: 1, l1_bytes: 1 << 20, multiplier: 10 };
+        let mut v = Version::default();
+        // The row's tombstone and one column in level 0, an older column deeper.
+        v.levels[0] = vec![m(3, keys::row_tombstone_key(&r), keys::version_key(&r, "a", 1))];
+        v.levels[2] = vec![m(1, keys::version_key(&r, "b", 1), keys::version_key(&r, "b", 1))];
+        match pick(&v, &shape) {
+            Choice::Merge { bottom, .. } => assert!(!bottom, "the deeper table holds the same row"),
+            c => panic!("unexpected {c:?}"),
+        }
+        v.levels[1] = vec![m(2, keys::version_key(&r, "c", 1), keys::version_key(&r, "c", 1))];
+        match pick(&v, &shape) {
+            Choice::Merge { overlaps, .. } => assert_eq!(overlaps.len(), 1, "level 1's part of the row joins the merge"),
+            c => panic!("unexpected {c:?}"),
+        }
     }
 }

@@ -563,7 +563,10 @@ impl Harness {
             let want = self.model.read((p, id), &self.schema, &opts, now);
             match table.get_row(&[PkValue::Int(p), PkValue::Int(id)], &opts).await {
                 Ok(got) if got == want => self.sum.rows_checked += 1,
-                Ok(got) => return Err(self.fail(format!("get ({p}, {id}) {opts:?}: got {got:?}, expected {want:?}"))),
+                Ok(got) => {
+                    let dbg = table.db().debug_row(&self.schema.encode_pk(&[PkValue::Int(p), PkValue::Int(id)]).unwrap()).await;
+                    return Err(self.fail(format!("get ({p}, {id}) {opts:?}: got {got:?}, expected {want:?}\n{dbg}")));
+                }
                 Err(e) => {
                     if self.fault_error(&e, transient)? {
                         return Ok(false);

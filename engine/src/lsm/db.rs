@@ -671,3 +671,28 @@ impl<F: Files> Db<F> {
         self.st().tables.keys().map(|n| table_name(*n)).collect()
     }
 }
+
+impl<F: Files> Db<F> {
+    /// Diagnostics: every source's raw entries of one row (key length,
+    /// sequence, put or tombstone). The crash harness prints it on failure.
+    pub async fn debug_row(&self, row: &[u8]) -> String {
+        let snap = self.snapshot(false);
+        let hi = keys::prefix_end(row);
+        let mut out = format!("read_seq {}\n", snap.read_seq);
+        for (i, m) in snap.mems.iter().enumerate() {
+            out += &format!("mem{i}: {:?}\n", m.chunk(row, hi.as_deref(), None, Dir::Forward, u64::MAX, 1000).iter().map(|e| (e.key.len(), e.seq, e.value.is_some())).collect::<Vec<_>>());
+        }
+        for (l, files) in snap.version.levels.iter().enumerate() {
+            for f in files {
+                let t = &snap.tables[&f.number];
+                let mut c = crate::lsm::sstable::iterator::TableCursor::new(t.clone(), row, hi.as_deref(), Dir::Forward);
+                let mut v = Vec::new();
+                while let Ok(Some(e)) = c.next(&self.s.fs, &self.s.cache).await {
+                    v.push((e.key.len(), e.seq, e.value.is_some()));
+                }
+                out += &format!("L{l} #{} seq {}..{} bloom {}: {:?}\n", f.number, f.min_seq, f.max_seq, t.bloom.may_contain(row), v);
+            }
+        }
+        out
+    }
+}

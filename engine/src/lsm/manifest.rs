@@ -82,7 +82,8 @@ impl Version {
                     l.sort_by(|a, b| b.max_seq.cmp(&a.max_seq).then(b.number.cmp(&a.number)));
                 } else {
                     l.sort_by(|a, b| a.smallest.cmp(&b.smallest));
-                    if l.windows(2).any(|w| w[0].largest >= w[1].smallest) {
+                    let row = |k: &[u8]| k[..crate::lsm::keys::row_len(k)].to_vec();
+                    if l.windows(2).any(|w| row(&w[0].largest) >= row(&w[1].smallest)) {
                         return Err(bad(format!("overlapping tables at level {level}")));
                     }
                 }
@@ -251,7 +252,12 @@ mod tests {
 
     #[test]
     fn edits_round_trip_and_apply() {
-        let m = |n: u64, a: &[u8], b: &[u8]| FileMeta { number: n, size: 10, entries: 1, smallest: a.to_vec(), largest: b.to_vec(), min_seq: n, max_seq: n };
+        let k = |s: &[u8]| {
+            let mut v = Vec::new();
+            crate::lsm::keys::put_bytes(&mut v, crate::lsm::keys::TAG_STR, s);
+            v
+        };
+        let m = |n: u64, a: &[u8], b: &[u8]| FileMeta { number: n, size: 10, entries: 1, smallest: k(a), largest: k(b), min_seq: n, max_seq: n };
         let edits = vec![
             Edit::Snapshot { log_number: 3, next_file: 9, last_seq: 7, files: vec![(1, m(1, b"a", b"c"))] },
             Edit::AddFile { level: 1, meta: m(2, b"d", b"f") },
