@@ -8,21 +8,10 @@ use std::sync::Arc;
 use engine::lsm::compaction::Shape;
 use engine::lsm::table::{ColumnOp, Condition, PkType, PkValue, ReadOptions, RowChange, RowWrite, ScanRequest, Value};
 use engine::lsm::{Dir, Error, Options, Table, TableSchema};
-use sim::topology::LinkParams;
-use sim::{DiskConfig, Topology, World, ZoneId};
+use sim::DiskConfig;
 
 fn in_sim<T: Send + 'static>(seed: u64, f: impl FnOnce(sim::Disk) -> std::pin::Pin<Box<dyn std::future::Future<Output = T>>> + Send + 'static) -> T {
-    std::thread::spawn(move || {
-        madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default()).block_on(async move {
-            let link = LinkParams { latency: std::time::Duration::from_micros(100), jitter: std::time::Duration::ZERO, loss: 0.0 };
-            let mut topo = Topology::new(&["az1".into()], link, link);
-            let node = topo.add_node(ZoneId(0), "table");
-            let world = World::new(seed, topo, DiskConfig::default(), false);
-            f(world.disk(node)).await
-        })
-    })
-    .join()
-    .expect("sim thread")
+    engine::lsm::crashtest::with_disk(seed, DiskConfig::default(), f)
 }
 
 fn schema(ttl: Option<u64>) -> TableSchema {

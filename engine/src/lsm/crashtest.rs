@@ -452,7 +452,7 @@ impl Harness {
                     }
                 }
                 Outcome::Rejected(Error::Stopped(_)) => {}
-                Outcome::Rejected(e) if matches!(e, Error::Fs(_) | Error::Corruption { .. }) => self.sum.read_errors_detected += 1,
+                Outcome::Rejected(Error::Fs(_) | Error::Corruption { .. }) => self.sum.read_errors_detected += 1,
                 Outcome::Rejected(e) => return Err(self.fail(format!("write rejected: {e}"))),
                 Outcome::Submitted { pks, ts, first_seq, last_seq, acked } => {
                     let acked_ok = matches!(acked, Some(Ok(())));

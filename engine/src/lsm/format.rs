@@ -75,7 +75,6 @@ fn has_zero_run(buf: &[u8]) -> bool {
 
 /// Splits a whole log file into frames. A damaged last frame that shows the
 /// marks of a crash is a torn tail; any other damage is corruption.
-/// `verify` false skips checksums (only for the mutation experiment).
 pub fn scan_frames(file: &str, buf: &[u8]) -> Result<Scan> {
     let mut frames = Vec::new();
     let mut x = 0usize;

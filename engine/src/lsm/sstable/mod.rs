@@ -21,7 +21,7 @@ use bloom::Bloom;
 use index::Index;
 
 pub const FOOTER_BYTES: usize = 44;
-pub const TABLE_MAGIC: u64 = 0x7AB1_E55_7AB1_E55;
+pub const TABLE_MAGIC: u64 = 0x7AB1_E557_AB1E_5500;
 /// Largest table file in bytes that a reader accepts.
 pub const TABLE_BYTES_MAX: u64 = 1 << 30;
 /// Most entries one data block may decode to.
