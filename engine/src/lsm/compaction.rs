@@ -88,8 +88,17 @@ pub fn pick(v: &Version, shape: &Shape) -> Choice {
     for level in 1..LEVELS - 1 {
         let size: u64 = v.levels[level].iter().map(|f| f.size).sum();
         if size > level_target(shape, level) {
-            // The table holding the oldest data goes first: it has waited longest.
-            let f = v.levels[level].iter().min_by_key(|f| (f.max_seq, f.number)).expect("non-empty level");
+            // The table that overlaps the fewest next-level bytes per byte
+            // of its own goes first (RocksDB's kMinOverlappingRatio): it
+            // rewrites the least; ties go to the oldest data.
+            let next = &v.levels[level + 1];
+            let f = v.levels[level]
+                .iter()
+                .min_by_key(|f| {
+                    let over: u64 = overlapping(next, row(&f.smallest), row(&f.largest)).iter().map(|o| o.size).sum();
+                    (over.saturating_mul(1024) / f.size.max(1), f.max_seq, f.number)
+                })
+                .expect("non-empty level");
             return choose(level, vec![f.clone()]);
         }
     }

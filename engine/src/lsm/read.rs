@@ -119,9 +119,9 @@ impl Merge {
             };
         }
         let Some(b) = best else { return Ok(None) };
-        let out = self.heads[b].clone().expect("best has a head");
+        let out = self.heads[b].take().expect("best has a head");
         for i in 0..self.sources.len() {
-            if self.heads[i].as_ref().is_some_and(|h| h.key == out.key) {
+            if i == b || self.heads[i].as_ref().is_some_and(|h| h.key == out.key) {
                 self.heads[i] = self.sources[i].next(&self.range, fs, cache).await?;
             }
         }
