@@ -40,6 +40,8 @@ use crate::lsm::{Dir, Entry};
 
 /// Most immutable memtables waiting for flush before writers stall.
 pub const IMM_MAX: usize = 4;
+/// Most batches waiting for group commit before writers stall.
+pub const QUEUE_MAX: usize = 4 * GROUP_COMMIT_MAX;
 
 /// Tunables; [`Options::default`] suits a partition of a few GB.
 #[derive(Clone, Debug, PartialEq)]
@@ -99,7 +101,8 @@ pub(crate) struct State {
     /// Oldest first, with the WAL each was written to.
     pub(crate) imm: VecDeque<(Arc<Memtable>, u64)>,
     pub(crate) version: Arc<Version>,
-    pub(crate) tables: BTreeMap<u64, Arc<TableReader>>,
+    /// Open tables, shared copy-on-write with snapshots.
+    pub(crate) tables: Arc<BTreeMap<u64, Arc<TableReader>>>,
     obsolete: Vec<Arc<TableReader>>,
     pub(crate) next_seq: u64,
     pub(crate) visible_seq: u64,
@@ -160,7 +163,7 @@ impl Ticket {
 pub struct Snapshot {
     mems: Vec<Arc<Memtable>>,
     version: Arc<Version>,
-    tables: BTreeMap<u64, Arc<TableReader>>,
+    tables: Arc<BTreeMap<u64, Arc<TableReader>>>,
     pub read_seq: u64,
 }
 
@@ -178,7 +181,7 @@ impl<F: Files> Db<F> {
             mem_wal,
             imm: recovered.into_iter().collect(),
             version: Arc::new(version),
-            tables,
+            tables: Arc::new(tables),
             obsolete: Vec::new(),
             next_seq: last_seq + 1,
             visible_seq: last_seq,
@@ -277,7 +280,7 @@ impl<F: Files> Db<F> {
                 if let Some(why) = &st.stopped {
                     return Err(Error::Stopped(why.clone()));
                 }
-                if st.imm.len() < IMM_MAX {
+                if st.imm.len() < IMM_MAX && st.queue.len() < QUEUE_MAX {
                     break;
                 }
             }
@@ -513,7 +516,7 @@ impl<F: Files> Db<F> {
             st.stats.flushes += 1;
             for (m, r) in outputs {
                 st.stats.flush_bytes += m.size;
-                st.tables.insert(m.number, r);
+                Arc::make_mut(&mut st.tables).insert(m.number, r);
             }
         }
         self.s.progress.notify_waiters();
@@ -572,13 +575,13 @@ impl<F: Files> Db<F> {
         let mut st = self.st();
         st.stats.compactions += 1;
         for f in inputs.iter().chain(&overlaps) {
-            if let Some(r) = st.tables.remove(&f.number) {
+            if let Some(r) = Arc::make_mut(&mut st.tables).remove(&f.number) {
                 st.obsolete.push(r);
             }
         }
         for (m, r) in outputs {
             st.stats.compaction_bytes += m.size;
-            st.tables.insert(m.number, r);
+            Arc::make_mut(&mut st.tables).insert(m.number, r);
         }
         Ok(())
     }

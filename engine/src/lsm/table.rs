@@ -39,6 +39,11 @@ pub const VALUE_BYTES_MAX: usize = 64 << 10;
 pub const MAX_VERSIONS_MAX: u32 = 100;
 /// Most rows one scan page returns.
 pub const SCAN_LIMIT_MAX: usize = 1000;
+/// Most entries one scan page examines; a page that reaches it ends early
+/// (fewer rows than asked, with a resume token).
+pub const SCAN_ENTRIES_EXAMINED_MAX: usize = 100_000;
+/// Auto-increment counters cached per table before the cache is cleared.
+pub const COUNTER_CACHE_MAX: usize = 4096;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub enum PkType {
@@ -487,7 +492,12 @@ impl<F: Files> Table<F> {
             entries.push((k.clone(), Some(v.to_le_bytes().to_vec())));
         }
         let ticket = self.db.submit(&guard, entries).await?;
-        self.counters.lock().expect("counters lock").extend(counter_updates);
+        let mut cache = self.counters.lock().expect("counters lock");
+        if cache.len() + counter_updates.len() > COUNTER_CACHE_MAX {
+            cache.clear();
+        }
+        cache.extend(counter_updates);
+        drop(cache);
         drop(guard);
         Ok((Assigned { pks, ts: now, first_seq: ticket.first_seq, last_seq: ticket.last_seq }, ticket))
     }
@@ -530,8 +540,10 @@ impl<F: Files> Table<F> {
         let mut c = self.db.cursor(&snap, &lo, hi.as_deref(), req.dir, None);
         let mut rows = Vec::new();
         let mut group: Vec<Entry> = Vec::new();
+        let mut examined = 0usize;
         loop {
             let e = self.db.next(&mut c).await?;
+            examined += 1;
             let row_of = |e: &Entry| e.key[..keys::row_len(&e.key)].to_vec();
             let boundary = match (&e, group.last()) {
                 (Some(e), Some(g)) => row_of(e) != row_of(g),
@@ -548,7 +560,7 @@ impl<F: Files> Table<F> {
                     rows.push(r);
                 }
                 group.clear();
-                if rows.len() == req.limit {
+                if rows.len() == req.limit || examined >= SCAN_ENTRIES_EXAMINED_MAX {
                     return Ok(ScanPage { rows, next: Some(ResumeToken { row }) });
                 }
             }
