@@ -163,3 +163,37 @@ fn deleted_rows_never_come_back_as_tombstones_move_down_the_levels() {
         })
     });
 }
+
+#[test]
+fn write_errors_stop_the_engine_without_acknowledging_and_reopen_recovers() {
+    in_sim(10, |disk| {
+        Box::pin(async move {
+            let clock: engine::lsm::ClockFn = Arc::new(|| 1000);
+            let (t, _) = Table::open(disk.clone(), schema(None), small(), clock.clone()).await.unwrap();
+            // Concurrent writers share syncs (group commit).
+            let syncs = disk.stats().syncs;
+            let mut tasks = Vec::new();
+            for i in 0..32 {
+                let t = t.clone();
+                tasks.push(madsim::task::spawn_local(async move { t.write(vec![put(1, PkValue::AutoInc, &[("a", i)])]).await.unwrap() }));
+            }
+            for h in tasks {
+                h.await.unwrap();
+            }
+            let used = disk.stats().syncs - syncs;
+            assert!(used < 16, "32 writes took {used} syncs");
+            disk.set_faults(sim::DiskFaults { write_error_rate: 1.0, ..Default::default() });
+            assert!(matches!(t.write(vec![put(1, PkValue::AutoInc, &[("a", 99)])]).await, Err(Error::Stopped(_))));
+            assert!(t.db().stopped().is_some(), "fail-stop after a write error");
+            disk.set_faults(sim::DiskFaults::default());
+            assert!(matches!(t.write(vec![put(1, PkValue::AutoInc, &[("a", 99)])]).await, Err(Error::Stopped(_))), "no write is accepted once stopped");
+            assert!(t.get_row(&pk(1, 32), &ReadOptions::default()).await.unwrap().is_some(), "reads still work");
+            assert!(t.get_row(&pk(1, 33), &ReadOptions::default()).await.unwrap().is_none(), "the failed write is not visible");
+            t.kill();
+            disk.crash();
+            let (t, _) = Table::open(disk, schema(None), small(), clock).await.unwrap();
+            assert_eq!(t.write(vec![put(1, PkValue::AutoInc, &[("a", 1)])]).await.unwrap().pks[0], pk(1, 33), "the failed value is not durable, so it is assigned again");
+            t.kill();
+        })
+    });
+}

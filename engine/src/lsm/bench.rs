@@ -43,6 +43,9 @@ pub struct BenchFigures {
     pub recovery: Vec<RecoveryPoint>,
     /// Memtables + table indexes and filters + block cache after the load.
     pub memory_bytes_per_partition: usize,
+    pub memtable_bytes: usize,
+    pub index_and_filter_bytes: usize,
+    pub block_cache_bytes: usize,
 }
 
 impl std::fmt::Display for BenchFigures {
@@ -54,7 +57,7 @@ impl std::fmt::Display for BenchFigures {
         writeln!(f, "  write amplification     {:>12.2}", self.write_amplification)?;
         writeln!(f, "  batches per group commit{:>12.2}", self.group_commit_mean_batches)?;
         writeln!(f, "  files per level         {:?}", self.levels)?;
-        writeln!(f, "  memory per partition    {:>12} bytes", self.memory_bytes_per_partition)?;
+        writeln!(f, "  memory per partition    {:>12} bytes (memtables {}, index+filter {}, block cache {})", self.memory_bytes_per_partition, self.memtable_bytes, self.index_and_filter_bytes, self.block_cache_bytes)?;
         for r in &self.recovery {
             writeln!(f, "  recovery of {:>9} WAL bytes ({:>6} batches): {:>8.2} ms wall, {:>8.2} ms model", r.wal_bytes, r.wal_batches, r.wall_ms, r.model_ms)?;
         }
@@ -148,6 +151,7 @@ fn run(keys: u64) -> BenchFigures {
         })
     });
     let memory_bytes_per_partition = table.db().mem_bytes();
+    let (memtable_bytes, index_and_filter_bytes, block_cache_bytes) = table.db().mem_breakdown();
     let levels = table.db().level_files();
     table.kill();
     // Recovery against WAL size, on the second disk: writes that stay in
@@ -189,5 +193,8 @@ fn run(keys: u64) -> BenchFigures {
         levels,
         recovery,
         memory_bytes_per_partition,
+        memtable_bytes,
+        index_and_filter_bytes,
+        block_cache_bytes,
     }
 }

@@ -656,8 +656,15 @@ impl<F: Files> Db<F> {
     /// Memory the engine holds now: memtables, open tables' index and
     /// filter, and cached blocks.
     pub fn mem_bytes(&self) -> usize {
+        let (a, b, c) = self.mem_breakdown();
+        a + b + c
+    }
+
+    /// Memory by part: memtables, open tables' index and filter, block cache.
+    pub fn mem_breakdown(&self) -> (usize, usize, usize) {
         let st = self.st();
-        st.mem.bytes() + st.imm.iter().map(|(m, _)| m.bytes()).sum::<usize>() + st.tables.values().map(|t| t.mem_bytes()).sum::<usize>() + self.s.cache.bytes()
+        let mems = st.mem.bytes() + st.imm.iter().map(|(m, _)| m.bytes()).sum::<usize>();
+        (mems, st.tables.values().map(|t| t.mem_bytes()).sum::<usize>(), self.s.cache.bytes())
     }
 
     /// Files per level, for tests and reports.
