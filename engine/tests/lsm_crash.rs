@@ -27,3 +27,11 @@ fn crash_harness_holds_over_many_seeds() {
     assert!(total.torn_tails > 0, "torn tails are met");
     assert!(total.corruption_detected > 0 && total.read_errors_detected > 0, "faults are detected");
 }
+
+#[test]
+fn a_seed_replays_exactly() {
+    let cfg = CrashConfig::default();
+    for seed in [5, 77] {
+        assert_eq!(run_seed(seed, &cfg), run_seed(seed, &cfg), "seed {seed} is deterministic");
+    }
+}
