@@ -110,7 +110,7 @@ pub fn with_disk<T: Send + 'static, Fut: std::future::Future<Output = T> + 'stat
 pub fn run_seed(seed: u64, cfg: &CrashConfig) -> Result<CrashSummary, CrashFailure> {
     let cfg = cfg.clone();
     // Small sectors make multi-sector (tearable) WAL frames common.
-    let sector = [512, 1024, 4096][(seed % 3) as usize];
+    let sector = [64, 512, 4096][(seed % 3) as usize];
     with_disk(seed, DiskConfig { sector, ..DiskConfig::default() }, move |disk| async move { Harness::new(seed, cfg, disk).run().await })
 }
 
