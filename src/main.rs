@@ -53,6 +53,16 @@ enum Cmd {
         #[arg(long)]
         jobs: Option<usize>,
     },
+    /// Crash-test the LSM engine: random operations, crashes, torn writes and
+    /// disk faults against an expected-state oracle, one seed after another.
+    Crashtest {
+        /// Seeds as A..B (B excluded).
+        #[arg(long, value_parser = parse_range)]
+        seeds: (u64, u64),
+        /// Parallel runs (default: available cores).
+        #[arg(long)]
+        jobs: Option<usize>,
+    },
     /// Parse and validate scenario files.
     Validate {
         #[arg(required = true)]
@@ -119,6 +129,7 @@ fn main() -> ExitCode {
         Cmd::Run { scenario, seed, out, trace } => cmd_run(&scenario, seed, out, trace),
         Cmd::CheckDeterminism { scenario, seed } => cmd_determinism(&scenario, seed),
         Cmd::Sweep { scenario, seeds, jobs } => cmd_sweep(&scenario, seeds, jobs),
+        Cmd::Crashtest { seeds, jobs } => cmd_crashtest(seeds, jobs),
         Cmd::Validate { scenarios } => {
             let mut bad = false;
             for p in scenarios {
@@ -138,7 +149,7 @@ fn main() -> ExitCode {
             let f = bench::run(round_trips, disk_ops);
             println!("# simulated world\n{}", serde_yaml_ng::to_string(&f).expect("figures serialise"));
             if checker_ops > 0 {
-                let c = tablesim::check::bench::bench_linearizability(1, checker_ops, tablesim::check::linearizable::LINEARIZABLE_STEPS_MAX);
+                let c = tablesim::check::bench::bench_linearizability(1, checker_ops, tablesim::check::linearizable::Budget::default());
                 println!("# linearizability checker\n{}", serde_yaml_ng::to_string(&c).expect("figures serialise"));
             }
             ExitCode::SUCCESS
@@ -305,6 +316,48 @@ fn cmd_check(path: &Path, checker: Option<&str>, heal_at: Option<std::time::Dura
         println!("verdict: pass");
         ExitCode::SUCCESS
     }
+}
+
+fn cmd_crashtest((a, b): (u64, u64), jobs: Option<usize>) -> ExitCode {
+    use engine::lsm::crashtest::{run_seed, CrashConfig, CrashTotals};
+    let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)).max(1);
+    let next = Arc::new(AtomicU64::new(a));
+    let totals = Arc::new(Mutex::new(CrashTotals::default()));
+    let failures: Arc<Mutex<Vec<(u64, String)>>> = Arc::new(Mutex::new(Vec::new()));
+    let bar = indicatif::ProgressBar::new(b - a);
+    bar.set_style(indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} seeds  {msg}  [{elapsed_precise}, eta {eta}]").expect("template"));
+    let workers: Vec<_> = (0..jobs)
+        .map(|_| {
+            let (next, totals, failures, bar) = (next.clone(), totals.clone(), failures.clone(), bar.clone());
+            std::thread::spawn(move || loop {
+                let seed = next.fetch_add(1, Ordering::SeqCst);
+                if seed >= b {
+                    return;
+                }
+                match run_seed(seed, &CrashConfig::default()) {
+                    Ok(s) => totals.lock().expect("totals").add(&s),
+                    Err(f) => {
+                        failures.lock().expect("failures").push((seed, f.to_string()));
+                        bar.set_message(format!("{} failed", failures.lock().expect("failures").len()));
+                    }
+                }
+                bar.inc(1);
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().expect("crashtest worker");
+    }
+    bar.finish();
+    let totals = totals.lock().expect("totals").clone();
+    println!("{}", serde_yaml_ng::to_string(&totals).expect("totals serialise"));
+    let mut failures = failures.lock().expect("failures").clone();
+    failures.sort();
+    println!("{} seeds: {} passed, {} failed", b - a, (b - a) - failures.len() as u64, failures.len());
+    for (seed, why) in &failures {
+        println!("  {why}\n           replay: cargo run --release -- crashtest --seeds {seed}..{}", seed + 1);
+    }
+    ExitCode::from(if failures.is_empty() { 0 } else { 1 })
 }
 
 fn cmd_list(dir: &Path) -> ExitCode {

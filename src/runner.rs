@@ -27,6 +27,8 @@ pub const FINAL_PHASE_MAX: Duration = Duration::from_secs(120);
 /// Workloads start this long after the world: servers recover their disks
 /// and bind their transports first (a request before that vanishes).
 pub const SERVICE_STARTUP: Duration = Duration::from_millis(10);
+/// Slack after the longest operation timeout before the final phase.
+const IN_FLIGHT_MARGIN: Duration = Duration::from_millis(1);
 /// The error of an operation whose client process crashed while it was open.
 pub const CLIENT_CRASHED: &str = "client process crashed with the operation open";
 /// Process ids of a restarted client node start at `incarnation * this`.
@@ -185,6 +187,12 @@ async fn simulate(scn: Scenario, seed: u64, opts: RunOptions) -> RunOutput {
     }
     time::sleep_until(SimTime::from_duration(scn.duration)).await;
     let main_end = time::now();
+    // No operation starts after the main phase ends, and each finishes
+    // within its timeout: wait them out, so that the final reads start after
+    // every main-phase operation has completed (the durability checker
+    // relies on it).
+    let longest_timeout = scn.workloads.iter().map(|w| w.timeout.0).max().unwrap_or(Duration::ZERO);
+    time::sleep(longest_timeout + IN_FLIGHT_MARGIN).await;
     for f in heal_all(&topo, &scn.faults) {
         let r = world.apply(&f);
         faults.push(AppliedFault { at: time::now(), text: f.to_string(), error: r.err().map(|e| e.to_string()) });

@@ -5,4 +5,6 @@
 #[cfg(not(madsim))]
 compile_error!("engine only runs inside madsim's simulation: build with `--cfg madsim` (see .cargo/config.toml; unset RUSTFLAGS)");
 
+pub mod fs;
+pub mod lsm;
 pub mod minikv;

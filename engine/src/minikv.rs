@@ -78,7 +78,7 @@ pub const SYNC_RETRIES_MAX: u32 = 3;
 pub const STOPPED_RETRY_INTERVAL: Duration = Duration::from_millis(100);
 /// Retries of a stopped server before it gives up for good.
 pub const STOPPED_RETRIES_MAX: u32 = 600;
-/// Attempts of each read while replaying the WAL.
+/// Attempts of each read, and re-reads of a bad record, while replaying the WAL.
 const RECOVERY_READ_ATTEMPTS_MAX: u32 = 5;
 /// Bytes read per call while replaying the WAL.
 const RECOVERY_READ_BYTES: u64 = 1 << 20;
@@ -184,44 +184,70 @@ impl State {
     }
 }
 
-/// Replays every WAL generation in order. A record that is torn or fails
-/// its checksum ends its generation: later generations start after it.
+/// Reads `name` from `offset` to its end, retrying failed reads.
+async fn read_rest(disk: &Disk, name: &str, offset: u64) -> Result<Vec<u8>, DiskError> {
+    let len = disk.len(name)?;
+    let mut data = Vec::with_capacity(len.saturating_sub(offset) as usize);
+    while offset + (data.len() as u64) < len {
+        let mut attempt = 0;
+        let chunk = loop {
+            match disk.read_at(name, offset + data.len() as u64, RECOVERY_READ_BYTES).await {
+                Ok(c) => break c,
+                Err(e) if attempt + 1 >= RECOVERY_READ_ATTEMPTS_MAX => return Err(e),
+                Err(_) => attempt += 1,
+            }
+        };
+        if chunk.is_empty() {
+            break;
+        }
+        data.extend_from_slice(&chunk);
+    }
+    Ok(data)
+}
+
+/// The record at the start of `data`: `Some((record, framed length))`, or
+/// `None` when it is torn, fails its checksum or does not decode.
+fn parse_record(data: &[u8]) -> Option<(Record, usize)> {
+    let n = u32::from_le_bytes(data.get(0..4)?.try_into().ok()?);
+    let crc = u32::from_le_bytes(data.get(4..8)?.try_into().ok()?);
+    if n == 0 || n > RECORD_BYTES_MAX {
+        return None;
+    }
+    let payload = data.get(8..8 + n as usize)?;
+    if crc32fast::hash(payload) != crc {
+        return None;
+    }
+    Some((Record::decode(payload)?, 8 + n as usize))
+}
+
+/// Replays every WAL generation in order. A bad record is re-read (a read
+/// may return flipped bits once); one that stays bad is the torn tail of
+/// the last group commit, which was never synced, so never acknowledged:
+/// its generation ends there, and later generations start after it.
 async fn recover(disk: &Disk) -> Result<(State, u64), DiskError> {
     let mut state = State::default();
     let mut gens: Vec<u64> = disk.list("kv.wal.").iter().filter_map(|n| n.strip_prefix("kv.wal.")?.parse().ok()).collect();
     gens.sort_unstable();
     for &g in &gens {
         let name = format!("kv.wal.{g}");
-        let len = disk.len(&name)?;
-        let mut data = Vec::with_capacity(len as usize);
-        while (data.len() as u64) < len {
-            let mut attempt = 0;
-            let chunk = loop {
-                match disk.read_at(&name, data.len() as u64, RECOVERY_READ_BYTES).await {
-                    Ok(c) => break c,
-                    Err(e) if attempt + 1 >= RECOVERY_READ_ATTEMPTS_MAX => return Err(e),
-                    Err(_) => attempt += 1,
-                }
-            };
-            if chunk.is_empty() {
-                break;
-            }
-            data.extend_from_slice(&chunk);
-        }
+        let mut data = read_rest(disk, &name, 0).await?;
         let mut at = 0usize;
+        let mut rereads = 0;
         while at + 8 <= data.len() {
-            let n = u32::from_le_bytes(data[at..at + 4].try_into().expect("4 bytes"));
-            let crc = u32::from_le_bytes(data[at + 4..at + 8].try_into().expect("4 bytes"));
-            if n == 0 || n > RECORD_BYTES_MAX || at + 8 + n as usize > data.len() {
-                break;
+            match parse_record(&data[at..]) {
+                Some((r, framed)) => {
+                    state.apply(&r);
+                    at += framed;
+                    rereads = 0;
+                }
+                None if rereads < RECOVERY_READ_ATTEMPTS_MAX => {
+                    rereads += 1;
+                    let fresh = read_rest(disk, &name, at as u64).await?;
+                    data.truncate(at);
+                    data.extend_from_slice(&fresh);
+                }
+                None => break,
             }
-            let payload = &data[at + 8..at + 8 + n as usize];
-            if crc32fast::hash(payload) != crc {
-                break;
-            }
-            let Some(r) = Record::decode(payload) else { break };
-            state.apply(&r);
-            at += 8 + n as usize;
         }
     }
     Ok((state, gens.last().map(|g| g + 1).unwrap_or(0)))
