@@ -12,7 +12,12 @@ pub struct Executed {
 
 pub fn execute(scn: &Scenario, seed: u64, opts: &RunOptions) -> Result<Executed, RunError> {
     let output = runner::run(scn, seed, opts)?;
-    let (mut report, measured) = report::build(scn, &output);
+    // minikv's partitions are its servers.
+    let topo = &scn.topology;
+    let mut servers = topo.nodes_with_role(&scn.service.server_role);
+    servers.sort();
+    let partition_of = |key: &str| topo.node(engine::minikv::owner(&servers, key)).name.clone();
+    let (mut report, measured) = report::build(scn, &output, &partition_of);
     let config = CheckConfig {
         heal_at_ns: Some(output.heal_at.0),
         liveness_bound_ns: scn.expect.liveness_bound.map(|d| d.0.as_nanos() as u64).unwrap_or(LIVENESS_BOUND_NS_DEFAULT),

@@ -193,7 +193,7 @@ async fn simulate(scn: Scenario, seed: u64, opts: RunOptions) -> RunOutput {
     // relies on it).
     let longest_timeout = scn.workloads.iter().map(|w| w.timeout.0).max().unwrap_or(Duration::ZERO);
     time::sleep(longest_timeout + IN_FLIGHT_MARGIN).await;
-    for f in heal_all(&topo, &scn.faults) {
+    for f in heal_all(&scn.faults) {
         let r = world.apply(&f);
         faults.push(AppliedFault { at: time::now(), text: f.to_string(), error: r.err().map(|e| e.to_string()) });
         heal_at = time::now();

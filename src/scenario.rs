@@ -332,13 +332,6 @@ pub struct Scenario {
     pub expect: ExpectDef,
 }
 
-impl Scenario {
-    /// The model time of the last fault action (when everything is healed).
-    pub fn last_fault_at(&self) -> Duration {
-        self.faults.iter().map(|f| f.at).max().unwrap_or(Duration::ZERO)
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScenarioError {
     pub file: PathBuf,
@@ -893,8 +886,7 @@ fn replay(topo: &Topology, faults: &[TimedFault]) -> Result<(), (usize, String)>
 
 /// Inverse verbs that heal whatever the timeline leaves in place at its
 /// end, so the liveness phase starts from a healed world.
-pub fn heal_all(topo: &Topology, faults: &[TimedFault]) -> Vec<Fault> {
-    let _ = topo;
+pub fn heal_all(faults: &[TimedFault]) -> Vec<Fault> {
     let mut open: Vec<Fault> = Vec::new();
     for tf in faults {
         let inverse = inverse(&tf.fault);

@@ -111,7 +111,9 @@ pub async fn run_process(world: World, client: KvClient, history: SharedHistory,
     let total: f64 = weights.iter().map(|(_, w)| w).sum();
     loop {
         let gap = -(1.0 - rng.random::<f64>()).ln() / spec.rate;
-        next = next + Duration::from_nanos((gap * 1e9) as u64);
+        // A process that fell behind (its operations were slow) starts its
+        // next operation now rather than working off a backlog in a burst.
+        next = next.max(time::now()) + Duration::from_nanos((gap * 1e9) as u64);
         if next >= stop {
             return;
         }

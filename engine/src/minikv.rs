@@ -78,6 +78,10 @@ pub const SYNC_RETRIES_MAX: u32 = 3;
 pub const STOPPED_RETRY_INTERVAL: Duration = Duration::from_millis(100);
 /// Retries of a stopped server before it gives up for good.
 pub const STOPPED_RETRIES_MAX: u32 = 600;
+/// Whole recoveries a server attempts before it stays down.
+pub const RECOVERY_ATTEMPTS_MAX: u32 = 100;
+/// Pause between recovery attempts.
+pub const RECOVERY_RETRY_INTERVAL: Duration = Duration::from_millis(100);
 /// Attempts of each read, and re-reads of a bad record, while replaying the WAL.
 const RECOVERY_READ_ATTEMPTS_MAX: u32 = 5;
 /// Bytes read per call while replaying the WAL.
@@ -262,13 +266,22 @@ struct Write {
 /// The server's main: recover, then serve until the node dies.
 pub async fn serve(ctx: NodeCtx, cfg: ServerConfig) {
     let disk = ctx.disk();
-    let (state, next_gen) = match recover(&disk).await {
-        Ok(x) => x,
-        Err(e) => {
-            // A disk that cannot be read back leaves the server down; the
-            // run's checkers see the unavailability.
-            ctx.note(format!("minikv recovery failed: {e}"));
-            return;
+    // A recovery that fails (the disk kept refusing reads) is retried, as a
+    // supervisor would restart the process; after the last attempt the
+    // server stays down and the run's checkers see the unavailability.
+    let mut attempt = 0;
+    let (state, next_gen) = loop {
+        match recover(&disk).await {
+            Ok(x) => break x,
+            Err(e) if attempt + 1 < RECOVERY_ATTEMPTS_MAX => {
+                attempt += 1;
+                ctx.note(format!("minikv recovery failed ({e}); retrying"));
+                sim::time::sleep(RECOVERY_RETRY_INTERVAL).await;
+            }
+            Err(e) => {
+                ctx.note(format!("minikv recovery failed ({e}); giving up"));
+                return;
+            }
         }
     };
     let wal = format!("kv.wal.{next_gen}");
@@ -458,6 +471,14 @@ async fn write_durably(disk: &Disk, wal: &str, buf: &[u8]) -> Result<(), WalFail
     Err(WalFailure::NotDurable(err.expect("a failed sync left its error")))
 }
 
+/// The server that owns `key` among `servers` (sorted): a stable hash.
+pub fn owner(servers: &[NodeId], key: &str) -> NodeId {
+    assert!(!servers.is_empty(), "minikv needs at least one server");
+    let mut h = StableHasher::new();
+    h.write_bytes(key.as_bytes());
+    servers[(h.finish() % servers.len() as u64) as usize]
+}
+
 /// What a client learns about an operation that did not succeed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientError {
@@ -484,9 +505,7 @@ impl KvClient {
     }
 
     pub fn owner(&self, key: &str) -> NodeId {
-        let mut h = StableHasher::new();
-        h.write_bytes(key.as_bytes());
-        self.servers[(h.finish() % self.servers.len() as u64) as usize]
+        owner(&self.servers, key)
     }
 
     /// Sends a request to the key's owner and classifies the outcome.

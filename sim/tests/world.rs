@@ -113,7 +113,7 @@ fn time_fidelity_intra_and_inter_zone_round_trips() {
     let rtts = rtts.lock().unwrap();
     for (target, rtt) in rtts.iter() {
         let want = if *target == NodeId(1) { Duration::from_micros(200) } else { Duration::from_micros(2000) };
-        let err = if *rtt > want { *rtt - want } else { want - *rtt };
+        let err = rtt.abs_diff(want);
         assert!(err <= Duration::from_micros(10), "round trip to {target:?}: {rtt:?}, modeled {want:?}");
     }
     assert_eq!(rtts.len(), 40);
