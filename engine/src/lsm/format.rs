@@ -90,7 +90,12 @@ pub fn scan_frames(file: &str, buf: &[u8]) -> Result<Scan> {
         let h = &rest[..FRAME_HEADER];
         let hcrc = u32::from_le_bytes(h[9..13].try_into().expect("4 bytes"));
         if h[0] != FRAME_MAGIC || hcrc != crc(&h[..9]) {
-            if has_zero_run(rest) {
+            // Torn only if a lost sector (a zero run) damaged this header:
+            // the frame before it was intact, so such a run starts inside
+            // the header. A zero run further on (say, a torn tail after a
+            // crash) says nothing about this header: it is corruption.
+            let window = &rest[..rest.len().min(FRAME_HEADER + TORN_ZERO_RUN_MIN - 1)];
+            if has_zero_run(window) {
                 return torn(frames);
             }
             return Err(Error::corrupt(file, x as u64, "frame header checksum mismatch"));
@@ -186,6 +191,28 @@ impl<'a> Dec<'a> {
 
 #[cfg(test)]
 mod tests {
+
+    /// Regression (crash seed 585): an at-rest bit flip in an early frame's
+    /// header, followed by intact frames and then a crash-torn tail, was
+    /// taken for the torn tail itself, dropping acknowledged frames.
+    #[test]
+    fn a_flipped_header_before_a_torn_tail_is_corruption_not_a_tear() {
+        let mut buf = frame(b"first frame payload");
+        buf.extend(frame(b"second frame, intact"));
+        buf.extend(vec![0u8; 64]); // a lost sector at the tail
+        assert!(scan_frames("w", &buf).unwrap().torn, "the zero tail alone is a tear");
+        buf[2] ^= 0x10; // flip a bit in the first frame's length
+        let r = scan_frames("w", &buf);
+        assert!(matches!(r, Err(Error::Corruption { .. })), "{r:?}");
+        // A header that a lost sector really overlaps is still a tear.
+        let mut torn = frame(b"kept");
+        let at = torn.len();
+        torn.extend(frame(b"lost in the crash"));
+        torn[at..at + 20].fill(0);
+        let r = scan_frames("w", &torn).unwrap();
+        assert!(r.torn && r.frames.len() == 1);
+    }
+
     use super::*;
 
     #[test]
