@@ -22,7 +22,7 @@ const STEPS_MAX: u64 = 2_000_000;
 /// After faults heal, a leader must commit a proposal within this many ticks.
 const LIVENESS_TICKS_MAX: u64 = 3_000;
 /// Seeds for each randomized story.
-const SEEDS: u64 = 60;
+const SEEDS: u64 = 200;
 
 fn config() -> Config {
     Config {
@@ -43,7 +43,13 @@ struct NetFaults {
     /// Share of messages delayed up to `spike_ns` (reordering, stale messages).
     spike_permille: u32,
     spike_ns: u64,
+    /// Per tick, chance of re-sending a message from [`HISTORY_MAX`] recent
+    /// ones: an arbitrarily late duplicate, possibly terms later.
+    replay_permille: u32,
 }
+
+/// Messages the harness remembers for late replays.
+const HISTORY_MAX: usize = 256;
 
 const CALM: NetFaults = NetFaults {
     loss_permille: 0,
@@ -52,6 +58,7 @@ const CALM: NetFaults = NetFaults {
     delay_max_ns: 1_000_000,
     spike_permille: 0,
     spike_ns: 0,
+    replay_permille: 0,
 };
 
 const STORMY: NetFaults = NetFaults {
@@ -61,6 +68,7 @@ const STORMY: NetFaults = NetFaults {
     delay_max_ns: 5_000_000,
     spike_permille: 20,
     spike_ns: 80_000_000,
+    replay_permille: 20,
 };
 
 struct Cluster {
@@ -80,8 +88,13 @@ struct Cluster {
     net: NetFaults,
     /// Replicas talk only within the same group.
     groups: Vec<u8>,
+    /// Links cut on their own (a partial partition), as (lower, higher) id.
+    cut: std::collections::BTreeSet<(ReplicaId, ReplicaId)>,
     queue: BTreeMap<(u64, u64), (ReplicaId, ReplicaId, Message)>,
     seq: u64,
+    history: Vec<(ReplicaId, ReplicaId, Message)>,
+    /// Vote answers, kept apart so replays reach candidates of later terms.
+    vote_history: Vec<(ReplicaId, ReplicaId, Message)>,
     rng: ChaCha8Rng,
     steps: u64,
     // What the checkers remember.
@@ -96,11 +109,15 @@ struct Cluster {
 
 impl Cluster {
     fn new(story: &'static str, seed: u64, n: usize) -> Cluster {
+        Cluster::with_config(story, seed, n, config())
+    }
+
+    fn with_config(story: &'static str, seed: u64, n: usize, config: Config) -> Cluster {
         let mut c = Cluster {
             story,
             seed,
             n,
-            config: config(),
+            config,
             now: 0,
             next_tick: TICK_NS,
             nodes: (0..n).map(|_| None).collect(),
@@ -111,8 +128,11 @@ impl Cluster {
             drift: true,
             net: CALM,
             groups: vec![0; n],
+            cut: std::collections::BTreeSet::new(),
             queue: BTreeMap::new(),
             seq: 0,
+            history: Vec::new(),
+            vote_history: Vec::new(),
             rng: stream(seed, "raft-test/harness"),
             steps: 0,
             leaders: BTreeMap::new(),
@@ -167,6 +187,11 @@ impl Cluster {
 
     fn heal(&mut self) {
         self.groups = vec![0; self.n];
+        self.cut.clear();
+    }
+
+    fn reachable(&self, a: ReplicaId, b: ReplicaId) -> bool {
+        self.groups[a as usize] == self.groups[b as usize] && !self.cut.contains(&(a.min(b), a.max(b)))
     }
 
     fn isolate(&mut self, i: usize) {
@@ -260,6 +285,17 @@ impl Cluster {
 
     fn send(&mut self, from: ReplicaId, to: ReplicaId, msg: Message) {
         let net = self.net;
+        if net.replay_permille > 0 {
+            let history = match msg {
+                Message::VoteResp { .. } | Message::PreVoteResp { .. } => &mut self.vote_history,
+                _ => &mut self.history,
+            };
+            if history.len() >= HISTORY_MAX {
+                let k = self.rng.random_range(0..HISTORY_MAX);
+                history.swap_remove(k);
+            }
+            history.push((from, to, msg.clone()));
+        }
         if self.rng.random_range(0..1000) < net.loss_permille {
             return;
         }
@@ -309,7 +345,7 @@ impl Cluster {
             self.now = t;
             if next_msg == Some(t) {
                 let (_, (from, to, msg)) = self.queue.pop_first().expect("queue not empty");
-                let reachable = self.groups[from as usize] == self.groups[to as usize];
+                let reachable = self.reachable(from, to);
                 if reachable && self.nodes[to as usize].is_some() {
                     self.step(to as usize, Input::Message { from, msg });
                 }
@@ -325,6 +361,25 @@ impl Cluster {
             }
             for i in 0..self.n {
                 self.step(i, Input::Tick);
+            }
+            if self.rng.random_range(0..1000) < self.net.replay_permille {
+                // An adversarial network: half the replays are old vote
+                // answers aimed at whoever is campaigning right now.
+                let candidates: Vec<ReplicaId> =
+                    self.live().filter(|(_, n)| n.role() == Role::Candidate).map(|(i, _)| i as ReplicaId).collect();
+                let aimed: Vec<&(ReplicaId, ReplicaId, Message)> =
+                    self.vote_history.iter().filter(|(_, to, _)| candidates.contains(to)).collect();
+                let pick = if self.rng.random() && !aimed.is_empty() {
+                    Some(aimed[self.rng.random_range(0..aimed.len())].clone())
+                } else if !self.history.is_empty() {
+                    Some(self.history[self.rng.random_range(0..self.history.len())].clone())
+                } else {
+                    None
+                };
+                if let Some((from, to, msg)) = pick {
+                    self.seq += 1;
+                    self.queue.insert((self.now + 1, self.seq), (from, to, msg));
+                }
             }
             on_tick(self);
         }
@@ -382,7 +437,11 @@ impl Cluster {
 
 /// Random workload and faults for `ticks`, then heal and require liveness.
 fn chaos(story: &'static str, seed: u64, n: usize, net: NetFaults, ticks: u64) -> Cluster {
-    let mut c = Cluster::new(story, seed, n);
+    chaos_with(story, seed, n, net, ticks, config())
+}
+
+fn chaos_with(story: &'static str, seed: u64, n: usize, net: NetFaults, ticks: u64, config: Config) -> Cluster {
+    let mut c = Cluster::with_config(story, seed, n, config);
     c.net = net;
     let mut key = 0u64;
     let end = c.now + ticks * TICK_NS;
@@ -420,10 +479,15 @@ fn chaos(story: &'static str, seed: u64, n: usize, net: NetFaults, ticks: u64) -
             if let Some(l) = c.leader() {
                 c.isolate(l);
             }
+        } else if r < 120 && c.n > 1 {
+            // cut one link only: both ends still reach the others
+            let a = c.rng.random_range(0..c.n as ReplicaId);
+            let b = (a + c.rng.random_range(1..c.n as ReplicaId)) % c.n as ReplicaId;
+            c.cut.insert((a.min(b), a.max(b)));
         }
     });
     c.heal();
-    c.net = NetFaults { loss_permille: net.loss_permille.min(50), spike_permille: 0, ..net };
+    c.net = NetFaults { loss_permille: net.loss_permille.min(50), spike_permille: 0, replay_permille: 0, ..net };
     for i in 0..n {
         if c.nodes[i].is_none() {
             c.start(i);
@@ -445,6 +509,37 @@ fn chaos_three_replicas_under_loss_duplication_reordering_partitions_and_crashes
     // The runs must actually exercise commits and reads.
     assert!(committed > SEEDS as usize * 20, "too few commits: {committed}");
     assert!(reads > SEEDS * 5, "too few reads: {reads}");
+}
+
+/// Elections under long delays: stale vote grants arrive terms later.
+const ELECTION_STORM: NetFaults = NetFaults {
+    loss_permille: 250,
+    dup_permille: 150,
+    delay_min_ns: 100_000,
+    delay_max_ns: 10_000_000,
+    spike_permille: 150,
+    spike_ns: 400_000_000,
+    replay_permille: 300,
+};
+
+#[test]
+fn chaos_elections_under_long_delays_where_stale_votes_arrive_terms_later() {
+    for seed in 0..SEEDS {
+        chaos("chaos: elections under long delays, stale vote grants arrive terms later", 5000 + seed, 3, ELECTION_STORM, 3_000);
+        chaos("chaos: five replicas, elections under long delays", 6000 + seed, 5, ELECTION_STORM, 3_000);
+    }
+}
+
+#[test]
+fn chaos_split_votes_from_a_narrow_timeout_range_with_stale_grants_replayed() {
+    // Timeouts within 3 ms of each other: candidates often run in the same
+    // term, which is where a counted stale grant would elect a second leader.
+    let narrow = Config { election_timeout_max: config().election_timeout_min + Duration::from_millis(3), ..config() };
+    for seed in 0..SEEDS {
+        let story = "chaos: split votes from a narrow timeout range, stale grants replayed";
+        chaos_with(story, 7000 + seed, 3, ELECTION_STORM, 3_000, narrow.clone());
+        chaos_with(story, 8000 + seed, 5, ELECTION_STORM, 3_000, narrow.clone());
+    }
 }
 
 #[test]
