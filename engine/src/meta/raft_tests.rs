@@ -285,11 +285,9 @@ impl Cluster {
 
     fn send(&mut self, from: ReplicaId, to: ReplicaId, msg: Message) {
         let net = self.net;
-        if net.replay_permille > 0 {
-            let history = match msg {
-                Message::VoteResp { .. } | Message::PreVoteResp { .. } => &mut self.vote_history,
-                _ => &mut self.history,
-            };
+        let is_vote_answer = matches!(msg, Message::VoteResp { .. } | Message::PreVoteResp { .. });
+        if net.replay_permille > 0 || is_vote_answer {
+            let history = if is_vote_answer { &mut self.vote_history } else { &mut self.history };
             if history.len() >= HISTORY_MAX {
                 let k = self.rng.random_range(0..HISTORY_MAX);
                 history.swap_remove(k);
@@ -873,4 +871,105 @@ fn config_rejects_a_lease_that_outlives_the_election_timeout_minus_skew() {
     assert_eq!(c.validate(), Err(ConfigError::LeaseTooLong));
     assert_eq!(config().validate(), Ok(()));
     assert_eq!(Config::default().validate(), Ok(()));
+}
+
+/// Three cores wired by hand: the test decides which message is delivered,
+/// held back or lost, and checks election safety after every step.
+struct Script {
+    nodes: Vec<Node>,
+    inflight: Vec<(ReplicaId, ReplicaId, Message)>,
+    leaders: BTreeMap<u64, ReplicaId>,
+}
+
+impl Script {
+    fn new() -> Script {
+        let nodes = (0..3)
+            .map(|i| {
+                let peers: Vec<ReplicaId> = (0..3).filter(|&p| p != i).collect();
+                let rng = ChaCha8Rng::seed_from_u64(u64::from(i));
+                Node::new(i, &peers, config(), PersistedState::default(), rng, SimTime::ZERO).expect("valid")
+            })
+            .collect();
+        Script { nodes, inflight: Vec::new(), leaders: BTreeMap::new() }
+    }
+
+    fn step(&mut self, i: ReplicaId, now_ms: u64, input: Input) {
+        let out = self.nodes[i as usize].step(ms(now_ms), input);
+        for (to, msg) in sends(&out) {
+            self.inflight.push((i, to, msg));
+        }
+        for n in &self.nodes {
+            if n.is_leader() {
+                let first = *self.leaders.entry(n.term()).or_insert(n.id());
+                assert_eq!(first, n.id(), "two leaders in term {}", n.term());
+            }
+        }
+    }
+
+    /// Removes the in-flight message `from -> to` of the given kind.
+    fn take(&mut self, from: ReplicaId, to: ReplicaId, kind: fn(&Message) -> bool) -> Message {
+        let k = self
+            .inflight
+            .iter()
+            .position(|(f, t, m)| *f == from && *t == to && kind(m))
+            .unwrap_or_else(|| panic!("no such message {from} -> {to} in {:?}", self.inflight));
+        self.inflight.remove(k).2
+    }
+
+    fn deliver(&mut self, from: ReplicaId, to: ReplicaId, now_ms: u64, kind: fn(&Message) -> bool) {
+        let msg = self.take(from, to, kind);
+        self.step(to, now_ms, Input::Message { from, msg });
+    }
+}
+
+fn is_prevote(m: &Message) -> bool {
+    matches!(m, Message::PreVote { .. })
+}
+fn is_prevote_resp(m: &Message) -> bool {
+    matches!(m, Message::PreVoteResp { .. })
+}
+fn is_vote(m: &Message) -> bool {
+    matches!(m, Message::Vote { .. })
+}
+fn is_vote_resp(m: &Message) -> bool {
+    matches!(m, Message::VoteResp { .. })
+}
+
+#[test]
+fn election_a_grant_held_back_since_an_earlier_term_does_not_make_a_second_leader() {
+    const A: ReplicaId = 0;
+    const B: ReplicaId = 1;
+    const C: ReplicaId = 2;
+    let mut s = Script::new();
+    // Term 1: A campaigns; B's grant is held back by the network, C's
+    // request is lost. A stays a candidate.
+    s.step(A, 300, Input::Tick);
+    s.deliver(A, B, 301, is_prevote);
+    s.deliver(B, A, 302, is_prevote_resp);
+    assert_eq!((s.nodes[0].role(), s.nodes[0].term()), (Role::Candidate, 1));
+    s.deliver(A, B, 303, is_vote);
+    let held = s.take(B, A, is_vote_resp);
+    assert_eq!(held, Message::VoteResp { term: 1, granted: true });
+    s.inflight.clear();
+    // Term 2: A campaigns again, and so does C; B votes for C, who leads.
+    s.step(A, 600, Input::Tick);
+    s.deliver(A, B, 601, is_prevote);
+    s.deliver(B, A, 602, is_prevote_resp);
+    assert_eq!((s.nodes[0].role(), s.nodes[0].term()), (Role::Candidate, 2));
+    s.step(C, 603, Input::Tick);
+    s.deliver(C, B, 604, is_prevote);
+    s.deliver(B, C, 605, is_prevote_resp); // rejected: C learns term 1
+    s.step(C, 810, Input::Tick); // after C's next timeout
+    s.deliver(C, B, 811, is_prevote);
+    s.deliver(B, C, 812, is_prevote_resp);
+    assert_eq!((s.nodes[2].role(), s.nodes[2].term()), (Role::Candidate, 2));
+    s.deliver(C, B, 813, is_vote);
+    s.deliver(B, C, 814, is_vote_resp);
+    assert!(s.nodes[2].is_leader());
+    s.deliver(A, B, 815, is_vote);
+    s.deliver(B, A, 816, is_vote_resp); // B already voted for C
+    assert_eq!(s.nodes[0].role(), Role::Candidate);
+    // The grant from term 1 finally arrives at A, still campaigning in term 2.
+    s.step(A, 817, Input::Message { from: B, msg: held });
+    assert_eq!(s.nodes[0].role(), Role::Candidate, "a grant from term 1 must not count in term 2");
 }
