@@ -708,6 +708,31 @@ fn lease_leader_cut_off_right_after_a_heartbeat_under_adversarial_skew_never_ove
     assert!(overlapped_without_skew > SEEDS / 2, "scenario not adversarial: {overlapped_without_skew}");
 }
 
+#[test]
+fn lease_a_follower_restarting_right_after_its_ack_does_not_vote_while_the_lease_lasts() {
+    // The leader reaches one follower only; the other campaigns in vain
+    // through it. The reachable follower crashes and restarts at once: it
+    // has forgotten hearing the leader, so it must wait a full election
+    // timeout before voting, or the campaigner would win while the old
+    // leader's lease still holds.
+    for seed in 0..SEEDS {
+        let story = "lease: a follower restarting right after its ack does not vote while the lease lasts";
+        let mut c = Cluster::new(story, seed, 3);
+        c.commit_one("before");
+        let leader = c.leader().expect("a leader");
+        let (near, far) = ((leader + 1) % 3, (leader + 2) % 3);
+        c.cut.insert((leader.min(far) as ReplicaId, leader.max(far) as ReplicaId));
+        let wait = c.rng.random_range(200..400);
+        c.run_ms(wait);
+        assert_eq!(c.leader(), Some(leader), "{}: the leader holds with one follower", c.ctx());
+        c.crash(near);
+        c.start(near);
+        c.run_ms(400);
+        c.heal();
+        c.commit_one("after");
+    }
+}
+
 // ---- the core driven by hand-made messages ----
 
 fn node(id: ReplicaId, peers: &[ReplicaId], persisted: PersistedState) -> Node {
