@@ -20,7 +20,7 @@ const TICK_NS: u64 = 1_000_000;
 /// Most steps one run may take, against runaway loops in the harness.
 const STEPS_MAX: u64 = 2_000_000;
 /// After faults heal, a leader must commit a proposal within this many ticks.
-const LIVENESS_TICKS_MAX: u64 = 3_000;
+const LIVENESS_TICKS_MAX: u64 = 1_000;
 /// Seeds for each randomized story.
 const SEEDS: u64 = 200;
 
