@@ -7,4 +7,5 @@ compile_error!("engine only runs inside madsim's simulation: build with `--cfg m
 
 pub mod fs;
 pub mod lsm;
+pub mod meta;
 pub mod minikv;

@@ -1,0 +1,135 @@
+//! The replicated state machine of the metadata store: a sorted key-value
+//! map with compare-and-set. Stream and extent metadata, the partition map
+//! and the master role are layered on it as keys.
+//!
+//! Invariants: commands are applied exactly once each, in log order (the
+//! index given to [`MetaState::apply`] is always `applied + 1`); applying the
+//! same commands in the same order yields the same map on every replica.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Longest key a proposal may carry, in bytes.
+pub const KEY_LEN_MAX: usize = 256;
+/// Largest value a proposal may carry, in bytes.
+pub const VALUE_LEN_MAX: usize = 64 * 1024;
+
+/// A command in the replicated log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Appended by every new leader to commit the entries of earlier terms.
+    Noop,
+    Put { key: String, value: Vec<u8> },
+    Delete { key: String },
+    /// Sets `key` to `new` (deletes it when `None`) only if it currently
+    /// holds `expected` (is absent when `None`).
+    Cas { key: String, expected: Option<Vec<u8>>, new: Option<Vec<u8>> },
+}
+
+impl Command {
+    /// Whether the command respects [`KEY_LEN_MAX`] and [`VALUE_LEN_MAX`].
+    pub fn within_bounds(&self) -> bool {
+        let value_ok = |v: &Option<Vec<u8>>| v.as_ref().is_none_or(|v| v.len() <= VALUE_LEN_MAX);
+        match self {
+            Command::Noop => true,
+            Command::Put { key, value } => key.len() <= KEY_LEN_MAX && value.len() <= VALUE_LEN_MAX,
+            Command::Delete { key } => key.len() <= KEY_LEN_MAX,
+            Command::Cas { key, expected, new } => key.len() <= KEY_LEN_MAX && value_ok(expected) && value_ok(new),
+        }
+    }
+}
+
+/// What applying one command did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Done,
+    /// A compare-and-set found another value; nothing changed.
+    CasFailed { current: Option<Vec<u8>> },
+}
+
+/// The metadata map of one replica.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MetaState {
+    map: BTreeMap<String, Vec<u8>>,
+    applied: u64,
+}
+
+impl MetaState {
+    pub fn new() -> MetaState {
+        MetaState::default()
+    }
+
+    /// Index of the last applied command (0 before the first).
+    pub fn applied(&self) -> u64 {
+        self.applied
+    }
+
+    pub fn get(&self, key: &str) -> Option<&[u8]> {
+        self.map.get(key).map(Vec::as_slice)
+    }
+
+    /// Keys in `[from, to)`, in order.
+    pub fn range<'a>(&'a self, from: &str, to: &str) -> impl Iterator<Item = (&'a str, &'a [u8])> + 'a {
+        let (from, to) = (from.to_string(), to.to_string());
+        self.map.range(from..to).map(|(k, v)| (k.as_str(), v.as_slice()))
+    }
+
+    /// Applies the command at log index `index`, which must be the next one.
+    pub fn apply(&mut self, index: u64, command: &Command) -> Outcome {
+        assert_eq!(index, self.applied + 1, "commands must be applied in log order");
+        self.applied = index;
+        match command {
+            Command::Noop => Outcome::Done,
+            Command::Put { key, value } => {
+                self.map.insert(key.clone(), value.clone());
+                Outcome::Done
+            }
+            Command::Delete { key } => {
+                self.map.remove(key);
+                Outcome::Done
+            }
+            Command::Cas { key, expected, new } => {
+                let current = self.map.get(key);
+                if current != expected.as_ref() {
+                    return Outcome::CasFailed { current: current.cloned() };
+                }
+                match new {
+                    Some(v) => self.map.insert(key.clone(), v.clone()),
+                    None => self.map.remove(key),
+                };
+                Outcome::Done
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cas_sets_only_when_the_expected_value_is_there() {
+        let mut s = MetaState::new();
+        let cas = |expected: Option<&[u8]>, new: Option<&[u8]>| Command::Cas {
+            key: "stream/1/epoch".into(),
+            expected: expected.map(<[u8]>::to_vec),
+            new: new.map(<[u8]>::to_vec),
+        };
+        assert_eq!(s.apply(1, &cas(None, Some(b"1"))), Outcome::Done);
+        assert_eq!(s.apply(2, &cas(None, Some(b"2"))), Outcome::CasFailed { current: Some(b"1".to_vec()) });
+        assert_eq!(s.apply(3, &cas(Some(b"1"), Some(b"2"))), Outcome::Done);
+        assert_eq!(s.get("stream/1/epoch"), Some(&b"2"[..]));
+        assert_eq!(s.apply(4, &cas(Some(b"2"), None)), Outcome::Done);
+        assert_eq!(s.get("stream/1/epoch"), None);
+        assert_eq!(s.applied(), 4);
+    }
+
+    #[test]
+    fn oversized_commands_are_out_of_bounds() {
+        let long_key = "k".repeat(KEY_LEN_MAX + 1);
+        assert!(!Command::Delete { key: long_key }.within_bounds());
+        assert!(!Command::Put { key: "k".into(), value: vec![0; VALUE_LEN_MAX + 1] }.within_bounds());
+        assert!(Command::Put { key: "k".into(), value: vec![0; VALUE_LEN_MAX] }.within_bounds());
+    }
+}
