@@ -202,6 +202,46 @@ fn write_outputs(dir: &Path, done: &execute::Executed) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Runs `run(seed)` for every seed of `a..b` on `jobs` threads (default:
+/// the cores) with a progress bar drawn outside the simulations; returns
+/// the failures (`run` gave a reason) sorted by seed.
+fn run_seeds_in_parallel(
+    (a, b): (u64, u64),
+    jobs: Option<usize>,
+    run: impl Fn(u64) -> Option<String> + Send + Sync + 'static,
+) -> Vec<(u64, String)> {
+    let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)).max(1);
+    let next = Arc::new(AtomicU64::new(a));
+    let failures: Arc<Mutex<Vec<(u64, String)>>> = Arc::new(Mutex::new(Vec::new()));
+    let run = Arc::new(run);
+    let bar = indicatif::ProgressBar::new(b - a);
+    bar.set_style(indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} seeds  {msg}  [{elapsed_precise}, eta {eta}]").expect("template"));
+    let workers: Vec<_> = (0..jobs)
+        .map(|_| {
+            let (next, failures, bar, run) = (next.clone(), failures.clone(), bar.clone(), run.clone());
+            std::thread::spawn(move || loop {
+                let seed = next.fetch_add(1, Ordering::SeqCst);
+                if seed >= b {
+                    return;
+                }
+                if let Some(why) = run(seed) {
+                    let mut f = failures.lock().expect("failures");
+                    f.push((seed, why));
+                    bar.set_message(format!("{} failed", f.len()));
+                }
+                bar.inc(1);
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().expect("seed worker");
+    }
+    bar.finish();
+    let mut failures = failures.lock().expect("failures").clone();
+    failures.sort();
+    failures
+}
+
 fn cmd_determinism(path: &Path, seed: Option<u64>) -> ExitCode {
     let scn = match load(path) {
         Ok(s) => s,
@@ -243,38 +283,12 @@ fn cmd_sweep(path: &Path, (a, b): (u64, u64), jobs: Option<usize>) -> ExitCode {
         Ok(s) => Arc::new(s),
         Err(c) => return c,
     };
-    let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)).max(1);
-    let next = Arc::new(AtomicU64::new(a));
-    let failures: Arc<Mutex<Vec<(u64, String)>>> = Arc::new(Mutex::new(Vec::new()));
-    let bar = indicatif::ProgressBar::new(b - a);
-    bar.set_style(indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} seeds  {msg}  [{elapsed_precise}, eta {eta}]").expect("template"));
-    let workers: Vec<_> = (0..jobs)
-        .map(|_| {
-            let (scn, next, failures, bar) = (scn.clone(), next.clone(), failures.clone(), bar.clone());
-            std::thread::spawn(move || loop {
-                let seed = next.fetch_add(1, Ordering::SeqCst);
-                if seed >= b {
-                    return;
-                }
-                let verdict = match execute::execute(&scn, seed, &RunOptions::default()) {
-                    Ok(d) if d.report.pass => None,
-                    Ok(d) => Some(d.report.expectations.iter().filter(|e| !e.pass).map(|e| format!("{} {} (expected {})", e.name, e.measured, e.expected)).collect::<Vec<_>>().join("; ")),
-                    Err(e) => Some(e.to_string()),
-                };
-                if let Some(why) = verdict {
-                    failures.lock().expect("failures").push((seed, why));
-                    bar.set_message(format!("{} failed", failures.lock().expect("failures").len()));
-                }
-                bar.inc(1);
-            })
-        })
-        .collect();
-    for w in workers {
-        w.join().expect("sweep worker");
-    }
-    bar.finish();
-    let mut failures = failures.lock().expect("failures").clone();
-    failures.sort();
+    let scn_w = scn.clone();
+    let failures = run_seeds_in_parallel((a, b), jobs, move |seed| match execute::execute(&scn_w, seed, &RunOptions::default()) {
+        Ok(d) if d.report.pass => None,
+        Ok(d) => Some(d.report.expectations.iter().filter(|e| !e.pass).map(|e| format!("{} {} (expected {})", e.name, e.measured, e.expected)).collect::<Vec<_>>().join("; ")),
+        Err(e) => Some(e.to_string()),
+    });
     println!("{} seeds of {}: {} passed, {} failed", b - a, scn.name, (b - a) - failures.len() as u64, failures.len());
     for (seed, why) in &failures {
         println!("  seed {seed:<8} {why}\n           replay: {}", replay_command(path, *seed));
@@ -320,39 +334,17 @@ fn cmd_check(path: &Path, checker: Option<&str>, heal_at: Option<std::time::Dura
 
 fn cmd_crashtest((a, b): (u64, u64), jobs: Option<usize>) -> ExitCode {
     use engine::lsm::crashtest::{run_seed, CrashConfig, CrashTotals};
-    let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)).max(1);
-    let next = Arc::new(AtomicU64::new(a));
     let totals = Arc::new(Mutex::new(CrashTotals::default()));
-    let failures: Arc<Mutex<Vec<(u64, String)>>> = Arc::new(Mutex::new(Vec::new()));
-    let bar = indicatif::ProgressBar::new(b - a);
-    bar.set_style(indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} seeds  {msg}  [{elapsed_precise}, eta {eta}]").expect("template"));
-    let workers: Vec<_> = (0..jobs)
-        .map(|_| {
-            let (next, totals, failures, bar) = (next.clone(), totals.clone(), failures.clone(), bar.clone());
-            std::thread::spawn(move || loop {
-                let seed = next.fetch_add(1, Ordering::SeqCst);
-                if seed >= b {
-                    return;
-                }
-                match run_seed(seed, &CrashConfig::default()) {
-                    Ok(s) => totals.lock().expect("totals").add(&s),
-                    Err(f) => {
-                        failures.lock().expect("failures").push((seed, f.to_string()));
-                        bar.set_message(format!("{} failed", failures.lock().expect("failures").len()));
-                    }
-                }
-                bar.inc(1);
-            })
-        })
-        .collect();
-    for w in workers {
-        w.join().expect("crashtest worker");
-    }
-    bar.finish();
+    let t = totals.clone();
+    let failures = run_seeds_in_parallel((a, b), jobs, move |seed| match run_seed(seed, &CrashConfig::default()) {
+        Ok(s) => {
+            t.lock().expect("totals").add(&s);
+            None
+        }
+        Err(f) => Some(f.to_string()),
+    });
     let totals = totals.lock().expect("totals").clone();
     println!("{}", serde_yaml_ng::to_string(&totals).expect("totals serialise"));
-    let mut failures = failures.lock().expect("failures").clone();
-    failures.sort();
     println!("{} seeds: {} passed, {} failed", b - a, (b - a) - failures.len() as u64, failures.len());
     for (seed, why) in &failures {
         println!("  {why}\n           replay: cargo run --release -- crashtest --seeds {seed}..{}", seed + 1);
