@@ -156,7 +156,7 @@ impl<M: Message> Net<M> {
         });
         // The receive loop lives as long as the node's incarnation (a crash
         // drops it with every other task of the node). It holds early
-        // envelopes in a heap ordered by due time and races the next
+        // envelopes in a map ordered by due time and races the next
         // receive against the earliest due time: one task per endpoint, no
         // task per message.
         madsim::task::spawn(receive_loop(shared.clone()));
