@@ -119,6 +119,10 @@ struct History {
     acked: BTreeMap<String, Vec<u8>>,
     unknown: BTreeMap<String, Vec<u8>>,
     failed_reads: u64,
+    /// Compare-and-set increments of the key `ctr` (only the driver writes
+    /// it): acknowledged, and of unknown outcome.
+    increments: u64,
+    increments_unknown: u64,
 }
 
 impl History {
@@ -141,6 +145,34 @@ impl History {
         if let Some(k) = earlier {
             self.check(c, &k).await;
         }
+        self.increment(c).await;
+    }
+
+    /// Reads `ctr` and compare-and-sets it one higher. A write retried
+    /// after a timeout that applied twice would make the second apply fail
+    /// its compare, the client would increment again, and `ctr` would end
+    /// above the increments it was told of.
+    async fn increment(&mut self, c: &mut MetaClient) {
+        for _ in 0..3 {
+            let Ok(cur) = c.get("ctr").await else { return };
+            let n = cur.map_or(0, |v| u64::from_be_bytes(v.try_into().expect("8-byte counter")));
+            let (old, new) = (n.to_be_bytes(), (n + 1).to_be_bytes());
+            let expected: Option<&[u8]> = if n > 0 { Some(&old) } else { None };
+            match c.cas("ctr", expected, Some(&new)).await {
+                Ok(Outcome::Done) => {
+                    self.increments += 1;
+                    return;
+                }
+                Ok(Outcome::CasFailed { .. }) => {
+                    assert!(self.increments_unknown > 0, "a compare failed with no other writer and no unknown outcome");
+                }
+                Err(ClientError::Unknown | ClientError::Unavailable) => {
+                    self.increments_unknown += 1;
+                    return;
+                }
+                Err(e) => panic!("cas ctr: {e}"),
+            }
+        }
     }
 
     /// A read of an acknowledged key returns its value (or fails).
@@ -155,6 +187,13 @@ impl History {
     /// At the end, with the cluster healthy: every acknowledged write is
     /// there, every write of unknown outcome is either there or absent.
     async fn verify_all(&self, c: &mut MetaClient) {
+        let ctr = c.get("ctr").await.expect("final read").map_or(0, |v| u64::from_be_bytes(v.try_into().expect("8-byte counter")));
+        assert!(
+            (self.increments..=self.increments + self.increments_unknown).contains(&ctr),
+            "counter {ctr}: {} acknowledged increments, {} unknown",
+            self.increments,
+            self.increments_unknown
+        );
         for (k, v) in &self.acked {
             assert_eq!(c.get(k).await.expect("final read").as_ref(), Some(v), "acknowledged {k} lost");
         }
@@ -386,6 +425,30 @@ fn clock_skew_within_the_bound_keeps_reads_fresh_across_failover() {
                     w.apply(&Fault::NodeRestart { node: node_name(&w, l) }).unwrap();
                 }
                 assert!(h.acked.len() >= 45, "writes go on under skew: {}", h.acked.len());
+                h.verify_all(&mut c).await;
+            })
+            .await;
+        });
+    }
+}
+
+#[test]
+fn writes_retried_over_a_lossy_client_link_apply_once() {
+    for seed in SEEDS {
+        run(seed, move || async move {
+            cluster(seed, Plan::default(), |w, mut c, cfg| async move {
+                leader(&c, &cfg).await;
+                let zones: Vec<String> = cfg.replicas.iter().map(|&r| zone_name(&w, r)).collect();
+                // Requests and answers between the driver and the replicas
+                // are lost at random: a write that applied but whose answer
+                // vanished is retried with the same request id.
+                w.apply(&Fault::Loss { a: vec!["ctl".into()], b: zones.clone(), rate: 0.3 }).unwrap();
+                let mut h = History::default();
+                for i in 0..40 {
+                    h.step(&mut c, "k", i).await;
+                }
+                w.apply(&Fault::LossOff { a: vec!["ctl".into()], b: zones }).unwrap();
+                assert!(h.increments >= 30, "increments go through despite the loss: {}", h.increments);
                 h.verify_all(&mut c).await;
             })
             .await;

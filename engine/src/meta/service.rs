@@ -15,15 +15,17 @@
 //! leads, follows `NotLeader` hints, backs off on `Busy`, and gives up after
 //! [`CLIENT_ATTEMPTS_MAX`] attempts or [`ServiceConfig::op_deadline`].
 //! Reads are linearizable through the core's `Read` (lease or ReadIndex) and
-//! are retried freely. Commands carry no request id yet, so a write is never
-//! retried once it may have reached a leader without an answer: its outcome
-//! is then reported as [`ClientError::Unknown`]. A write the leader reports
-//! as lost (its log slot was taken by another term) is retried, since it
-//! can never apply.
+//! are retried freely. Each write carries a request id (client id drawn
+//! from the node's seeded RNG, sequence number per write) in a
+//! [`Command::Request`], which the state machine de-duplicates, so a write
+//! is retried after a timeout too and still applies at most once. When the
+//! budget runs out after some attempt may have reached a replica, the
+//! outcome is [`ClientError::Unknown`].
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use rand::RngExt;
 use serde::{Deserialize, Serialize};
 use sim::net::{Inbox, Incoming, Net, NetError, RequestId};
 use sim::time::{self, SimTime};
@@ -349,12 +351,16 @@ pub struct MetaClient {
     leader: Option<NodeId>,
     /// Round-robin position when no leader is known.
     next: usize,
+    /// This client's id for de-duplication, and its last write's sequence.
+    client_id: u64,
+    seq: u64,
 }
 
 impl MetaClient {
     pub async fn bind(ctx: &NodeCtx, cfg: ServiceConfig) -> MetaClient {
         let (net, inbox) = Net::bind(ctx).await;
-        MetaClient { net, _inbox: inbox, cfg, leader: None, next: 0 }
+        let client_id = ctx.rng("meta-client").random_range(1..u64::MAX);
+        MetaClient { net, _inbox: inbox, cfg, leader: None, next: 0, client_id, seq: 0 }
     }
 
     pub async fn get(&mut self, key: &str) -> Result<Option<Vec<u8>>, ClientError> {
@@ -378,6 +384,8 @@ impl MetaClient {
     }
 
     async fn write(&mut self, command: Command) -> Result<Outcome, ClientError> {
+        self.seq += 1;
+        let command = Command::Request { client: self.client_id, seq: self.seq, command: Box::new(command) };
         match self.op(Request::Write { command }, true).await? {
             Response::Applied => Ok(Outcome::Done),
             Response::CasFailed { current } => Ok(Outcome::CasFailed { current }),
@@ -420,6 +428,7 @@ impl MetaClient {
 
     async fn op(&mut self, req: Request, is_write: bool) -> Result<Response, ClientError> {
         let deadline = time::now() + self.cfg.op_deadline;
+        let mut maybe_applied = false;
         for _ in 0..CLIENT_ATTEMPTS_MAX {
             if time::now() >= deadline {
                 break;
@@ -444,14 +453,13 @@ impl MetaClient {
                 },
                 Ok(_) => return Err(ClientError::Protocol),
                 Err(NetError::Timeout) => {
+                    // Safe to retry: a write's request id makes it apply once.
                     self.forget(to);
-                    if is_write {
-                        return Err(ClientError::Unknown);
-                    }
+                    maybe_applied |= is_write;
                 }
                 Err(NetError::TooManyPending) => time::sleep(self.cfg.retry_backoff).await,
             }
         }
-        Err(ClientError::Unavailable)
+        Err(if maybe_applied { ClientError::Unknown } else { ClientError::Unavailable })
     }
 }

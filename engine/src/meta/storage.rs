@@ -179,6 +179,12 @@ fn encode_command(out: &mut Vec<u8>, c: &Command) {
             put_opt(out, expected);
             put_opt(out, new);
         }
+        Command::Request { client, seq, command } => {
+            out.push(4);
+            out.extend_from_slice(&client.to_le_bytes());
+            out.extend_from_slice(&seq.to_le_bytes());
+            encode_command(out, command);
+        }
     }
 }
 
@@ -250,12 +256,14 @@ impl<'a> Reader<'a> {
             _ => None,
         }
     }
-    fn command(&mut self) -> Option<Command> {
+    /// A command; a request may wrap one plain command, no deeper.
+    fn command(&mut self, in_request: bool) -> Option<Command> {
         Some(match self.u8()? {
             0 => Command::Noop,
             1 => Command::Put { key: self.string()?, value: self.bytes()? },
             2 => Command::Delete { key: self.string()? },
             3 => Command::Cas { key: self.string()?, expected: self.opt()?, new: self.opt()? },
+            4 if !in_request => Command::Request { client: self.u64()?, seq: self.u64()?, command: Box::new(self.command(true)?) },
             _ => return None,
         })
     }
@@ -283,7 +291,7 @@ fn decode_payload(p: &[u8]) -> Option<Payload> {
             let mut entries = Vec::with_capacity(n);
             for _ in 0..n {
                 let term = r.u64()?;
-                entries.push(Entry { term, command: r.command()? });
+                entries.push(Entry { term, command: r.command(false)? });
             }
             Some(LogWrite { from, entries })
         }
@@ -301,7 +309,8 @@ mod tests {
 
     fn frames() -> Vec<Vec<u8>> {
         let e = |term, key: &str| Entry { term, command: Command::Put { key: key.into(), value: vec![7; 3] } };
-        let cas = Entry { term: 2, command: Command::Cas { key: "c".into(), expected: None, new: Some(vec![1]) } };
+        let cas = Command::Cas { key: "c".into(), expected: None, new: Some(vec![1]) };
+        let cas = Entry { term: 2, command: Command::Request { client: 5, seq: 1, command: Box::new(cas) } };
         vec![
             encode_frame(1, Some(2), None).unwrap(),
             encode_frame(1, Some(2), Some(&LogWrite { from: 1, entries: vec![e(1, "a"), e(1, "b")] })).unwrap(),
@@ -318,7 +327,7 @@ mod tests {
         let data = sample();
         let (s, records, good) = replay(&data).unwrap();
         assert_eq!((s.term, s.vote, s.log.len(), records, good), (2, None, 2, 3, data.len()));
-        assert!(matches!(s.log[1].command, Command::Cas { .. }));
+        assert!(matches!(&s.log[1].command, Command::Request { client: 5, seq: 1, command } if matches!(**command, Command::Cas { .. })));
     }
 
     #[test]
