@@ -455,3 +455,50 @@ fn writes_retried_over_a_lossy_client_link_apply_once() {
         });
     }
 }
+
+#[test]
+fn a_torn_log_tail_is_dropped_and_a_corrupt_log_keeps_its_replica_down() {
+    use engine::meta::storage::LOG_FILE;
+    for seed in SEEDS {
+        run(seed, move || async move {
+            cluster(seed, Plan::default(), |w, mut c, cfg| async move {
+                let l = leader(&c, &cfg).await;
+                let followers: Vec<NodeId> = cfg.replicas.iter().copied().filter(|&r| r != l).collect();
+                let (torn, corrupt) = (followers[0], followers[1]);
+                let mut h = History::default();
+                for i in 0..10 {
+                    h.step(&mut c, "a", i).await;
+                }
+                // A record cut short at the end of the file: a torn tail.
+                w.apply(&Fault::NodeCrash { node: node_name(&w, torn) }).unwrap();
+                let disk = w.disk(torn);
+                disk.append(LOG_FILE, &[40, 0, 0, 0, 1, 2, 3, 4, 5, 6]).await.unwrap();
+                disk.sync(LOG_FILE).await.unwrap();
+                w.apply(&Fault::NodeRestart { node: node_name(&w, torn) }).unwrap();
+                for i in 0..10 {
+                    h.step(&mut c, "b", i).await;
+                }
+                time::sleep(Duration::from_millis(300)).await;
+                let (_, _, leader_commit) = c.status(l).await.expect("leader answers");
+                let (_, _, torn_commit) = c.status(torn).await.expect("the replica with the torn tail is back");
+                assert!(torn_commit >= leader_commit, "it caught up: {torn_commit} < {leader_commit}");
+                // A flipped byte in the first record, with records after it.
+                w.apply(&Fault::NodeCrash { node: node_name(&w, corrupt) }).unwrap();
+                let disk = w.disk(corrupt);
+                let mut b = disk.read_at(LOG_FILE, 12, 1).await.unwrap();
+                b[0] ^= 0x20;
+                disk.write_at(LOG_FILE, 12, &b).await.unwrap();
+                disk.sync(LOG_FILE).await.unwrap();
+                w.apply(&Fault::NodeRestart { node: node_name(&w, corrupt) }).unwrap();
+                time::sleep(Duration::from_millis(500)).await;
+                assert_eq!(c.status(corrupt).await, None, "a replica with a corrupt log stays down");
+                for i in 0..10 {
+                    h.step(&mut c, "c", i).await;
+                }
+                assert!(h.acked.len() >= 28, "the other two serve: {}", h.acked.len());
+                h.verify_all(&mut c).await;
+            })
+            .await;
+        });
+    }
+}

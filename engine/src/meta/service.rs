@@ -240,24 +240,26 @@ impl Shell {
         match (m.msg, m.request) {
             (MetaMsg::Raft(msg), None) if self.replicas.contains(&m.from) => Some(Input::Message { from: m.from.0, msg }),
             (MetaMsg::Req(req), Some(request)) => {
-                if let Request::Status = req {
-                    let status = Response::Status { leader: node.is_leader(), term: node.term(), commit: node.commit_index() };
-                    self.net.reply(m.from, request, MetaMsg::Resp(status)).await;
-                    return None;
-                }
+                let (read_key, command) = match req {
+                    Request::Status => {
+                        let status = Response::Status { leader: node.is_leader(), term: node.term(), commit: node.commit_index() };
+                        self.net.reply(m.from, request, MetaMsg::Resp(status)).await;
+                        return None;
+                    }
+                    Request::Get { key } => (Some(key), None),
+                    Request::Write { command } => (None, Some(command)),
+                };
                 if self.pending.len() >= CLIENT_PENDING_MAX {
                     self.net.reply(m.from, request, MetaMsg::Resp(Response::Busy)).await;
                     return None;
                 }
                 let id = self.next_id;
                 self.next_id += 1;
-                let (read_key, input) = match req {
-                    Request::Get { key } => (Some(key), Input::Read { id }),
-                    Request::Write { command } => (None, Input::Propose { id, command }),
-                    Request::Status => unreachable!("answered above"),
-                };
                 self.pending.insert(id, PendingReq { from: m.from, request, read_key, arrived: now, accepted: None });
-                Some(input)
+                Some(match command {
+                    Some(command) => Input::Propose { id, command },
+                    None => Input::Read { id },
+                })
             }
             // Anything else (a stray response, raft from a non-replica) is dropped.
             _ => None,
