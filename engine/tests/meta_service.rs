@@ -78,8 +78,8 @@ async fn probe(ctx: NodeCtx, cfg: ServiceConfig, plan: Plan) {
 }
 
 /// Starts the cluster and the probes, runs `story` on the driver, and
-/// returns when it does.
-async fn cluster<S, Fut>(seed: u64, plan: Plan, story: S)
+/// returns the run's digest when it is done.
+async fn cluster<S, Fut>(seed: u64, plan: Plan, story: S) -> sim::Digest
 where
     S: Fn(World, MetaClient, ServiceConfig) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
@@ -111,6 +111,7 @@ where
         time::sleep(Duration::from_millis(5)).await;
     }
     plan.lock().unwrap().stop = true;
+    world.digest()
 }
 
 /// The driver's record of what it was told.
@@ -255,6 +256,33 @@ fn three_zones_elect_a_leader_and_commit_writes() {
             .await;
         });
     }
+}
+
+#[test]
+fn the_same_seed_replays_the_same_run() {
+    let digest = |seed: u64| {
+        let out = Arc::new(Mutex::new(None));
+        let o2 = out.clone();
+        run(seed, move || async move {
+            let d = cluster(seed, Plan::default(), |w, mut c, cfg| async move {
+                let l = leader(&c, &cfg).await;
+                let mut h = History::default();
+                for i in 0..10 {
+                    h.step(&mut c, "a", i).await;
+                }
+                w.apply(&Fault::NodeCrash { node: node_name(&w, l) }).unwrap();
+                for i in 0..10 {
+                    h.step(&mut c, "b", i).await;
+                }
+            })
+            .await;
+            *o2.lock().unwrap() = Some(d);
+        });
+        let d = out.lock().unwrap().expect("digest");
+        d
+    };
+    assert_eq!(digest(7), digest(7), "one seed, one run");
+    assert_ne!(digest(7), digest(8), "the seed matters");
 }
 
 #[test]
