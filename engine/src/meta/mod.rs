@@ -4,7 +4,9 @@
 //!
 //! This module holds its protocol core, without I/O: [`raft`] (consensus,
 //! leader leases) and [`state`] (the key-value state machine with
-//! compare-and-set that the metadata is stored in).
+//! compare-and-set that the metadata is stored in). [`service`] is the I/O
+//! shell that runs the core on simulated nodes (replica main and client),
+//! and [`storage`] its checksummed on-disk log of Raft state.
 //!
 //! Why Raft: the store needs a totally ordered log of small metadata
 //! commands (stream opens, extent seals, fencing epochs, partition
@@ -18,7 +20,9 @@
 //! completeness) are also what the tests check after every step.
 
 pub mod raft;
+pub mod service;
 pub mod state;
+pub mod storage;
 
 #[cfg(test)]
 mod raft_tests;

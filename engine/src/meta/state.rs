@@ -14,6 +14,9 @@ use serde::{Deserialize, Serialize};
 pub const KEY_LEN_MAX: usize = 256;
 /// Largest value a proposal may carry, in bytes.
 pub const VALUE_LEN_MAX: usize = 64 * 1024;
+/// Client sessions remembered for de-duplication; beyond it the one used
+/// least recently is forgotten (its retries could then apply twice).
+pub const SESSIONS_MAX: usize = 4096;
 
 /// A command in the replicated log.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -25,6 +28,11 @@ pub enum Command {
     /// Sets `key` to `new` (deletes it when `None`) only if it currently
     /// holds `expected` (is absent when `None`).
     Cas { key: String, expected: Option<Vec<u8>>, new: Option<Vec<u8>> },
+    /// A client's write `seq` (increasing per client, one outstanding at a
+    /// time). Applied once: a retry of the latest `seq` returns the outcome
+    /// remembered from the first apply, and an older `seq` (whose answer
+    /// the client no longer waits for) changes nothing either.
+    Request { client: u64, seq: u64, command: Box<Command> },
 }
 
 impl Command {
@@ -36,6 +44,7 @@ impl Command {
             Command::Put { key, value } => key.len() <= KEY_LEN_MAX && value.len() <= VALUE_LEN_MAX,
             Command::Delete { key } => key.len() <= KEY_LEN_MAX,
             Command::Cas { key, expected, new } => key.len() <= KEY_LEN_MAX && value_ok(expected) && value_ok(new),
+            Command::Request { command, .. } => !matches!(**command, Command::Request { .. }) && command.within_bounds(),
         }
     }
 }
@@ -53,6 +62,9 @@ pub enum Outcome {
 pub struct MetaState {
     map: BTreeMap<String, Vec<u8>>,
     applied: u64,
+    /// Per client: latest seq applied, its outcome, and the index it was
+    /// last seen at.
+    sessions: BTreeMap<u64, (u64, Outcome, u64)>,
 }
 
 impl MetaState {
@@ -79,7 +91,31 @@ impl MetaState {
     pub fn apply(&mut self, index: u64, command: &Command) -> Outcome {
         assert_eq!(index, self.applied + 1, "commands must be applied in log order");
         self.applied = index;
+        self.apply_at(index, command)
+    }
+
+    fn apply_at(&mut self, index: u64, command: &Command) -> Outcome {
         match command {
+            Command::Request { client, seq, command } => {
+                if let Some((last, outcome, used)) = self.sessions.get_mut(client) {
+                    if *seq <= *last {
+                        *used = index;
+                        return outcome.clone();
+                    }
+                }
+                let outcome = match **command {
+                    Command::Request { .. } => Outcome::Done, // nested requests are out of bounds; never applied
+                    ref c => self.apply_at(index, c),
+                };
+                self.sessions.insert(*client, (*seq, outcome.clone(), index));
+                if self.sessions.len() > SESSIONS_MAX {
+                    let oldest = self.sessions.iter().min_by_key(|(_, (_, _, used))| *used).map(|(&c, _)| c);
+                    if let Some(c) = oldest {
+                        self.sessions.remove(&c);
+                    }
+                }
+                outcome
+            }
             Command::Noop => Outcome::Done,
             Command::Put { key, value } => {
                 self.map.insert(key.clone(), value.clone());
@@ -123,6 +159,25 @@ mod tests {
         assert_eq!(s.apply(4, &cas(Some(b"2"), None)), Outcome::Done);
         assert_eq!(s.get("stream/1/epoch"), None);
         assert_eq!(s.applied(), 4);
+    }
+
+    #[test]
+    fn a_retried_request_applies_once_and_returns_the_first_outcome() {
+        let mut s = MetaState::new();
+        let req = |seq, expected: Option<&[u8]>, new: &[u8]| Command::Request {
+            client: 9,
+            seq,
+            command: Box::new(Command::Cas { key: "n".into(), expected: expected.map(<[u8]>::to_vec), new: Some(new.to_vec()) }),
+        };
+        assert_eq!(s.apply(1, &req(1, None, b"1")), Outcome::Done);
+        assert_eq!(s.apply(2, &req(1, None, b"1")), Outcome::Done, "the retry sees the first outcome");
+        assert_eq!(s.apply(3, &req(2, Some(b"1"), b"2")), Outcome::Done);
+        assert_eq!(s.apply(4, &req(1, None, b"1")), Outcome::Done, "a stale retry changes nothing");
+        assert_eq!(s.get("n"), Some(&b"2"[..]));
+        assert_eq!(s.apply(5, &req(3, None, b"3")), Outcome::CasFailed { current: Some(b"2".to_vec()) });
+        assert_eq!(s.apply(6, &req(3, None, b"3")), Outcome::CasFailed { current: Some(b"2".to_vec()) });
+        let nested = Command::Request { client: 1, seq: 1, command: Box::new(req(4, None, b"4")) };
+        assert!(!nested.within_bounds());
     }
 
     #[test]

@@ -1,0 +1,467 @@
+//! The I/O shell that runs the Raft core ([`super::raft::Node`]) as a
+//! service on simulated nodes, one replica per zone, and its client.
+//!
+//! Replica ([`serve`]): recovers the persisted term, vote and log from its
+//! disk ([`super::storage`]), starts the core with an empty [`MetaState`]
+//! (the core hands out the committed entries to apply again as it learns
+//! the commit index), then runs one loop over a bounded event queue fed by
+//! a ticker (the node's skewed [`sim::Clock`]) and the network inbox. Each
+//! event is one [`Node::step`]; its outputs are carried out in order, and a
+//! `Persist` is appended and synced before anything after it. A replica
+//! whose disk holds a corrupt log, or whose disk fails a write, stops (it
+//! stays down until restarted).
+//!
+//! Client ([`MetaClient`]): sends each request to the replica it believes
+//! leads, follows `NotLeader` hints, backs off on `Busy`, and gives up after
+//! [`CLIENT_ATTEMPTS_MAX`] attempts or [`ServiceConfig::op_deadline`].
+//! Reads are linearizable through the core's `Read` (lease or ReadIndex) and
+//! are retried freely. Each write carries a request id (client id drawn
+//! from the node's seeded RNG, sequence number per write) in a
+//! [`Command::Request`], which the state machine de-duplicates, so a write
+//! is retried after a timeout too and still applies at most once. When the
+//! budget runs out after some attempt may have reached a replica, the
+//! outcome is [`ClientError::Unknown`].
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rand::RngExt;
+use serde::{Deserialize, Serialize};
+use sim::net::{Inbox, Incoming, Net, NetError, RequestId};
+use sim::time::{self, SimTime};
+use sim::topology::NodeId;
+use sim::world::NodeCtx;
+use tokio::sync::mpsc;
+
+use super::raft::{self, Input, Node, Output, ReplicaId};
+use super::state::{Command, MetaState, Outcome};
+use super::storage::Storage;
+
+/// Events (ticks and messages) waiting for the replica's loop.
+pub const EVENTS_MAX: usize = 4096;
+/// Client requests one replica holds waiting for an answer.
+pub const CLIENT_PENDING_MAX: usize = 1024;
+/// Attempts one client operation makes before giving up.
+pub const CLIENT_ATTEMPTS_MAX: u32 = 64;
+
+/// The message tag of the metadata protocol (1 and 2 are taken, 900 is the
+/// bench's).
+pub const META_TAG: u16 = 50;
+
+/// Configuration shared by replicas and clients.
+#[derive(Clone, Debug)]
+pub struct ServiceConfig {
+    /// The replicas, one per zone; a replica's [`ReplicaId`] is its node id.
+    pub replicas: Vec<NodeId>,
+    pub raft: raft::Config,
+    /// How often the replica ticks the core (at most half a heartbeat).
+    pub tick: Duration,
+    /// A replica drops a client request it could not answer within this
+    /// (local time); the client has given up on it by then.
+    pub pending_ttl: Duration,
+    /// Client: timeout of one call.
+    pub call_timeout: Duration,
+    /// Client: pause before retrying after `Busy` or without a leader hint.
+    pub retry_backoff: Duration,
+    /// Client: an operation gives up after this long (model time).
+    pub op_deadline: Duration,
+}
+
+impl ServiceConfig {
+    pub fn new(replicas: Vec<NodeId>) -> ServiceConfig {
+        ServiceConfig {
+            replicas,
+            raft: raft::Config::default(),
+            tick: Duration::from_millis(10),
+            pending_ttl: Duration::from_secs(2),
+            call_timeout: Duration::from_millis(200),
+            retry_backoff: Duration::from_millis(20),
+            op_deadline: Duration::from_secs(3),
+        }
+    }
+}
+
+/// A client request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    Get { key: String },
+    Write { command: Command },
+    /// Whether the replica leads, and its term (for tests and operators).
+    Status,
+}
+
+/// A replica's answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    Value(Option<Vec<u8>>),
+    Applied,
+    CasFailed { current: Option<Vec<u8>> },
+    NotLeader { hint: Option<NodeId> },
+    Busy,
+    /// The write's log slot went to another term: it never applies.
+    Lost,
+    Status { leader: bool, term: u64, commit: u64 },
+}
+
+/// Everything on the metadata protocol's port.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum MetaMsg {
+    Raft(raft::Message),
+    Req(Request),
+    Resp(Response),
+}
+
+impl sim::net::Message for MetaMsg {
+    const TAG: u16 = META_TAG;
+    fn kind(&self) -> &'static str {
+        match self {
+            MetaMsg::Raft(raft::Message::PreVote { .. }) => "meta-prevote",
+            MetaMsg::Raft(raft::Message::PreVoteResp { .. }) => "meta-prevote-resp",
+            MetaMsg::Raft(raft::Message::Vote { .. }) => "meta-vote",
+            MetaMsg::Raft(raft::Message::VoteResp { .. }) => "meta-vote-resp",
+            MetaMsg::Raft(raft::Message::Append { .. }) => "meta-append",
+            MetaMsg::Raft(raft::Message::AppendResp { .. }) => "meta-append-resp",
+            MetaMsg::Req(_) => "meta-req",
+            MetaMsg::Resp(_) => "meta-resp",
+        }
+    }
+}
+
+enum Event {
+    Tick,
+    Net(Incoming<MetaMsg>),
+}
+
+struct PendingReq {
+    from: NodeId,
+    request: RequestId,
+    /// The key of a read.
+    read_key: Option<String>,
+    arrived: SimTime,
+    /// Index and term the write was appended at.
+    accepted: Option<(u64, u64)>,
+}
+
+/// Why a replica stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicaError {
+    #[error("storage: {0}")]
+    Storage(#[from] super::storage::StorageError),
+    #[error("raft: {0}")]
+    Config(#[from] raft::ConfigError),
+    #[error("the core asked to apply index {got}, expected {want}")]
+    ApplyOrder { got: u64, want: u64 },
+}
+
+/// Runs one replica until it crashes or fails; restarts run it again.
+pub async fn serve(ctx: NodeCtx, cfg: ServiceConfig) {
+    if let Err(e) = run_replica(&ctx, cfg).await {
+        ctx.note(format!("meta replica stopped: {e}"));
+    }
+}
+
+async fn run_replica(ctx: &NodeCtx, cfg: ServiceConfig) -> Result<(), ReplicaError> {
+    let clock = ctx.clock();
+    let (mut storage, rec) = Storage::recover(ctx.disk()).await?;
+    ctx.note(format!(
+        "meta recovered term {} log {} records {} torn {}",
+        rec.state.term,
+        rec.state.log.len(),
+        rec.records,
+        rec.torn_bytes
+    ));
+    let me: ReplicaId = ctx.id.0;
+    let peers: Vec<ReplicaId> = cfg.replicas.iter().map(|n| n.0).filter(|&r| r != me).collect();
+    let mut node = Node::new(me, &peers, cfg.raft.clone(), rec.state, ctx.rng("meta-raft"), clock.now())?;
+    let (net, mut inbox): (Net<MetaMsg>, Inbox<MetaMsg>) = Net::bind(ctx).await;
+
+    let (tx, mut rx) = mpsc::channel::<Event>(EVENTS_MAX);
+    let tick_tx = tx.clone();
+    let tick_clock = clock.clone();
+    let tick = cfg.tick;
+    madsim::task::spawn(async move {
+        loop {
+            tick_clock.sleep(tick).await;
+            match tick_tx.try_send(Event::Tick) {
+                Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => {}
+                Err(mpsc::error::TrySendError::Closed(_)) => return,
+            }
+        }
+    });
+    madsim::task::spawn(async move {
+        while let Some(m) = inbox.recv().await {
+            if tx.send(Event::Net(m)).await.is_err() {
+                return;
+            }
+        }
+    });
+
+    let mut shell = Shell {
+        net,
+        replicas: cfg.replicas.clone(),
+        state: MetaState::new(),
+        pending: BTreeMap::new(),
+        by_index: BTreeMap::new(),
+        next_id: 1,
+        pending_ttl: cfg.pending_ttl,
+    };
+    while let Some(ev) = rx.recv().await {
+        let now = clock.now();
+        let input = match ev {
+            Event::Tick => {
+                shell.expire(now);
+                Input::Tick
+            }
+            Event::Net(m) => match shell.admit(&node, now, m).await {
+                Some(input) => input,
+                None => continue,
+            },
+        };
+        let outs = node.step(now, input);
+        shell.carry_out(&mut storage, outs).await?;
+    }
+    Ok(())
+}
+
+struct Shell {
+    net: Net<MetaMsg>,
+    replicas: Vec<NodeId>,
+    state: MetaState,
+    pending: BTreeMap<u64, PendingReq>,
+    /// Appended writes by log index.
+    by_index: BTreeMap<u64, u64>,
+    next_id: u64,
+    pending_ttl: Duration,
+}
+
+impl Shell {
+    /// Turns a message into a core input, or answers it directly.
+    async fn admit(&mut self, node: &Node, now: SimTime, m: Incoming<MetaMsg>) -> Option<Input> {
+        match (m.msg, m.request) {
+            (MetaMsg::Raft(msg), None) if self.replicas.contains(&m.from) => Some(Input::Message { from: m.from.0, msg }),
+            (MetaMsg::Req(req), Some(request)) => {
+                let (read_key, command) = match req {
+                    Request::Status => {
+                        let status = Response::Status { leader: node.is_leader(), term: node.term(), commit: node.commit_index() };
+                        self.net.reply(m.from, request, MetaMsg::Resp(status)).await;
+                        return None;
+                    }
+                    Request::Get { key } => (Some(key), None),
+                    Request::Write { command } => (None, Some(command)),
+                };
+                if self.pending.len() >= CLIENT_PENDING_MAX {
+                    self.net.reply(m.from, request, MetaMsg::Resp(Response::Busy)).await;
+                    return None;
+                }
+                let id = self.next_id;
+                self.next_id += 1;
+                self.pending.insert(id, PendingReq { from: m.from, request, read_key, arrived: now, accepted: None });
+                Some(match command {
+                    Some(command) => Input::Propose { id, command },
+                    None => Input::Read { id },
+                })
+            }
+            // Anything else (a stray response, raft from a non-replica) is dropped.
+            _ => None,
+        }
+    }
+
+    async fn answer(&mut self, id: u64, resp: Response) {
+        if let Some(p) = self.pending.remove(&id) {
+            if let Some((index, _)) = p.accepted {
+                self.by_index.remove(&index);
+            }
+            self.net.reply(p.from, p.request, MetaMsg::Resp(resp)).await;
+        }
+    }
+
+    /// Forgets requests older than the TTL (the client gave up on them).
+    fn expire(&mut self, now: SimTime) {
+        let ttl = self.pending_ttl;
+        let old: Vec<u64> = self.pending.iter().filter(|(_, p)| p.arrived + ttl < now).map(|(&id, _)| id).collect();
+        for id in old {
+            if let Some(PendingReq { accepted: Some((index, _)), .. }) = self.pending.remove(&id) {
+                self.by_index.remove(&index);
+            }
+        }
+    }
+
+    async fn carry_out(&mut self, storage: &mut Storage, outs: Vec<Output>) -> Result<(), ReplicaError> {
+        for o in outs {
+            match o {
+                Output::Persist { term, vote, log } => storage.persist(term, vote, log.as_ref()).await?,
+                Output::Send { to, msg } => self.net.send(NodeId(to), MetaMsg::Raft(msg)).await,
+                Output::Accepted { id, index, term } => {
+                    if let Some(p) = self.pending.get_mut(&id) {
+                        p.accepted = Some((index, term));
+                        // An older write waiting at this index was overwritten.
+                        if let Some(old) = self.by_index.insert(index, id) {
+                            if old != id {
+                                if let Some(p) = self.pending.remove(&old) {
+                                    self.net.reply(p.from, p.request, MetaMsg::Resp(Response::Lost)).await;
+                                }
+                            }
+                        }
+                    }
+                }
+                Output::Apply { index, term, command } => {
+                    let want = self.state.applied() + 1;
+                    if index != want {
+                        return Err(ReplicaError::ApplyOrder { got: index, want });
+                    }
+                    let outcome = self.state.apply(index, &command);
+                    if let Some(id) = self.by_index.get(&index).copied() {
+                        let same_term = self.pending.get(&id).and_then(|p| p.accepted).is_some_and(|(_, t)| t == term);
+                        let resp = match (same_term, outcome) {
+                            (false, _) => Response::Lost,
+                            (true, Outcome::Done) => Response::Applied,
+                            (true, Outcome::CasFailed { current }) => Response::CasFailed { current },
+                        };
+                        self.answer(id, resp).await;
+                    }
+                }
+                Output::ReadReady { id, .. } => {
+                    let value = self.pending.get(&id).and_then(|p| p.read_key.as_deref()).and_then(|k| self.state.get(k)).map(<[u8]>::to_vec);
+                    self.answer(id, Response::Value(value)).await;
+                }
+                Output::NotLeader { id, hint } => self.answer(id, Response::NotLeader { hint: hint.map(NodeId) }).await,
+                Output::Busy { id, .. } => self.answer(id, Response::Busy).await,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Why a client operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClientError {
+    /// The write may or may not have applied: it reached a replica that did
+    /// not answer in time.
+    #[error("write outcome unknown")]
+    Unknown,
+    #[error("no leader answered within the retry budget")]
+    Unavailable,
+    #[error("unexpected response from a replica")]
+    Protocol,
+}
+
+/// A client of the metadata store, bound on its own node.
+pub struct MetaClient {
+    net: Net<MetaMsg>,
+    _inbox: Inbox<MetaMsg>,
+    cfg: ServiceConfig,
+    leader: Option<NodeId>,
+    /// Round-robin position when no leader is known.
+    next: usize,
+    /// This client's id for de-duplication, and its last write's sequence.
+    client_id: u64,
+    seq: u64,
+}
+
+impl MetaClient {
+    pub async fn bind(ctx: &NodeCtx, cfg: ServiceConfig) -> MetaClient {
+        let (net, inbox) = Net::bind(ctx).await;
+        let client_id = ctx.rng("meta-client").random_range(1..u64::MAX);
+        MetaClient { net, _inbox: inbox, cfg, leader: None, next: 0, client_id, seq: 0 }
+    }
+
+    pub async fn get(&mut self, key: &str) -> Result<Option<Vec<u8>>, ClientError> {
+        match self.op(Request::Get { key: key.to_string() }, false).await? {
+            Response::Value(v) => Ok(v),
+            _ => Err(ClientError::Protocol),
+        }
+    }
+
+    pub async fn put(&mut self, key: &str, value: &[u8]) -> Result<(), ClientError> {
+        self.write(Command::Put { key: key.to_string(), value: value.to_vec() }).await.map(|_| ())
+    }
+
+    pub async fn delete(&mut self, key: &str) -> Result<(), ClientError> {
+        self.write(Command::Delete { key: key.to_string() }).await.map(|_| ())
+    }
+
+    /// Compare-and-set; `Outcome::CasFailed` carries the value found.
+    pub async fn cas(&mut self, key: &str, expected: Option<&[u8]>, new: Option<&[u8]>) -> Result<Outcome, ClientError> {
+        self.write(Command::Cas { key: key.to_string(), expected: expected.map(<[u8]>::to_vec), new: new.map(<[u8]>::to_vec) }).await
+    }
+
+    async fn write(&mut self, command: Command) -> Result<Outcome, ClientError> {
+        self.seq += 1;
+        let command = Command::Request { client: self.client_id, seq: self.seq, command: Box::new(command) };
+        match self.op(Request::Write { command }, true).await? {
+            Response::Applied => Ok(Outcome::Done),
+            Response::CasFailed { current } => Ok(Outcome::CasFailed { current }),
+            _ => Err(ClientError::Protocol),
+        }
+    }
+
+    /// Asks one replica for its status.
+    pub async fn status(&self, replica: NodeId) -> Option<(bool, u64, u64)> {
+        match self.net.call(replica, MetaMsg::Req(Request::Status), self.cfg.call_timeout).await {
+            Ok(MetaMsg::Resp(Response::Status { leader, term, commit })) => Some((leader, term, commit)),
+            _ => None,
+        }
+    }
+
+    /// One write attempt at one replica, without redirects or retries (for
+    /// probes that must reach a particular replica).
+    pub async fn write_once(&self, replica: NodeId, command: Command) -> Result<Response, ClientError> {
+        match self.net.call(replica, MetaMsg::Req(Request::Write { command }), self.cfg.call_timeout).await {
+            Ok(MetaMsg::Resp(r)) => Ok(r),
+            Ok(_) => Err(ClientError::Protocol),
+            Err(_) => Err(ClientError::Unknown),
+        }
+    }
+
+    fn target(&mut self) -> NodeId {
+        if let Some(l) = self.leader {
+            return l;
+        }
+        let n = self.cfg.replicas[self.next % self.cfg.replicas.len()];
+        self.next += 1;
+        n
+    }
+
+    fn forget(&mut self, replica: NodeId) {
+        if self.leader == Some(replica) {
+            self.leader = None;
+        }
+    }
+
+    async fn op(&mut self, req: Request, is_write: bool) -> Result<Response, ClientError> {
+        let deadline = time::now() + self.cfg.op_deadline;
+        let mut maybe_applied = false;
+        for _ in 0..CLIENT_ATTEMPTS_MAX {
+            if time::now() >= deadline {
+                break;
+            }
+            let to = self.target();
+            let r = self.net.call(to, MetaMsg::Req(req.clone()), self.cfg.call_timeout).await;
+            match r {
+                Ok(MetaMsg::Resp(resp)) => match resp {
+                    Response::NotLeader { hint } => {
+                        self.forget(to);
+                        match hint.filter(|h| *h != to && self.cfg.replicas.contains(h)) {
+                            Some(h) => self.leader = Some(h),
+                            None => time::sleep(self.cfg.retry_backoff).await,
+                        }
+                    }
+                    Response::Busy | Response::Lost => time::sleep(self.cfg.retry_backoff).await,
+                    Response::Status { .. } => return Err(ClientError::Protocol),
+                    done => {
+                        self.leader = Some(to);
+                        return Ok(done);
+                    }
+                },
+                Ok(_) => return Err(ClientError::Protocol),
+                Err(NetError::Timeout) => {
+                    // Safe to retry: a write's request id makes it apply once.
+                    self.forget(to);
+                    maybe_applied |= is_write;
+                }
+                Err(NetError::TooManyPending) => time::sleep(self.cfg.retry_backoff).await,
+            }
+        }
+        Err(if maybe_applied { ClientError::Unknown } else { ClientError::Unavailable })
+    }
+}
