@@ -90,7 +90,7 @@ pub fn bench(keys: u64) -> BenchFigures {
 /// Wall seconds of `f`: real time, measured outside the simulation.
 #[allow(clippy::disallowed_methods)] // wall-clock benchmark: Instant::now runs outside block_on
 fn timed<T>(f: impl FnOnce() -> T) -> (T, f64) {
-    let t0 = std::time::Instant::now();
+    let t0 = std::time::Instant::now(); // deliberate: wall-clock benchmark, outside the simulation
     let v = f();
     (v, t0.elapsed().as_secs_f64())
 }

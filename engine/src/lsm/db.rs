@@ -113,6 +113,17 @@ pub(crate) struct State {
     pub(crate) stats: DbStats,
 }
 
+impl State {
+    /// Freezes the memtable (with the WAL it was written to) for flushing
+    /// and starts a new one on a new WAL number.
+    fn rotate_memtable(&mut self) {
+        let old = std::mem::replace(&mut self.mem, Arc::new(Memtable::new()));
+        self.imm.push_back((old, self.mem_wal));
+        self.mem_wal = self.next_file;
+        self.next_file += 1;
+    }
+}
+
 pub(crate) struct Shared<F: Files> {
     pub(crate) fs: F,
     pub(crate) opts: Options,
@@ -289,11 +300,7 @@ impl<F: Files> Db<F> {
         let (tx, rx) = oneshot::channel();
         let mut st = self.st();
         if st.mem.bytes() >= self.s.opts.memtable_bytes {
-            let old = std::mem::replace(&mut st.mem, Arc::new(Memtable::new()));
-            let old_wal = st.mem_wal;
-            st.imm.push_back((old, old_wal));
-            st.mem_wal = st.next_file;
-            st.next_file += 1;
+            st.rotate_memtable();
             self.s.maint_wake.notify_one();
         }
         let first_seq = st.next_seq;
@@ -592,11 +599,7 @@ impl<F: Files> Db<F> {
         {
             let mut st = self.st();
             if !st.mem.is_empty() && st.imm.len() < IMM_MAX {
-                let old = std::mem::replace(&mut st.mem, Arc::new(Memtable::new()));
-                let old_wal = st.mem_wal;
-                st.imm.push_back((old, old_wal));
-                st.mem_wal = st.next_file;
-                st.next_file += 1;
+                st.rotate_memtable();
             }
         }
         self.s.maint_wake.notify_one();
