@@ -16,9 +16,11 @@
 //! `info`; `process` is the client id; `time_ns` is model time, never
 //! decreasing; `op` is tagged by `f`: `read {key, value}`, `write {key, value}`,
 //! `cas {key, expected, value}` (`expected: null` = the row must not exist),
-//! `delete {key}`, `append {pkey, seq}`, `scan {start, end, count}`. Outputs
-//! (`read.value`, `append.seq`, `scan.count`) are null on invocations and set
-//! on `ok` completions. `phase` is `main` (default when absent) or `final` (the
+//! `delete {key}`, `append {pkey, seq}`, `scan {start, end, count}`, and for
+//! streams `stream-open {stream, epoch}`, `stream-append {stream, value,
+//! offset}`, `stream-read {stream, offset, len, value}`. Outputs
+//! (`read.value`, `append.seq`, `scan.count`, `epoch`, `offset`,
+//! `stream-read.value`) are null on invocations and set on `ok` completions. `phase` is `main` (default when absent) or `final` (the
 //! durability reads after healing); a completion belongs to its invocation's
 //! phase. `error` is optional text on completions. Written values are unique
 //! per key. Blank lines and lines starting with `#` are skipped when parsing.
@@ -67,6 +69,33 @@ pub enum Op {
         #[serde(default)]
         count: Option<u64>,
     },
+    /// Becomes the writer of a stream, fencing the previous one; `epoch` is
+    /// the writer epoch it got.
+    #[serde(rename = "stream-open")]
+    StreamOpen {
+        stream: String,
+        #[serde(default)]
+        epoch: Option<u64>,
+    },
+    /// Appends `value` to a stream as its current writer; `offset` is where
+    /// the bytes landed.
+    #[serde(rename = "stream-append")]
+    StreamAppend {
+        stream: String,
+        value: String,
+        #[serde(default)]
+        offset: Option<u64>,
+    },
+    /// Reads up to `len` bytes at `offset`; `value` is what came back (shorter
+    /// at the committed end of the stream).
+    #[serde(rename = "stream-read")]
+    StreamRead {
+        stream: String,
+        offset: u64,
+        len: u64,
+        #[serde(default)]
+        value: Option<String>,
+    },
 }
 
 impl Op {
@@ -79,6 +108,17 @@ impl Op {
             Op::Delete { .. } => "delete",
             Op::Append { .. } => "append",
             Op::Scan { .. } => "scan",
+            Op::StreamOpen { .. } => "stream-open",
+            Op::StreamAppend { .. } => "stream-append",
+            Op::StreamRead { .. } => "stream-read",
+        }
+    }
+
+    /// The stream of stream operations.
+    pub fn stream(&self) -> Option<&str> {
+        match self {
+            Op::StreamOpen { stream, .. } | Op::StreamAppend { stream, .. } | Op::StreamRead { stream, .. } => Some(stream),
+            _ => None,
         }
     }
 
@@ -88,7 +128,7 @@ impl Op {
             Op::Read { key, .. } | Op::Write { key, .. } | Op::Cas { key, .. } | Op::Delete { key } => {
                 Some(key)
             }
-            Op::Append { .. } | Op::Scan { .. } => None,
+            _ => None,
         }
     }
 
@@ -107,6 +147,12 @@ impl Op {
             (Op::Scan { start: sa, end: ea, .. }, Op::Scan { start: sb, end: eb, .. }) => {
                 sa == sb && ea == eb
             }
+            (Op::StreamOpen { stream: a, .. }, Op::StreamOpen { stream: b, .. }) => a == b,
+            (Op::StreamAppend { stream: a, value: va, .. }, Op::StreamAppend { stream: b, value: vb, .. }) => a == b && va == vb,
+            (
+                Op::StreamRead { stream: a, offset: oa, len: la, .. },
+                Op::StreamRead { stream: b, offset: ob, len: lb, .. },
+            ) => a == b && oa == ob && la == lb,
             _ => false,
         }
     }
@@ -131,6 +177,18 @@ impl Op {
             Op::Scan { start, end, count } => match count {
                 Some(c) => format!("scan [{start}, {end}) -> {c} rows"),
                 None => format!("scan [{start}, {end})"),
+            },
+            Op::StreamOpen { stream, epoch } => match epoch {
+                Some(e) => format!("stream-open {stream} -> epoch {e}"),
+                None => format!("stream-open {stream}"),
+            },
+            Op::StreamAppend { stream, value, offset } => match offset {
+                Some(o) => format!("stream-append {stream} {value:?} -> offset {o}"),
+                None => format!("stream-append {stream} {value:?}"),
+            },
+            Op::StreamRead { stream, offset, len, value } => match value {
+                Some(v) => format!("stream-read {stream} [{offset}, +{len}) -> {} bytes {v:?}", v.len()),
+                None => format!("stream-read {stream} [{offset}, +{len})"),
             },
         }
     }
@@ -306,7 +364,9 @@ pub enum HistoryErrorKind {
     TwoOpenOperations { process: u64, open_line: usize },
     #[error("completion `{completed}` does not match invocation `{invoked}` from line {invoke_line}")]
     OpMismatch { invoked: String, completed: String, invoke_line: usize },
-    #[error("ok append of {pkey} carries no seq")]
+    /// An ok completion without its output (an append's seq, a stream
+    /// append's offset, a stream open's epoch, a stream read's value).
+    #[error("ok completion on {pkey} carries no output")]
     MissingOutput { pkey: String },
 }
 
@@ -471,8 +531,12 @@ impl History {
                     });
                 }
                 if entry.entry_type == EntryType::Ok {
-                    if let Op::Append { pkey, seq: None } = &entry.op {
-                        return Err(HistoryErrorKind::MissingOutput { pkey: pkey.clone() });
+                    match &entry.op {
+                        Op::Append { pkey, seq: None } => return Err(HistoryErrorKind::MissingOutput { pkey: pkey.clone() }),
+                        Op::StreamOpen { stream, epoch: None } | Op::StreamAppend { stream, offset: None, .. } | Op::StreamRead { stream, value: None, .. } => {
+                            return Err(HistoryErrorKind::MissingOutput { pkey: stream.clone() })
+                        }
+                        _ => {}
                     }
                 }
                 self.open.remove(&entry.process);

@@ -105,6 +105,7 @@ fn route_key(op: &Op) -> &str {
         Op::Read { key, .. } | Op::Write { key, .. } | Op::Cas { key, .. } | Op::Delete { key } => key,
         Op::Append { pkey, .. } => pkey,
         Op::Scan { start, .. } => start,
+        Op::StreamOpen { stream, .. } | Op::StreamAppend { stream, .. } | Op::StreamRead { stream, .. } => stream,
     }
 }
 

@@ -177,6 +177,10 @@ fn remember(known: &mut BTreeMap<String, Option<String>>, key: &str, v: Option<S
 pub async fn execute(world: &World, client: &KvClient, history: &SharedHistory, process: u64, phase: Phase, op: Op, size: u32) -> (Op, Kind) {
     invoke(world, history, process, phase, op.clone());
     let (route_key, msg) = match &op {
+        Op::StreamOpen { .. } | Op::StreamAppend { .. } | Op::StreamRead { .. } => {
+            complete(world, history, process, op.clone(), Kind::Fail, Some("minikv serves no streams".into()));
+            return (op, Kind::Fail);
+        }
         Op::Read { key, .. } => (key.clone(), KvMsg::Get { key: key.clone() }),
         Op::Write { key, value } => (key.clone(), KvMsg::Put { key: key.clone(), value: value.clone(), size }),
         Op::Cas { key, expected, value } => (key.clone(), KvMsg::Cas { key: key.clone(), expected: expected.clone(), value: value.clone(), size }),

@@ -152,6 +152,7 @@ pub fn generate(seed: u64, shape: GenShape) -> (History, u64) {
                 let k: u64 = name[1..].parse().unwrap_or(0);
                 let op: &Op = op;
                 let outcome = match op {
+                    Op::StreamOpen { .. } | Op::StreamAppend { .. } | Op::StreamRead { .. } => None,
                     Op::Read { key, .. } => Some(Op::Read { key: key.clone(), value: store.get(&k).cloned() }),
                     Op::Write { value, .. } => {
                         store.insert(k, value.clone());

@@ -426,7 +426,7 @@ fn record<'a>(o: &Operation<'a>) -> Option<Record<'a>> {
         Op::Write { value, .. } => RecordStep::Write(value),
         Op::Cas { expected, value, .. } => RecordStep::Cas { expected: expected.as_deref(), value },
         Op::Delete { .. } => RecordStep::Delete,
-        Op::Append { .. } | Op::Scan { .. } => return None,
+        Op::Append { .. } | Op::Scan { .. } | Op::StreamOpen { .. } | Op::StreamAppend { .. } | Op::StreamRead { .. } => return None,
     };
     Some(Record { step, call: o.invoke_index, ret: o.response_index() })
 }

@@ -6,10 +6,14 @@
 //! Without a heal time the checker relies on what the history itself says: the
 //! final phase starts after every fault healed, so its operations must succeed.
 //! A `cas` that completes `fail` found another value: that is an answer, not an
-//! outage, so it never counts as an offender.
+//! outage, so it never counts as an offender; nor does a stream append that
+//! fails because its writer was fenced (another writer took the stream over).
 
 use super::{CheckerReport, Verdict};
 use crate::history::{Op, Operation, Outcome, Phase};
+
+/// The error text (prefix) of a stream append refused because its writer was fenced.
+pub const FENCED: &str = "fenced";
 
 pub fn check(all: &[Operation<'_>], heal_at_ns: Option<u64>, bound_ns: u64) -> CheckerReport {
     let deadline = heal_at_ns.map(|h| h.saturating_add(bound_ns));
@@ -31,7 +35,8 @@ pub fn check(all: &[Operation<'_>], heal_at_ns: Option<u64>, bound_ns: u64) -> C
             continue;
         }
         judged += 1;
-        let cas_answer = o.outcome == Outcome::Fail && matches!(o.op, Op::Cas { .. });
+        let cas_answer = o.outcome == Outcome::Fail
+            && (matches!(o.op, Op::Cas { .. }) || (matches!(o.op, Op::StreamAppend { .. }) && o.error.is_some_and(|e| e.starts_with(FENCED))));
         let why = match o.outcome {
             Outcome::Fail if !cas_answer => "failed_after_bound",
             Outcome::Info => "info_after_bound",

@@ -11,6 +11,8 @@
 //!   failed writes are never observed.
 //! - `sequence`: auto-increment values are unique, real-time increasing, gapless.
 //! - `liveness`: after the last fault heals (plus a bound), operations succeed.
+//! - `stream`: stream reads agree byte for byte, acknowledged appends stay at
+//!   their offsets, fenced writers' appends never appear.
 //!
 //! Entry points: the runner records with `History::invoke`/`complete`, saves
 //! with `History::write_jsonl`, and calls `check_all(&history, &config)`; the
@@ -25,6 +27,7 @@ pub mod durability;
 pub mod linearizable;
 pub mod liveness;
 pub mod sequence;
+pub mod stream;
 
 pub use bench::{bench_linearizability, BenchFigures, WorstCase};
 
@@ -73,6 +76,10 @@ impl CheckerReport {
         CheckerReport { verdict, counts: BTreeMap::new(), counterexample: None, note: None }
     }
 
+    pub fn is_skipped(&self) -> bool {
+        self.verdict == Verdict::Skipped
+    }
+
     fn skipped() -> CheckerReport {
         let mut r = CheckerReport::new(Verdict::Skipped);
         r.note = Some("not selected".to_string());
@@ -100,11 +107,12 @@ pub enum Checker {
     Durability,
     Sequence,
     Liveness,
+    Stream,
 }
 
 impl Checker {
-    pub const ALL: [Checker; 4] =
-        [Checker::Linearizable, Checker::Durability, Checker::Sequence, Checker::Liveness];
+    pub const ALL: [Checker; 5] =
+        [Checker::Linearizable, Checker::Durability, Checker::Sequence, Checker::Liveness, Checker::Stream];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -112,6 +120,7 @@ impl Checker {
             Checker::Durability => "durability",
             Checker::Sequence => "sequence",
             Checker::Liveness => "liveness",
+            Checker::Stream => "stream",
         }
     }
 
@@ -125,7 +134,7 @@ impl Checker {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown checker {0:?}, valid names: linearizable, durability, sequence, liveness")]
+#[error("unknown checker {0:?}, valid names: linearizable, durability, sequence, liveness, stream")]
 pub struct UnknownChecker(pub String);
 
 /// Default liveness bound after the last fault heals.
@@ -176,16 +185,20 @@ pub struct Verdicts {
     pub durability: CheckerReport,
     pub sequence: CheckerReport,
     pub liveness: CheckerReport,
+    /// Left out of reports when the history holds no stream operations.
+    #[serde(skip_serializing_if = "CheckerReport::is_skipped")]
+    pub stream: CheckerReport,
 }
 
 impl Verdicts {
     /// Reports in checker order.
-    pub fn reports(&self) -> [(Checker, &CheckerReport); 4] {
+    pub fn reports(&self) -> [(Checker, &CheckerReport); 5] {
         [
             (Checker::Linearizable, &self.linearizable),
             (Checker::Durability, &self.durability),
             (Checker::Sequence, &self.sequence),
             (Checker::Liveness, &self.liveness),
+            (Checker::Stream, &self.stream),
         ]
     }
 
@@ -195,6 +208,7 @@ impl Verdicts {
             Checker::Durability => &self.durability,
             Checker::Sequence => &self.sequence,
             Checker::Liveness => &self.liveness,
+            Checker::Stream => &self.stream,
         }
     }
 
@@ -237,6 +251,7 @@ pub fn check_all(history: &History, config: &CheckConfig) -> Verdicts {
         liveness: run(Checker::Liveness, &|| {
             liveness::check(&ops, config.heal_at_ns, config.liveness_bound_ns)
         }),
+        stream: run(Checker::Stream, &|| stream::check(&ops)),
     }
 }
 
