@@ -47,6 +47,12 @@ pub struct BenchFigures {
     pub disk_write_ops_per_s: f64,
     pub disk_read_ops_per_s: f64,
     pub disk_sync_ops_per_s: f64,
+    /// Metadata-store writes (each a Raft commit across three zones and a
+    /// synced log append on each replica) and linearizable reads.
+    pub meta_ops: u64,
+    pub meta_ops_per_s: f64,
+    /// Model time one metadata operation took on average (one client).
+    pub meta_op_model_latency: String,
 }
 
 /// Nanoseconds this thread has spent on a CPU (Linux), so that figures
@@ -180,6 +186,66 @@ fn disk_phase(n: u64, phase: DiskPhase) -> Duration {
     total
 }
 
+/// Three zones (100 µs inside a zone, 1 ms between zones) with one `meta`
+/// replica each and one `client` node in az1.
+fn three_zone_world(seed: u64, per_zone: &[&str]) -> World {
+    let zones: Vec<String> = ["az1", "az2", "az3"].iter().map(|s| s.to_string()).collect();
+    let intra = LinkParams { latency: Duration::from_micros(100), jitter: Duration::from_micros(10), loss: 0.0 };
+    let inter = LinkParams { latency: Duration::from_millis(1), jitter: Duration::from_micros(100), loss: 0.0 };
+    let mut t = Topology::new(&zones, intra, inter);
+    for z in 0..3 {
+        for role in per_zone {
+            t.add_node(ZoneId(z), role);
+        }
+    }
+    World::new(seed, t, DiskConfig::default(), false)
+}
+
+/// `n` metadata operations (alternating put and get) from one client in
+/// az1 against three replicas; returns the CPU time and the model time the
+/// operations took.
+fn meta_ops(n: u64) -> (Duration, Duration) {
+    use engine::meta::service::{serve, MetaClient, ServiceConfig};
+    let (model, cpu) = in_runtime(1, move || {
+        Box::pin(async move {
+            let world = three_zone_world(1, &["meta", "client"]);
+            let replicas = world.topology().nodes_with_role("meta");
+            let cfg = ServiceConfig::new(replicas.clone());
+            for &r in &replicas {
+                let cfg = cfg.clone();
+                world.start_node(r, move |ctx| serve(ctx, cfg.clone()));
+            }
+            let out: Arc<Mutex<Option<Duration>>> = Arc::new(Mutex::new(None));
+            let o = out.clone();
+            world.start_node(world.topology().nodes_with_role("client")[0], move |ctx| {
+                let (cfg, o) = (cfg.clone(), o.clone());
+                async move {
+                    let mut c = MetaClient::bind(&ctx, cfg).await;
+                    // The first write waits for a leader.
+                    while c.put("warmup", b"x").await.is_err() {}
+                    let t0 = time::now();
+                    for i in 0..n {
+                        let key = format!("k{}", i % 1024);
+                        if i % 2 == 0 {
+                            c.put(&key, &i.to_le_bytes()).await.expect("no faults in the bench");
+                        } else {
+                            c.get(&key).await.expect("no faults in the bench");
+                        }
+                    }
+                    *o.lock().unwrap() = Some(time::now().as_duration() - t0.as_duration());
+                }
+            });
+            loop {
+                if let Some(d) = *out.lock().unwrap() {
+                    break d;
+                }
+                time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+    });
+    (cpu, model)
+}
+
 /// Rounds of each measurement; figures are medians over them.
 pub const BENCH_ROUNDS: usize = 5;
 
@@ -210,7 +276,18 @@ pub fn run(round_trips: u64, disk_n: u64) -> BenchFigures {
             .collect();
         median(v).round()
     };
+    let meta_n = (round_trips / 10).max(100);
+    let mut meta_rates = Vec::new();
+    let mut meta_model = Vec::new();
+    for _ in 0..BENCH_ROUNDS {
+        let (cpu, model) = meta_ops(meta_n);
+        meta_rates.push(meta_n as f64 / cpu.as_secs_f64());
+        meta_model.push(model.as_secs_f64() / meta_n as f64);
+    }
     BenchFigures {
+        meta_ops: meta_n,
+        meta_ops_per_s: median(meta_rates).round(),
+        meta_op_model_latency: sim::time::fmt_duration(Duration::from_secs_f64(median(meta_model))),
         rounds: BENCH_ROUNDS,
         round_trips,
         raw_madsim_msgs_per_s: median(raw).round(),

@@ -14,7 +14,7 @@ pub fn execute(scn: &Scenario, seed: u64, opts: &RunOptions) -> Result<Executed,
     let output = runner::run(scn, seed, opts)?;
     // minikv's partitions are its servers.
     let topo = &scn.topology;
-    let mut servers = topo.nodes_with_role(&scn.service.server_role);
+    let mut servers = topo.nodes_with_role(scn.service.server_role());
     servers.sort();
     let partition_of = |key: &str| topo.node(engine::minikv::owner(&servers, key)).name.clone();
     let (mut report, measured) = report::build(scn, &output, &partition_of);

@@ -116,7 +116,7 @@ struct ClientPlan {
 async fn simulate(scn: Scenario, seed: u64, opts: RunOptions) -> RunOutput {
     let world = World::new(seed, scn.topology.clone(), scn.disk.clone(), opts.keep_events);
     let topo = world.topology().clone();
-    let servers = topo.nodes_with_role(&scn.service.server_role);
+    let servers = topo.nodes_with_role(scn.service.server_role());
     let server_cfg = ServerConfig { group_commit_max: scn.service.group_commit_max };
     for &s in &servers {
         let cfg = server_cfg.clone();

@@ -132,33 +132,81 @@ pub struct DiskDef {
     pub crash_writeback: Option<f64>,
 }
 
+/// Which service a scenario runs.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceKind {
+    /// One copy per key on the `kv` servers (the interim service).
+    #[default]
+    Minikv,
+    /// The replicated stream layer: `meta` replicas, `storage` nodes.
+    Stream,
+}
+
 /// The service under test and its knobs.
 #[derive(Debug, Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceDef {
-    #[serde(default = "default_service")]
-    pub kind: String,
-    /// The role whose nodes serve data.
-    #[serde(default = "default_server_role")]
-    pub server_role: String,
-    /// Records one group commit may carry.
+    #[serde(default)]
+    pub kind: ServiceKind,
+    /// The role whose nodes serve data (default `kv` for minikv, `storage`
+    /// for streams).
+    pub server_role: Option<String>,
+    /// The role of the metadata replicas (streams; default `meta`).
+    pub meta_role: Option<String>,
+    /// Records one group commit may carry (minikv).
     #[serde(default = "default_group_commit")]
     pub group_commit_max: usize,
+    /// Streams: how long a storage node stays silent before it is declared dead.
+    pub dead_after: Option<Dur>,
+    /// Streams: the grace period before a dead node's extents are re-replicated.
+    pub rereplicate_after: Option<Dur>,
+    /// Streams: bytes after which a writer seals its extent and opens the next.
+    pub extent_bytes: Option<u64>,
 }
 
 impl Default for ServiceDef {
     fn default() -> Self {
-        ServiceDef { kind: default_service(), server_role: default_server_role(), group_commit_max: default_group_commit() }
+        ServiceDef {
+            kind: ServiceKind::default(),
+            server_role: None,
+            meta_role: None,
+            group_commit_max: default_group_commit(),
+            dead_after: None,
+            rereplicate_after: None,
+            extent_bytes: None,
+        }
     }
 }
-fn default_service() -> String {
-    "minikv".into()
+
+impl ServiceDef {
+    pub fn server_role(&self) -> &str {
+        match (&self.server_role, self.kind) {
+            (Some(r), _) => r,
+            (None, ServiceKind::Minikv) => "kv",
+            (None, ServiceKind::Stream) => "storage",
+        }
+    }
+
+    pub fn meta_role(&self) -> &str {
+        self.meta_role.as_deref().unwrap_or("meta")
+    }
 }
-fn default_server_role() -> String {
-    "kv".into()
-}
+
 fn default_group_commit() -> usize {
     64
+}
+
+/// What a workload drives.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkloadKind {
+    /// Rows of a key-value table: read, write, cas, delete, append, scan.
+    #[default]
+    Kv,
+    /// Streams (`keys` of them): append, read, and `open` (a process takes
+    /// the stream over, fencing its writer).
+    Stream,
 }
 
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
@@ -183,11 +231,22 @@ pub struct Mix {
     pub append: f64,
     #[serde(default)]
     pub scan: f64,
+    /// Streams: take the stream over as its writer.
+    #[serde(default)]
+    pub open: f64,
 }
 
 impl Mix {
-    pub fn weights(&self) -> [(&'static str, f64); 6] {
-        [("read", self.read), ("write", self.write), ("cas", self.cas), ("delete", self.delete), ("append", self.append), ("scan", self.scan)]
+    pub fn weights(&self) -> [(&'static str, f64); 7] {
+        [
+            ("read", self.read),
+            ("write", self.write),
+            ("cas", self.cas),
+            ("delete", self.delete),
+            ("append", self.append),
+            ("scan", self.scan),
+            ("open", self.open),
+        ]
     }
 }
 
@@ -195,6 +254,8 @@ impl Mix {
 #[serde(deny_unknown_fields)]
 pub struct WorkloadDef {
     pub name: String,
+    #[serde(default)]
+    pub kind: WorkloadKind,
     /// Client processes (each has at most one operation open).
     pub clients: u32,
     /// Operations per second over all clients.
@@ -479,11 +540,37 @@ fn validate(path: &Path, text: &str, f: ScenarioFile) -> Result<Scenario, Scenar
     if topology.nodes().len() > 4096 {
         return Err(err(f.topology.nodes.span(), "topology.nodes".into(), "more than 4096 nodes".into()));
     }
-    if f.service.kind != "minikv" {
-        return Err(err(0..0, "service.kind".into(), format!("unknown service `{}` (available: minikv)", f.service.kind)));
+    let server_role = f.service.server_role();
+    if topology.nodes_with_role(server_role).is_empty() {
+        return Err(err(f.topology.nodes.span(), "topology.nodes".into(), format!("the service needs nodes of role `{server_role}`")));
     }
-    if topology.nodes_with_role(&f.service.server_role).is_empty() {
-        return Err(err(f.topology.nodes.span(), "topology.nodes".into(), format!("the service needs nodes of role `{}`", f.service.server_role)));
+    if f.service.kind == ServiceKind::Stream {
+        let meta_role = f.service.meta_role();
+        if topology.nodes_with_role(meta_role).is_empty() {
+            return Err(err(f.topology.nodes.span(), "topology.nodes".into(), format!("the stream service needs metadata replicas: nodes of role `{meta_role}`")));
+        }
+        if topology.nodes_with_role(server_role).len() < 3 {
+            return Err(err(f.topology.nodes.span(), "topology.nodes".into(), format!("an extent has three replicas on three `{server_role}` nodes: give at least three")));
+        }
+        if f.service.extent_bytes == Some(0) {
+            return Err(err(0..0, "service.extent_bytes".into(), "must be at least 1".into()));
+        }
+        for (name, d) in [("dead_after", f.service.dead_after), ("rereplicate_after", f.service.rereplicate_after)] {
+            if d.is_some_and(|d| d.0.is_zero()) {
+                return Err(err(0..0, format!("service.{name}"), "must be positive".into()));
+            }
+        }
+    } else {
+        for (name, set) in [
+            ("meta_role", f.service.meta_role.is_some()),
+            ("dead_after", f.service.dead_after.is_some()),
+            ("rereplicate_after", f.service.rereplicate_after.is_some()),
+            ("extent_bytes", f.service.extent_bytes.is_some()),
+        ] {
+            if set {
+                return Err(err(0..0, format!("service.{name}"), "applies to `kind = \"stream\"` only".into()));
+            }
+        }
     }
     if f.service.group_commit_max == 0 {
         return Err(err(0..0, "service.group_commit_max".into(), "must be at least 1".into()));
@@ -546,6 +633,23 @@ fn validate(path: &Path, text: &str, f: ScenarioFile) -> Result<Scenario, Scenar
         if wd.timeout.0.is_zero() {
             return bad("timeout", "must be positive".into());
         }
+        let wanted = match f.service.kind {
+            ServiceKind::Minikv => WorkloadKind::Kv,
+            ServiceKind::Stream => WorkloadKind::Stream,
+        };
+        if wd.kind != wanted {
+            return bad("kind", format!("a {:?} workload cannot run against the {:?} service", wd.kind, f.service.kind).to_lowercase());
+        }
+        let allowed: &[&str] = match wd.kind {
+            WorkloadKind::Kv => &["read", "write", "cas", "delete", "append", "scan"],
+            WorkloadKind::Stream => &["read", "append", "open"],
+        };
+        if let Some((name, _)) = weights.iter().find(|(n, w)| *w > 0.0 && !allowed.contains(n)) {
+            return bad("mix", format!("`{name}` is not an operation of a {:?} workload (use {})", wd.kind, allowed.join(", ")).to_lowercase());
+        }
+        if wd.kind == WorkloadKind::Stream && wd.value_size < 16 {
+            return bad("value_size", format!("{} bytes: a stream append carries at least 16 (its id and brackets)", wd.value_size));
+        }
         if workloads.iter().any(|o: &WorkloadDef| o.name == wd.name) {
             return bad("name", format!("two workloads are named `{}`", wd.name));
         }
@@ -553,6 +657,9 @@ fn validate(path: &Path, text: &str, f: ScenarioFile) -> Result<Scenario, Scenar
     }
 
     // Hotspots.
+    if let (Some(h), ServiceKind::Stream) = (f.hotspot.first(), f.service.kind) {
+        return Err(err(h.span(), "hotspot[0]".into(), "hotspots add load to key-value workloads; the stream service has none".into()));
+    }
     let mut hotspots = Vec::new();
     for (i, h) in f.hotspot.iter().enumerate() {
         let field = format!("hotspot[{i}]");
