@@ -102,7 +102,7 @@ pub struct ProcessSpec {
 }
 
 /// Runs one client process until its stop time.
-pub async fn run_process(world: World, client: KvClient, history: SharedHistory, spec: ProcessSpec, mut rng: ChaCha8Rng) {
+pub async fn run_process<S: KvService>(world: World, client: S, history: SharedHistory, spec: ProcessSpec, mut rng: ChaCha8Rng) {
     let mut next = SimTime::from_duration(spec.start);
     let stop = SimTime::from_duration(spec.stop);
     let mut counter = 0u64;
@@ -173,37 +173,60 @@ fn remember(known: &mut BTreeMap<String, Option<String>>, key: &str, v: Option<S
     known.insert(key.to_string(), v);
 }
 
-/// Invokes one operation, records it, and returns it with its outputs.
-pub async fn execute(world: &World, client: &KvClient, history: &SharedHistory, process: u64, phase: Phase, op: Op, size: u32) -> (Op, Kind) {
-    invoke(world, history, process, phase, op.clone());
-    let (route_key, msg) = match &op {
-        Op::StreamOpen { .. } | Op::StreamAppend { .. } | Op::StreamRead { .. } => {
-            complete(world, history, process, op.clone(), Kind::Fail, Some("minikv serves no streams".into()));
-            return (op, Kind::Fail);
+/// How a key-value service answered one operation.
+pub enum Answer {
+    /// It happened: the op with its outputs.
+    Ok(Op),
+    /// It definitely did not happen (error text).
+    Failed(String),
+    /// It may or may not have happened (error text).
+    Unknown(String),
+}
+
+/// A key-value service as the workload drives it: one operation in, its
+/// outcome out. The minikv client implements it here; the table store's
+/// client does too.
+pub trait KvService: Clone + 'static {
+    fn call(&self, op: &Op, value_size: u32) -> impl std::future::Future<Output = Answer>;
+}
+
+impl KvService for KvClient {
+    async fn call(&self, op: &Op, size: u32) -> Answer {
+        let (route_key, msg) = match op {
+            Op::StreamOpen { .. } | Op::StreamAppend { .. } | Op::StreamRead { .. } => return Answer::Failed("minikv serves no streams".into()),
+            Op::Read { key, .. } => (key.clone(), KvMsg::Get { key: key.clone() }),
+            Op::Write { key, value } => (key.clone(), KvMsg::Put { key: key.clone(), value: value.clone(), size }),
+            Op::Cas { key, expected, value } => (key.clone(), KvMsg::Cas { key: key.clone(), expected: expected.clone(), value: value.clone(), size }),
+            Op::Delete { key } => (key.clone(), KvMsg::Delete { key: key.clone() }),
+            Op::Append { pkey, .. } => (pkey.clone(), KvMsg::Append { pkey: pkey.clone() }),
+            Op::Scan { start, end, .. } => (start.clone(), KvMsg::Scan { start: start.clone(), end: end.clone(), limit: 100 }),
+        };
+        match (op.clone(), self.request(&route_key, msg).await) {
+            (Op::Read { key, .. }, Ok(KvMsg::Value(v))) => Answer::Ok(Op::Read { key, value: v }),
+            (Op::Append { pkey, .. }, Ok(KvMsg::Seq(s))) => Answer::Ok(Op::Append { pkey, seq: Some(s) }),
+            (Op::Scan { start, end, .. }, Ok(KvMsg::Rows(n))) => Answer::Ok(Op::Scan { start, end, count: Some(n) }),
+            (op @ (Op::Write { .. } | Op::Cas { .. } | Op::Delete { .. }), Ok(KvMsg::Done)) => Answer::Ok(op),
+            (_, Ok(other)) => Answer::Unknown(format!("unexpected response {other:?}")),
+            (_, Err(ClientError::Failed(e))) => Answer::Failed(e),
+            (_, Err(ClientError::Unknown(e))) => Answer::Unknown(e),
         }
-        Op::Read { key, .. } => (key.clone(), KvMsg::Get { key: key.clone() }),
-        Op::Write { key, value } => (key.clone(), KvMsg::Put { key: key.clone(), value: value.clone(), size }),
-        Op::Cas { key, expected, value } => (key.clone(), KvMsg::Cas { key: key.clone(), expected: expected.clone(), value: value.clone(), size }),
-        Op::Delete { key } => (key.clone(), KvMsg::Delete { key: key.clone() }),
-        Op::Append { pkey, .. } => (pkey.clone(), KvMsg::Append { pkey: pkey.clone() }),
-        Op::Scan { start, end, .. } => (start.clone(), KvMsg::Scan { start: start.clone(), end: end.clone(), limit: 100 }),
-    };
-    let result = client.request(&route_key, msg).await;
-    let (done, kind, error) = match (op, result) {
-        (Op::Read { key, .. }, Ok(KvMsg::Value(v))) => (Op::Read { key, value: v }, Kind::Ok, None),
-        (Op::Append { pkey, .. }, Ok(KvMsg::Seq(s))) => (Op::Append { pkey, seq: Some(s) }, Kind::Ok, None),
-        (Op::Scan { start, end, .. }, Ok(KvMsg::Rows(n))) => (Op::Scan { start, end, count: Some(n) }, Kind::Ok, None),
-        (op @ (Op::Write { .. } | Op::Cas { .. } | Op::Delete { .. }), Ok(KvMsg::Done)) => (op, Kind::Ok, None),
-        (op, Ok(other)) => (op, Kind::Info, Some(format!("unexpected response {other:?}"))),
-        (op, Err(ClientError::Failed(e))) => (op, Kind::Fail, Some(e)),
-        (op, Err(ClientError::Unknown(e))) => (op, Kind::Info, Some(e)),
+    }
+}
+
+/// Invokes one operation, records it, and returns it with its outputs.
+pub async fn execute<S: KvService>(world: &World, client: &S, history: &SharedHistory, process: u64, phase: Phase, op: Op, size: u32) -> (Op, Kind) {
+    invoke(world, history, process, phase, op.clone());
+    let (done, kind, error) = match client.call(&op, size).await {
+        Answer::Ok(done) => (done, Kind::Ok, None),
+        Answer::Failed(e) => (op, Kind::Fail, Some(e)),
+        Answer::Unknown(e) => (op, Kind::Info, Some(e)),
     };
     complete(world, history, process, done.clone(), kind, error);
     (done, kind)
 }
 
 /// Reads back every key the run wrote, retrying each until it answers.
-pub async fn final_reads(world: &World, client: &KvClient, history: &SharedHistory, process: u64, keys: Vec<String>) {
+pub async fn final_reads<S: KvService>(world: &World, client: &S, history: &SharedHistory, process: u64, keys: Vec<String>) {
     for key in keys {
         for attempt in 0..FINAL_READ_ATTEMPTS_MAX {
             let (_, kind) = execute(world, client, history, process, Phase::Final, Op::Read { key: key.clone(), value: None }, 0).await;
