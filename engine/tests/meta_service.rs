@@ -171,6 +171,7 @@ impl History {
                     self.increments_unknown += 1;
                     return;
                 }
+                Ok(o @ Outcome::TxnFailed { .. }) => panic!("cas ctr answered as a txn: {o:?}"),
                 Err(e) => panic!("cas ctr: {e}"),
             }
         }
@@ -256,6 +257,27 @@ fn three_zones_elect_a_leader_and_commit_writes() {
             .await;
         });
     }
+}
+
+#[test]
+fn txn_and_scan_go_through_the_service() {
+    run(4, move || async move {
+        cluster(4, Plan::default(), |_w, mut c, cfg| async move {
+            leader(&c, &cfg).await;
+            let some = |v: &[u8]| Some(v.to_vec());
+            let w = |k: &str, v: &[u8]| (k.to_string(), some(v));
+            assert_eq!(c.txn(vec![("ns/a".into(), None)], vec![w("ns/a", b"1"), w("st/a/x", b"m"), w("st/a/y", b"n")]).await, Ok(Outcome::Done));
+            assert_eq!(
+                c.txn(vec![w("ns/a", b"0")], vec![w("st/a/z", b"o")]).await,
+                Ok(Outcome::TxnFailed { key: "ns/a".into(), current: some(b"1") })
+            );
+            c.put("st/b/x", b"p").await.unwrap();
+            let e = c.scan("st/a/", 10).await.unwrap();
+            assert_eq!(e, vec![("st/a/x".to_string(), b"m".to_vec()), ("st/a/y".to_string(), b"n".to_vec())]);
+            assert_eq!(c.scan("st/", 1).await.unwrap().len(), 1);
+        })
+        .await;
+    });
 }
 
 #[test]

@@ -43,6 +43,8 @@ pub const EVENTS_MAX: usize = 4096;
 pub const CLIENT_PENDING_MAX: usize = 1024;
 /// Attempts one client operation makes before giving up.
 pub const CLIENT_ATTEMPTS_MAX: u32 = 64;
+/// Most entries one `Scan` returns.
+pub const SCAN_LIMIT_MAX: usize = 1024;
 
 /// The message tag of the metadata protocol (1 and 2 are taken, 900 is the
 /// bench's).
@@ -85,6 +87,9 @@ impl ServiceConfig {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
     Get { key: String },
+    /// Up to `limit` (at most [`SCAN_LIMIT_MAX`]) entries whose key starts
+    /// with `prefix`, in key order; linearizable like `Get`.
+    Scan { prefix: String, limit: usize },
     Write { command: Command },
     /// Whether the replica leads, and its term (for tests and operators).
     Status,
@@ -94,8 +99,10 @@ pub enum Request {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Response {
     Value(Option<Vec<u8>>),
+    Entries(Vec<(String, Vec<u8>)>),
     Applied,
     CasFailed { current: Option<Vec<u8>> },
+    TxnFailed { key: String, current: Option<Vec<u8>> },
     NotLeader { hint: Option<NodeId> },
     Busy,
     /// The write's log slot went to another term: it never applies.
@@ -127,6 +134,11 @@ impl sim::net::Message for MetaMsg {
     }
 }
 
+enum ReadOf {
+    Key(String),
+    Prefix(String, usize),
+}
+
 enum Event {
     Tick,
     Net(Incoming<MetaMsg>),
@@ -135,8 +147,8 @@ enum Event {
 struct PendingReq {
     from: NodeId,
     request: RequestId,
-    /// The key of a read.
-    read_key: Option<String>,
+    /// What a read reads.
+    read: Option<ReadOf>,
     arrived: SimTime,
     /// Index and term the write was appended at.
     accepted: Option<(u64, u64)>,
@@ -240,13 +252,14 @@ impl Shell {
         match (m.msg, m.request) {
             (MetaMsg::Raft(msg), None) if self.replicas.contains(&m.from) => Some(Input::Message { from: m.from.0, msg }),
             (MetaMsg::Req(req), Some(request)) => {
-                let (read_key, command) = match req {
+                let (read, command) = match req {
                     Request::Status => {
                         let status = Response::Status { leader: node.is_leader(), term: node.term(), commit: node.commit_index() };
                         self.net.reply(m.from, request, MetaMsg::Resp(status)).await;
                         return None;
                     }
-                    Request::Get { key } => (Some(key), None),
+                    Request::Get { key } => (Some(ReadOf::Key(key)), None),
+                    Request::Scan { prefix, limit } => (Some(ReadOf::Prefix(prefix, limit.min(SCAN_LIMIT_MAX))), None),
                     Request::Write { command } => (None, Some(command)),
                 };
                 if self.pending.len() >= CLIENT_PENDING_MAX {
@@ -255,7 +268,7 @@ impl Shell {
                 }
                 let id = self.next_id;
                 self.next_id += 1;
-                self.pending.insert(id, PendingReq { from: m.from, request, read_key, arrived: now, accepted: None });
+                self.pending.insert(id, PendingReq { from: m.from, request, read, arrived: now, accepted: None });
                 Some(match command {
                     Some(command) => Input::Propose { id, command },
                     None => Input::Read { id },
@@ -316,13 +329,18 @@ impl Shell {
                             (false, _) => Response::Lost,
                             (true, Outcome::Done) => Response::Applied,
                             (true, Outcome::CasFailed { current }) => Response::CasFailed { current },
+                            (true, Outcome::TxnFailed { key, current }) => Response::TxnFailed { key, current },
                         };
                         self.answer(id, resp).await;
                     }
                 }
                 Output::ReadReady { id, .. } => {
-                    let value = self.pending.get(&id).and_then(|p| p.read_key.as_deref()).and_then(|k| self.state.get(k)).map(<[u8]>::to_vec);
-                    self.answer(id, Response::Value(value)).await;
+                    let resp = match self.pending.get(&id).and_then(|p| p.read.as_ref()) {
+                        Some(ReadOf::Key(k)) => Response::Value(self.state.get(k).map(<[u8]>::to_vec)),
+                        Some(ReadOf::Prefix(p, limit)) => Response::Entries(self.state.scan(p, *limit)),
+                        None => Response::Value(None),
+                    };
+                    self.answer(id, resp).await;
                 }
                 Output::NotLeader { id, hint } => self.answer(id, Response::NotLeader { hint: hint.map(NodeId) }).await,
                 Output::Busy { id, .. } => self.answer(id, Response::Busy).await,
@@ -385,12 +403,28 @@ impl MetaClient {
         self.write(Command::Cas { key: key.to_string(), expected: expected.map(<[u8]>::to_vec), new: new.map(<[u8]>::to_vec) }).await
     }
 
+    /// A multi-key transaction ([`Command::Txn`]); `Outcome::TxnFailed`
+    /// names the first check that failed and the value found.
+    pub async fn txn(&mut self, checks: Vec<(String, Option<Vec<u8>>)>, writes: Vec<(String, Option<Vec<u8>>)>) -> Result<Outcome, ClientError> {
+        self.write(Command::Txn { checks, writes }).await
+    }
+
+    /// Up to `limit` entries whose key starts with `prefix`, in key order
+    /// (linearizable).
+    pub async fn scan(&mut self, prefix: &str, limit: usize) -> Result<Vec<(String, Vec<u8>)>, ClientError> {
+        match self.op(Request::Scan { prefix: prefix.to_string(), limit }, false).await? {
+            Response::Entries(e) => Ok(e),
+            _ => Err(ClientError::Protocol),
+        }
+    }
+
     async fn write(&mut self, command: Command) -> Result<Outcome, ClientError> {
         self.seq += 1;
         let command = Command::Request { client: self.client_id, seq: self.seq, command: Box::new(command) };
         match self.op(Request::Write { command }, true).await? {
             Response::Applied => Ok(Outcome::Done),
             Response::CasFailed { current } => Ok(Outcome::CasFailed { current }),
+            Response::TxnFailed { key, current } => Ok(Outcome::TxnFailed { key, current }),
             _ => Err(ClientError::Protocol),
         }
     }

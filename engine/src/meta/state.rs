@@ -17,6 +17,8 @@ pub const VALUE_LEN_MAX: usize = 64 * 1024;
 /// Client sessions remembered for de-duplication; beyond it the one used
 /// least recently is forgotten (its retries could then apply twice).
 pub const SESSIONS_MAX: usize = 4096;
+/// Keys one transaction may check plus write.
+pub const TXN_KEYS_MAX: usize = 64;
 
 /// A command in the replicated log.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,6 +30,10 @@ pub enum Command {
     /// Sets `key` to `new` (deletes it when `None`) only if it currently
     /// holds `expected` (is absent when `None`).
     Cas { key: String, expected: Option<Vec<u8>>, new: Option<Vec<u8>> },
+    /// A multi-key transaction: if every `checks` key holds exactly the
+    /// given value (is absent when `None`), applies every write in order
+    /// (a put, or a delete when `None`); otherwise changes nothing.
+    Txn { checks: Vec<(String, Option<Vec<u8>>)>, writes: Vec<(String, Option<Vec<u8>>)> },
     /// A client's write `seq` (increasing per client, one outstanding at a
     /// time). Applied once: a retry of the latest `seq` returns the outcome
     /// remembered from the first apply, and an older `seq` (whose answer
@@ -44,6 +50,10 @@ impl Command {
             Command::Put { key, value } => key.len() <= KEY_LEN_MAX && value.len() <= VALUE_LEN_MAX,
             Command::Delete { key } => key.len() <= KEY_LEN_MAX,
             Command::Cas { key, expected, new } => key.len() <= KEY_LEN_MAX && value_ok(expected) && value_ok(new),
+            Command::Txn { checks, writes } => {
+                checks.len() + writes.len() <= TXN_KEYS_MAX
+                    && checks.iter().chain(writes.iter()).all(|(k, v)| k.len() <= KEY_LEN_MAX && value_ok(v))
+            }
             Command::Request { command, .. } => !matches!(**command, Command::Request { .. }) && command.within_bounds(),
         }
     }
@@ -55,6 +65,8 @@ pub enum Outcome {
     Done,
     /// A compare-and-set found another value; nothing changed.
     CasFailed { current: Option<Vec<u8>> },
+    /// A transaction's check on `key` found `current`; nothing changed.
+    TxnFailed { key: String, current: Option<Vec<u8>> },
 }
 
 /// The metadata map of one replica.
@@ -136,7 +148,32 @@ impl MetaState {
                 };
                 Outcome::Done
             }
+            Command::Txn { checks, writes } => {
+                for (key, expected) in checks {
+                    let current = self.map.get(key);
+                    if current != expected.as_ref() {
+                        return Outcome::TxnFailed { key: key.clone(), current: current.cloned() };
+                    }
+                }
+                for (key, value) in writes {
+                    match value {
+                        Some(v) => self.map.insert(key.clone(), v.clone()),
+                        None => self.map.remove(key),
+                    };
+                }
+                Outcome::Done
+            }
         }
+    }
+
+    /// Up to `limit` entries whose key starts with `prefix`, in key order.
+    pub fn scan(&self, prefix: &str, limit: usize) -> Vec<(String, Vec<u8>)> {
+        self.map
+            .range(prefix.to_string()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .take(limit)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
     }
 }
 
@@ -178,6 +215,40 @@ mod tests {
         assert_eq!(s.apply(6, &req(3, None, b"3")), Outcome::CasFailed { current: Some(b"2".to_vec()) });
         let nested = Command::Request { client: 1, seq: 1, command: Box::new(req(4, None, b"4")) };
         assert!(!nested.within_bounds());
+    }
+
+    #[test]
+    fn a_txn_applies_all_writes_or_none_and_names_the_failed_check() {
+        let mut s = MetaState::new();
+        let put = |k: &str, v: &[u8]| (k.to_string(), Some(v.to_vec()));
+        let txn = |checks, writes| Command::Txn { checks, writes };
+        assert_eq!(s.apply(1, &txn(vec![("ns/a".into(), None)], vec![put("ns/a", b"1"), put("st/a/x", b"m")])), Outcome::Done);
+        assert_eq!(s.get("ns/a"), Some(&b"1"[..]));
+        assert_eq!(s.get("st/a/x"), Some(&b"m"[..]));
+        // The second check fails: nothing is written.
+        let failing = txn(vec![put("ns/a", b"1"), put("st/a/x", b"old")], vec![put("st/a/x", b"n"), put("st/a/y", b"n")]);
+        assert_eq!(s.apply(2, &failing), Outcome::TxnFailed { key: "st/a/x".into(), current: Some(b"m".to_vec()) });
+        assert_eq!(s.get("st/a/x"), Some(&b"m"[..]));
+        assert_eq!(s.get("st/a/y"), None);
+        // Deletes, and a check that a key is absent.
+        let del = txn(vec![put("ns/a", b"1"), ("st/a/y".into(), None)], vec![("st/a/x".into(), None)]);
+        assert_eq!(s.apply(3, &del), Outcome::Done);
+        assert_eq!(s.get("st/a/x"), None);
+        let too_many: Vec<_> = (0..=TXN_KEYS_MAX).map(|i| put(&format!("k{i}"), b"v")).collect();
+        assert!(!txn(vec![], too_many).within_bounds());
+        assert!(!txn(vec![("k".repeat(KEY_LEN_MAX + 1), None)], vec![]).within_bounds());
+    }
+
+    #[test]
+    fn scan_returns_the_prefix_in_order_up_to_the_limit() {
+        let mut s = MetaState::new();
+        for (i, k) in ["st/a/2", "st/a/1", "st/b/1", "st/a0", "ns/a", "st/a/3"].iter().enumerate() {
+            s.apply(i as u64 + 1, &Command::Put { key: k.to_string(), value: vec![i as u8] });
+        }
+        let keys = |v: Vec<(String, Vec<u8>)>| v.into_iter().map(|(k, _)| k).collect::<Vec<_>>();
+        assert_eq!(keys(s.scan("st/a/", 10)), ["st/a/1", "st/a/2", "st/a/3"]);
+        assert_eq!(keys(s.scan("st/a/", 2)), ["st/a/1", "st/a/2"]);
+        assert!(s.scan("zz", 10).is_empty());
     }
 
     #[test]

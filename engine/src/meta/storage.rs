@@ -179,6 +179,16 @@ fn encode_command(out: &mut Vec<u8>, c: &Command) {
             put_opt(out, expected);
             put_opt(out, new);
         }
+        Command::Txn { checks, writes } => {
+            out.push(5);
+            for list in [checks, writes] {
+                out.extend_from_slice(&(list.len() as u32).to_le_bytes());
+                for (k, v) in list {
+                    put_bytes(out, k.as_bytes());
+                    put_opt(out, v);
+                }
+            }
+        }
         Command::Request { client, seq, command } => {
             out.push(4);
             out.extend_from_slice(&client.to_le_bytes());
@@ -256,6 +266,15 @@ impl<'a> Reader<'a> {
             _ => None,
         }
     }
+    /// A length-prefixed list of (key, optional value) pairs.
+    fn pairs(&mut self) -> Option<Vec<(String, Option<Vec<u8>>)>> {
+        let n = self.u32()? as usize;
+        // Each pair takes at least 5 bytes: bound the allocation.
+        if n > self.data.len().saturating_sub(self.at) / 5 {
+            return None;
+        }
+        (0..n).map(|_| Some((self.string()?, self.opt()?))).collect()
+    }
     /// A command; a request may wrap one plain command, no deeper.
     fn command(&mut self, in_request: bool) -> Option<Command> {
         Some(match self.u8()? {
@@ -263,6 +282,7 @@ impl<'a> Reader<'a> {
             1 => Command::Put { key: self.string()?, value: self.bytes()? },
             2 => Command::Delete { key: self.string()? },
             3 => Command::Cas { key: self.string()?, expected: self.opt()?, new: self.opt()? },
+            5 => Command::Txn { checks: self.pairs()?, writes: self.pairs()? },
             4 if !in_request => Command::Request { client: self.u64()?, seq: self.u64()?, command: Box::new(self.command(true)?) },
             _ => return None,
         })
@@ -320,6 +340,19 @@ mod tests {
 
     fn sample() -> Vec<u8> {
         frames().concat()
+    }
+
+    #[test]
+    fn a_txn_survives_the_log_round_trip() {
+        let txn = Command::Txn {
+            checks: vec![("ns/a".into(), Some(vec![1])), ("st/a/x".into(), None)],
+            writes: vec![("st/a/x".into(), Some(vec![2, 3])), ("old".into(), None)],
+        };
+        let req = Command::Request { client: 1, seq: 2, command: Box::new(txn) };
+        let frame = encode_frame(3, None, Some(&LogWrite { from: 1, entries: vec![Entry { term: 3, command: req.clone() }] })).unwrap();
+        let (s, records, _) = replay(&frame).unwrap();
+        assert_eq!(records, 1);
+        assert_eq!(s.log[0].command, req);
     }
 
     #[test]
