@@ -9,3 +9,4 @@ pub mod fs;
 pub mod lsm;
 pub mod meta;
 pub mod minikv;
+pub mod stream;

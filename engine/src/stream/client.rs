@@ -1,0 +1,1066 @@
+//! The stream client: reads from any node ([`StreamClient`]) and the
+//! namespace owner's writer ([`Namespace`]).
+//!
+//! **Appends.** Each stream of an open namespace has one writer task. Appends
+//! queue (bounded by [`APPEND_QUEUE_MAX`] permits), are grouped into batches
+//! of up to [`BATCH_BYTES_MAX`], and up to [`PIPELINE_MAX`] batches are in
+//! flight at once, each sent to all three replicas of the open extent by one
+//! task per replica (retried [`APPEND_ATTEMPTS_MAX`] times with the same
+//! offset and bytes). A batch is acknowledged, in order, only when every
+//! replica said it is durable. When a replica keeps failing or the extent
+//! is full, the writer seals the extent at its own acknowledged length and
+//! adds a new extent (one metadata Txn), then sends the unacknowledged
+//! batches again to the new extent: their stream offsets do not change, and
+//! their bytes past the seal in the old extent are never readable.
+//!
+//! **Placement** pings every storage node and picks, with the client's
+//! seeded RNG, one node in each of three zones among those that answered and
+//! did not fail a call recently; with fewer zones, distinct nodes spread
+//! over the zones left (at most two per zone).
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::RngExt;
+use rand_chacha::ChaCha8Rng;
+use sim::net::{Inbox, Net, NetError};
+use sim::time::{self, SimTime};
+use sim::topology::{NodeId, ZoneId};
+use sim::world::{NodeCtx, World};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+
+use super::format::RECORD_DATA_MAX;
+use super::*;
+use crate::meta::service::{ClientError, MetaClient};
+use crate::meta::state::Outcome;
+
+/// A client of the stream layer, bound on its node. Cheap to clone.
+#[derive(Clone)]
+pub struct StreamClient {
+    inner: Arc<ClientInner>,
+}
+
+struct ClientInner {
+    me: NodeId,
+    world: World,
+    net: Net<StreamMsg>,
+    _inbox: std::sync::Mutex<Inbox<StreamMsg>>,
+    meta: tokio::sync::Mutex<MetaClient>,
+    cfg: StreamConfig,
+    rng: std::sync::Mutex<ChaCha8Rng>,
+    /// Nodes to avoid until the given time (they failed a call).
+    avoid: std::sync::Mutex<BTreeMap<NodeId, SimTime>>,
+}
+
+fn epoch_bytes(e: u64) -> Vec<u8> {
+    e.to_le_bytes().to_vec()
+}
+
+fn parse_epoch(b: &[u8]) -> Option<u64> {
+    Some(u64::from_le_bytes(b.try_into().ok()?))
+}
+
+impl StreamClient {
+    /// Binds the stream protocol and a metadata client on this node (a node
+    /// runs at most one of each).
+    pub async fn bind(ctx: &NodeCtx, cfg: StreamConfig) -> StreamClient {
+        let (net, inbox) = Net::bind(ctx).await;
+        let meta = MetaClient::bind(ctx, cfg.meta.clone()).await;
+        StreamClient {
+            inner: Arc::new(ClientInner {
+                me: ctx.id,
+                world: ctx.world.clone(),
+                net,
+                _inbox: std::sync::Mutex::new(inbox),
+                meta: tokio::sync::Mutex::new(meta),
+                rng: std::sync::Mutex::new(ctx.rng("stream-client")),
+                cfg,
+                avoid: std::sync::Mutex::new(BTreeMap::new()),
+            }),
+        }
+    }
+
+    pub fn config(&self) -> &StreamConfig {
+        &self.inner.cfg
+    }
+
+    fn observer(&self) -> &StreamObserver {
+        &self.inner.cfg.observer
+    }
+
+    fn avoid(&self, n: NodeId) {
+        let until = time::now() + self.inner.cfg.avoid_for;
+        self.inner.avoid.lock().expect("avoid lock").insert(n, until);
+    }
+
+    fn avoided(&self, n: NodeId) -> bool {
+        self.inner.avoid.lock().expect("avoid lock").get(&n).is_some_and(|&t| t > time::now())
+    }
+
+    /// Replicas nearest first: healthy before avoided, own zone first, then
+    /// by link latency, then by id.
+    fn by_distance(&self, nodes: &[NodeId]) -> Vec<NodeId> {
+        let topo = self.inner.world.topology();
+        let me = self.inner.me;
+        let mine = topo.zone_of(me);
+        let mut v = nodes.to_vec();
+        v.sort_by_key(|&n| (self.avoided(n), topo.zone_of(n) != mine, topo.link(me, n).latency, n));
+        v
+    }
+
+    pub(crate) async fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>, StreamError> {
+        Ok(self.inner.meta.lock().await.get(key).await?)
+    }
+
+    async fn meta_scan(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StreamError> {
+        Ok(self.inner.meta.lock().await.scan(prefix, STREAMS_MAX).await?)
+    }
+
+    pub(crate) async fn meta_txn(&self, checks: Vec<(String, Option<Vec<u8>>)>, writes: Vec<(String, Option<Vec<u8>>)>) -> Result<Outcome, ClientError> {
+        self.inner.meta.lock().await.txn(checks, writes).await
+    }
+
+    pub(crate) async fn meta_put(&self, key: &str, value: &[u8]) -> Result<(), ClientError> {
+        self.inner.meta.lock().await.put(key, value).await
+    }
+
+    pub(crate) async fn meta_scan_all(&self, prefix: &str, limit: usize) -> Result<Vec<(String, Vec<u8>)>, ClientError> {
+        self.inner.meta.lock().await.scan(prefix, limit).await
+    }
+
+    pub(crate) async fn meta_status(&self, replica: NodeId) -> Option<(bool, u64, u64)> {
+        self.inner.meta.lock().await.status(replica).await
+    }
+
+    /// Pings every storage node at once: which answered.
+    pub(crate) async fn ping_all(&self) -> BTreeMap<NodeId, bool> {
+        let answers = self.call_all(&self.inner.cfg.storage, StreamMsg::Ping).await;
+        answers.into_iter().map(|(n, r)| (n, matches!(r, Some(StreamMsg::Pong)))).collect()
+    }
+
+    pub(crate) async fn call(&self, node: NodeId, msg: StreamMsg, timeout: Duration) -> Option<StreamMsg> {
+        self.inner.net.call(node, msg, timeout).await.ok()
+    }
+
+    pub(crate) async fn send(&self, node: NodeId, msg: StreamMsg) {
+        self.inner.net.send(node, msg).await
+    }
+
+    /// The stream's metadata, `None` if it does not exist.
+    pub async fn stream_meta(&self, ns: &str, name: &str) -> Result<Option<StreamMeta>, StreamError> {
+        let key = stream_key(ns, name);
+        match self.meta_get(&key).await? {
+            None => Ok(None),
+            Some(b) => StreamMeta::decode(&b).map(Some).ok_or(StreamError::BadMeta(key)),
+        }
+    }
+
+    /// Every stream of a namespace with its metadata, by name.
+    pub async fn list_streams(&self, ns: &str) -> Result<Vec<(String, StreamMeta)>, StreamError> {
+        let prefix = stream_key(ns, "");
+        let mut out = Vec::new();
+        for (k, v) in self.meta_scan(&prefix).await? {
+            let m = StreamMeta::decode(&v).ok_or_else(|| StreamError::BadMeta(k.clone()))?;
+            out.push((k[prefix.len()..].to_string(), m));
+        }
+        Ok(out)
+    }
+
+    /// Reads committed bytes of a stream from any node: up to `len` bytes
+    /// at `offset`, fewer at the committed end.
+    pub async fn read(&self, ns: &str, name: &str, offset: u64, len: u64) -> Result<Vec<u8>, StreamError> {
+        let meta = self.stream_meta(ns, name).await?.ok_or_else(|| StreamError::NotFound(name.to_string()))?;
+        self.read_meta(&meta, offset, len, None).await
+    }
+
+    /// Reads with known metadata; `hint` is the owner's acknowledged length
+    /// of the open (last) extent.
+    pub(crate) async fn read_meta(&self, meta: &StreamMeta, offset: u64, len: u64, hint: Option<u64>) -> Result<Vec<u8>, StreamError> {
+        let end = offset.saturating_add(len);
+        let mut out = Vec::new();
+        let mut base = 0u64;
+        let last = meta.extents.len().saturating_sub(1);
+        for (i, e) in meta.extents.iter().enumerate() {
+            let pos = offset + out.len() as u64;
+            if pos >= end {
+                break;
+            }
+            let (limit, exact) = match e.sealed_len {
+                Some(l) => (Some(l), true),
+                None if i == last => (hint, hint.is_some()),
+                None => return Err(StreamError::BadMeta(format!("extent {} open before the last", e.id))),
+            };
+            if let Some(l) = limit {
+                if pos >= base + l {
+                    base += l;
+                    continue;
+                }
+            }
+            let mut at = pos - base;
+            let stop = limit.map_or(end - base, |l| l.min(end - base));
+            while at < stop {
+                let want = (stop - at).min(READ_BYTES_MAX);
+                let data = self.read_chunk(e, at, want, limit, exact).await?;
+                let got = data.len() as u64;
+                out.extend_from_slice(&data);
+                at += got;
+                if got < want {
+                    // A short read of the open extent: the committed end.
+                    return Ok(out);
+                }
+            }
+            match e.sealed_len {
+                Some(l) => base += l,
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+
+    /// One chunk of one extent, from the nearest good replica. With
+    /// `exact`, a replica answering fewer than `want` bytes is short.
+    async fn read_chunk(&self, e: &ExtentMeta, offset: u64, want: u64, limit: Option<u64>, exact: bool) -> Result<Vec<u8>, StreamError> {
+        let mut bad = Vec::new();
+        for node in self.by_distance(&e.replicas) {
+            let msg = StreamMsg::Read { extent: e.id.clone(), offset, len: want, limit };
+            match self.inner.net.call(node, msg, self.inner.cfg.call_timeout).await {
+                Ok(StreamMsg::Data { data, crc }) if crc32fast::hash(&data) == crc && data.len() as u64 <= want => {
+                    if exact && (data.len() as u64) < want {
+                        bad.push(node);
+                        self.observer().with(|o| o.read_fallbacks += 1);
+                        continue;
+                    }
+                    if let (Some(len), false) = (e.sealed_len, bad.is_empty()) {
+                        for b in bad {
+                            self.spawn_repair(b, e.id.clone(), len, node, e.replicas.clone());
+                        }
+                    }
+                    return Ok(data);
+                }
+                Ok(StreamMsg::Data { .. }) | Ok(StreamMsg::Err(ReplicaError::Corrupt)) => {
+                    self.observer().with(|o| {
+                        o.corrupt_replicas_detected += 1;
+                        o.read_fallbacks += 1
+                    });
+                    bad.push(node);
+                }
+                // The open extent's replica has not seen an append yet.
+                Ok(StreamMsg::Err(ReplicaError::NotFound)) if !exact && limit.is_none() => return Ok(Vec::new()),
+                Ok(StreamMsg::Err(ReplicaError::NotFound)) => {
+                    self.observer().with(|o| o.read_fallbacks += 1);
+                    bad.push(node);
+                }
+                Ok(_) => self.observer().with(|o| o.read_fallbacks += 1),
+                Err(_) => {
+                    self.avoid(node);
+                    self.observer().with(|o| o.read_fallbacks += 1);
+                }
+            }
+        }
+        Err(StreamError::NoGoodReplica(e.id.clone()))
+    }
+
+    /// Reads `[0, len)` of an extent from one replica only, checked (for
+    /// invariant checks and tools); a short replica is an error.
+    pub async fn read_replica(&self, node: NodeId, extent: &str, len: u64) -> Result<Vec<u8>, StreamError> {
+        let mut out = Vec::new();
+        while (out.len() as u64) < len {
+            let at = out.len() as u64;
+            let want = (len - at).min(READ_BYTES_MAX);
+            let msg = StreamMsg::Read { extent: extent.to_string(), offset: at, len: want, limit: Some(len) };
+            match self.inner.net.call(node, msg, self.inner.cfg.call_timeout).await {
+                Ok(StreamMsg::Data { data, crc }) if crc32fast::hash(&data) == crc && data.len() as u64 == want => out.extend_from_slice(&data),
+                Ok(StreamMsg::Data { data, .. }) => return Err(StreamError::Unavailable(format!("replica short or corrupt at {} (+{})", at, data.len()))),
+                Ok(other) => return Err(StreamError::Unavailable(format!("replica answered {other:?}"))),
+                Err(e) => return Err(StreamError::Unavailable(e.to_string())),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Asks replica `bad` to copy the sealed extent from `good` (then the
+    /// other replicas) and swap it in.
+    fn spawn_repair(&self, bad: NodeId, extent: ExtentId, len: u64, good: NodeId, all: Vec<NodeId>) {
+        let net = self.inner.net.clone();
+        let obs = self.observer().clone();
+        let timeout = self.inner.cfg.call_timeout * 20;
+        let mut sources = vec![good];
+        sources.extend(all.into_iter().filter(|&n| n != good && n != bad));
+        madsim::task::spawn(async move {
+            if let Ok(StreamMsg::Done) = net.call(bad, StreamMsg::Repair { extent, len, sources }, timeout).await {
+                obs.with(|o| o.repairs += 1);
+            }
+        });
+    }
+
+    /// Calls `msg` on every node at once; the answers (or `None`) by node.
+    async fn call_all(&self, nodes: &[NodeId], msg: StreamMsg) -> BTreeMap<NodeId, Option<StreamMsg>> {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        for &n in nodes {
+            let (net, msg, tx) = (self.inner.net.clone(), msg.clone(), tx.clone());
+            let timeout = self.inner.cfg.call_timeout;
+            madsim::task::spawn(async move {
+                let r = net.call(n, msg, timeout).await.ok();
+                let _ = tx.send((n, r));
+            });
+        }
+        drop(tx);
+        let mut out = BTreeMap::new();
+        while let Some((n, r)) = rx.recv().await {
+            out.insert(n, r);
+        }
+        out
+    }
+
+    /// Three storage nodes for a new extent (see the module doc).
+    async fn place(&self, exclude: &BTreeSet<NodeId>) -> Result<Vec<NodeId>, StreamError> {
+        let answers = self.call_all(&self.inner.cfg.storage, StreamMsg::Ping).await;
+        let live: Vec<NodeId> = answers.iter().filter(|(_, r)| matches!(r, Some(StreamMsg::Pong))).map(|(&n, _)| n).collect();
+        for (&n, r) in &answers {
+            if r.is_none() {
+                self.avoid(n);
+            }
+        }
+        let mut good: Vec<NodeId> = live.iter().copied().filter(|n| !exclude.contains(n) && !self.avoided(*n)).collect();
+        if good.len() < 3 {
+            good = live.iter().copied().filter(|n| !exclude.contains(n)).collect();
+        }
+        if good.len() < 3 {
+            good = live.clone();
+        }
+        let topo = self.inner.world.topology();
+        let mut by_zone: BTreeMap<ZoneId, Vec<NodeId>> = BTreeMap::new();
+        for n in good {
+            by_zone.entry(topo.zone_of(n)).or_default().push(n);
+        }
+        let mut rng = self.inner.rng.lock().expect("rng lock");
+        let mut zones: Vec<ZoneId> = by_zone.keys().copied().collect();
+        // Fisher-Yates with the seeded RNG.
+        for i in (1..zones.len()).rev() {
+            let j = rng.random_range(0..=i);
+            zones.swap(i, j);
+        }
+        let mut chosen = Vec::new();
+        for round in 0..2 {
+            for z in &zones {
+                if chosen.len() == 3 {
+                    break;
+                }
+                let nodes = by_zone.get_mut(z).expect("zone listed");
+                if nodes.is_empty() || (round == 0 && chosen.iter().any(|&c| topo.zone_of(c) == *z)) {
+                    continue;
+                }
+                let k = rng.random_range(0..nodes.len());
+                chosen.push(nodes.remove(k));
+            }
+        }
+        if chosen.len() < 3 {
+            return Err(StreamError::Unavailable(format!("only {} storage nodes answered", chosen.len())));
+        }
+        Ok(chosen)
+    }
+
+    /// Becomes the owner of namespace `ns`: bumps its epoch, then fences and
+    /// seals the open extent of every stream in it.
+    pub async fn open_namespace(&self, ns: &str) -> Result<Namespace, StreamError> {
+        if ns.is_empty() || ns.contains('/') {
+            return Err(StreamError::Invalid(format!("namespace name {ns:?}")));
+        }
+        let key = ns_key(ns);
+        let mut epoch = None;
+        for _ in 0..META_ATTEMPTS_MAX {
+            let cur = self.meta_get(&key).await?;
+            let n = match &cur {
+                None => 0,
+                Some(b) => parse_epoch(b).ok_or_else(|| StreamError::BadMeta(key.clone()))?,
+            };
+            match self.inner.meta.lock().await.cas(&key, cur.as_deref(), Some(&epoch_bytes(n + 1))).await {
+                Ok(Outcome::Done) => {
+                    epoch = Some(n + 1);
+                    break;
+                }
+                Ok(_) | Err(ClientError::Unknown) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let epoch = epoch.ok_or_else(|| StreamError::Unavailable("could not bump the namespace epoch".into()))?;
+        let inner = Arc::new(NsInner {
+            client: self.clone(),
+            ns: ns.to_string(),
+            epoch,
+            deposed: AtomicBool::new(false),
+            next_extent: AtomicU64::new(0),
+            streams: std::sync::Mutex::new(BTreeMap::new()),
+        });
+        for (name, _) in self.list_streams(ns).await? {
+            let (meta, bytes) = self.fence_stream(ns, &name, epoch).await?;
+            inner.install(&name, meta, bytes);
+        }
+        Ok(Namespace { inner })
+    }
+
+    /// Fences and seals the stream's open extent, if any; returns the
+    /// metadata as stored.
+    async fn fence_stream(&self, ns: &str, name: &str, epoch: u64) -> Result<(StreamMeta, Vec<u8>), StreamError> {
+        let key = stream_key(ns, name);
+        for _ in 0..META_ATTEMPTS_MAX {
+            let Some(bytes) = self.meta_get(&key).await? else { return Err(StreamError::NotFound(name.to_string())) };
+            let mut meta = StreamMeta::decode(&bytes).ok_or_else(|| StreamError::BadMeta(key.clone()))?;
+            let Some(last) = meta.extents.last_mut().filter(|e| e.sealed_len.is_none()) else { return Ok((meta, bytes)) };
+            let len = self.fence_extent(last, epoch).await?;
+            last.sealed_len = Some(len);
+            let new = meta.encode();
+            let checks = vec![(ns_key(ns), Some(epoch_bytes(epoch))), (key.clone(), Some(bytes.clone()))];
+            match self.meta_txn(checks, vec![(key.clone(), Some(new.clone()))]).await {
+                Ok(Outcome::Done) => {
+                    self.observer().with(|o| o.seals.push((time::now(), SealCause::OwnerChange)));
+                    return Ok((meta, new));
+                }
+                Ok(Outcome::TxnFailed { key: k, .. }) if k == ns_key(ns) => return Err(StreamError::Fenced),
+                Ok(_) | Err(ClientError::Unknown) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(StreamError::Unavailable(format!("could not seal stream {name}")))
+    }
+
+    /// Sends `Seal` to the extent's replicas until at least one answers;
+    /// the minimum durable length over those that answered.
+    async fn fence_extent(&self, e: &ExtentMeta, epoch: u64) -> Result<u64, StreamError> {
+        let deadline = time::now() + self.inner.cfg.seal_deadline;
+        for _ in 0..SEAL_ROUNDS_MAX {
+            let answers = self.call_all(&e.replicas, StreamMsg::Seal { extent: e.id.clone(), epoch }).await;
+            let mut lens = Vec::new();
+            for r in answers.values() {
+                match r {
+                    Some(StreamMsg::SealedAt { len }) => lens.push(*len),
+                    Some(StreamMsg::Err(ReplicaError::Fenced { fence })) if *fence > epoch => return Err(StreamError::Fenced),
+                    _ => {}
+                }
+            }
+            if let Some(&l) = lens.iter().min() {
+                return Ok(l);
+            }
+            if time::now() >= deadline {
+                break;
+            }
+            time::sleep(self.inner.cfg.call_timeout).await;
+        }
+        Err(StreamError::Unavailable(format!("no replica of extent {} answered the seal", e.id)))
+    }
+}
+
+/// An open namespace: this client is its owner at `epoch`. Cheap to clone.
+#[derive(Clone)]
+pub struct Namespace {
+    inner: Arc<NsInner>,
+}
+
+struct NsInner {
+    client: StreamClient,
+    ns: String,
+    epoch: u64,
+    deposed: AtomicBool,
+    next_extent: AtomicU64,
+    streams: std::sync::Mutex<BTreeMap<String, Arc<StreamHandle>>>,
+}
+
+/// What the owner knows of one stream.
+#[derive(Clone, Debug)]
+struct View {
+    meta: StreamMeta,
+    /// Acknowledged length of the stream.
+    len: u64,
+    /// Acknowledged length of the open (last) extent, if there is one.
+    open_committed: Option<u64>,
+}
+
+struct StreamHandle {
+    tx: mpsc::UnboundedSender<WEvent>,
+    permits: Arc<Semaphore>,
+    view: std::sync::Mutex<View>,
+}
+
+impl NsInner {
+    fn install(self: &Arc<Self>, name: &str, meta: StreamMeta, bytes: Vec<u8>) -> Arc<StreamHandle> {
+        let len = meta.base_of(meta.extents.len());
+        let (tx, rx) = mpsc::unbounded_channel();
+        let h = Arc::new(StreamHandle {
+            tx: tx.clone(),
+            permits: Arc::new(Semaphore::new(APPEND_QUEUE_MAX)),
+            view: std::sync::Mutex::new(View { meta: meta.clone(), len, open_committed: None }),
+        });
+        let w = Writer {
+            ns: self.clone(),
+            name: name.to_string(),
+            key: stream_key(&self.ns, name),
+            handle: Arc::downgrade(&h),
+            meta,
+            meta_bytes: bytes,
+            open: None,
+            must_switch: false,
+            inflight: VecDeque::new(),
+            queued: VecDeque::new(),
+            failed: BTreeSet::new(),
+            fenced: false,
+            gen: 0,
+            next_seq: 0,
+            tx,
+            commit_sent: 0,
+        };
+        madsim::task::spawn(w.run(rx));
+        self.streams.lock().expect("streams lock").insert(name.to_string(), h.clone());
+        h
+    }
+
+    fn handle(&self, name: &str) -> Result<Arc<StreamHandle>, StreamError> {
+        self.streams.lock().expect("streams lock").get(name).cloned().ok_or_else(|| StreamError::NotFound(name.to_string()))
+    }
+
+    fn check(&self) -> Result<(), StreamError> {
+        if self.deposed.load(Ordering::Relaxed) {
+            Err(StreamError::Fenced)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn fenced(&self) {
+        if !self.deposed.swap(true, Ordering::Relaxed) {
+            self.client.inner.world.note(self.client.inner.me, format!("namespace {} owner at epoch {} fenced", self.ns, self.epoch));
+        }
+    }
+}
+
+impl Namespace {
+    pub fn name(&self) -> &str {
+        &self.inner.ns
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.inner.epoch
+    }
+
+    /// Whether a newer owner fenced this one.
+    pub fn is_deposed(&self) -> bool {
+        self.inner.deposed.load(Ordering::Relaxed)
+    }
+
+    pub fn client(&self) -> &StreamClient {
+        &self.inner.client
+    }
+
+    /// The streams and their acknowledged lengths, from memory.
+    pub fn streams(&self) -> Vec<(String, u64)> {
+        let s = self.inner.streams.lock().expect("streams lock");
+        s.iter().map(|(n, h)| (n.clone(), h.view.lock().expect("view lock").len)).collect()
+    }
+
+    /// A stream's acknowledged length, from memory.
+    pub fn len(&self, name: &str) -> Option<u64> {
+        let h = self.inner.handle(name).ok()?;
+        let len = h.view.lock().expect("view lock").len;
+        Some(len)
+    }
+
+    /// Creates an empty stream.
+    pub async fn create(&self, name: &str) -> Result<(), StreamError> {
+        self.inner.check()?;
+        if self.inner.handle(name).is_ok() {
+            return Err(StreamError::AlreadyExists(name.to_string()));
+        }
+        let key = stream_key(&self.inner.ns, name);
+        let bytes = StreamMeta::default().encode();
+        let checks = vec![(ns_key(&self.inner.ns), Some(epoch_bytes(self.inner.epoch))), (key.clone(), None)];
+        for _ in 0..META_ATTEMPTS_MAX {
+            match self.inner.client.meta_txn(checks.clone(), vec![(key.clone(), Some(bytes.clone()))]).await {
+                Ok(Outcome::Done) => break,
+                Ok(Outcome::TxnFailed { key: k, current }) => {
+                    if k != key {
+                        self.inner.fenced();
+                        return Err(StreamError::Fenced);
+                    }
+                    // An earlier attempt of ours may have applied.
+                    if current.as_deref() == Some(&bytes[..]) && self.inner.handle(name).is_err() {
+                        break;
+                    }
+                    return Err(StreamError::AlreadyExists(name.to_string()));
+                }
+                Ok(Outcome::CasFailed { .. }) => return Err(StreamError::Meta(ClientError::Protocol)),
+                Err(ClientError::Unknown) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.inner.install(name, StreamMeta::default(), bytes);
+        Ok(())
+    }
+
+    /// Removes a stream (its metadata, then its replicas).
+    pub async fn remove(&self, name: &str) -> Result<(), StreamError> {
+        self.inner.check()?;
+        let h = self.inner.handle(name)?;
+        let (tx, rx) = oneshot::channel();
+        h.tx.send(WEvent::Remove { reply: tx }).map_err(|_| StreamError::WriterGone)?;
+        let r = rx.await.map_err(|_| StreamError::WriterGone)?;
+        if r.is_ok() {
+            self.inner.streams.lock().expect("streams lock").remove(name);
+        }
+        r
+    }
+
+    /// Appends `data` to the stream; returns its stream offset once all
+    /// three replicas hold it on disk.
+    pub async fn append(&self, name: &str, data: &[u8]) -> Result<u64, StreamError> {
+        self.inner.check()?;
+        if data.is_empty() || data.len() > RECORD_DATA_MAX as usize {
+            return Err(StreamError::Invalid(format!("append of {} bytes", data.len())));
+        }
+        let h = self.inner.handle(name)?;
+        let permit = h.permits.clone().acquire_owned().await.map_err(|_| StreamError::WriterGone)?;
+        let (tx, rx) = oneshot::channel();
+        h.tx.send(WEvent::Append { data: data.to_vec(), reply: tx, permit, at: time::now() }).map_err(|_| StreamError::WriterGone)?;
+        rx.await.map_err(|_| StreamError::WriterGone)?
+    }
+
+    /// Reads acknowledged bytes of the stream.
+    pub async fn read(&self, name: &str, offset: u64, len: u64) -> Result<Vec<u8>, StreamError> {
+        let h = self.inner.handle(name)?;
+        let v = h.view.lock().expect("view lock").clone();
+        let len = len.min(v.len.saturating_sub(offset));
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        self.inner.client.read_meta(&v.meta, offset, len, Some(v.open_committed.unwrap_or(0))).await
+    }
+}
+
+type Reply = oneshot::Sender<Result<u64, StreamError>>;
+
+enum WEvent {
+    Append { data: Vec<u8>, reply: Reply, permit: OwnedSemaphorePermit, at: SimTime },
+    Ack { gen: u64, seq: u64, node: NodeId, result: AckResult },
+    Remove { reply: oneshot::Sender<Result<(), StreamError>> },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AckResult {
+    Durable,
+    Fenced,
+    Failed,
+}
+
+struct Req {
+    len: usize,
+    reply: Reply,
+    _permit: OwnedSemaphorePermit,
+    at: SimTime,
+}
+
+struct Batch {
+    seq: u64,
+    /// Offset in the open extent.
+    offset: u64,
+    data: Arc<Vec<u8>>,
+    reqs: Vec<Req>,
+    acked: BTreeSet<NodeId>,
+    sent: SimTime,
+}
+
+struct OpenExt {
+    index: usize,
+    id: ExtentId,
+    replicas: Vec<NodeId>,
+    /// Next offset to assign.
+    next: u64,
+    /// Acknowledged length.
+    committed: u64,
+    /// Stream offset of the extent's start.
+    base: u64,
+}
+
+struct Writer {
+    ns: Arc<NsInner>,
+    name: String,
+    key: String,
+    handle: std::sync::Weak<StreamHandle>,
+    meta: StreamMeta,
+    meta_bytes: Vec<u8>,
+    open: Option<OpenExt>,
+    /// The open extent must be sealed before anything else is sent.
+    must_switch: bool,
+    inflight: VecDeque<Batch>,
+    queued: VecDeque<(Vec<u8>, Req)>,
+    /// Replicas that failed since the last switch.
+    failed: BTreeSet<NodeId>,
+    fenced: bool,
+    gen: u64,
+    next_seq: u64,
+    tx: mpsc::UnboundedSender<WEvent>,
+    commit_sent: u64,
+}
+
+impl Writer {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<WEvent>) {
+        while let Some(ev) = rx.recv().await {
+            let mut evs = vec![ev];
+            while let Ok(ev) = rx.try_recv() {
+                evs.push(ev);
+            }
+            for ev in evs {
+                if let Some(done) = self.on(ev).await {
+                    if done {
+                        return;
+                    }
+                }
+            }
+            self.pump().await;
+        }
+    }
+
+    fn client(&self) -> &StreamClient {
+        &self.ns.client
+    }
+
+    /// Handles one event; `Some(true)` when the writer should stop.
+    async fn on(&mut self, ev: WEvent) -> Option<bool> {
+        match ev {
+            WEvent::Append { data, reply, permit, at } => {
+                let req = Req { len: data.len(), reply, _permit: permit, at };
+                self.queued.push_back((data, req));
+            }
+            WEvent::Ack { gen, seq, node, result } => {
+                if gen != self.gen {
+                    return None;
+                }
+                match result {
+                    AckResult::Durable => {
+                        if let Some(b) = self.inflight.iter_mut().find(|b| b.seq == seq) {
+                            b.acked.insert(node);
+                        }
+                    }
+                    AckResult::Fenced => {
+                        self.client().observer().with(|o| o.fenced_appends_rejected += 1);
+                        self.fenced = true;
+                    }
+                    AckResult::Failed => {
+                        self.client().avoid(node);
+                        self.failed.insert(node);
+                    }
+                }
+            }
+            WEvent::Remove { reply } => {
+                let r = self.remove().await;
+                let stop = r.is_ok();
+                let _ = reply.send(r);
+                if stop {
+                    self.fail_all(StreamError::NotFound(self.name.clone()));
+                }
+                return Some(stop);
+            }
+        }
+        None
+    }
+
+    fn fail_all(&mut self, e: StreamError) {
+        for b in self.inflight.drain(..) {
+            for r in b.reqs {
+                let _ = r.reply.send(Err(e.clone()));
+            }
+        }
+        for (_, r) in self.queued.drain(..) {
+            let _ = r.reply.send(Err(e.clone()));
+        }
+    }
+
+    fn update_view(&self) {
+        if let Some(h) = self.handle.upgrade() {
+            let mut v = h.view.lock().expect("view lock");
+            v.meta = self.meta.clone();
+            v.open_committed = self.open.as_ref().map(|o| o.committed);
+            v.len = self.open.as_ref().map_or_else(|| self.meta.base_of(self.meta.extents.len()), |o| o.base + o.committed);
+        }
+    }
+
+    async fn pump(&mut self) {
+        if self.fenced || self.ns.deposed.load(Ordering::Relaxed) {
+            self.ns.fenced();
+            self.fail_all(StreamError::Fenced);
+            return;
+        }
+        // Acknowledge complete batches, in order.
+        let mut acked_any = false;
+        while let Some(front) = self.inflight.front() {
+            let Some(open) = &mut self.open else { break };
+            if !open.replicas.iter().all(|r| front.acked.contains(r)) {
+                break;
+            }
+            let b = self.inflight.pop_front().expect("front");
+            open.committed = b.offset + b.data.len() as u64;
+            let mut at = open.base + b.offset;
+            let now = time::now();
+            let obs = self.ns.client.observer();
+            obs.with(|o| {
+                o.batch_latencies.push((now, now.saturating_sub(b.sent)));
+                o.batch_bytes.push(b.data.len() as u64);
+            });
+            for r in b.reqs {
+                let _ = r.at;
+                let _ = r.reply.send(Ok(at));
+                at += r.len as u64;
+            }
+            acked_any = true;
+        }
+        if acked_any {
+            self.update_view();
+        }
+        let full = self.open.as_ref().is_some_and(|o| o.next >= self.client().inner.cfg.extent_bytes_max);
+        let cause = if !self.failed.is_empty() || self.must_switch {
+            Some(SealCause::ReplicaFailed)
+        } else if full && self.inflight.is_empty() && !self.queued.is_empty() {
+            Some(SealCause::Full)
+        } else {
+            None
+        };
+        if let Some(cause) = cause {
+            if let Err(e) = self.switch(Some(cause)).await {
+                self.must_switch = true;
+                if e == StreamError::Fenced {
+                    self.ns.fenced();
+                }
+                self.fail_all(e);
+                return;
+            }
+        }
+        // Fill the pipeline.
+        while self.inflight.len() < PIPELINE_MAX && !self.queued.is_empty() {
+            if self.open.is_none() {
+                if let Err(e) = self.switch(None).await {
+                    if e == StreamError::Fenced {
+                        self.ns.fenced();
+                    }
+                    self.fail_all(e);
+                    return;
+                }
+            }
+            let open = self.open.as_mut().expect("open extent");
+            if open.next >= self.ns.client.inner.cfg.extent_bytes_max {
+                break;
+            }
+            let mut data = Vec::new();
+            let mut reqs = Vec::new();
+            while let Some((d, _)) = self.queued.front() {
+                if !data.is_empty() && data.len() + d.len() > BATCH_BYTES_MAX {
+                    break;
+                }
+                let (d, r) = self.queued.pop_front().expect("front");
+                data.extend_from_slice(&d);
+                reqs.push(r);
+            }
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            let b = Batch { seq, offset: open.next, data: Arc::new(data), reqs, acked: BTreeSet::new(), sent: time::now() };
+            open.next += b.data.len() as u64;
+            self.send(&b);
+            self.inflight.push_back(b);
+        }
+        // Tell the replicas the committed length when idle.
+        if self.inflight.is_empty() {
+            if let Some(open) = &self.open {
+                if open.committed > self.commit_sent {
+                    self.commit_sent = open.committed;
+                    for &r in &open.replicas {
+                        let net = self.ns.client.inner.net.clone();
+                        let msg = StreamMsg::Commit { extent: open.id.clone(), commit_len: open.committed };
+                        let timeout = self.ns.client.inner.cfg.call_timeout;
+                        madsim::task::spawn(async move {
+                            for _ in 0..APPEND_ATTEMPTS_MAX {
+                                if let Ok(StreamMsg::Done) = net.call(r, msg.clone(), timeout).await {
+                                    return;
+                                }
+                            }
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends a batch to every replica of the open extent.
+    fn send(&self, b: &Batch) {
+        let open = self.open.as_ref().expect("open extent");
+        for &node in &open.replicas {
+            let net = self.ns.client.inner.net.clone();
+            let tx = self.tx.clone();
+            let (gen, seq, epoch) = (self.gen, b.seq, self.ns.epoch);
+            let (extent, offset, data, commit_len) = (open.id.clone(), b.offset, b.data.clone(), open.committed);
+            let timeout = self.ns.client.inner.cfg.call_timeout;
+            madsim::task::spawn(async move {
+                let result = send_to_replica(&net, node, extent, epoch, offset, &data, commit_len, timeout).await;
+                let _ = tx.send(WEvent::Ack { gen, seq, node, result });
+            });
+        }
+    }
+
+    /// Seals the open extent (if any) at its acknowledged length and adds a
+    /// new one, in one Txn; re-sends the unacknowledged batches to it.
+    async fn switch(&mut self, cause: Option<SealCause>) -> Result<(), StreamError> {
+        let client = self.ns.client.clone();
+        let exclude: BTreeSet<NodeId> = self.failed.clone();
+        let replicas = client.place(&exclude).await?;
+        let n = self.ns.next_extent.fetch_add(1, Ordering::Relaxed);
+        let id = format!("{}/{}/{}/{}", self.ns.ns, self.name, self.ns.epoch, n);
+        let mut result = Err(StreamError::Unavailable("metadata".into()));
+        for _ in 0..META_ATTEMPTS_MAX {
+            let mut new = self.meta.clone();
+            match (&self.open, new.extents.last_mut()) {
+                (Some(o), Some(last)) if last.id == o.id && last.sealed_len.is_none() => last.sealed_len = Some(o.committed),
+                (None, None) => {}
+                (None, Some(last)) if last.sealed_len.is_some() => {}
+                _ => return Err(StreamError::BadMeta(self.key.clone())),
+            }
+            if new.extents.len() >= EXTENTS_MAX {
+                return Err(StreamError::Unavailable(format!("stream {} has {EXTENTS_MAX} extents", self.name)));
+            }
+            new.extents.push(ExtentMeta { id: id.clone(), replicas: replicas.clone(), sealed_len: None });
+            let bytes = new.encode();
+            let checks = vec![(ns_key(&self.ns.ns), Some(epoch_bytes(self.ns.epoch))), (self.key.clone(), Some(self.meta_bytes.clone()))];
+            match client.meta_txn(checks, vec![(self.key.clone(), Some(bytes.clone()))]).await {
+                Ok(Outcome::Done) => {
+                    result = Ok((new, bytes));
+                    break;
+                }
+                Ok(Outcome::TxnFailed { key, current }) => {
+                    if key != self.key {
+                        return Err(StreamError::Fenced);
+                    }
+                    match current {
+                        Some(c) if c == bytes => {
+                            result = Ok((new, bytes));
+                            break;
+                        }
+                        Some(c) => {
+                            // The manager replaced a replica of a sealed
+                            // extent: adopt its view and try again.
+                            let m = StreamMeta::decode(&c).ok_or_else(|| StreamError::BadMeta(self.key.clone()))?;
+                            self.meta = m;
+                            self.meta_bytes = c;
+                        }
+                        None => return Err(StreamError::NotFound(self.name.clone())),
+                    }
+                }
+                Ok(Outcome::CasFailed { .. }) => return Err(StreamError::Meta(ClientError::Protocol)),
+                Err(ClientError::Unknown) => continue,
+                // The metadata client already retried for its whole deadline.
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let (new, bytes) = result?;
+        let base = match &self.open {
+            Some(o) => {
+                // Tell the old replicas to stop (best effort).
+                for &r in &o.replicas {
+                    let net = client.inner.net.clone();
+                    let msg = StreamMsg::Seal { extent: o.id.clone(), epoch: self.ns.epoch };
+                    let timeout = client.inner.cfg.call_timeout;
+                    madsim::task::spawn(async move {
+                        let _ = net.call(r, msg, timeout).await;
+                    });
+                }
+                o.base + o.committed
+            }
+            None => new.base_of(new.extents.len() - 1),
+        };
+        if let Some(cause) = cause.filter(|_| self.open.is_some()) {
+            client.observer().with(|o| o.seals.push((time::now(), cause)));
+        }
+        self.meta = new;
+        self.meta_bytes = bytes;
+        let index = self.meta.extents.len() - 1;
+        let mut open = OpenExt { index, id, replicas, next: 0, committed: 0, base };
+        let _ = open.index;
+        self.gen += 1;
+        self.failed.clear();
+        self.must_switch = false;
+        self.commit_sent = 0;
+        for b in &mut self.inflight {
+            b.offset = open.next;
+            open.next += b.data.len() as u64;
+            b.acked.clear();
+        }
+        self.open = Some(open);
+        let batches: Vec<&Batch> = self.inflight.iter().collect();
+        for b in batches {
+            self.send(b);
+        }
+        self.update_view();
+        Ok(())
+    }
+
+    async fn remove(&mut self) -> Result<(), StreamError> {
+        let client = self.ns.client.clone();
+        let checks = vec![(ns_key(&self.ns.ns), Some(epoch_bytes(self.ns.epoch))), (self.key.clone(), Some(self.meta_bytes.clone()))];
+        for _ in 0..META_ATTEMPTS_MAX {
+            match client.meta_txn(checks.clone(), vec![(self.key.clone(), None)]).await {
+                Ok(Outcome::Done) => {
+                    // The replicas are garbage now.
+                    for e in &self.meta.extents {
+                        for &r in &e.replicas {
+                            let net = client.inner.net.clone();
+                            let msg = StreamMsg::Remove { extent: e.id.clone() };
+                            madsim::task::spawn(async move { net.send(r, msg).await });
+                        }
+                    }
+                    return Ok(());
+                }
+                Ok(Outcome::TxnFailed { key, current }) => {
+                    if key != self.key {
+                        self.ns.fenced();
+                        return Err(StreamError::Fenced);
+                    }
+                    match current {
+                        None => return Ok(()), // an earlier attempt applied
+                        Some(c) => {
+                            let m = StreamMeta::decode(&c).ok_or_else(|| StreamError::BadMeta(self.key.clone()))?;
+                            self.meta = m;
+                            self.meta_bytes = c;
+                            return Box::pin(self.remove()).await;
+                        }
+                    }
+                }
+                Ok(Outcome::CasFailed { .. }) => return Err(StreamError::Meta(ClientError::Protocol)),
+                Err(ClientError::Unknown) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(StreamError::Unavailable("remove".into()))
+    }
+}
+
+/// Sends one batch to one replica, retrying timeouts with the same bytes.
+#[allow(clippy::too_many_arguments)]
+async fn send_to_replica(
+    net: &Net<StreamMsg>,
+    node: NodeId,
+    extent: ExtentId,
+    epoch: u64,
+    offset: u64,
+    data: &[u8],
+    commit_len: u64,
+    timeout: Duration,
+) -> AckResult {
+    let crc = crc32fast::hash(data);
+    let end = offset + data.len() as u64;
+    for _ in 0..APPEND_ATTEMPTS_MAX {
+        let msg = StreamMsg::Append { extent: extent.clone(), epoch, offset, data: data.to_vec(), crc, commit_len };
+        match net.call(node, msg, timeout).await {
+            Ok(StreamMsg::Appended { len }) if len >= end => return AckResult::Durable,
+            Ok(StreamMsg::Err(ReplicaError::Fenced { fence })) if fence > epoch => return AckResult::Fenced,
+            Ok(StreamMsg::Err(ReplicaError::Busy)) | Err(NetError::TooManyPending) => time::sleep(timeout / 4).await,
+            Err(NetError::Timeout) => {}
+            Ok(_) => return AckResult::Failed,
+        }
+    }
+    AckResult::Failed
+}

@@ -1,0 +1,394 @@
+//! The stream layer (issue 5, part 2): append-only **streams** made of
+//! **extents**, each extent with three replicas on storage nodes in three
+//! zones, acknowledged only when all three replicas hold the bytes on disk
+//! (RPO 0). Stream and extent metadata live in the metadata store
+//! ([`crate::meta`]).
+//!
+//! - [`format`]: the replica file format (framed, checksummed records and
+//!   fence records) and its recovery scan; pure, no I/O.
+//! - [`replica`]: the storage node ([`replica::serve_storage`]): one file
+//!   per extent replica, group commit, fencing, reorder buffer, repair.
+//! - [`client`]: [`client::StreamClient`] (reads from any node, opening
+//!   namespaces) and [`client::Namespace`] (the owner: appends, pipelined,
+//!   sealing and switching extents on failures).
+//! - [`files`]: [`files::StreamFiles`], [`crate::fs::Files`] on a namespace.
+//! - [`manager`]: heartbeats, the live set, re-replication of sealed extents.
+//!
+//! **Namespaces and epochs.** A namespace has one owner epoch at a time
+//! (`ns/{ns}`). [`client::StreamClient::open_namespace`] bumps it, then
+//! fences and seals the last open extent of every stream: each replica
+//! durably records the fence and from then on rejects appends of older
+//! epochs, and answers its durable length; the extent is sealed at the
+//! minimum length over the replicas that answered. Every acknowledged byte
+//! is on all three replicas, so it is below that length; bytes above the
+//! acknowledged length and below the seal had an unknown outcome. Every
+//! metadata change an owner makes is one [`crate::meta::state::Command::Txn`]
+//! checking that `ns/{ns}` still holds its epoch and that the stream's
+//! metadata is what it last saw, so a deposed owner can change nothing.
+//!
+//! **Reads** return only committed bytes: below `sealed_len` of a sealed
+//! extent; below the replica's known commit length (piggybacked on appends
+//! by the writer) or the owner's own acknowledged length for the open
+//! extent. So two readers never see different bytes at one offset.
+//!
+//! Deviation from the design brief: extent ids are strings
+//! `"{ns}/{name}/{epoch}/{n}"` with `n` counted by the owner in memory:
+//! within one epoch there is one owner, and a restarted owner opens a new
+//! epoch, so the ids are unique without a counter key in every Txn.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use sim::time::SimTime;
+use sim::topology::NodeId;
+
+use crate::meta::service::{ClientError, ServiceConfig};
+
+pub mod client;
+pub mod files;
+pub mod format;
+pub mod manager;
+pub mod replica;
+
+/// The message tag of the stream protocol (1, 2, 50 and 900 are taken).
+pub const STREAM_TAG: u16 = 60;
+/// Appends one namespace's stream may have queued or in flight.
+pub const APPEND_QUEUE_MAX: usize = 1024;
+/// Most bytes grouped into one append batch.
+pub const BATCH_BYTES_MAX: usize = 128 * 1024;
+/// Batches one stream keeps in flight at once.
+pub const PIPELINE_MAX: usize = 8;
+/// Appends ahead of its length one replica holds per extent, waiting for
+/// the gap to fill (the network may reorder).
+pub const REORDER_MAX: usize = 64;
+/// Attempts at sending one batch to one replica before the writer gives up
+/// on that replica and seals the extent.
+pub const APPEND_ATTEMPTS_MAX: u32 = 3;
+/// Messages one storage node handles in one group (one sync per file).
+pub const GROUP_MAX: usize = 256;
+/// Most bytes one read message returns.
+pub const READ_BYTES_MAX: u64 = 256 * 1024;
+/// Rounds of seal messages before opening a namespace gives up on an extent.
+pub const SEAL_ROUNDS_MAX: u32 = 20;
+/// Attempts at one metadata transaction (after unknown outcomes or
+/// concurrent replica changes by the manager).
+pub const META_ATTEMPTS_MAX: u32 = 8;
+/// Streams one namespace may hold (one `Scan`).
+pub const STREAMS_MAX: usize = crate::meta::service::SCAN_LIMIT_MAX;
+/// Extents one stream's metadata may list.
+pub const EXTENTS_MAX: usize = 1024;
+/// Sealed extents one manager round re-replicates at most.
+pub const REREPLICATE_PARALLEL_MAX: usize = 4;
+/// Samples kept per observer series.
+pub const OBSERVER_SAMPLES_MAX: usize = 100_000;
+
+/// An extent's unique id (see the module doc).
+pub type ExtentId = String;
+
+/// One extent in a stream's metadata.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExtentMeta {
+    pub id: ExtentId,
+    pub replicas: Vec<NodeId>,
+    /// Set once the extent is sealed: its final length.
+    pub sealed_len: Option<u64>,
+}
+
+/// A stream's metadata, stored at `st/{ns}/{name}`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamMeta {
+    pub extents: Vec<ExtentMeta>,
+}
+
+impl StreamMeta {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend_from_slice(&(self.extents.len() as u32).to_le_bytes());
+        for e in &self.extents {
+            out.extend_from_slice(&(e.id.len() as u32).to_le_bytes());
+            out.extend_from_slice(e.id.as_bytes());
+            out.push(e.replicas.len() as u8);
+            for r in &e.replicas {
+                out.extend_from_slice(&r.0.to_le_bytes());
+            }
+            match e.sealed_len {
+                None => out.push(0),
+                Some(l) => {
+                    out.push(1);
+                    out.extend_from_slice(&l.to_le_bytes());
+                }
+            }
+        }
+        out
+    }
+
+    /// `None` for bytes that are not an encoded `StreamMeta`.
+    pub fn decode(b: &[u8]) -> Option<StreamMeta> {
+        let mut at = 0usize;
+        let mut take = |n: usize| -> Option<&[u8]> {
+            let s = b.get(at..at.checked_add(n)?)?;
+            at += n;
+            Some(s)
+        };
+        let n = u32::from_le_bytes(take(4)?.try_into().ok()?) as usize;
+        if n > EXTENTS_MAX {
+            return None;
+        }
+        let mut extents = Vec::with_capacity(n);
+        for _ in 0..n {
+            let l = u32::from_le_bytes(take(4)?.try_into().ok()?) as usize;
+            let id = String::from_utf8(take(l)?.to_vec()).ok()?;
+            let r = take(1)?[0] as usize;
+            let mut replicas = Vec::with_capacity(r);
+            for _ in 0..r {
+                replicas.push(NodeId(u32::from_le_bytes(take(4)?.try_into().ok()?)));
+            }
+            let sealed_len = match take(1)?[0] {
+                0 => None,
+                1 => Some(u64::from_le_bytes(take(8)?.try_into().ok()?)),
+                _ => return None,
+            };
+            extents.push(ExtentMeta { id, replicas, sealed_len });
+        }
+        if at != b.len() {
+            return None;
+        }
+        Some(StreamMeta { extents })
+    }
+
+    /// Sum of the sealed lengths of the extents before `i`.
+    pub fn base_of(&self, i: usize) -> u64 {
+        self.extents[..i].iter().map(|e| e.sealed_len.unwrap_or(0)).sum()
+    }
+}
+
+/// The metadata key of a namespace's owner epoch.
+pub fn ns_key(ns: &str) -> String {
+    format!("ns/{ns}")
+}
+
+/// The metadata key of a stream.
+pub fn stream_key(ns: &str, name: &str) -> String {
+    format!("st/{ns}/{name}")
+}
+
+/// Errors a replica answers with.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum ReplicaError {
+    #[error("fenced by epoch {fence}")]
+    Fenced { fence: u64 },
+    #[error("extent sealed at {len}")]
+    Sealed { len: u64 },
+    #[error("different bytes at this offset")]
+    Conflict,
+    #[error("replica data corrupt")]
+    Corrupt,
+    #[error("no such extent")]
+    NotFound,
+    #[error("replica busy")]
+    Busy,
+    #[error("disk error")]
+    Io,
+    #[error("bad request")]
+    BadRequest,
+}
+
+/// The stream protocol: requests, and the responses to them.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum StreamMsg {
+    /// Append `data` at `offset` of the extent's replica. `commit_len` is
+    /// the writer's acknowledged length of the extent.
+    Append { extent: ExtentId, epoch: u64, offset: u64, data: Vec<u8>, crc: u32, commit_len: u64 },
+    /// The writer's acknowledged length, sent when it goes idle (a request,
+    /// retried, answered `Done`).
+    Commit { extent: ExtentId, commit_len: u64 },
+    /// Fence older epochs and stop appends; answered with the durable length.
+    Seal { extent: ExtentId, epoch: u64 },
+    /// Bytes `[offset, offset + len)`, at most up to `limit` (the committed
+    /// length the reader knows) or else the replica's commit length.
+    Read { extent: ExtentId, offset: u64, len: u64, limit: Option<u64> },
+    /// Copy the sealed extent (`len` bytes) from one of `sources` and swap
+    /// it in; creates the replica when it is missing.
+    Repair { extent: ExtentId, len: u64, sources: Vec<NodeId> },
+    /// Drop the replica (no longer referenced by metadata).
+    Remove { extent: ExtentId },
+    /// Liveness probe.
+    Ping,
+    Appended { len: u64 },
+    SealedAt { len: u64 },
+    Data { data: Vec<u8>, crc: u32 },
+    Pong,
+    Done,
+    Err(ReplicaError),
+}
+
+impl sim::net::Message for StreamMsg {
+    const TAG: u16 = STREAM_TAG;
+    fn kind(&self) -> &'static str {
+        match self {
+            StreamMsg::Append { .. } => "st-append",
+            StreamMsg::Commit { .. } => "st-commit",
+            StreamMsg::Seal { .. } => "st-seal",
+            StreamMsg::Read { .. } => "st-read",
+            StreamMsg::Repair { .. } => "st-repair",
+            StreamMsg::Remove { .. } => "st-remove",
+            StreamMsg::Ping => "st-ping",
+            StreamMsg::Appended { .. } => "st-appended",
+            StreamMsg::SealedAt { .. } => "st-sealed",
+            StreamMsg::Data { .. } => "st-data",
+            StreamMsg::Pong => "st-pong",
+            StreamMsg::Done => "st-done",
+            StreamMsg::Err(_) => "st-err",
+        }
+    }
+}
+
+/// Errors of the stream layer's API.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum StreamError {
+    /// Another owner opened the namespace with a newer epoch: stop.
+    #[error("namespace owner fenced by a newer epoch")]
+    Fenced,
+    #[error("stream not found: {0}")]
+    NotFound(String),
+    #[error("stream already exists: {0}")]
+    AlreadyExists(String),
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// Every replica that answered was corrupt or short.
+    #[error("no good replica for extent {0}")]
+    NoGoodReplica(ExtentId),
+    #[error("metadata: {0}")]
+    Meta(#[from] ClientError),
+    #[error("bad stream metadata at {0}")]
+    BadMeta(String),
+    #[error("invalid argument: {0}")]
+    Invalid(String),
+    #[error("the stream's writer stopped")]
+    WriterGone,
+}
+
+/// Why an extent was sealed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum SealCause {
+    /// A replica kept failing.
+    ReplicaFailed,
+    /// The extent reached its size limit.
+    Full,
+    /// A new owner opened the namespace.
+    OwnerChange,
+}
+
+/// What the layer observed, as plain data for reports.
+#[derive(Clone, Debug, Default)]
+pub struct ObserverData {
+    /// (ack time, latency) of each append batch.
+    pub batch_latencies: Vec<(SimTime, Duration)>,
+    /// Bytes per acknowledged batch.
+    pub batch_bytes: Vec<u64>,
+    pub seals: Vec<(SimTime, SealCause)>,
+    /// (time, extents with fewer than three good replicas in three zones).
+    pub under_replicated: Vec<(SimTime, u64)>,
+    pub bytes_rereplicated: u64,
+    pub repairs: u64,
+    pub corrupt_replicas_detected: u64,
+    pub fenced_appends_rejected: u64,
+    pub read_fallbacks: u64,
+    /// The metadata replica the acting manager last found leading.
+    pub meta_leader: Option<NodeId>,
+}
+
+/// Shared sink of observations (cheap to clone).
+#[derive(Clone, Debug, Default)]
+pub struct StreamObserver(Arc<Mutex<ObserverData>>);
+
+impl StreamObserver {
+    pub fn new() -> StreamObserver {
+        StreamObserver::default()
+    }
+    /// A copy of everything recorded so far.
+    pub fn snapshot(&self) -> ObserverData {
+        self.0.lock().expect("observer lock").clone()
+    }
+    pub(crate) fn with(&self, f: impl FnOnce(&mut ObserverData)) {
+        let mut d = self.0.lock().expect("observer lock");
+        f(&mut d);
+        // Keep every series bounded.
+        if d.batch_latencies.len() > OBSERVER_SAMPLES_MAX {
+            d.batch_latencies.drain(..OBSERVER_SAMPLES_MAX / 2);
+        }
+        if d.batch_bytes.len() > OBSERVER_SAMPLES_MAX {
+            d.batch_bytes.drain(..OBSERVER_SAMPLES_MAX / 2);
+        }
+        if d.under_replicated.len() > OBSERVER_SAMPLES_MAX {
+            d.under_replicated.drain(..OBSERVER_SAMPLES_MAX / 2);
+        }
+        if d.seals.len() > OBSERVER_SAMPLES_MAX {
+            d.seals.drain(..OBSERVER_SAMPLES_MAX / 2);
+        }
+    }
+}
+
+/// Configuration of storage nodes, clients and managers.
+#[derive(Clone, Debug)]
+pub struct StreamConfig {
+    pub meta: ServiceConfig,
+    /// Every storage node.
+    pub storage: Vec<NodeId>,
+    /// Timeout of one call to a storage node.
+    pub call_timeout: Duration,
+    /// A node that failed a call is avoided by placement for this long.
+    pub avoid_for: Duration,
+    /// Manager: how often it pings storage nodes.
+    pub heartbeat: Duration,
+    /// Manager: a node silent this long is dead.
+    pub dead_after: Duration,
+    /// Manager: grace period before re-replicating a dead node's replicas.
+    pub rereplicate_after: Duration,
+    pub extent_bytes_max: u64,
+    /// Opening a namespace gives up sealing an extent after this long.
+    pub seal_deadline: Duration,
+    pub observer: StreamObserver,
+}
+
+impl StreamConfig {
+    pub fn new(meta_nodes: Vec<NodeId>, storage_nodes: Vec<NodeId>) -> StreamConfig {
+        StreamConfig {
+            meta: ServiceConfig::new(meta_nodes),
+            storage: storage_nodes,
+            call_timeout: Duration::from_millis(100),
+            avoid_for: Duration::from_secs(2),
+            heartbeat: Duration::from_millis(100),
+            dead_after: Duration::from_secs(1),
+            rereplicate_after: Duration::from_secs(5),
+            extent_bytes_max: 4 << 20,
+            seal_deadline: Duration::from_secs(5),
+            observer: StreamObserver::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_meta_round_trips_and_rejects_garbage() {
+        let m = StreamMeta {
+            extents: vec![
+                ExtentMeta { id: "a/b/1/0".into(), replicas: vec![NodeId(1), NodeId(4), NodeId(7)], sealed_len: Some(99) },
+                ExtentMeta { id: "a/b/1/1".into(), replicas: vec![NodeId(2), NodeId(5), NodeId(8)], sealed_len: None },
+            ],
+        };
+        let b = m.encode();
+        assert_eq!(StreamMeta::decode(&b), Some(m.clone()));
+        assert_eq!(m.base_of(1), 99);
+        for cut in 0..b.len() {
+            assert_eq!(StreamMeta::decode(&b[..cut]), None, "cut at {cut}");
+        }
+        let mut extra = b.clone();
+        extra.push(0);
+        assert_eq!(StreamMeta::decode(&extra), None);
+    }
+}

@@ -1,0 +1,561 @@
+//! The storage node: holds extent replicas, one file per replica
+//! ([`super::format`]), answers the stream protocol.
+//!
+//! One loop takes messages in groups (up to [`GROUP_MAX`]): appends are
+//! written as records, every file written in the group is synced once, and
+//! only then are the appends and seals of the group answered (group
+//! commit). An append at the replica's length is written; a duplicate of
+//! bytes it already holds (same offset, same checksum) is acknowledged
+//! again; one beyond its length waits in a reorder buffer
+//! ([`REORDER_MAX`]); one from an epoch below the fence is refused. A
+//! seal records the fence in a synced fence record. Repairs (copying a
+//! sealed extent from another replica) run beside the loop and swap the
+//! new file in with `rename` + `sync_dir`.
+//!
+//! Disk errors never stop the node: the affected replica is marked damaged
+//! (no more appends, reads below its good length), the request gets an
+//! error, and the writer falls back to another extent.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use sim::net::{Inbox, Net, RequestId};
+use sim::topology::NodeId;
+use sim::world::NodeCtx;
+use sim::Disk;
+use tokio::sync::{mpsc, Mutex};
+
+use super::format::{self, RecordLoc, HEADER_LEN, RECORD_DATA_MAX};
+use super::{ExtentId, ReplicaError, StreamConfig, StreamMsg, GROUP_MAX, READ_BYTES_MAX, REORDER_MAX};
+
+/// Attempts at reading a replica file back at startup.
+pub const RECOVERY_READ_ATTEMPTS_MAX: u32 = 3;
+/// Messages waiting between the inbox and the loop.
+pub const QUEUE_MAX: usize = 4 * GROUP_MAX;
+
+const FILE_PREFIX: &str = "x-";
+
+fn hex(s: &str) -> String {
+    s.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<String> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    let bytes: Option<Vec<u8>> = (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect();
+    String::from_utf8(bytes?).ok()
+}
+
+/// The file name of an extent's replica.
+pub fn file_name(extent: &str) -> String {
+    format!("{FILE_PREFIX}{}", hex(extent))
+}
+
+struct Held {
+    epoch: u64,
+    data: Vec<u8>,
+    commit_len: u64,
+    from: NodeId,
+    request: RequestId,
+}
+
+/// One extent replica in memory.
+#[derive(Default)]
+struct Ext {
+    file: String,
+    file_exists: bool,
+    /// Data records by extent offset.
+    records: BTreeMap<u64, RecordLoc>,
+    /// Durable (synced) length.
+    len: u64,
+    /// Length including records written in the current group.
+    written: u64,
+    fence: u64,
+    sealed: bool,
+    /// A disk error or corruption: no appends until repaired.
+    damaged: bool,
+    commit_len: u64,
+    held: BTreeMap<u64, Held>,
+    repairing: bool,
+}
+
+impl Ext {
+    fn from_scan(file: String, s: &format::Scanned) -> Ext {
+        Ext {
+            file,
+            file_exists: true,
+            records: s.records.iter().map(|r| (r.offset, *r)).collect(),
+            len: s.len,
+            written: s.len,
+            fence: s.fence,
+            sealed: s.sealed,
+            damaged: s.corrupt_at.is_some(),
+            ..Ext::default()
+        }
+    }
+}
+
+/// An answer waiting for the group's syncs.
+enum Deferred {
+    Append { end: u64 },
+    Seal,
+}
+
+struct Store {
+    disk: Disk,
+    extents: BTreeMap<ExtentId, Ext>,
+    /// Answers to held appends that were refused after all (sent with the
+    /// group's answers).
+    late: Vec<(NodeId, RequestId, StreamMsg)>,
+}
+
+/// What one startup recovery found (for notes and tests).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Recovered {
+    pub extents: usize,
+    pub torn_tails: usize,
+    pub damaged: usize,
+    pub unreadable: usize,
+}
+
+impl Store {
+    async fn recover(disk: Disk) -> (Store, Recovered) {
+        let mut st = Store { disk: disk.clone(), extents: BTreeMap::new(), late: Vec::new() };
+        let mut rec = Recovered::default();
+        for name in disk.list(FILE_PREFIX) {
+            if name.ends_with(".tmp") {
+                let _ = disk.remove(&name).await;
+                continue;
+            }
+            let Some(id) = unhex(&name[FILE_PREFIX.len()..]) else { continue };
+            let mut content = None;
+            for _ in 0..RECOVERY_READ_ATTEMPTS_MAX {
+                let Ok(len) = disk.len(&name) else { break };
+                if let Ok(b) = disk.read_at(&name, 0, len).await {
+                    content = Some(b);
+                    break;
+                }
+            }
+            let Some(content) = content else {
+                // Unreadable: the replica is missing here; reads fall back
+                // and the manager re-replicates.
+                rec.unreadable += 1;
+                continue;
+            };
+            let s = format::scan(&content);
+            let mut ext = Ext::from_scan(name.clone(), &s);
+            if s.torn && s.corrupt_at.is_none() {
+                rec.torn_tails += 1;
+                if rewrite(&disk, &name, &content[..s.good_bytes as usize]).await.is_err() {
+                    ext.damaged = true;
+                }
+            }
+            if ext.damaged {
+                rec.damaged += 1;
+            }
+            rec.extents += 1;
+            st.extents.insert(id, ext);
+        }
+        (st, rec)
+    }
+}
+
+/// Replaces `name` by `content` atomically: a temporary file, synced, then
+/// renamed over it and the directory synced.
+async fn rewrite(disk: &Disk, name: &str, content: &[u8]) -> Result<(), sim::DiskError> {
+    let tmp = format!("{name}.tmp");
+    if disk.exists(&tmp) {
+        disk.remove(&tmp).await?;
+    }
+    disk.create(&tmp).await?;
+    if !content.is_empty() {
+        disk.append(&tmp, content).await?;
+    }
+    disk.sync(&tmp).await?;
+    disk.rename(&tmp, name).await?;
+    disk.sync_dir().await
+}
+
+struct Node {
+    net: Net<StreamMsg>,
+    store: Arc<Mutex<Store>>,
+    cfg: StreamConfig,
+}
+
+/// Runs one storage node until it crashes; restarts run it again.
+pub async fn serve_storage(ctx: NodeCtx, cfg: StreamConfig) {
+    let (store, rec) = Store::recover(ctx.disk()).await;
+    ctx.note(format!(
+        "storage recovered {} extents, {} torn tails cut, {} damaged, {} unreadable",
+        rec.extents, rec.torn_tails, rec.damaged, rec.unreadable
+    ));
+    let (net, mut inbox): (Net<StreamMsg>, Inbox<StreamMsg>) = Net::bind(&ctx).await;
+    let (tx, mut rx) = mpsc::channel(QUEUE_MAX);
+    madsim::task::spawn(async move {
+        while let Some(m) = inbox.recv().await {
+            if tx.send(m).await.is_err() {
+                return;
+            }
+        }
+    });
+    let node = Arc::new(Node { net, store: Arc::new(Mutex::new(store)), cfg });
+    while let Some(first) = rx.recv().await {
+        let mut group = vec![first];
+        while group.len() < GROUP_MAX {
+            match rx.try_recv() {
+                Ok(m) => group.push(m),
+                Err(_) => break,
+            }
+        }
+        node.clone().handle_group(group).await;
+    }
+}
+
+impl Node {
+    async fn handle_group(self: Arc<Self>, group: Vec<sim::net::Incoming<StreamMsg>>) {
+        let mut deferred: Vec<(NodeId, RequestId, ExtentId, Deferred)> = Vec::new();
+        let mut immediate: Vec<(NodeId, RequestId, StreamMsg)> = Vec::new();
+        let mut dirty: BTreeSet<ExtentId> = BTreeSet::new();
+        let mut created = false;
+        let mut st = self.store.lock().await;
+        for m in group {
+            let from = m.from;
+            let request = m.request;
+            let reply = match m.msg {
+                StreamMsg::Append { extent, epoch, offset, data, crc, commit_len } => {
+                    let Some(request) = request else { continue };
+                    if crc32fast::hash(&data) != crc || data.len() > RECORD_DATA_MAX as usize || data.is_empty() {
+                        Some(StreamMsg::Err(ReplicaError::BadRequest))
+                    } else {
+                        let held = Held { epoch, data, commit_len, from, request };
+                        st.append(&extent, offset, held, &mut deferred, &mut dirty, &mut created).await
+                    }
+                }
+                StreamMsg::Commit { extent, commit_len } => {
+                    if let Some(e) = st.extents.get_mut(&extent) {
+                        e.commit_len = e.commit_len.max(commit_len.min(e.len));
+                    }
+                    Some(StreamMsg::Done)
+                }
+                StreamMsg::Seal { extent, epoch } => {
+                    let Some(request) = request else { continue };
+                    st.seal(&extent, epoch, from, request, &mut deferred, &mut dirty, &mut created).await
+                }
+                StreamMsg::Read { extent, offset, len, limit } => Some(st.read(&extent, offset, len, limit).await),
+                StreamMsg::Repair { extent, len, sources } => {
+                    let Some(request) = request else { continue };
+                    let busy = st.extents.get(&extent).is_some_and(|e| e.repairing);
+                    if busy {
+                        Some(StreamMsg::Err(ReplicaError::Busy))
+                    } else {
+                        st.extents.entry(extent.clone()).or_insert_with(|| Ext { file: file_name(&extent), ..Ext::default() }).repairing = true;
+                        madsim::task::spawn(self.clone().repair(extent, len, sources, from, request));
+                        None
+                    }
+                }
+                StreamMsg::Remove { extent } => {
+                    if let Some(e) = st.extents.remove(&extent) {
+                        if e.file_exists {
+                            let _ = st.disk.remove(&e.file).await;
+                            created = true; // the namespace changed: sync it
+                        }
+                    }
+                    Some(StreamMsg::Done)
+                }
+                StreamMsg::Ping => Some(StreamMsg::Pong),
+                // Responses are never requests; anything else is dropped.
+                _ => None,
+            };
+            if let (Some(msg), Some(request)) = (reply, request) {
+                immediate.push((from, request, msg));
+            }
+        }
+        let mut failed: BTreeSet<ExtentId> = BTreeSet::new();
+        for id in &dirty {
+            let disk = st.disk.clone();
+            let Some(e) = st.extents.get_mut(id) else { continue };
+            match disk.sync(&e.file).await {
+                Ok(()) => e.len = e.written,
+                Err(_) => {
+                    e.damaged = true;
+                    failed.insert(id.clone());
+                }
+            }
+        }
+        if created && st.disk.sync_dir().await.is_err() {
+            failed.extend(dirty.iter().cloned());
+        }
+        for (from, request, id, d) in deferred {
+            let msg = match st.extents.get(&id) {
+                _ if failed.contains(&id) => StreamMsg::Err(ReplicaError::Io),
+                None => StreamMsg::Err(ReplicaError::NotFound),
+                Some(e) => match d {
+                    Deferred::Append { end } if e.len >= end => StreamMsg::Appended { len: e.len },
+                    Deferred::Append { .. } => StreamMsg::Err(ReplicaError::Io),
+                    Deferred::Seal => StreamMsg::SealedAt { len: e.len },
+                },
+            };
+            immediate.push((from, request, msg));
+        }
+        immediate.append(&mut st.late);
+        drop(st);
+        for (to, request, msg) in immediate {
+            self.net.reply(to, request, msg).await;
+        }
+    }
+
+    /// Copies a sealed extent from a source replica and swaps it in.
+    async fn repair(self: Arc<Self>, extent: ExtentId, len: u64, sources: Vec<NodeId>, to: NodeId, request: RequestId) {
+        let result = self.fetch(&extent, len, &sources).await;
+        let reply = match result {
+            None => StreamMsg::Err(ReplicaError::Busy),
+            Some(data) => {
+                let mut st = self.store.lock().await;
+                let file = file_name(&extent);
+                let fence = st.extents.get(&extent).map_or(0, |e| e.fence);
+                let mut content = Vec::with_capacity(data.len() + 64);
+                for (i, chunk) in data.chunks(READ_BYTES_MAX as usize).enumerate() {
+                    content.extend_from_slice(&format::encode_record(i as u64 * READ_BYTES_MAX, chunk));
+                }
+                content.extend_from_slice(&format::encode_fence(fence, true));
+                match rewrite(&st.disk, &file, &content).await {
+                    Ok(()) => {
+                        let s = format::scan(&content);
+                        let mut e = Ext::from_scan(file, &s);
+                        e.commit_len = len;
+                        st.extents.insert(extent.clone(), e);
+                        StreamMsg::Done
+                    }
+                    Err(_) => StreamMsg::Err(ReplicaError::Io),
+                }
+            }
+        };
+        if let Some(e) = self.store.lock().await.extents.get_mut(&extent) {
+            e.repairing = false;
+        }
+        self.net.reply(to, request, reply).await;
+    }
+
+    /// The extent's first `len` bytes from one of `sources`, checked.
+    async fn fetch(&self, extent: &ExtentId, len: u64, sources: &[NodeId]) -> Option<Vec<u8>> {
+        'source: for &src in sources {
+            let mut out = Vec::with_capacity(len as usize);
+            while (out.len() as u64) < len {
+                let at = out.len() as u64;
+                let want = (len - at).min(READ_BYTES_MAX);
+                let read = StreamMsg::Read { extent: extent.clone(), offset: at, len: want, limit: Some(len) };
+                match self.net.call(src, read, self.cfg.call_timeout).await {
+                    Ok(StreamMsg::Data { data, crc }) if crc32fast::hash(&data) == crc && data.len() as u64 == want => out.extend_from_slice(&data),
+                    _ => continue 'source,
+                }
+            }
+            return Some(out);
+        }
+        None
+    }
+}
+
+impl Store {
+    fn ext(&mut self, extent: &ExtentId) -> &mut Ext {
+        self.extents.entry(extent.clone()).or_insert_with(|| Ext { file: file_name(extent), ..Ext::default() })
+    }
+
+    /// Writes a record at the replica's end (creating its file first).
+    async fn write(&mut self, extent: &ExtentId, rec: &[u8], created: &mut bool) -> Result<u64, ()> {
+        let disk = self.disk.clone();
+        let e = self.ext(extent);
+        if !e.file_exists {
+            match disk.create(&e.file).await {
+                Ok(()) | Err(sim::DiskError::AlreadyExists(_)) => {
+                    e.file_exists = true;
+                    *created = true;
+                }
+                Err(_) => {
+                    e.damaged = true;
+                    return Err(());
+                }
+            }
+        }
+        match disk.append(&e.file, rec).await {
+            Ok(pos) => Ok(pos),
+            Err(_) => {
+                e.damaged = true;
+                Err(())
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn append(
+        &mut self,
+        extent: &ExtentId,
+        offset: u64,
+        held: Held,
+        deferred: &mut Vec<(NodeId, RequestId, ExtentId, Deferred)>,
+        dirty: &mut BTreeSet<ExtentId>,
+        created: &mut bool,
+    ) -> Option<StreamMsg> {
+        let mut next = Some((offset, held));
+        let mut first_reply = None;
+        let mut first = true;
+        while let Some((offset, h)) = next.take() {
+            let reply = self.append_one(extent, offset, &h, deferred, dirty, created).await;
+            match reply {
+                AppendStep::Reply(msg) if first => first_reply = Some(msg),
+                AppendStep::Reply(msg) => {
+                    // A held append answered late (refused now).
+                    self.late.push((h.from, h.request, msg));
+                }
+                AppendStep::Hold => {
+                    let e = self.ext(extent);
+                    if e.held.len() >= REORDER_MAX && !e.held.contains_key(&offset) {
+                        if first {
+                            first_reply = Some(StreamMsg::Err(ReplicaError::Busy));
+                        }
+                    } else {
+                        e.held.insert(offset, h);
+                    }
+                }
+                AppendStep::Written => {}
+            }
+            first = false;
+            let e = self.ext(extent);
+            let w = e.written;
+            next = e.held.remove(&w).map(|h| (w, h));
+        }
+        first_reply
+    }
+
+    async fn append_one(
+        &mut self,
+        extent: &ExtentId,
+        offset: u64,
+        h: &Held,
+        deferred: &mut Vec<(NodeId, RequestId, ExtentId, Deferred)>,
+        dirty: &mut BTreeSet<ExtentId>,
+        created: &mut bool,
+    ) -> AppendStep {
+        let end = offset + h.data.len() as u64;
+        let crc = crc32fast::hash(&h.data);
+        let e = self.ext(extent);
+        if h.epoch < e.fence {
+            return AppendStep::Reply(StreamMsg::Err(ReplicaError::Fenced { fence: e.fence }));
+        }
+        e.commit_len = e.commit_len.max(h.commit_len.min(e.written));
+        if end <= e.written {
+            let dup = e.records.get(&offset).is_some_and(|r| r.len as usize == h.data.len() && r.crc == crc);
+            if dup {
+                deferred.push((h.from, h.request, extent.clone(), Deferred::Append { end }));
+                return AppendStep::Written;
+            }
+            return AppendStep::Reply(StreamMsg::Err(ReplicaError::Conflict));
+        }
+        if e.sealed || e.damaged {
+            return AppendStep::Reply(StreamMsg::Err(ReplicaError::Sealed { len: e.len }));
+        }
+        if offset > e.written {
+            return AppendStep::Hold;
+        }
+        if offset < e.written {
+            return AppendStep::Reply(StreamMsg::Err(ReplicaError::Conflict));
+        }
+        let rec = format::encode_record(offset, &h.data);
+        match self.write(extent, &rec, created).await {
+            Ok(pos) => {
+                let e = self.ext(extent);
+                e.records.insert(offset, RecordLoc { offset, pos, len: h.data.len() as u32, crc });
+                e.written = end;
+                dirty.insert(extent.clone());
+                deferred.push((h.from, h.request, extent.clone(), Deferred::Append { end }));
+                AppendStep::Written
+            }
+            Err(()) => AppendStep::Reply(StreamMsg::Err(ReplicaError::Io)),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn seal(
+        &mut self,
+        extent: &ExtentId,
+        epoch: u64,
+        from: NodeId,
+        request: RequestId,
+        deferred: &mut Vec<(NodeId, RequestId, ExtentId, Deferred)>,
+        dirty: &mut BTreeSet<ExtentId>,
+        created: &mut bool,
+    ) -> Option<StreamMsg> {
+        let e = self.ext(extent);
+        if epoch < e.fence {
+            return Some(StreamMsg::Err(ReplicaError::Fenced { fence: e.fence }));
+        }
+        e.fence = epoch;
+        e.sealed = true;
+        let held = std::mem::take(&mut e.held);
+        let len = e.len;
+        for (_, h) in held {
+            self.late.push((h.from, h.request, StreamMsg::Err(ReplicaError::Sealed { len })));
+        }
+        match self.write(extent, &format::encode_fence(epoch, true), created).await {
+            Ok(_) => {
+                dirty.insert(extent.clone());
+                deferred.push((from, request, extent.clone(), Deferred::Seal));
+                None
+            }
+            Err(()) => Some(StreamMsg::Err(ReplicaError::Io)),
+        }
+    }
+
+    async fn read(&mut self, extent: &ExtentId, offset: u64, len: u64, limit: Option<u64>) -> StreamMsg {
+        let Some(e) = self.extents.get(extent) else { return StreamMsg::Err(ReplicaError::NotFound) };
+        if e.repairing && !e.file_exists {
+            return StreamMsg::Err(ReplicaError::NotFound);
+        }
+        let lim = limit.unwrap_or(e.commit_len).min(e.len);
+        let end = offset.saturating_add(len.min(READ_BYTES_MAX)).min(lim);
+        let mut out = Vec::new();
+        if offset < end {
+            let first = e.records.range(..=offset).next_back().map_or(offset, |(&o, _)| o);
+            let locs: Vec<RecordLoc> = e.records.range(first..end).map(|(_, r)| *r).collect();
+            let file = e.file.clone();
+            for loc in locs {
+                let bytes = match self.disk.read_at(&file, loc.pos, HEADER_LEN as u64 + u64::from(loc.len)).await {
+                    Ok(b) => b,
+                    Err(_) => return StreamMsg::Err(ReplicaError::Io),
+                };
+                let Some(data) = format::check_record(&loc, &bytes) else {
+                    if let Some(e) = self.extents.get_mut(extent) {
+                        e.damaged = true;
+                    }
+                    return StreamMsg::Err(ReplicaError::Corrupt);
+                };
+                let lo = offset.max(loc.offset) - loc.offset;
+                let hi = end.min(loc.offset + u64::from(loc.len)) - loc.offset;
+                out.extend_from_slice(&data[lo as usize..hi as usize]);
+            }
+        }
+        let crc = crc32fast::hash(&out);
+        StreamMsg::Data { data: out, crc }
+    }
+}
+
+enum AppendStep {
+    Reply(StreamMsg),
+    Hold,
+    Written,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_round_trip() {
+        let id = "ns/stream name/3/17";
+        let f = file_name(id);
+        assert!(f.starts_with(FILE_PREFIX) && f.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
+        assert_eq!(unhex(&f[FILE_PREFIX.len()..]).as_deref(), Some(id));
+        assert_eq!(unhex("zz"), None);
+        assert_eq!(unhex("abc"), None);
+    }
+}
