@@ -62,6 +62,48 @@ fn parse_epoch(b: &[u8]) -> Option<u64> {
     Some(u64::from_le_bytes(b.try_into().ok()?))
 }
 
+/// Three replicas for a new extent from `sets` of candidates, most
+/// preferred first: the first set that spans as many zones as any set does
+/// (at most three; at least two, or `None`: three replicas are never placed
+/// in one zone). Within that set, one node in each zone in a seeded random
+/// order, then second nodes in zones already used.
+pub(crate) fn choose_replicas(sets: &[Vec<NodeId>], zone_of: impl Fn(NodeId) -> ZoneId, rng: &mut ChaCha8Rng) -> Option<Vec<NodeId>> {
+    let reach = |set: &Vec<NodeId>| {
+        let zones: BTreeSet<ZoneId> = set.iter().map(|&n| zone_of(n)).collect();
+        if set.len() < 3 { 0 } else { zones.len().min(3) }
+    };
+    let best = sets.iter().map(reach).max().unwrap_or(0);
+    if best < 2 {
+        return None;
+    }
+    let set = sets.iter().find(|s| reach(s) == best)?;
+    let mut by_zone: BTreeMap<ZoneId, Vec<NodeId>> = BTreeMap::new();
+    for &n in set {
+        by_zone.entry(zone_of(n)).or_default().push(n);
+    }
+    let mut zones: Vec<ZoneId> = by_zone.keys().copied().collect();
+    // Fisher-Yates with the seeded RNG.
+    for i in (1..zones.len()).rev() {
+        let j = rng.random_range(0..=i);
+        zones.swap(i, j);
+    }
+    let mut chosen: Vec<NodeId> = Vec::new();
+    for round in 0..2 {
+        for z in &zones {
+            if chosen.len() == 3 {
+                break;
+            }
+            let nodes = by_zone.get_mut(z).expect("zone listed");
+            if nodes.is_empty() || (round == 0 && chosen.iter().any(|&c| zone_of(c) == *z)) {
+                continue;
+            }
+            let k = rng.random_range(0..nodes.len());
+            chosen.push(nodes.remove(k));
+        }
+    }
+    (chosen.len() == 3).then_some(chosen)
+}
+
 impl StreamClient {
     /// Binds the stream protocol and a metadata client on this node (a node
     /// runs at most one of each).
@@ -136,7 +178,7 @@ impl StreamClient {
 
     /// Pings every storage node at once: which answered.
     pub(crate) async fn ping_all(&self) -> BTreeMap<NodeId, bool> {
-        let answers = self.call_all(&self.inner.cfg.storage, StreamMsg::Ping).await;
+        let answers = self.call_all(&self.inner.cfg.storage, StreamMsg::Ping, self.inner.cfg.call_timeout).await;
         answers.into_iter().map(|(n, r)| (n, matches!(r, Some(StreamMsg::Pong)))).collect()
     }
 
@@ -296,11 +338,10 @@ impl StreamClient {
     }
 
     /// Calls `msg` on every node at once; the answers (or `None`) by node.
-    async fn call_all(&self, nodes: &[NodeId], msg: StreamMsg) -> BTreeMap<NodeId, Option<StreamMsg>> {
+    async fn call_all(&self, nodes: &[NodeId], msg: StreamMsg, timeout: Duration) -> BTreeMap<NodeId, Option<StreamMsg>> {
         let (tx, mut rx) = mpsc::unbounded_channel();
         for &n in nodes {
             let (net, msg, tx) = (self.inner.net.clone(), msg.clone(), tx.clone());
-            let timeout = self.inner.cfg.call_timeout;
             madsim::task::spawn(async move {
                 let r = net.call(n, msg, timeout).await.ok();
                 let _ = tx.send((n, r));
@@ -316,50 +357,26 @@ impl StreamClient {
 
     /// Three storage nodes for a new extent (see the module doc).
     async fn place(&self, exclude: &BTreeSet<NodeId>) -> Result<Vec<NodeId>, StreamError> {
-        let answers = self.call_all(&self.inner.cfg.storage, StreamMsg::Ping).await;
+        // A short timeout: placement waits for the slowest ping, and a dead
+        // node never answers.
+        let answers = self.call_all(&self.inner.cfg.storage, StreamMsg::Ping, self.inner.cfg.ping_timeout).await;
         let live: Vec<NodeId> = answers.iter().filter(|(_, r)| matches!(r, Some(StreamMsg::Pong))).map(|(&n, _)| n).collect();
         for (&n, r) in &answers {
             if r.is_none() {
                 self.avoid(n);
             }
         }
-        let mut good: Vec<NodeId> = live.iter().copied().filter(|n| !exclude.contains(n) && !self.avoided(*n)).collect();
-        if good.len() < 3 {
-            good = live.iter().copied().filter(|n| !exclude.contains(n)).collect();
-        }
-        if good.len() < 3 {
-            good = live.clone();
-        }
+        // Most preferred first: healthy and not excluded, then not
+        // excluded, then anything that answered.
+        let sets = [
+            live.iter().copied().filter(|n| !exclude.contains(n) && !self.avoided(*n)).collect::<Vec<_>>(),
+            live.iter().copied().filter(|n| !exclude.contains(n)).collect(),
+            live.clone(),
+        ];
         let topo = self.inner.world.topology();
-        let mut by_zone: BTreeMap<ZoneId, Vec<NodeId>> = BTreeMap::new();
-        for n in good {
-            by_zone.entry(topo.zone_of(n)).or_default().push(n);
-        }
         let mut rng = self.inner.rng.lock().expect("rng lock");
-        let mut zones: Vec<ZoneId> = by_zone.keys().copied().collect();
-        // Fisher-Yates with the seeded RNG.
-        for i in (1..zones.len()).rev() {
-            let j = rng.random_range(0..=i);
-            zones.swap(i, j);
-        }
-        let mut chosen = Vec::new();
-        for round in 0..2 {
-            for z in &zones {
-                if chosen.len() == 3 {
-                    break;
-                }
-                let nodes = by_zone.get_mut(z).expect("zone listed");
-                if nodes.is_empty() || (round == 0 && chosen.iter().any(|&c| topo.zone_of(c) == *z)) {
-                    continue;
-                }
-                let k = rng.random_range(0..nodes.len());
-                chosen.push(nodes.remove(k));
-            }
-        }
-        if chosen.len() < 3 {
-            return Err(StreamError::Unavailable(format!("only {} storage nodes answered", chosen.len())));
-        }
-        Ok(chosen)
+        choose_replicas(&sets, |n| topo.zone_of(n), &mut rng)
+            .ok_or_else(|| StreamError::Unavailable(format!("{} storage nodes answered, in too few zones for three replicas", live.len())))
     }
 
     /// Becomes the owner of namespace `ns`: bumps its epoch, then fences and
@@ -431,7 +448,7 @@ impl StreamClient {
     async fn fence_extent(&self, e: &ExtentMeta, epoch: u64) -> Result<u64, StreamError> {
         let deadline = time::now() + self.inner.cfg.seal_deadline;
         for _ in 0..SEAL_ROUNDS_MAX {
-            let answers = self.call_all(&e.replicas, StreamMsg::Seal { extent: e.id.clone(), epoch }).await;
+            let answers = self.call_all(&e.replicas, StreamMsg::Seal { extent: e.id.clone(), epoch }, self.inner.cfg.call_timeout).await;
             let mut lens = Vec::new();
             for r in answers.values() {
                 match r {
@@ -1063,4 +1080,72 @@ async fn send_to_replica(
         }
     }
     AckResult::Failed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    fn zone(n: NodeId) -> ZoneId {
+        ZoneId((n.0 / 3) as u16)
+    }
+
+    fn zones_of(v: &[NodeId]) -> BTreeSet<ZoneId> {
+        v.iter().map(|&n| zone(n)).collect()
+    }
+
+    fn nodes(ids: &[u32]) -> Vec<NodeId> {
+        ids.iter().map(|&i| NodeId(i)).collect()
+    }
+
+    #[test]
+    fn three_zones_get_one_replica_each() {
+        for seed in 0..50 {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            let c = choose_replicas(&[nodes(&[0, 1, 2, 3, 4, 5, 6, 7, 8])], zone, &mut rng).unwrap();
+            assert_eq!(zones_of(&c).len(), 3, "{c:?}");
+        }
+    }
+
+    #[test]
+    fn with_one_zone_down_replicas_spread_over_the_two_left() {
+        for seed in 0..50 {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            let c = choose_replicas(&[nodes(&[0, 1, 2, 6, 7, 8])], zone, &mut rng).unwrap();
+            assert_eq!(c.len(), 3);
+            assert_eq!(zones_of(&c).len(), 2, "{c:?}");
+            assert_eq!(c.iter().collect::<BTreeSet<_>>().len(), 3);
+        }
+    }
+
+    #[test]
+    fn never_three_replicas_in_one_zone() {
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        assert_eq!(choose_replicas(&[nodes(&[6, 7, 8])], zone, &mut rng), None);
+        assert_eq!(choose_replicas(&[nodes(&[0, 6])], zone, &mut rng), None);
+    }
+
+    /// The bug a sweep found: after a zone healed, the nodes a client had
+    /// avoided were all in the two other zones, and the preferred set (one
+    /// zone) gave only two replicas. A less preferred set that spans more
+    /// zones wins.
+    #[test]
+    fn a_less_preferred_set_wins_when_it_spans_more_zones() {
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let preferred = nodes(&[6, 7, 8]);
+        let all = nodes(&[0, 1, 2, 3, 4, 5, 6, 7, 8]);
+        let c = choose_replicas(&[preferred, all], zone, &mut rng).unwrap();
+        assert_eq!(zones_of(&c).len(), 3, "{c:?}");
+    }
+
+    #[test]
+    fn the_preferred_set_wins_when_it_spans_as_many_zones() {
+        for seed in 0..20 {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            let preferred = nodes(&[0, 3, 6]);
+            let all = nodes(&[0, 1, 2, 3, 4, 5, 6, 7, 8]);
+            assert_eq!(choose_replicas(&[preferred.clone(), all], zone, &mut rng).unwrap().into_iter().collect::<BTreeSet<_>>(), preferred.into_iter().collect());
+        }
+    }
 }

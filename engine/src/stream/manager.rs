@@ -19,9 +19,11 @@
 //! holding two while a live zone holds none. A move is: the target copies
 //! the sealed extent from a good replica, verifying checksums
 //! (`Repair`), then one Txn replaces the replica in the metadata, checked
-//! against the metadata as read (so a concurrent seal or another manager's
-//! change wins). The replaced replica is told to drop its copy (best
-//! effort). Open extents are the writer's business: it seals them when a
+//! against the metadata as read; when the writer changed the stream in
+//! between (a new extent, a seal), the Txn is redone on the metadata found
+//! as long as the extent still lists the replaced node. The replaced
+//! replica is told to drop its copy (best effort). The moves of one round
+//! run concurrently. Open extents are the writer's business: it seals them when a
 //! replica fails.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -33,7 +35,7 @@ use sim::topology::{NodeId, ZoneId};
 use sim::world::NodeCtx;
 
 use super::client::StreamClient;
-use super::{ExtentMeta, StreamConfig, StreamMeta, StreamMsg, REREPLICATE_PARALLEL_MAX, STREAMS_MAX};
+use super::{ExtentMeta, StreamConfig, StreamMeta, StreamMsg, META_ATTEMPTS_MAX, REREPLICATE_PARALLEL_MAX, STREAMS_MAX};
 use crate::meta::state::Outcome;
 
 /// The metadata key of the published live set.
@@ -85,7 +87,7 @@ pub async fn serve_manager(ctx: NodeCtx, cfg: StreamConfig) {
             for (i, e) in meta.extents.iter().enumerate() {
                 let dead: Vec<NodeId> = e.replicas.iter().copied().filter(|&r| dead_for(r) >= cfg.dead_after).collect();
                 let zones: BTreeSet<ZoneId> = e.replicas.iter().map(|&r| topo.zone_of(r)).collect();
-                if !dead.is_empty() || zones.len() < 3 {
+                if !dead.is_empty() || zones.len() < live_zones.len().min(3) {
                     under += 1;
                 }
                 if e.sealed_len.is_none() || work.len() >= REREPLICATE_PARALLEL_MAX {
@@ -110,9 +112,12 @@ pub async fn serve_manager(ctx: NodeCtx, cfg: StreamConfig) {
             }
         }
         cfg.observer.with(|o| o.under_replicated.push((now, under)));
+        // The moves of one round run at once: each copies a sealed extent
+        // over the network, which takes longer than the round's metadata.
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         for (key, bytes, i, old) in work {
             let Some(meta) = StreamMeta::decode(&bytes) else { continue };
-            let e = &meta.extents[i];
+            let e = meta.extents[i].clone();
             let zones: BTreeSet<ZoneId> = e.replicas.iter().filter(|&&r| r != old).map(|&r| topo.zone_of(r)).collect();
             let candidates: Vec<NodeId> = live.iter().copied().filter(|n| !e.replicas.contains(n)).collect();
             let fresh: Vec<NodeId> = candidates.iter().copied().filter(|&n| !zones.contains(&topo.zone_of(n))).collect();
@@ -121,15 +126,27 @@ pub async fn serve_manager(ctx: NodeCtx, cfg: StreamConfig) {
                 continue;
             }
             let target = pool[rng.random_range(0..pool.len())];
-            if move_replica(&client, &cfg, &key, &bytes, e, i, old, target).await {
-                ctx.note(format!("manager moved a replica of {} from {} to {}", e.id, old.0, target.0));
+            let (client, cfg, tx) = (client.clone(), cfg.clone(), tx.clone());
+            madsim::task::spawn(async move {
+                let moved = move_replica(&client, &cfg, &key, bytes, &e, old, target).await;
+                let _ = tx.send((e.id, old, target, moved));
+            });
+        }
+        drop(tx);
+        while let Some((id, old, target, moved)) = rx.recv().await {
+            if moved {
+                ctx.note(format!("manager moved a replica of {id} from node {} to node {}", old.0, target.0));
             }
         }
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn move_replica(client: &StreamClient, cfg: &StreamConfig, key: &str, bytes: &[u8], e: &ExtentMeta, i: usize, old: NodeId, target: NodeId) -> bool {
+/// Copies sealed extent `e` to `target` and swaps it for `old` in the
+/// stream's metadata (`bytes` as read). A Txn lost to a concurrent change
+/// of the stream (its writer added or sealed an extent) is retried on the
+/// metadata found, up to [`META_ATTEMPTS_MAX`] times, as long as the extent
+/// still lists `old`.
+async fn move_replica(client: &StreamClient, cfg: &StreamConfig, key: &str, mut bytes: Vec<u8>, e: &ExtentMeta, old: NodeId, target: NodeId) -> bool {
     let Some(len) = e.sealed_len else { return false };
     let sources: Vec<NodeId> = e.replicas.iter().copied().filter(|&r| r != old).chain(std::iter::once(old)).collect();
     let repair = StreamMsg::Repair { extent: e.id.clone(), len, sources };
@@ -137,23 +154,43 @@ async fn move_replica(client: &StreamClient, cfg: &StreamConfig, key: &str, byte
     if !matches!(client.call(target, repair, timeout).await, Some(StreamMsg::Done)) {
         return false;
     }
-    let Some(mut meta) = StreamMeta::decode(bytes) else { return false };
-    for r in &mut meta.extents[i].replicas {
-        if *r == old {
-            *r = target;
+    for _ in 0..META_ATTEMPTS_MAX {
+        let Some(mut meta) = StreamMeta::decode(&bytes) else { break };
+        let Some(ext) = meta.extents.iter_mut().find(|x| x.id == e.id && x.sealed_len == Some(len)) else { break };
+        if ext.replicas.contains(&target) {
+            // An earlier attempt whose outcome was unknown did apply (or
+            // another manager chose the same target): the copy is in use.
+            let moved = !ext.replicas.contains(&old);
+            if moved {
+                cfg.observer.with(|o| o.bytes_rereplicated += len);
+            }
+            return moved;
+        }
+        if !ext.replicas.contains(&old) {
+            break;
+        }
+        for r in &mut ext.replicas {
+            if *r == old {
+                *r = target;
+            }
+        }
+        let new = meta.encode();
+        match client.meta_txn(vec![(key.to_string(), Some(bytes.clone()))], vec![(key.to_string(), Some(new))]).await {
+            Ok(Outcome::Done) => {
+                cfg.observer.with(|o| o.bytes_rereplicated += len);
+                client.send(old, StreamMsg::Remove { extent: e.id.clone() }).await;
+                return true;
+            }
+            Ok(Outcome::TxnFailed { current: Some(current), .. }) => bytes = current,
+            // An unknown outcome: read what the store holds and look again.
+            Err(_) => match client.meta_get(key).await {
+                Ok(Some(current)) => bytes = current,
+                _ => break,
+            },
+            _ => break,
         }
     }
-    let new = meta.encode();
-    match client.meta_txn(vec![(key.to_string(), Some(bytes.to_vec()))], vec![(key.to_string(), Some(new))]).await {
-        Ok(Outcome::Done) => {
-            cfg.observer.with(|o| o.bytes_rereplicated += len);
-            client.send(old, StreamMsg::Remove { extent: e.id.clone() }).await;
-            true
-        }
-        _ => {
-            // Lost to a concurrent change: the copy on `target` is garbage.
-            client.send(target, StreamMsg::Remove { extent: e.id.clone() }).await;
-            false
-        }
-    }
+    // Lost to a concurrent change: the copy on `target` is garbage.
+    client.send(target, StreamMsg::Remove { extent: e.id.clone() }).await;
+    false
 }

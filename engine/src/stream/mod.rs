@@ -79,7 +79,7 @@ pub const STREAMS_MAX: usize = crate::meta::service::SCAN_LIMIT_MAX;
 /// Extents one stream's metadata may list.
 pub const EXTENTS_MAX: usize = 1024;
 /// Sealed extents one manager round re-replicates at most.
-pub const REREPLICATE_PARALLEL_MAX: usize = 4;
+pub const REREPLICATE_PARALLEL_MAX: usize = 8;
 /// Samples kept per observer series.
 pub const OBSERVER_SAMPLES_MAX: usize = 100_000;
 
@@ -338,6 +338,9 @@ pub struct StreamConfig {
     pub storage: Vec<NodeId>,
     /// Timeout of one call to a storage node.
     pub call_timeout: Duration,
+    /// Timeout of the pings placement sends to every storage node (it
+    /// waits for the slowest, so a dead node costs this much per new extent).
+    pub ping_timeout: Duration,
     /// A node that failed a call is avoided by placement for this long.
     pub avoid_for: Duration,
     /// Manager: how often it pings storage nodes.
@@ -358,6 +361,7 @@ impl StreamConfig {
             meta: ServiceConfig::new(meta_nodes),
             storage: storage_nodes,
             call_timeout: Duration::from_millis(100),
+            ping_timeout: Duration::from_millis(20),
             avoid_for: Duration::from_secs(2),
             heartbeat: Duration::from_millis(100),
             dead_after: Duration::from_secs(1),

@@ -271,6 +271,14 @@ impl Node {
                 immediate.push((from, request, msg));
             }
         }
+        // Answers that claim nothing about durability (pings, reads of
+        // committed bytes, refusals) go out before the group's syncs, so a
+        // node busy syncing many extents still answers pings within the
+        // callers' timeouts.
+        immediate.append(&mut st.late);
+        for (to, request, msg) in immediate.drain(..) {
+            self.net.reply(to, request, msg).await;
+        }
         let mut failed: BTreeSet<ExtentId> = BTreeSet::new();
         for id in &dirty {
             let disk = st.disk.clone();
