@@ -53,6 +53,15 @@ pub struct BenchFigures {
     pub meta_ops_per_s: f64,
     /// Model time one metadata operation took on average (one client).
     pub meta_op_model_latency: String,
+    /// Stream appends (128 bytes, 64 writers on one stream), each
+    /// acknowledged after three replicas in three zones synced it.
+    pub stream_appends: u64,
+    pub stream_appends_per_s: f64,
+    /// Appends per second over the raw madsim message rate of the same round.
+    pub stream_appends_vs_raw_msgs: f64,
+    /// Messages the stream layer sent per append (batching brings it below
+    /// the six of an unbatched three-replica round trip).
+    pub stream_msgs_per_append: f64,
 }
 
 /// Nanoseconds this thread has spent on a CPU (Linux), so that figures
@@ -246,6 +255,69 @@ fn meta_ops(n: u64) -> (Duration, Duration) {
     (cpu, model)
 }
 
+/// Concurrent writers in the stream bench (their appends are pipelined and
+/// group-committed into batches).
+const STREAM_BENCH_WRITERS: u64 = 64;
+
+/// `n` appends of 128 bytes to one stream from [`STREAM_BENCH_WRITERS`]
+/// concurrent tasks; returns the CPU time and the messages sent.
+fn stream_appends(n: u64) -> (Duration, u64) {
+    use engine::stream::client::StreamClient;
+    use engine::stream::StreamConfig;
+    let (msgs, cpu) = in_runtime(1, move || {
+        Box::pin(async move {
+            let world = three_zone_world(1, &["meta", "storage", "client"]);
+            let topo = world.topology().clone();
+            let cfg = StreamConfig::new(topo.nodes_with_role("meta"), topo.nodes_with_role("storage"));
+            for &m in &topo.nodes_with_role("meta") {
+                let meta = cfg.meta.clone();
+                world.start_node(m, move |ctx| engine::meta::service::serve(ctx, meta.clone()));
+            }
+            for &s in &topo.nodes_with_role("storage") {
+                let cfg = cfg.clone();
+                world.start_node(s, move |ctx| engine::stream::replica::serve_storage(ctx, cfg.clone()));
+            }
+            let done = Arc::new(Mutex::new(None));
+            let d = done.clone();
+            let w = world.clone();
+            world.start_node(topo.nodes_with_role("client")[0], move |ctx| {
+                let (cfg, d, w) = (cfg.clone(), d.clone(), w.clone());
+                async move {
+                    let client = StreamClient::bind(&ctx, cfg).await;
+                    let ns = loop {
+                        if let Ok(ns) = client.open_namespace("bench").await {
+                            break ns;
+                        }
+                    };
+                    ns.create("log").await.expect("no faults in the bench");
+                    let before = w.net_stats().delivered;
+                    let mut tasks = Vec::new();
+                    for t in 0..STREAM_BENCH_WRITERS {
+                        let ns = ns.clone();
+                        tasks.push(madsim::task::spawn(async move {
+                            let data = vec![b'x'; 128];
+                            for _ in (t..n).step_by(STREAM_BENCH_WRITERS as usize) {
+                                ns.append("log", &data).await.expect("no faults in the bench");
+                            }
+                        }));
+                    }
+                    for t in tasks {
+                        t.await.expect("bench writer");
+                    }
+                    *d.lock().unwrap() = Some(w.net_stats().delivered - before);
+                }
+            });
+            loop {
+                if let Some(m) = *done.lock().unwrap() {
+                    break m;
+                }
+                time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+    });
+    (cpu, msgs)
+}
+
 /// Rounds of each measurement; figures are medians over them.
 pub const BENCH_ROUNDS: usize = 5;
 
@@ -284,7 +356,21 @@ pub fn run(round_trips: u64, disk_n: u64) -> BenchFigures {
         meta_rates.push(meta_n as f64 / cpu.as_secs_f64());
         meta_model.push(model.as_secs_f64() / meta_n as f64);
     }
+    let stream_n = (round_trips / 2).max(1000);
+    let (mut st_rates, mut st_ratio, mut st_msgs) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..BENCH_ROUNDS {
+        let raw_rate = msgs / raw_ping_pong(round_trips).as_secs_f64();
+        let (cpu, sent) = stream_appends(stream_n);
+        let rate = stream_n as f64 / cpu.as_secs_f64();
+        st_rates.push(rate);
+        st_ratio.push(rate / raw_rate);
+        st_msgs.push(sent as f64 / stream_n as f64);
+    }
     BenchFigures {
+        stream_appends: stream_n,
+        stream_appends_per_s: median(st_rates).round(),
+        stream_appends_vs_raw_msgs: (median(st_ratio) * 10_000.0).round() / 10_000.0,
+        stream_msgs_per_append: (median(st_msgs) * 100.0).round() / 100.0,
         meta_ops: meta_n,
         meta_ops_per_s: median(meta_rates).round(),
         meta_op_model_latency: sim::time::fmt_duration(Duration::from_secs_f64(median(meta_model))),

@@ -10,4 +10,5 @@ pub mod history;
 pub mod report;
 pub mod runner;
 pub mod scenario;
+pub mod streamload;
 pub mod workload;

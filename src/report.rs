@@ -78,6 +78,9 @@ pub struct Report {
     pub final_phase_complete: bool,
     pub network: sim::world::NetStats,
     pub disks: sim::disk::DiskStats,
+    /// Stream scenarios: stalls, replication and repair figures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub streams: Option<StreamFigures>,
     /// The checkers' verdicts over the run's history.
     pub checks: Option<crate::check::Verdicts>,
     pub expectations: Vec<Expectation>,
@@ -88,8 +91,13 @@ fn round4(x: f64) -> f64 {
     (x * 10_000.0).round() / 10_000.0
 }
 
+/// Whether the service answered: ok, or a definite answer that is not an
+/// outage (a cas that found another value, a stream writer told that
+/// another writer took over).
 fn answered(r: &Operation<'_>) -> bool {
-    r.outcome == Outcome::Ok || (r.outcome == Outcome::Fail && r.error == Some("cas mismatch"))
+    r.outcome == Outcome::Ok
+        || (r.outcome == Outcome::Fail && r.error == Some("cas mismatch"))
+        || r.error.is_some_and(|e| e.starts_with(crate::check::liveness::FENCED))
 }
 
 fn percentile(sorted: &[u64], p: f64) -> String {
@@ -152,9 +160,133 @@ fn max_unavailability<'a>(ops: &'a [Operation<'a>], main_end: SimTime, partition
     worst
 }
 
+/// The longest time appends stalled while one state of the fault timeline held.
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct Stall {
+    /// `[from, to)` of the window and the fault that opened it.
+    pub window: String,
+    pub after: String,
+    /// The longest gap between acknowledged appends of one stream that
+    /// ends in the window (a gap still open at the end of the main phase
+    /// counts up to it, in the last window).
+    pub longest: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stream: Option<String>,
+}
+
+/// What the stream layer did, for stream scenarios.
+#[derive(Serialize, Debug, Clone, PartialEq, Default)]
+pub struct StreamFigures {
+    pub stalls: Vec<Stall>,
+    pub max_append_stall: String,
+    /// Extents with fewer than three healthy replicas in three zones, the
+    /// most seen in each second of the run (the manager's samples).
+    pub under_replicated_per_second: Vec<u64>,
+    pub under_replicated_at_end: u64,
+    /// From the last heal until every extent had three replicas in three
+    /// zones again (`None`: not within the run).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fully_replicated_after_heal: Option<String>,
+    pub bytes_rereplicated: u64,
+    /// Extent seals by cause.
+    pub seals: BTreeMap<String, u64>,
+    pub corrupt_replicas_detected: u64,
+    pub replicas_repaired: u64,
+    pub fenced_appends_refused: u64,
+    /// Reads that fell back to another replica after an error or corruption.
+    pub read_fallbacks: u64,
+}
+
+/// The stream layer's own observations, per second and at the end.
+fn stream_figures(obs: &engine::stream::StreamObserver, out: &RunOutput, secs: usize) -> StreamFigures {
+    use engine::stream::SealCause;
+    let d = obs.snapshot();
+    let mut per_second = vec![0u64; secs];
+    for &(t, n) in &d.under_replicated {
+        let s = ((t.0 / 1_000_000_000) as usize).min(secs - 1);
+        per_second[s] = per_second[s].max(n);
+    }
+    let at_end = d.under_replicated.last().map(|&(_, n)| n).unwrap_or(0);
+    // The first sample after the last heal from which every sample is zero.
+    let mut fully = None;
+    for &(t, n) in d.under_replicated.iter().filter(|(t, _)| *t >= out.heal_at) {
+        if n == 0 {
+            fully.get_or_insert(t);
+        } else {
+            fully = None;
+        }
+    }
+    let mut seals = BTreeMap::new();
+    for (_, cause) in &d.seals {
+        let name = match cause {
+            SealCause::ReplicaFailed => "replica_failed",
+            SealCause::Full => "extent_full",
+            SealCause::OwnerChange => "owner_change",
+        };
+        *seals.entry(name.to_string()).or_insert(0) += 1;
+    }
+    StreamFigures {
+        stalls: Vec::new(),
+        max_append_stall: String::new(),
+        under_replicated_per_second: per_second,
+        under_replicated_at_end: at_end,
+        fully_replicated_after_heal: fully.map(|t| fmt_duration(t.saturating_sub(out.heal_at))),
+        bytes_rereplicated: d.bytes_rereplicated,
+        seals,
+        corrupt_replicas_detected: d.corrupt_replicas_detected,
+        replicas_repaired: d.repairs,
+        fenced_appends_refused: d.fenced_appends_rejected,
+        read_fallbacks: d.read_fallbacks,
+    }
+}
+
+/// Stalls of acknowledged appends per window of the fault timeline.
+fn append_stalls(ops: &[Operation<'_>], out: &RunOutput, start: SimTime) -> (Vec<Stall>, Duration) {
+    let mut acks: BTreeMap<&str, Vec<SimTime>> = BTreeMap::new();
+    for o in ops.iter().filter(|o| o.phase == Phase::Main && o.outcome == Outcome::Ok) {
+        if let (Op::StreamAppend { stream, .. }, Some(c)) = (o.op, o.complete_ns) {
+            acks.entry(stream.as_str()).or_default().push(SimTime(c));
+        }
+    }
+    // Gaps per stream: from the start (or an ack) to the next ack, and the
+    // last one to the end of the main phase.
+    let mut gaps: Vec<(SimTime, SimTime, &str)> = Vec::new();
+    for (stream, mut times) in acks {
+        times.sort_unstable();
+        let mut prev = start;
+        for t in times {
+            gaps.push((prev, t, stream));
+            prev = t;
+        }
+        gaps.push((prev, out.main_end, stream));
+    }
+    let mut bounds: Vec<(SimTime, String)> = vec![(start, "start".to_string())];
+    bounds.extend(out.faults.iter().filter(|f| f.at < out.main_end && f.at >= start).map(|f| (f.at, f.text.clone())));
+    let mut stalls = Vec::new();
+    let mut worst = Duration::ZERO;
+    for (i, (from, after)) in bounds.iter().enumerate() {
+        let to = bounds.get(i + 1).map(|b| b.0).unwrap_or(out.main_end);
+        if to <= *from {
+            continue;
+        }
+        // A gap belongs to the window it ends in (the last one if it runs
+        // to the end): a stall that began just before a fault is the fault's.
+        let last = i + 1 == bounds.len();
+        let longest = gaps.iter().filter(|(_, b, _)| *b > *from && (*b <= to || last)).max_by_key(|(a, b, s)| (b.saturating_sub(*a), std::cmp::Reverse(*s)));
+        let (len, stream) = match longest {
+            Some((a, b, s)) => (b.saturating_sub(*a), Some(s.to_string())),
+            None => (to.saturating_sub(*from), None),
+        };
+        worst = worst.max(len);
+        stalls.push(Stall { window: format!("[{from}, {to})"), after: after.clone(), longest: fmt_duration(len), stream });
+    }
+    (stalls, worst)
+}
+
 pub struct Measured {
     pub availability: f64,
     pub max_unavailability: Duration,
+    pub max_append_stall: Option<Duration>,
 }
 
 /// Builds the report's measurements (everything but the checkers).
@@ -197,6 +329,16 @@ pub fn build(scn: &Scenario, out: &RunOutput, partition_of: &dyn Fn(&str) -> Str
         .collect();
     let overall = if total_n == 0 { 1.0 } else { answered_n as f64 / total_n as f64 };
     let (unavail, window) = max_unavailability(&ops, out.main_end, partition_of);
+    let (streams, max_append_stall) = match &out.streams {
+        Some(obs) => {
+            let (stalls, worst) = append_stalls(&ops, out, SimTime::from_duration(crate::runner::SERVICE_STARTUP));
+            let mut f = stream_figures(obs, out, secs);
+            f.stalls = stalls;
+            f.max_append_stall = fmt_duration(worst);
+            (Some(f), Some(worst))
+        }
+        None => (None, None),
+    };
     let report = Report {
         scenario: scn.name.clone(),
         seed: out.seed,
@@ -217,11 +359,12 @@ pub fn build(scn: &Scenario, out: &RunOutput, partition_of: &dyn Fn(&str) -> Str
         final_phase_complete: out.final_phase_complete,
         network: out.net.clone(),
         disks: out.disk.clone(),
+        streams,
         checks: None,
         expectations: Vec::new(),
         pass: true,
     };
-    (report, Measured { availability: overall, max_unavailability: unavail })
+    (report, Measured { availability: overall, max_unavailability: unavail, max_append_stall })
 }
 
 impl Report {
@@ -278,7 +421,12 @@ pub fn judge(report: &mut Report, scn: &Scenario, m: &Measured, v: crate::check:
         let ok = lost <= max && (max > 0 || v.durability.verdict == Verdict::Pass);
         report.expect("lost_acked_writes", format!("<= {max}"), format!("{lost} ({})", v.durability.verdict.name()), ok);
     }
-    for (name, want, r) in [("linearizable", e.linearizable, &v.linearizable), ("sequence_ok", e.sequence_ok, &v.sequence), ("live", e.live, &v.liveness)] {
+    for (name, want, r) in [
+        ("linearizable", e.linearizable, &v.linearizable),
+        ("sequence_ok", e.sequence_ok, &v.sequence),
+        ("live", e.live, &v.liveness),
+        ("streams_ok", e.streams_ok, &v.stream),
+    ] {
         if let Some(want) = want {
             let holds = r.verdict == Verdict::Pass;
             // An undecided checker proves nothing either way: it fails the
@@ -302,5 +450,17 @@ fn judge_measured(report: &mut Report, scn: &Scenario, m: &Measured) {
     }
     if let Some(max) = scn.expect.max_unavailability {
         report.expect("max_unavailability", format!("<= {}", fmt_duration(max.0)), fmt_duration(m.max_unavailability), m.max_unavailability <= max.0);
+    }
+    if let (Some(max), Some(got)) = (scn.expect.max_append_stall, m.max_append_stall) {
+        report.expect("max_append_stall", format!("<= {}", fmt_duration(max.0)), fmt_duration(got), got <= max.0);
+    }
+    let figures = report.streams.clone().unwrap_or_default();
+    if let Some(want) = scn.expect.rereplicated {
+        let did = figures.bytes_rereplicated > 0;
+        report.expect("rereplicated", want.to_string(), format!("{} bytes", figures.bytes_rereplicated), did == want);
+    }
+    if let Some(want) = scn.expect.replicated_at_end {
+        let did = figures.under_replicated_at_end == 0;
+        report.expect("replicated_at_end", want.to_string(), format!("{} extents under-replicated", figures.under_replicated_at_end), did == want);
     }
 }

@@ -12,13 +12,17 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use engine::minikv::{self, KvClient, KvMsg, ServerConfig};
+use engine::stream::client::StreamClient;
+use engine::stream::{StreamConfig, StreamObserver};
 use sim::disk::DiskStats;
 use sim::log::{Digest, Event};
 use sim::net::Net;
 use sim::time::{self, SimTime};
 use sim::world::{NetStats, NodeCtx, World};
 
-use crate::scenario::{heal_all, Scenario};
+use crate::scenario::{heal_all, Scenario, ServiceKind, WorkloadKind, META_LEADER};
+use sim::fault::Fault;
+use crate::streamload::{self, SharedEnds, StreamProcessSpec};
 use crate::history::{History, Kind, Op};
 use crate::workload::{self, KeyChooser, ProcessSpec, SharedHistory};
 
@@ -29,6 +33,9 @@ pub const FINAL_PHASE_MAX: Duration = Duration::from_secs(120);
 pub const SERVICE_STARTUP: Duration = Duration::from_millis(10);
 /// Slack after the longest operation timeout before the final phase.
 const IN_FLIGHT_MARGIN: Duration = Duration::from_millis(1);
+/// Stream scenarios: after the final phase, the longest the run waits for
+/// every extent to have three replicas in three zones again.
+pub const SETTLE_MAX: Duration = Duration::from_secs(30);
 /// The error of an operation whose client process crashed while it was open.
 pub const CLIENT_CRASHED: &str = "client process crashed with the operation open";
 /// Process ids of a restarted client node start at `incarnation * this`.
@@ -63,6 +70,8 @@ pub struct RunOutput {
     pub net: NetStats,
     pub disk: DiskStats,
     pub events: Vec<Event>,
+    /// What the stream layer observed (stream scenarios only).
+    pub streams: Option<StreamObserver>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -100,35 +109,116 @@ struct Control {
     final_done: AtomicBool,
     /// Every process started: its client node and that node's incarnation.
     processes: Mutex<BTreeMap<u64, (sim::NodeId, u64)>>,
+    /// Streams: when each stream last had an append acknowledged, over all
+    /// processes (the workload's view, not the system's).
+    stream_progress: streamload::SharedProgress,
+}
+
+impl Control {
+    /// The final reader's process id on this node, once the main phase has
+    /// ended and the keys (or streams) to read back are known.
+    async fn final_reader(&self, node: sim::NodeId, incarnation: u64) -> (u64, Vec<String>) {
+        let keys = loop {
+            if let Some(k) = self.final_keys.lock().expect("control").clone() {
+                break k;
+            }
+            time::sleep(Duration::from_millis(5)).await;
+        };
+        let process = incarnation * PROCESS_ID_STRIDE + (PROCESS_ID_STRIDE - 1);
+        self.processes.lock().expect("control").insert(process, (node, incarnation));
+        (process, keys)
+    }
 }
 
 /// Builds a process's spec from its process id (which depends on the
 /// client node's incarnation).
 type MakeSpec = Arc<dyn Fn(u64) -> ProcessSpec + Send + Sync>;
+type MakeStreamSpec = Arc<dyn Fn(u64) -> StreamProcessSpec + Send + Sync>;
 
 #[derive(Clone)]
 struct ClientPlan {
     /// (global process index, spec without the process id).
     processes: Vec<(u64, MakeSpec)>,
+    streams: Vec<(u64, MakeStreamSpec)>,
     final_reader: bool,
+}
+
+/// The role of the stream managers' nodes (one per zone; the one whose
+/// zone's metadata replica leads acts).
+pub const MANAGER_ROLE: &str = "manager";
+
+/// Starts the stream service: a metadata replica on every `meta` node, a
+/// stream manager on every `manager` node, the extent service on every
+/// `storage` node.
+fn start_stream_service(world: &World, scn: &Scenario) -> StreamConfig {
+    let topo = world.topology();
+    let metas = topo.nodes_with_role(scn.service.meta_role());
+    let storage = topo.nodes_with_role(scn.service.server_role());
+    let mut cfg = StreamConfig::new(metas.clone(), storage.clone());
+    if let Some(d) = scn.service.dead_after {
+        cfg.dead_after = d.0;
+    }
+    if let Some(d) = scn.service.rereplicate_after {
+        cfg.rereplicate_after = d.0;
+    }
+    if let Some(b) = scn.service.extent_bytes {
+        cfg.extent_bytes_max = b;
+    }
+    for &m in &metas {
+        let meta = cfg.meta.clone();
+        world.start_node(m, move |ctx| engine::meta::service::serve(ctx, meta.clone()));
+    }
+    for &m in &topo.nodes_with_role(MANAGER_ROLE) {
+        let cfg = cfg.clone();
+        world.start_node(m, move |ctx| engine::stream::manager::serve_manager(ctx, cfg.clone()));
+    }
+    for &s in &storage {
+        let cfg = cfg.clone();
+        world.start_node(s, move |ctx| engine::stream::replica::serve_storage(ctx, cfg.clone()));
+    }
+    cfg
 }
 
 async fn simulate(scn: Scenario, seed: u64, opts: RunOptions) -> RunOutput {
     let world = World::new(seed, scn.topology.clone(), scn.disk.clone(), opts.keep_events);
     let topo = world.topology().clone();
     let servers = topo.nodes_with_role(scn.service.server_role());
-    let server_cfg = ServerConfig { group_commit_max: scn.service.group_commit_max };
-    for &s in &servers {
-        let cfg = server_cfg.clone();
-        world.start_node(s, move |ctx| minikv::serve(ctx, cfg.clone()));
-    }
+    let stream_cfg = match scn.service.kind {
+        ServiceKind::Minikv => {
+            let server_cfg = ServerConfig { group_commit_max: scn.service.group_commit_max };
+            for &s in &servers {
+                let cfg = server_cfg.clone();
+                world.start_node(s, move |ctx| minikv::serve(ctx, cfg.clone()));
+            }
+            None
+        }
+        ServiceKind::Stream => Some(start_stream_service(&world, &scn)),
+    };
 
     // Spread the processes of every workload and hotspot over the client nodes.
     let clients = topo.nodes_with_role("client");
-    let mut plans: Vec<ClientPlan> = clients.iter().enumerate().map(|(i, _)| ClientPlan { processes: Vec::new(), final_reader: i == 0 }).collect();
+    let mut plans: Vec<ClientPlan> = clients.iter().enumerate().map(|(i, _)| ClientPlan { processes: Vec::new(), streams: Vec::new(), final_reader: i == 0 }).collect();
     let mut next_process = 0u64;
     let op_timeout = scn.workloads.first().map(|w| w.timeout.0).unwrap_or(Duration::from_millis(500));
-    for w in &scn.workloads {
+    for w in scn.workloads.iter().filter(|w| w.kind == WorkloadKind::Stream) {
+        let def = Arc::new(w.clone());
+        for i in 0..u64::from(w.clients) {
+            let def = def.clone();
+            let duration = scn.duration;
+            let stream = streamload::stream_name(&w.name, i % w.keys);
+            let make: MakeStreamSpec = Arc::new(move |process| StreamProcessSpec {
+                process,
+                def: def.clone(),
+                stream: stream.clone(),
+                rate: def.rate / f64::from(def.clients),
+                start: SERVICE_STARTUP,
+                stop: duration,
+            });
+            plans[(next_process as usize) % clients.len()].streams.push((next_process, make));
+            next_process += 1;
+        }
+    }
+    for w in scn.workloads.iter().filter(|w| w.kind == WorkloadKind::Kv) {
         let def = Arc::new(w.clone());
         let chooser = Arc::new(KeyChooser::new(w.keys, w.distribution, w.zipf_theta));
         for _ in 0..w.clients {
@@ -170,19 +260,28 @@ async fn simulate(scn: Scenario, seed: u64, opts: RunOptions) -> RunOutput {
     }
 
     let rec: SharedHistory = Arc::new(Mutex::new(History::new()));
-    let control = Arc::new(Control { final_keys: Mutex::new(None), final_done: AtomicBool::new(false), processes: Mutex::new(BTreeMap::new()) });
+    let control = Arc::new(Control { final_keys: Mutex::new(None), final_done: AtomicBool::new(false), processes: Mutex::new(BTreeMap::new()), stream_progress: Arc::new(Mutex::new(BTreeMap::new())) });
     for (&c, plan) in clients.iter().zip(plans) {
         let (rec, control, servers) = (rec.clone(), control.clone(), servers.clone());
-        world.start_node(c, move |ctx| client_main(ctx, plan.clone(), rec.clone(), control.clone(), servers.clone(), op_timeout));
+        match &stream_cfg {
+            None => world.start_node(c, move |ctx| client_main(ctx, plan.clone(), rec.clone(), control.clone(), servers.clone(), op_timeout)),
+            Some(cfg) => {
+                let cfg = cfg.clone();
+                world.start_node(c, move |ctx| stream_client_main(ctx, plan.clone(), rec.clone(), control.clone(), cfg.clone(), op_timeout))
+            }
+        }
     }
 
     // The fault timeline.
     let mut faults = Vec::new();
     let mut heal_at = SimTime::ZERO;
+    let observer = stream_cfg.as_ref().map(|c| c.observer.clone());
+    let mut leader_zone: Option<String> = None;
     for tf in &scn.faults {
         time::sleep_until(SimTime::from_duration(tf.at)).await;
-        let r = world.apply(&tf.fault);
-        faults.push(AppliedFault { at: time::now(), text: tf.fault.to_string(), error: r.err().map(|e| e.to_string()) });
+        let fault = resolve_leader_zone(&tf.fault, &world, observer.as_ref(), &mut leader_zone);
+        let r = world.apply(&fault);
+        faults.push(AppliedFault { at: time::now(), text: fault.to_string(), error: r.err().map(|e| e.to_string()) });
         heal_at = time::now();
     }
     time::sleep_until(SimTime::from_duration(scn.duration)).await;
@@ -194,6 +293,7 @@ async fn simulate(scn: Scenario, seed: u64, opts: RunOptions) -> RunOutput {
     let longest_timeout = scn.workloads.iter().map(|w| w.timeout.0).max().unwrap_or(Duration::ZERO);
     time::sleep(longest_timeout + IN_FLIGHT_MARGIN).await;
     for f in heal_all(&scn.faults) {
+        let f = resolve_leader_zone(&f, &world, observer.as_ref(), &mut leader_zone);
         let r = world.apply(&f);
         faults.push(AppliedFault { at: time::now(), text: f.to_string(), error: r.err().map(|e| e.to_string()) });
         heal_at = time::now();
@@ -207,6 +307,7 @@ async fn simulate(scn: Scenario, seed: u64, opts: RunOptions) -> RunOutput {
             .iter()
             .filter_map(|e| match &e.op {
                 Op::Write { key, .. } | Op::Cas { key, .. } | Op::Delete { key } => Some(key.clone()),
+                Op::StreamOpen { stream, .. } | Op::StreamAppend { stream, .. } => Some(stream.clone()),
                 _ => None,
             })
             .collect();
@@ -216,6 +317,14 @@ async fn simulate(scn: Scenario, seed: u64, opts: RunOptions) -> RunOutput {
     let deadline = main_end + FINAL_PHASE_MAX;
     while !control.final_done.load(Ordering::SeqCst) && time::now() < deadline {
         time::sleep(Duration::from_millis(10)).await;
+    }
+    // Streams: give re-replication time to bring every extent back to three
+    // zones (the report measures how long it took).
+    if let Some(obs) = &observer {
+        let settle_end = time::now() + SETTLE_MAX;
+        while time::now() < settle_end && obs.snapshot().under_replicated.last().map(|s| s.1) != Some(0) {
+            time::sleep(Duration::from_millis(100)).await;
+        }
     }
     let end = time::now();
     let mut history = std::mem::take(&mut *rec.lock().expect("history"));
@@ -262,7 +371,48 @@ async fn simulate(scn: Scenario, seed: u64, opts: RunOptions) -> RunOutput {
         net: world.net_stats(),
         disk,
         events: world.take_events(),
+        streams: stream_cfg.map(|c| c.observer.clone()),
     }
+}
+
+/// Names the zone of the metadata leader when a fault targets
+/// [`META_LEADER`]; its inverse goes to the same zone.
+fn resolve_leader_zone(f: &Fault, world: &World, observer: Option<&StreamObserver>, memo: &mut Option<String>) -> Fault {
+    let topo = world.topology();
+    match f {
+        Fault::ZoneDown { zone, mode } if zone == META_LEADER => {
+            let leader = observer.and_then(|o| o.snapshot().meta_leader);
+            let z = leader.map(|n| topo.zone_of(n)).or_else(|| topo.zones().next()).map(|z| topo.zone_name(z).to_string()).unwrap_or_default();
+            *memo = Some(z.clone());
+            Fault::ZoneDown { zone: z, mode: *mode }
+        }
+        Fault::ZoneUp { zone } if zone == META_LEADER => Fault::ZoneUp { zone: memo.take().unwrap_or_else(|| zone.clone()) },
+        other => other.clone(),
+    }
+}
+
+async fn stream_client_main(ctx: NodeCtx, plan: ClientPlan, rec: SharedHistory, control: Arc<Control>, cfg: StreamConfig, timeout: Duration) {
+    let client = StreamClient::bind(&ctx, cfg).await;
+    let incarnation = ctx.world.incarnation(ctx.id);
+    let now = time::now().as_duration();
+    let ends: SharedEnds = Arc::new(Mutex::new(BTreeMap::new()));
+    for (index, make) in &plan.streams {
+        let process = incarnation * PROCESS_ID_STRIDE + index;
+        let mut spec = make(process);
+        spec.start = spec.start.max(now);
+        if spec.start >= spec.stop {
+            continue;
+        }
+        control.processes.lock().expect("control").insert(process, (ctx.id, incarnation));
+        let rng = ctx.world.rng(&format!("workload/{}/{process}", spec.def.name));
+        madsim::task::spawn(streamload::run_process(ctx.world.clone(), client.clone(), rec.clone(), spec, ends.clone(), control.stream_progress.clone(), rng));
+    }
+    if plan.final_reader {
+        let (process, streams) = control.final_reader(ctx.id, incarnation).await;
+        streamload::final_reads(&ctx.world, &client, &rec, process, streams, timeout).await;
+        control.final_done.store(true, Ordering::SeqCst);
+    }
+    std::future::pending::<()>().await;
 }
 
 async fn client_main(ctx: NodeCtx, plan: ClientPlan, rec: SharedHistory, control: Arc<Control>, servers: Vec<sim::NodeId>, timeout: Duration) {
@@ -282,14 +432,7 @@ async fn client_main(ctx: NodeCtx, plan: ClientPlan, rec: SharedHistory, control
         madsim::task::spawn(workload::run_process(ctx.world.clone(), client.clone(), rec.clone(), spec, rng));
     }
     if plan.final_reader {
-        let keys = loop {
-            if let Some(k) = control.final_keys.lock().expect("control").clone() {
-                break k;
-            }
-            time::sleep(Duration::from_millis(5)).await;
-        };
-        let process = incarnation * PROCESS_ID_STRIDE + (PROCESS_ID_STRIDE - 1);
-        control.processes.lock().expect("control").insert(process, (ctx.id, incarnation));
+        let (process, keys) = control.final_reader(ctx.id, incarnation).await;
         workload::final_reads(&ctx.world, &client, &rec, process, keys).await;
         control.final_done.store(true, Ordering::SeqCst);
     }

@@ -354,6 +354,14 @@ pub struct ExpectDef {
     pub min_availability: Option<f64>,
     /// Time after the last fault heals within which everything must be served again.
     pub liveness_bound: Option<Dur>,
+    /// Streams: the stream checker passes.
+    pub streams_ok: Option<bool>,
+    /// Streams: no stream went longer than this without an acknowledged append.
+    pub max_append_stall: Option<Dur>,
+    /// Streams: whether re-replication copied data during the run.
+    pub rereplicated: Option<bool>,
+    /// Streams: every extent has three replicas in three zones at the end.
+    pub replicated_at_end: Option<bool>,
 }
 
 /// A fault verb at a time, after validation.
@@ -549,6 +557,9 @@ fn validate(path: &Path, text: &str, f: ScenarioFile) -> Result<Scenario, Scenar
         if topology.nodes_with_role(meta_role).is_empty() {
             return Err(err(f.topology.nodes.span(), "topology.nodes".into(), format!("the stream service needs metadata replicas: nodes of role `{meta_role}`")));
         }
+        if topology.nodes_with_role(crate::runner::MANAGER_ROLE).is_empty() {
+            return Err(err(f.topology.nodes.span(), "topology.nodes".into(), format!("the stream service needs stream managers: nodes of role `{}` (one per zone)", crate::runner::MANAGER_ROLE)));
+        }
         if topology.nodes_with_role(server_role).len() < 3 {
             return Err(err(f.topology.nodes.span(), "topology.nodes".into(), format!("an extent has three replicas on three `{server_role}` nodes: give at least three")));
         }
@@ -574,6 +585,20 @@ fn validate(path: &Path, text: &str, f: ScenarioFile) -> Result<Scenario, Scenar
     }
     if f.service.group_commit_max == 0 {
         return Err(err(0..0, "service.group_commit_max".into(), "must be at least 1".into()));
+    }
+
+    if f.service.kind != ServiceKind::Stream {
+        let e = &f.expect;
+        for (name, set) in [
+            ("streams_ok", e.streams_ok.is_some()),
+            ("max_append_stall", e.max_append_stall.is_some()),
+            ("rereplicated", e.rereplicated.is_some()),
+            ("replicated_at_end", e.replicated_at_end.is_some()),
+        ] {
+            if set {
+                return Err(err(0..0, format!("expect.{name}"), "applies to `kind = \"stream\"` scenarios only".into()));
+            }
+        }
     }
 
     // Disk.
@@ -698,7 +723,7 @@ fn validate(path: &Path, text: &str, f: ScenarioFile) -> Result<Scenario, Scenar
     let mut faults = Vec::new();
     for (i, fd) in f.fault.iter().enumerate() {
         let (line, _) = line_col(text, fd.span().start);
-        let (on, off) = fault_pair(&topology, fd.get_ref(), i, &err)?;
+        let (on, off) = fault_pair(&topology, fd.get_ref(), i, f.service.kind == ServiceKind::Stream, &err)?;
         let at = fd.get_ref().at.get_ref().0;
         if at > duration {
             return Err(err(fd.get_ref().at.span(), format!("fault[{i}].at"), format!("{} is after the end of the run ({})", fmt_duration(at), fmt_duration(duration))));
@@ -742,7 +767,11 @@ fn validate(path: &Path, text: &str, f: ScenarioFile) -> Result<Scenario, Scenar
 type ErrFn<'a> = dyn Fn(std::ops::Range<usize>, String, String) -> ScenarioError + 'a;
 
 /// The verb of a `[[fault]]` entry and, for entries with `until`, its inverse.
-fn fault_pair(topo: &Topology, fd: &FaultDef, i: usize, err: &ErrFn<'_>) -> Result<(Fault, Option<Fault>), ScenarioError> {
+/// The zone-down target that names, when the fault fires, the zone whose
+/// metadata replica leads (resolved by the runner).
+pub const META_LEADER: &str = "meta-leader";
+
+fn fault_pair(topo: &Topology, fd: &FaultDef, i: usize, stream_service: bool, err: &ErrFn<'_>) -> Result<(Fault, Option<Fault>), ScenarioError> {
     let verb = fd.verb.get_ref().as_str();
     let field = |s: &str| format!("fault[{i}].{s}");
     let zone_names: Vec<&str> = topo.zones().map(|z| topo.zone_name(z)).collect();
@@ -785,6 +814,18 @@ fn fault_pair(topo: &Topology, fd: &FaultDef, i: usize, err: &ErrFn<'_>) -> Resu
     };
     let (a, b) = (set(&fd.from, "from")?, set(&fd.to, "to")?);
     Ok(match verb {
+        "zone-down" if fd.target.as_ref().is_some_and(|t| t.get_ref() == META_LEADER) => {
+            if !stream_service {
+                let span = fd.target.as_ref().map_or_else(|| fd.verb.span(), |t| t.span());
+                return Err(err(span, field("target"), format!("`{META_LEADER}` names the zone of the metadata leader: the stream service only")));
+            }
+            let mode = match fd.mode.as_ref().map(|m| (m.get_ref().as_str(), m.span())) {
+                None | Some(("crash", _)) => ZoneMode::Crash,
+                Some(("isolate", _)) => ZoneMode::Isolate,
+                Some((other, span)) => return Err(err(span, field("mode"), format!("unknown mode `{other}` (crash, isolate)"))),
+            };
+            (Fault::ZoneDown { zone: META_LEADER.into(), mode }, Some(Fault::ZoneUp { zone: META_LEADER.into() }))
+        }
         "zone-down" => {
             let zone = target(true, false)?;
             let mode = match fd.mode.as_ref().map(|m| (m.get_ref().as_str(), m.span())) {
@@ -883,6 +924,11 @@ fn replay(topo: &Topology, faults: &[TimedFault]) -> Result<(), (usize, String)>
             Fault::ZoneDown { zone, mode } => {
                 if zone_down.contains_key(zone) {
                     return bad(format!("zone {zone} is already down"));
+                }
+                // The leader's zone is known only when the fault fires: it
+                // may be any zone, so it may not overlap another zone fault.
+                if zone == META_LEADER && !zone_down.is_empty() || zone_down.contains_key(META_LEADER) {
+                    return bad(format!("`{META_LEADER}` may be any zone: it cannot be down together with another zone"));
                 }
                 if *mode == ZoneMode::Crash {
                     if let Some(n) = zone_nodes(zone).iter().find(|n| node_down.contains(*n)) {

@@ -110,10 +110,7 @@ pub async fn run_process<S: KvService>(world: World, client: S, history: SharedH
     let weights = spec.def.mix.weights();
     let total: f64 = weights.iter().map(|(_, w)| w).sum();
     loop {
-        let gap = -(1.0 - rng.random::<f64>()).ln() / spec.rate;
-        // A process that fell behind (its operations were slow) starts its
-        // next operation now rather than working off a backlog in a burst.
-        next = next.max(time::now()) + Duration::from_nanos((gap * 1e9) as u64);
+        next = next_arrival(next, spec.rate, &mut rng);
         if next >= stop {
             return;
         }
@@ -211,6 +208,15 @@ impl KvService for KvClient {
             (_, Err(ClientError::Unknown(e))) => Answer::Unknown(e),
         }
     }
+}
+
+/// When a process with Poisson arrivals at `rate` per second starts its
+/// next operation. A process that fell behind (its operations were slow)
+/// starts its next operation now rather than working off a backlog in a
+/// burst.
+pub fn next_arrival(prev: SimTime, rate: f64, rng: &mut ChaCha8Rng) -> SimTime {
+    let gap = -(1.0 - rng.random::<f64>()).ln() / rate;
+    prev.max(time::now()) + Duration::from_nanos((gap * 1e9) as u64)
 }
 
 /// Invokes one operation, records it, and returns it with its outputs.

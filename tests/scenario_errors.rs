@@ -162,3 +162,48 @@ fn the_cli_exits_2_with_one_message() {
     assert_eq!(code, 2, "an empty seed range is bad input");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A good stream scenario, to break one field at a time.
+fn stream_scenario() -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/stream-meta-zone-loss.toml")).expect("shipped scenario")
+}
+
+#[test]
+fn the_stream_scenario_parses() {
+    let text = stream_scenario();
+    parse(Path::new("good.toml"), text.as_bytes()).unwrap();
+}
+
+#[test]
+fn a_stream_service_without_managers_is_refused() {
+    let text = stream_scenario().replace("manager = 1, ", "");
+    check(&text, 8, "topology.nodes", "stream managers");
+}
+
+#[test]
+fn a_stream_service_with_too_few_storage_nodes_is_refused() {
+    let text = stream_scenario().replace("[topology]\nzones = [\"az1\", \"az2\", \"az3\"]", "[topology]\nzones = [\"az1\"]").replace("storage = 3", "storage = 2");
+    let e = err(&text);
+    assert!(e.to_string().lines().count() == 1, "{e}");
+}
+
+#[test]
+fn meta_leader_as_a_target_needs_the_stream_service() {
+    let text = GOOD.replace("target = \"az2\"", "target = \"meta-leader\"");
+    check(&text, 22, "fault[0].target", "stream service only");
+}
+
+#[test]
+fn stream_expectations_on_a_key_value_scenario_are_refused() {
+    let text = format!("{GOOD}\n[expect]\nrereplicated = true\n");
+    let e = err(&text);
+    assert_eq!(e.field, "expect.rereplicated", "{e}");
+    assert!(e.message.contains("stream"), "{e}");
+}
+
+#[test]
+fn meta_leader_cannot_overlap_another_zone_fault() {
+    let text = format!("{}\n[[fault]]\nat = \"3s\"\nuntil = \"5s\"\nverb = \"zone-down\"\ntarget = \"az1\"\n", stream_scenario().split("[expect]").next().unwrap());
+    let e = err(&text);
+    assert!(e.message.contains("meta-leader"), "{e}");
+}

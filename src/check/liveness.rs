@@ -6,8 +6,9 @@
 //! Without a heal time the checker relies on what the history itself says: the
 //! final phase starts after every fault healed, so its operations must succeed.
 //! A `cas` that completes `fail` found another value: that is an answer, not an
-//! outage, so it never counts as an offender; nor does a stream append that
-//! fails because its writer was fenced (another writer took the stream over).
+//! outage, so it never counts as an offender; nor does a stream append or
+//! open refused because another writer took the stream over (recorded
+//! `info` or `fail` with an error starting `fenced`).
 
 use super::{CheckerReport, Verdict};
 use crate::history::{Op, Operation, Outcome, Phase};
@@ -35,8 +36,11 @@ pub fn check(all: &[Operation<'_>], heal_at_ns: Option<u64>, bound_ns: u64) -> C
             continue;
         }
         judged += 1;
-        let cas_answer = o.outcome == Outcome::Fail
-            && (matches!(o.op, Op::Cas { .. }) || (matches!(o.op, Op::StreamAppend { .. }) && o.error.is_some_and(|e| e.starts_with(FENCED))));
+        let fenced = matches!(o.op, Op::StreamAppend { .. } | Op::StreamOpen { .. }) && o.error.is_some_and(|e| e.starts_with(FENCED));
+        if fenced {
+            continue;
+        }
+        let cas_answer = o.outcome == Outcome::Fail && matches!(o.op, Op::Cas { .. });
         let why = match o.outcome {
             Outcome::Fail if !cas_answer => "failed_after_bound",
             Outcome::Info => "info_after_bound",

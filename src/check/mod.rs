@@ -181,8 +181,13 @@ impl CheckConfig {
 /// All verdicts of one history, for the report (serialize) and stdout.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Verdicts {
+    /// The key-value checkers are left out of reports when the history
+    /// holds no key-value operations (a stream scenario).
+    #[serde(skip_serializing_if = "CheckerReport::is_skipped")]
     pub linearizable: CheckerReport,
+    #[serde(skip_serializing_if = "CheckerReport::is_skipped")]
     pub durability: CheckerReport,
+    #[serde(skip_serializing_if = "CheckerReport::is_skipped")]
     pub sequence: CheckerReport,
     pub liveness: CheckerReport,
     /// Left out of reports when the history holds no stream operations.
@@ -244,10 +249,20 @@ impl Verdicts {
 pub fn check_all(history: &History, config: &CheckConfig) -> Verdicts {
     let ops = history.operations();
     let run = |c: Checker, f: &dyn Fn() -> CheckerReport| if config.runs(c) { f() } else { CheckerReport::skipped() };
+    let has_kv = ops.is_empty() || ops.iter().any(|o| o.op.stream().is_none());
+    let kv = |c: Checker, f: &dyn Fn() -> CheckerReport| {
+        if has_kv {
+            run(c, f)
+        } else {
+            let mut r = CheckerReport::new(Verdict::Skipped);
+            r.note = Some("no key-value operations in the history".to_string());
+            r
+        }
+    };
     Verdicts {
-        linearizable: run(Checker::Linearizable, &|| linearizable::check(&ops, &config.linearizable)),
-        durability: run(Checker::Durability, &|| durability::check(&ops)),
-        sequence: run(Checker::Sequence, &|| sequence::check(&ops)),
+        linearizable: kv(Checker::Linearizable, &|| linearizable::check(&ops, &config.linearizable)),
+        durability: kv(Checker::Durability, &|| durability::check(&ops)),
+        sequence: kv(Checker::Sequence, &|| sequence::check(&ops)),
         liveness: run(Checker::Liveness, &|| {
             liveness::check(&ops, config.heal_at_ns, config.liveness_bound_ns)
         }),
