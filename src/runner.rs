@@ -214,7 +214,11 @@ async fn simulate(scn: Scenario, seed: u64, opts: RunOptions) -> RunOutput {
                 start: SERVICE_STARTUP,
                 stop: duration,
             });
-            plans[(next_process as usize) % clients.len()].streams.push((next_process, make));
+            // The j-th process of stream k runs on client node (k + j) mod n,
+            // so the processes sharing a stream sit in different zones and a
+            // zone fault never takes every candidate writer of a stream.
+            let node = ((i % w.keys) + i / w.keys) as usize % clients.len();
+            plans[node].streams.push((next_process, make));
             next_process += 1;
         }
     }

@@ -3,7 +3,9 @@
 //! the stream checker (`check::stream`).
 //!
 //! Each workload has `keys` streams; process `i` works on stream
-//! `i % keys`, so several processes share a stream and fence each other:
+//! `i % keys` (the runner spreads one stream's processes over the client
+//! nodes of different zones), so several processes share a stream and
+//! fence each other:
 //! a process appends with the writer it last opened until it draws `open`
 //! again (the mix). A writer cut off from the others does not know it was
 //! deposed and keeps appending, which is exactly what fencing must
