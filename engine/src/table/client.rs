@@ -27,6 +27,8 @@ pub const ATTEMPTS_MAX: u32 = 64;
 #[derive(Clone)]
 pub struct TableClient {
     inner: Arc<Inner>,
+    instance: Arc<str>,
+    access_key: Arc<str>,
 }
 
 struct Inner {
@@ -35,8 +37,6 @@ struct Inner {
     ctl: Net<ControlMsg>,
     _ctl_inbox: Inbox<ControlMsg>,
     cfg: TableConfig,
-    instance: String,
-    access_key: String,
     proxies: Vec<NodeId>,
     client_id: u64,
     seq: AtomicU64,
@@ -61,14 +61,19 @@ impl TableClient {
                 ctl,
                 _ctl_inbox: ctl_inbox,
                 cfg: cfg.clone(),
-                instance: instance.to_string(),
-                access_key: access_key.to_string(),
                 proxies,
                 client_id,
                 seq: AtomicU64::new(0),
                 current: AtomicUsize::new(0),
             }),
+            instance: instance.into(),
+            access_key: access_key.into(),
         }
+    }
+
+    /// The same client (node, id, request counter) with other credentials.
+    pub fn with_credentials(&self, instance: &str, access_key: &str) -> TableClient {
+        TableClient { inner: self.inner.clone(), instance: instance.into(), access_key: access_key.into() }
     }
 
     pub fn client_id(&self) -> u64 {
@@ -146,7 +151,7 @@ impl TableClient {
             }
             let at = i.current.load(Ordering::Relaxed) % i.proxies.len();
             let proxy = i.proxies[at];
-            let msg = DataMsg::Request { instance: i.instance.clone(), access_key: i.access_key.clone(), op: op.clone(), rid };
+            let msg = DataMsg::Request { instance: self.instance.to_string(), access_key: self.access_key.to_string(), op: op.clone(), rid };
             match i.net.call(proxy, msg, timeout).await {
                 Ok(DataMsg::Response(Ok(v))) => return Ok(v),
                 Ok(DataMsg::Response(Err(e))) => match e {

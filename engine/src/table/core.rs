@@ -121,11 +121,11 @@ impl Core {
     }
 
     /// Whether `s` counts as dead at `now`: declared dead, or never heard
-    /// since this master started `dead_after` ago.
+    /// since this master started `lease + max_skew` ago (many heartbeats).
     fn dead(&self, s: NodeId, now: SimTime) -> bool {
         match self.servers.get(&s) {
             Some(v) => v.dead,
-            None => now >= self.since + self.cfg.dead_after,
+            None => now >= self.since + self.hold().min(self.cfg.dead_after),
         }
     }
 
@@ -443,14 +443,14 @@ mod tests {
         let mut c = Core::new(cfg(), t(10_000));
         c.step(t(10_000), Input::Map(vec![part(1, Some(1), 3)]));
         hb(&mut c, 10_000, 2, 1, None);
-        // Server 1 never heard by this master: dead after dead_after, and
-        // the partition stays put until lease + max_skew have passed too.
-        for now in (10_000..11_500).step_by(100) {
+        // Server 1 never heard by this master: dead once lease + max_skew
+        // have passed, when the old master's grants have run out too.
+        for now in (10_000..11_250).step_by(50) {
             hb(&mut c, now, 2, 1, Some(now));
             assert!(assigns(&c.step(t(now), Input::Tick)).is_empty(), "moved at {now}");
         }
-        hb(&mut c, 11_500, 2, 1, Some(11_400));
-        let a = assigns(&c.step(t(11_500), Input::Tick));
+        hb(&mut c, 11_250, 2, 1, Some(11_200));
+        let a = assigns(&c.step(t(11_250), Input::Tick));
         assert_eq!(a, vec![(1, NodeId(2), FailoverCause::ServerDead)]);
     }
 

@@ -421,7 +421,7 @@ impl Master {
         let clock: ClockFn = Arc::new(move || clock.now().as_nanos() / 1_000_000);
         let mut entries = Vec::new();
         for o in olds {
-            let store = PartStore::open(&self.client, o.pid, clock.clone()).await.map_err(TableError::Failed)?;
+            let store = PartStore::open(&self.client, o.pid, clock.clone(), None).await.map_err(TableError::Failed)?;
             let e = store.entries().await;
             store.kill();
             entries.extend(e?);

@@ -405,15 +405,19 @@ impl TableConfig {
     pub fn new(meta: ServiceConfig, storage: Vec<NodeId>, masters: Vec<NodeId>, servers: Vec<NodeId>, proxies: Vec<NodeId>) -> TableConfig {
         let mut stream = StreamConfig::new(meta.replicas.clone(), storage);
         stream.meta = meta;
+        // A partition load seals the open extent of each of its streams,
+        // waiting for every replica's answer or this timeout: with a zone
+        // down, it is paid once per stream on the failover path.
+        stream.call_timeout = Duration::from_millis(50);
         TableConfig {
             stream,
             masters,
             servers,
             proxies,
             heartbeat: Duration::from_millis(100),
-            dead_after: Duration::from_millis(1500),
-            lease: Duration::from_millis(1000),
-            max_skew: Duration::from_millis(250),
+            dead_after: Duration::from_millis(1000),
+            lease: Duration::from_millis(600),
+            max_skew: Duration::from_millis(200),
             call_timeout: Duration::from_millis(150),
             op_deadline: Duration::from_secs(5),
             retry_backoff: Duration::from_millis(50),

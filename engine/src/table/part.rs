@@ -107,6 +107,7 @@ pub struct PartStore {
     files: StreamFiles,
     dedupe: Arc<std::sync::Mutex<Dedupe>>,
     writes: Arc<tokio::sync::Mutex<()>>,
+    observer: Option<TableObserver>,
 }
 
 fn internal(what: &str, e: impl std::fmt::Display) -> TableError {
@@ -116,10 +117,10 @@ fn internal(what: &str, e: impl std::fmt::Display) -> TableError {
 impl PartStore {
     /// Takes ownership of the partition's namespace (fencing the previous
     /// owner) and recovers its LSM.
-    pub async fn open(client: &StreamClient, pid: PartitionId, clock: ClockFn) -> Result<PartStore, String> {
+    pub async fn open(client: &StreamClient, pid: PartitionId, clock: ClockFn, observer: Option<TableObserver>) -> Result<PartStore, String> {
         let files = StreamFiles::open(client, &namespace_of(pid)).await.map_err(|e| format!("open namespace: {e}"))?;
         let (db, _) = recovery::open(files.clone(), options(), gc(), clock).await.map_err(|e| format!("recover: {e}"))?;
-        let store = PartStore { db, files, dedupe: Arc::default(), writes: Arc::default() };
+        let store = PartStore { db, files, dedupe: Arc::default(), writes: Arc::default(), observer };
         // Load the de-duplication table.
         let recs = store.range(&key(KIND_DEDUPE, &[]), Some(&key(KIND_DEDUPE + 1, &[])), DEDUPE_MAX * 2).await.map_err(|e| format!("load dedupe: {e}"))?;
         {
@@ -241,8 +242,12 @@ impl PartStore {
     async fn write(&self, op: &Op, rid: Option<ReqId>) -> Result<OpResult, TableError> {
         let _serial = self.writes.lock().await;
         if let Some(r) = rid {
-            if let Some((_, res)) = self.dedupe.lock().expect("dedupe lock").by_rid.get(&r) {
-                return Ok(res.clone());
+            let hit = self.dedupe.lock().expect("dedupe lock").by_rid.get(&r).map(|(_, res)| res.clone());
+            if let Some(res) = hit {
+                if let Some(o) = &self.observer {
+                    o.with(|o| o.dedupe_hits += 1);
+                }
+                return Ok(res);
             }
         }
         let mut batch: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();

@@ -259,7 +259,7 @@ impl Server {
             }
             let clock = self.clock.clone();
             let clock: ClockFn = Arc::new(move || clock.now().as_nanos() / 1_000_000);
-            let store = PartStore::open(&self.client, pid, clock).await?;
+            let store = PartStore::open(&self.client, pid, clock, Some(self.cfg.observer.clone())).await?;
             Ok::<_, String>((info, store))
         }
         .await;
