@@ -142,7 +142,23 @@ impl PartStore {
 
     /// Creates partition `pid` from `entries` (a split or merge child):
     /// writes them in batches and flushes them to tables.
+    /// Of the de-duplication records, only the newest [`DEDUPE_MAX`] (by
+    /// their parent's order) are kept, so that merges stay within the limit.
     pub async fn create(client: &StreamClient, pid: PartitionId, clock: ClockFn, entries: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), String> {
+        let (mut dedupe, mut entries): (Vec<_>, Vec<_>) = entries.into_iter().partition(|(k, _)| k.starts_with(&key(KIND_DEDUPE, &[])));
+        let mut recs = Vec::with_capacity(dedupe.len());
+        for (k, v) in dedupe.drain(..) {
+            let (order, result): (u64, OpResult) = decode(&v).ok_or("malformed de-duplication record")?;
+            recs.push((order, k, result));
+        }
+        recs.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        recs.truncate(DEDUPE_MAX);
+        let n = recs.len() as u64;
+        for (i, (_, k, result)) in recs.into_iter().enumerate() {
+            // Renumbered oldest first, so the child evicts in the same order.
+            entries.push((k, encode(&(n - 1 - i as u64, result))));
+        }
+        entries.sort();
         let files = StreamFiles::open(client, &namespace_of(pid)).await.map_err(|e| format!("open namespace: {e}"))?;
         let (db, _) = recovery::open(files, options(), gc(), clock).await.map_err(|e| format!("recover: {e}"))?;
         let r = async {
