@@ -269,6 +269,10 @@ struct Record {
     appends: BTreeMap<String, Vec<AppendOutcome>>,
     /// (completion time, ok) of every operation.
     ops: Vec<(SimTime, bool)>,
+    /// key -> (acknowledgement time, version) of every acknowledged write.
+    acks: BTreeMap<String, Vec<(SimTime, u64)>>,
+    /// (key, version read, invocation time) of every successful read.
+    reads: Vec<(String, u64, SimTime)>,
     unknown: u64,
 }
 
@@ -299,6 +303,7 @@ fn start_load(cl: &Cluster, writers: usize, appenders: usize, stop: Arc<AtomicBo
                         Ok(()) => {
                             let e = r.writes.get_mut(k).unwrap();
                             e.0 = e.0.max(v);
+                            r.acks.entry(k.clone()).or_default().push((time::now(), v));
                         }
                         Err(TableError::Unknown(_)) => r.unknown += 1,
                         Err(_) => {}
@@ -331,6 +336,29 @@ fn start_load(cl: &Cluster, writers: usize, appenders: usize, stop: Arc<AtomicBo
         }));
     }
     done
+}
+
+/// The keys of one of the table's first four partitions (ids 1..=4).
+fn keys_of(pid: PartitionId) -> Vec<String> {
+    let p = pid as usize - 1;
+    (p * 25..(p + 1) * 25).map(key).collect()
+}
+
+/// Starts a reader on `agent` that reads `keys` in turn until `stop`.
+fn start_reader(agent: &Agent, keys: Vec<String>, stop: Arc<AtomicBool>, rec: Rec) -> oneshot::Receiver<()> {
+    agent.start(move |c| async move {
+        let mut i = 0;
+        while !stop.load(Ordering::Relaxed) {
+            let k = keys[i % keys.len()].clone();
+            let at = time::now();
+            if let Ok(v) = c.get(TABLE, &k).await {
+                let v = v.map_or(0, |s| s.parse().expect("a version"));
+                rec.lock().unwrap().reads.push((k, v, at));
+            }
+            i += 1;
+            time::sleep(Duration::from_millis(10)).await;
+        }
+    })
 }
 
 async fn stop_load(stop: &AtomicBool, done: Vec<oneshot::Receiver<()>>) {
@@ -383,6 +411,12 @@ async fn check_record(cl: &Cluster, rec: &Rec) {
         let v: u64 = got[k].as_deref().map_or(0, |s| s.parse().expect("a version"));
         assert!(v >= *acked, "{k}: read version {v}, but version {acked} was acknowledged (lost write)");
         assert!(v <= *attempted, "{k}: read version {v} never written");
+    }
+    // No stale read: a read sees at least the newest version acknowledged
+    // before it began.
+    for (k, v, at) in &r.reads {
+        let newest = r.acks.get(k).and_then(|a| a.iter().filter(|(t, _)| t < at).map(|(_, v)| *v).max()).unwrap_or(0);
+        assert!(*v >= newest, "{k}: a read begun at {at} saw version {v}, but version {newest} was acknowledged before");
     }
     for (pkey, outcomes) in &r.appends {
         let mut last = 0u64;
@@ -529,13 +563,22 @@ fn an_isolated_zone_with_a_skewed_server_clock_has_no_split_brain() {
                 cl.world.apply(&Fault::ClockDrift { node: cl.name(victim), ppm: -20_000 }).unwrap();
                 let at = time::now();
                 cl.world.apply(&Fault::ZoneDown { zone: zone.clone(), mode: ZoneMode::Isolate }).unwrap();
+                // A client inside the isolated zone keeps reading through its
+                // own proxy: the isolated servers must stop answering.
+                let reader_stop = Arc::new(AtomicBool::new(false));
+                let local: Vec<String> = owners.iter().filter(|(_, o)| o.is_some_and(|o| cl.zone_of(o) == zone)).flat_map(|(p, _)| keys_of(*p)).collect();
+                let reader = start_reader(cl.agent(&format!("{zone}-client-0")), local, reader_stop.clone(), rec.clone());
                 time::sleep(Duration::from_secs(6)).await;
+                reader_stop.store(true, Ordering::Relaxed);
+                let isolated_reads = rec.lock().unwrap().reads.iter().filter(|r| r.2 > at).count();
+                assert!(isolated_reads > 0, "the isolated client read while its servers held their leases");
                 for (p, o) in cl.owners() {
                     assert_ne!(cl.zone_of(o.expect("owned")), zone, "partition {p} still owned in the isolated zone");
                 }
                 assert!(ok_between(&rec, at + Duration::from_secs(4), time::now()) > 50, "writes continue");
                 cl.world.apply(&Fault::ZoneUp { zone }).unwrap();
                 cl.world.apply(&Fault::ClockReset { node: cl.name(victim) }).unwrap();
+                let _ = reader.await;
                 time::sleep(Duration::from_secs(2)).await;
                 stop_load(&stop, done).await;
                 check_record(&cl, &rec).await;

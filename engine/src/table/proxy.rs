@@ -27,17 +27,23 @@ pub const ATTEMPTS_MAX: u32 = 32;
 pub const SCAN_PARTS_MAX: usize = PARTITIONS_MAX;
 /// Instances whose access keys one proxy caches.
 pub const AUTH_CACHE_MAX: usize = 1024;
+/// Oldest cached access key or table entry a proxy uses while the
+/// metadata store cannot be reached.
+pub const AUTH_STALE_MAX: std::time::Duration = std::time::Duration::from_secs(30);
 /// Least time between two map refreshes.
 pub const MAP_REFRESH_MIN: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Metadata key -> (value stored, fetched at).
+type MetaCache = Mutex<BTreeMap<String, (Option<Vec<u8>>, SimTime)>>;
 
 struct Proxy {
     cfg: TableConfig,
     net: Net<DataMsg>,
     meta: tokio::sync::Mutex<MetaClient>,
-    /// instance -> (access key, fetched at)
-    auth: Mutex<BTreeMap<String, (Option<String>, SimTime)>>,
-    /// (instance, table) -> (exists, fetched at)
-    tables: Mutex<BTreeMap<(String, String), (bool, SimTime)>>,
+    /// instance key -> (stored access key, fetched at)
+    auth: MetaCache,
+    /// table key -> (stored entry, fetched at)
+    tables: MetaCache,
     map: Mutex<(Vec<PartitionInfo>, Option<SimTime>)>,
     inflight: AtomicUsize,
 }
@@ -50,7 +56,11 @@ pub async fn serve(ctx: NodeCtx, cfg: TableConfig) {
 
 async fn run(ctx: NodeCtx, cfg: TableConfig) {
     let (net, mut inbox) = Net::<DataMsg>::bind(&ctx).await;
-    let meta = MetaClient::bind(&ctx, cfg.meta()).await;
+    // The proxy fails fast when the metadata store cannot be reached (it
+    // then routes by its cached map).
+    let mut meta_cfg = cfg.meta();
+    meta_cfg.op_deadline = meta_cfg.op_deadline.min(cfg.proxy_budget / 2);
+    let meta = MetaClient::bind(&ctx, meta_cfg).await;
     let p = Arc::new(Proxy { cfg, net, meta: tokio::sync::Mutex::new(meta), auth: Mutex::default(), tables: Mutex::default(), map: Mutex::new((Vec::new(), None)), inflight: AtomicUsize::new(0) });
     while let Some(m) = inbox.recv().await {
         let Some(req) = m.request else { continue };
@@ -127,48 +137,48 @@ impl Proxy {
         TableError::Auth(why.to_string())
     }
 
+    /// A metadata value through a cache: fresh for `auth_ttl`; when the
+    /// metadata store cannot be reached, a cached value up to
+    /// [`AUTH_STALE_MAX`] old is used (a proxy cut off from the metadata
+    /// store keeps serving the instances it knows).
+    async fn cached_get(&self, cache: &MetaCache, key: String) -> Result<Option<Vec<u8>>, TableError> {
+        let now = time::now();
+        let cached = cache.lock().expect("cache lock").get(&key).cloned();
+        if let Some((v, t)) = &cached {
+            if now.saturating_sub(*t) < self.cfg.auth_ttl {
+                return Ok(v.clone());
+            }
+        }
+        match self.meta.lock().await.get(&key).await {
+            Ok(v) => {
+                let mut c = cache.lock().expect("cache lock");
+                if c.len() >= AUTH_CACHE_MAX {
+                    c.clear();
+                }
+                c.insert(key, (v.clone(), now));
+                Ok(v)
+            }
+            Err(e) => match cached {
+                Some((v, t)) if now.saturating_sub(t) < AUTH_STALE_MAX => Ok(v),
+                _ => Err(TableError::Unavailable(format!("metadata: {e}"))),
+            },
+        }
+    }
+
     async fn check_auth(&self, instance: &str, access_key: &str, table: &str) -> Result<(), TableError> {
         if access_key.is_empty() {
             return Err(self.refuse_auth("missing access key"));
         }
-        let now = time::now();
-        let cached = self.auth.lock().expect("auth lock").get(instance).filter(|(_, t)| now.saturating_sub(*t) < self.cfg.auth_ttl).map(|(k, _)| k.clone());
-        let key = match cached {
-            Some(k) => k,
-            None => {
-                if !valid_name(instance) {
-                    return Err(self.refuse_auth("unknown instance"));
-                }
-                let b = self.meta.lock().await.get(&instance_key(instance)).await.map_err(|e| TableError::Unavailable(format!("metadata: {e}")))?;
-                let k = b.as_deref().and_then(decode::<String>);
-                let mut a = self.auth.lock().expect("auth lock");
-                if a.len() >= AUTH_CACHE_MAX {
-                    a.clear();
-                }
-                a.insert(instance.to_string(), (k.clone(), now));
-                k
-            }
-        };
+        if !valid_name(instance) {
+            return Err(self.refuse_auth("unknown instance"));
+        }
+        let key = self.cached_get(&self.auth, instance_key(instance)).await?.and_then(|b| decode::<String>(&b));
         match key {
             None => return Err(self.refuse_auth("unknown instance")),
             Some(k) if k != access_key => return Err(self.refuse_auth("wrong access key")),
             Some(_) => {}
         }
-        let tk = (instance.to_string(), table.to_string());
-        let cached = self.tables.lock().expect("tables lock").get(&tk).filter(|(_, t)| now.saturating_sub(*t) < self.cfg.auth_ttl).map(|(e, _)| *e);
-        let exists = match cached {
-            Some(e) => e,
-            None => {
-                let e = self.meta.lock().await.get(&table_key(instance, table)).await.map_err(|e| TableError::Unavailable(format!("metadata: {e}")))?.is_some();
-                let mut t = self.tables.lock().expect("tables lock");
-                if t.len() >= AUTH_CACHE_MAX {
-                    t.clear();
-                }
-                t.insert(tk, (e, now));
-                e
-            }
-        };
-        if !exists {
+        if !valid_name(table) || self.cached_get(&self.tables, table_key(instance, table)).await?.is_none() {
             return Err(self.refuse_auth("table not in this instance"));
         }
         Ok(())
