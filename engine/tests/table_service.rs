@@ -69,14 +69,14 @@ fn run<F: Future<Output = ()> + 'static>(seed: u64, f: impl FnOnce() -> F + Send
         .unwrap_or_else(|_| panic!("seed {seed} failed (replay: TABLE_SEEDS={seed})"));
 }
 
-/// The seeds every story runs: 1..=2, or `TABLE_SEEDS=a-b` for a sweep.
+/// The seeds every story runs: 1..=3, or `TABLE_SEEDS=a-b` for a sweep.
 fn seeds() -> Vec<u64> {
     match std::env::var("TABLE_SEEDS") {
         Ok(r) => {
             let (a, b) = r.split_once('-').unwrap_or((&r, &r));
             (a.parse().expect("TABLE_SEEDS start")..=b.parse().expect("TABLE_SEEDS end")).collect()
         }
-        Err(_) => vec![1, 2],
+        Err(_) => vec![1, 2, 3],
     }
 }
 
@@ -761,7 +761,8 @@ fn move_split_and_merge_under_load() {
                 setup(&cl).await;
                 let rec: Rec = Arc::default();
                 let stop = Arc::new(AtomicBool::new(false));
-                let done = start_load(&cl, 6, 4, stop.clone(), rec.clone());
+                let mut done = start_load(&cl, 6, 4, stop.clone(), rec.clone());
+                done.push(start_reader(cl.agent("ctl-client-1"), (0..KEYS).map(key).collect(), stop.clone(), rec.clone()));
                 time::sleep(Duration::from_secs(1)).await;
                 let owners = cl.owners();
                 let (&pid, &owner) = owners.iter().next().unwrap();
