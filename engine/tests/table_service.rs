@@ -797,6 +797,59 @@ fn move_split_and_merge_under_load() {
     }
 }
 
+/// A table server and the active master crash together and restart from
+/// their disks 3 s later: the server's partitions move, another master
+/// takes over, and afterwards the restarted server takes a partition again
+/// (state comes back from the metadata store and the streams).
+#[test]
+fn a_server_and_the_master_crash_and_restart() {
+    for seed in seeds() {
+        run(seed, move || async move {
+            let (_, obs) = cluster(seed, |_| {}, move |cl| async move {
+                setup(&cl).await;
+                let rec: Rec = Arc::default();
+                let stop = Arc::new(AtomicBool::new(false));
+                let done = start_load(&cl, 6, 3, stop.clone(), rec.clone());
+                time::sleep(Duration::from_secs(1)).await;
+                let (_, m, e) = *cl.obs().master_takeovers.last().expect("a master");
+                let owners = cl.owners();
+                let victim = owners.values().flatten().copied().find(|&s| cl.zone_of(s) != cl.zone_of(m)).expect("a server outside the master's zone");
+                let mine: Vec<PartitionId> = owners.iter().filter(|(_, o)| **o == Some(victim)).map(|(p, _)| *p).collect();
+                let at = time::now();
+                for n in [m, victim] {
+                    cl.world.apply(&Fault::NodeCrash { node: cl.name(n) }).unwrap();
+                }
+                time::sleep(Duration::from_secs(3)).await;
+                for n in [m, victim] {
+                    cl.world.apply(&Fault::NodeRestart { node: cl.name(n) }).unwrap();
+                }
+                let owners = cl.owners();
+                for p in &mine {
+                    assert_ne!(owners[p], Some(victim), "partition {p} still on the crashed server");
+                }
+                let mut rt = recovery_times(&cl.obs(), at, &mine);
+                let takeovers = cl.obs().master_takeovers;
+                let (_, m2, e2) = *takeovers.last().unwrap();
+                assert!(e2 > e && m2 != m, "another master took over");
+                assert!(takeovers.windows(2).all(|w| w[0].2 < w[1].2), "master epochs increase");
+                println!("seed {seed}: server + master crash: time to recover max {:.3}s", pct(&mut rt, 1.0));
+                time::sleep(Duration::from_secs(2)).await;
+                // The restarted server takes a partition again.
+                let pid = *cl.owners().keys().next().unwrap();
+                cl.agent("ctl-client-2").run(move |c| async move { c.move_partition(pid, victim).await.expect("move to the restarted server") }).await;
+                assert_eq!(cl.owners()[&pid], Some(victim));
+                let k = keys_of(pid)[0].clone();
+                let r = cl.agent("ctl-client-2").run(move |c| async move { c.get(TABLE, &k).await }).await;
+                assert!(r.is_ok(), "the restarted server serves: {r:?}");
+                stop_load(&stop, done).await;
+                check_record(&cl, &rec).await;
+            })
+            .await;
+            check_no_split_brain(&obs);
+        });
+    }
+}
+
 /// One seed, run twice, gives one event digest.
 #[test]
 fn one_seed_replays_the_same_run() {
