@@ -311,6 +311,9 @@ pub struct ServingInterval {
     pub partition: PartitionId,
     pub server: NodeId,
     pub epoch: u64,
+    /// The partition's key range [start, end) (end `None` = the end).
+    pub start_key: String,
+    pub end_key: Option<String>,
     /// When the server began serving (loaded, lease held).
     pub start: SimTime,
     /// The last time it answered a request of the partition (or `start`).

@@ -123,9 +123,9 @@ impl Server {
             let Some(Slot::Ready(r)) = st.slots.get_mut(&pid) else { continue };
             match (valid, r.interval) {
                 (true, None) => {
-                    let (server, epoch) = (self.ctx.id, r.epoch);
+                    let (server, epoch, start_key, end_key) = (self.ctx.id, r.epoch, r.info.start.clone(), r.info.end.clone());
                     r.interval = Some(self.cfg.observer.with(|o| {
-                        o.serving.push(ServingInterval { partition: pid, server, epoch, start: now, last_served: now, stopped: None });
+                        o.serving.push(ServingInterval { partition: pid, server, epoch, start_key, end_key, start: now, last_served: now, stopped: None });
                         o.serving.len() - 1
                     }));
                 }
