@@ -66,8 +66,10 @@
 //! assigns the children like any unowned partition. The children therefore
 //! own their data outright (no reference counting of shared files), at the
 //! cost of one copy of the parent's data and unavailability of the parent's
-//! range for the copy. An interrupted split leaves the map unchanged (the
-//! child namespaces are orphans and are recreated by a retry).
+//! range for the copy. An interrupted split leaves the map unchanged; a
+//! retry reuses the child ids and rewrites their namespaces (deleting what
+//! the interrupted copy left that the parent no longer holds). The
+//! parents' namespaces are not reclaimed (known garbage).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

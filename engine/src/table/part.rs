@@ -160,11 +160,18 @@ impl PartStore {
         }
         entries.sort();
         let files = StreamFiles::open(client, &namespace_of(pid)).await.map_err(|e| format!("open namespace: {e}"))?;
-        let (db, _) = recovery::open(files, options(), gc(), clock).await.map_err(|e| format!("recover: {e}"))?;
+        let (db, _) = recovery::open(files.clone(), options(), gc(), clock).await.map_err(|e| format!("recover: {e}"))?;
         let r = async {
-            for chunk in entries.chunks(COPY_BATCH_MAX) {
+            // An interrupted earlier attempt may have left entries behind:
+            // whatever the new set does not hold is deleted, so nothing the
+            // parent deleted in between comes back.
+            let old = PartStore { db: db.clone(), files, dedupe: Arc::default(), writes: Arc::default(), observer: None };
+            let stale: Vec<Vec<u8>> = old.entries().await.map_err(|e| e.to_string())?.into_iter().map(|(k, _)| k).filter(|k| entries.binary_search_by(|(e, _)| e.cmp(k)).is_err()).collect();
+            let mut batch: Vec<(Vec<u8>, Option<Vec<u8>>)> = stale.into_iter().map(|k| (k, None)).collect();
+            batch.extend(entries.iter().map(|(k, v)| (k.clone(), Some(v.clone()))));
+            for chunk in batch.chunks(COPY_BATCH_MAX) {
                 let g = db.lock_writes().await;
-                let t = db.submit(&g, chunk.iter().map(|(k, v)| (k.clone(), Some(v.clone()))).collect()).await.map_err(|e| e.to_string())?;
+                let t = db.submit(&g, chunk.to_vec()).await.map_err(|e| e.to_string())?;
                 drop(g);
                 t.wait().await.map_err(|e| e.to_string())?;
             }
