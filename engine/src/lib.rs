@@ -10,3 +10,4 @@ pub mod lsm;
 pub mod meta;
 pub mod minikv;
 pub mod stream;
+pub mod table;

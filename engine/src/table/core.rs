@@ -1,0 +1,510 @@
+//! The master's protocol core: failure detection, partition leases and
+//! zone-aware placement as a pure state machine. It takes `now` (the
+//! master's clock) with every input and returns commands; the shell
+//! ([`super::master`]) does the I/O (heartbeat answers, metadata
+//! transactions, releases) and feeds the results back.
+//!
+//! Rules it keeps:
+//! - A partition is granted only to its owner in the map, and never while
+//!   it drains (a move, split or merge in progress).
+//! - A partition moves away from its owner only once its last grant is
+//!   older than `lease + max_skew` (`granted_until`), or the owner confirmed
+//!   it released it; a new core (a new master) treats every partition as
+//!   granted until `lease + max_skew` after it started.
+//! - A server is alive while heartbeats echo grants sent within
+//!   `dead_after`; one that hears nothing (one-way partition) or is not
+//!   heard dies alike. Dead owners' partitions go to live servers: the
+//!   zone with the fewest partitions first, then the server with the
+//!   fewest, then the lowest id.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use sim::time::SimTime;
+use sim::topology::{NodeId, ZoneId};
+
+use super::{FailoverCause, PartitionId, PartitionInfo};
+
+/// The tunables the core needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CoreConfig {
+    pub lease: Duration,
+    pub max_skew: Duration,
+    pub dead_after: Duration,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Server {
+    zone: ZoneId,
+    /// Master send time of the newest grant the server echoed (or when it
+    /// was first heard).
+    heard: SimTime,
+    dead: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Part {
+    info: PartitionInfo,
+    /// The owner may serve the partition until then (master clock).
+    granted_until: SimTime,
+    /// No grants: a move (to the target) or a split/merge is waiting.
+    draining: Option<Drain>,
+    /// The owner confirmed it released the partition at this epoch.
+    released: bool,
+    /// The owner reported it lost the partition at this epoch.
+    lost: bool,
+    /// An `Assign` is out, waiting for its commit.
+    pending: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Drain {
+    to: Option<NodeId>,
+    cause: FailoverCause,
+}
+
+/// Inputs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Input {
+    /// A server's heartbeat: `echo` is the send time of the newest grant it
+    /// received from this master; `lost` the (pid, epoch) it gave up.
+    Heartbeat { server: NodeId, zone: ZoneId, echo: Option<SimTime>, lost: Vec<(PartitionId, u64)> },
+    Tick,
+    /// The map as stored (after a commit, an abort or a reload).
+    Map(Vec<PartitionInfo>),
+    /// An admin move: drain the partition, then assign it to `to`.
+    Move { pid: PartitionId, to: NodeId },
+    /// Drain a partition for a split or merge (the shell then copies).
+    Drain { pid: PartitionId, cause: FailoverCause },
+    /// Give up a drain (the split or merge failed).
+    Undrain { pid: PartitionId },
+    /// The owner confirmed it released (pid, epoch).
+    Released { pid: PartitionId, epoch: u64 },
+    /// An `Assign` was committed (Map follows) or failed.
+    AssignDone { pid: PartitionId },
+}
+
+/// Commands for the shell.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Cmd {
+    /// Answer the heartbeat with this grant (pid, epoch).
+    Grant { server: NodeId, parts: Vec<(PartitionId, u64)> },
+    /// Commit `pid`'s new owner (one Txn checking the map still holds `info`).
+    Assign { info: PartitionInfo, to: NodeId, cause: FailoverCause, last_heard: Option<SimTime> },
+    /// Ask the owner to release the partition now (speeds up a move).
+    Release { server: NodeId, pid: PartitionId, epoch: u64 },
+    /// A server was declared dead (for the event log).
+    Dead { server: NodeId },
+}
+
+/// The core of one master term.
+#[derive(Clone, Debug)]
+pub struct Core {
+    cfg: CoreConfig,
+    since: SimTime,
+    servers: BTreeMap<NodeId, Server>,
+    parts: BTreeMap<PartitionId, Part>,
+}
+
+impl Core {
+    /// A core for a master that became active at `now`.
+    pub fn new(cfg: CoreConfig, now: SimTime) -> Core {
+        Core { cfg, since: now, servers: BTreeMap::new(), parts: BTreeMap::new() }
+    }
+
+    fn hold(&self) -> Duration {
+        self.cfg.lease + self.cfg.max_skew
+    }
+
+    fn alive(&self, s: NodeId) -> bool {
+        self.servers.get(&s).is_some_and(|v| !v.dead)
+    }
+
+    /// Whether `s` counts as dead at `now`: declared dead, or never heard
+    /// since this master started `lease + max_skew` ago (many heartbeats).
+    fn dead(&self, s: NodeId, now: SimTime) -> bool {
+        match self.servers.get(&s) {
+            Some(v) => v.dead,
+            None => now >= self.since + self.hold().min(self.cfg.dead_after),
+        }
+    }
+
+    /// Whether the partition is drained: nobody may serve it any more.
+    pub fn drained(&self, pid: PartitionId, now: SimTime) -> bool {
+        self.parts.get(&pid).is_some_and(|p| p.draining.is_some() && (p.released || p.info.owner.is_none() || now >= p.granted_until))
+    }
+
+    pub fn partition(&self, pid: PartitionId) -> Option<&PartitionInfo> {
+        self.parts.get(&pid).map(|p| &p.info)
+    }
+
+    pub fn partitions(&self) -> Vec<PartitionInfo> {
+        self.parts.values().map(|p| p.info.clone()).collect()
+    }
+
+    pub fn live_servers(&self) -> Vec<NodeId> {
+        self.servers.iter().filter(|(_, v)| !v.dead).map(|(&n, _)| n).collect()
+    }
+
+    pub fn step(&mut self, now: SimTime, input: Input) -> Vec<Cmd> {
+        let mut out = Vec::new();
+        match input {
+            Input::Heartbeat { server, zone, echo, lost } => {
+                let s = self.servers.entry(server).or_insert(Server { zone, heard: now, dead: false });
+                if let Some(e) = echo.filter(|&e| e <= now) {
+                    if e > s.heard {
+                        s.heard = e;
+                    }
+                }
+                if s.dead && now.saturating_sub(s.heard) < self.cfg.dead_after {
+                    s.dead = false;
+                }
+                for (pid, epoch) in lost {
+                    if let Some(p) = self.parts.get_mut(&pid) {
+                        if p.info.owner == Some(server) && p.info.epoch == epoch {
+                            p.lost = true;
+                            p.released = true;
+                        }
+                    }
+                }
+                let mut parts = Vec::new();
+                if self.alive(server) {
+                    let until = now + self.hold();
+                    for p in self.parts.values_mut() {
+                        if p.info.owner == Some(server) && p.draining.is_none() && !p.lost {
+                            parts.push((p.info.pid, p.info.epoch));
+                            p.granted_until = p.granted_until.max(until);
+                        }
+                    }
+                }
+                out.push(Cmd::Grant { server, parts });
+            }
+            Input::Tick => {
+                let dead_after = self.cfg.dead_after;
+                for (&n, s) in self.servers.iter_mut() {
+                    if !s.dead && now.saturating_sub(s.heard) >= dead_after {
+                        s.dead = true;
+                        out.push(Cmd::Dead { server: n });
+                    }
+                }
+                self.place(now, &mut out);
+            }
+            Input::Map(infos) => {
+                let floor = self.since + self.hold();
+                let mut next = BTreeMap::new();
+                for info in infos {
+                    let p = match self.parts.remove(&info.pid) {
+                        Some(mut p) if p.info.owner == info.owner && p.info.epoch == info.epoch => {
+                            p.info = info;
+                            p
+                        }
+                        Some(mut p) => {
+                            // A new owner or epoch (committed by this master,
+                            // after the old grants ran out): no grant of it is
+                            // out yet.
+                            p.info = info;
+                            p.granted_until = SimTime::ZERO;
+                            p.released = false;
+                            p.lost = false;
+                            p.pending = false;
+                            p.draining = None;
+                            p
+                        }
+                        None => Part { info, granted_until: floor, draining: None, released: false, lost: false, pending: false },
+                    };
+                    next.insert(p.info.pid, p);
+                }
+                self.parts = next;
+            }
+            Input::Move { pid, to } => {
+                if let Some(p) = self.parts.get_mut(&pid) {
+                    if p.draining.is_none() && p.info.owner != Some(to) {
+                        p.draining = Some(Drain { to: Some(to), cause: FailoverCause::Moved });
+                        if let Some(owner) = p.info.owner {
+                            out.push(Cmd::Release { server: owner, pid, epoch: p.info.epoch });
+                        }
+                    }
+                }
+                self.place(now, &mut out);
+            }
+            Input::Drain { pid, cause } => {
+                if let Some(p) = self.parts.get_mut(&pid) {
+                    if p.draining.is_none() {
+                        p.draining = Some(Drain { to: None, cause });
+                        if let Some(owner) = p.info.owner {
+                            out.push(Cmd::Release { server: owner, pid, epoch: p.info.epoch });
+                        }
+                    }
+                }
+            }
+            Input::Undrain { pid } => {
+                if let Some(p) = self.parts.get_mut(&pid) {
+                    p.draining = None;
+                }
+            }
+            Input::Released { pid, epoch } => {
+                if let Some(p) = self.parts.get_mut(&pid) {
+                    if p.info.epoch == epoch {
+                        p.released = true;
+                    }
+                }
+                self.place(now, &mut out);
+            }
+            Input::AssignDone { pid } => {
+                if let Some(p) = self.parts.get_mut(&pid) {
+                    p.pending = false;
+                }
+            }
+        }
+        out
+    }
+
+    /// Assigns partitions that need an owner.
+    fn place(&mut self, now: SimTime, out: &mut Vec<Cmd>) {
+        let mut load: BTreeMap<NodeId, usize> = BTreeMap::new();
+        for n in self.live_servers() {
+            load.insert(n, 0);
+        }
+        for p in self.parts.values() {
+            if let Some(o) = p.info.owner {
+                if let Some(l) = load.get_mut(&o) {
+                    *l += 1;
+                }
+            }
+        }
+        let pids: Vec<PartitionId> = self.parts.keys().copied().collect();
+        for pid in pids {
+            let p = &self.parts[&pid];
+            if p.pending {
+                continue;
+            }
+            let owner = p.info.owner;
+            let (cause, target) = match (&p.draining, owner) {
+                (Some(Drain { to: Some(to), cause }), _) => (*cause, Some(*to)),
+                (Some(_), _) => continue,
+                (None, None) => (FailoverCause::Initial, None),
+                (None, Some(o)) if self.dead(o, now) => (FailoverCause::ServerDead, None),
+                (None, Some(_)) if p.lost => (FailoverCause::LeaseLost, None),
+                (None, Some(_)) => continue,
+            };
+            let safe = owner.is_none() || p.released || now >= p.granted_until;
+            if !safe {
+                continue;
+            }
+            let to = match target {
+                Some(t) if self.alive(t) => t,
+                Some(_) => continue,
+                None => match self.choose(&load) {
+                    Some(t) => t,
+                    None => continue,
+                },
+            };
+            *load.entry(to).or_default() += 1;
+            if let Some(o) = owner {
+                if let Some(l) = load.get_mut(&o) {
+                    *l = l.saturating_sub(1);
+                }
+            }
+            let last_heard = owner.and_then(|o| self.servers.get(&o)).map(|s| s.heard);
+            let p = self.parts.get_mut(&pid).expect("listed");
+            p.pending = true;
+            out.push(Cmd::Assign { info: p.info.clone(), to, cause, last_heard: if cause == FailoverCause::ServerDead { last_heard } else { None } });
+        }
+    }
+
+    /// The live server in the least loaded zone with the least load.
+    fn choose(&self, load: &BTreeMap<NodeId, usize>) -> Option<NodeId> {
+        let mut zones: BTreeMap<ZoneId, usize> = BTreeMap::new();
+        for (n, l) in load {
+            *zones.entry(self.servers[n].zone).or_default() += l;
+        }
+        load.iter().map(|(&n, &l)| (zones[&self.servers[&n].zone], l, n)).min().map(|(_, _, n)| n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: u64 = 1_000_000;
+
+    fn cfg() -> CoreConfig {
+        CoreConfig { lease: Duration::from_millis(1000), max_skew: Duration::from_millis(250), dead_after: Duration::from_millis(1500) }
+    }
+
+    fn t(ms: u64) -> SimTime {
+        SimTime(ms * MS)
+    }
+
+    fn part(pid: u64, owner: Option<u32>, epoch: u64) -> PartitionInfo {
+        PartitionInfo { pid, instance: "i".into(), table: "t".into(), start: String::new(), end: None, owner: owner.map(NodeId), epoch }
+    }
+
+    fn hb(c: &mut Core, now: u64, server: u32, zone: u16, echo: Option<u64>) -> Vec<(PartitionId, u64)> {
+        let out = c.step(t(now), Input::Heartbeat { server: NodeId(server), zone: ZoneId(zone), echo: echo.map(t), lost: vec![] });
+        match &out[..] {
+            [Cmd::Grant { parts, .. }] => parts.clone(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn assigns(out: &[Cmd]) -> Vec<(PartitionId, NodeId, FailoverCause)> {
+        out.iter().filter_map(|c| if let Cmd::Assign { info, to, cause, .. } = c { Some((info.pid, *to, *cause)) } else { None }).collect()
+    }
+
+    /// Applies assigns as the shell would after a successful commit.
+    fn commit(c: &mut Core, out: &[Cmd]) {
+        let mut map = c.partitions();
+        for (pid, to, _) in assigns(out) {
+            let p = map.iter_mut().find(|p| p.pid == pid).unwrap();
+            p.owner = Some(to);
+            p.epoch += 1;
+            c.step(SimTime::ZERO, Input::AssignDone { pid });
+        }
+        c.step(SimTime::ZERO, Input::Map(map));
+    }
+
+    #[test]
+    fn placement_spreads_over_zones_then_servers() {
+        let mut c = Core::new(cfg(), t(0));
+        c.step(t(0), Input::Map((1..=6).map(|i| part(i, None, 0)).collect()));
+        // Two servers in zone 0, one each in zones 1 and 2.
+        for (s, z) in [(1, 0), (2, 0), (3, 1), (4, 2)] {
+            hb(&mut c, 10, s, z, None);
+        }
+        let out = c.step(t(20), Input::Tick);
+        let a = assigns(&out);
+        assert_eq!(a.len(), 6);
+        let mut per_zone = [0; 3];
+        for (_, to, cause) in &a {
+            assert_eq!(*cause, FailoverCause::Initial);
+            per_zone[match to.0 { 1 | 2 => 0, 3 => 1, _ => 2 }] += 1;
+        }
+        assert_eq!(per_zone, [2, 2, 2], "two partitions per zone");
+        // Pending assigns are not issued twice.
+        assert!(assigns(&c.step(t(30), Input::Tick)).is_empty());
+    }
+
+    #[test]
+    fn a_silent_server_loses_its_partitions_only_after_its_grants_ran_out() {
+        let mut c = Core::new(cfg(), t(0));
+        c.step(t(0), Input::Map(vec![part(1, Some(1), 1), part(2, Some(2), 1)]));
+        // Both servers heartbeat and get their partition (a new master
+        // grants the stored map at once).
+        assert_eq!(hb(&mut c, 100, 1, 0, None), vec![(1, 1)]);
+        assert_eq!(hb(&mut c, 100, 2, 1, None), vec![(2, 1)]);
+        // Server 2 keeps echoing grants; server 1 falls silent at 100 ms.
+        let mut now = 100;
+        let mut moved = None;
+        while now < 5000 {
+            now += 100;
+            hb(&mut c, now, 2, 1, Some(now - 100));
+            let out = c.step(t(now), Input::Tick);
+            if let Some(&(pid, to, cause)) = assigns(&out).first() {
+                moved = Some((now, pid, to, cause));
+                break;
+            }
+        }
+        let (at, pid, to, cause) = moved.expect("partition 1 reassigned");
+        assert_eq!((pid, to, cause), (1, NodeId(2), FailoverCause::ServerDead));
+        // Dead after 1.5 s of silence, and not before its last grant (at
+        // 100 ms) plus lease and skew.
+        assert!(at >= 100 + 1500, "moved at {at} ms");
+        assert!(at <= 100 + 1500 + 200, "moved at {at} ms, late");
+    }
+
+    #[test]
+    fn a_server_that_hears_nothing_is_dead_even_though_its_heartbeats_arrive() {
+        let mut c = Core::new(cfg(), t(0));
+        c.step(t(0), Input::Map(vec![part(1, Some(1), 1)]));
+        hb(&mut c, 0, 2, 1, None);
+        hb(&mut c, 0, 1, 0, None);
+        let mut dead_at = None;
+        for now in (100..4000).step_by(100) {
+            // Server 1 never receives a grant: it echoes nothing new.
+            hb(&mut c, now, 1, 0, None);
+            hb(&mut c, now, 2, 1, Some(now - 100));
+            let out = c.step(t(now), Input::Tick);
+            if out.contains(&Cmd::Dead { server: NodeId(1) }) {
+                dead_at = Some(now);
+            }
+            if !assigns(&out).is_empty() {
+                assert_eq!(assigns(&out)[0].1, NodeId(2));
+                break;
+            }
+        }
+        assert_eq!(dead_at, Some(1500));
+        // A dead server is granted nothing.
+        assert!(hb(&mut c, 4000, 1, 0, None).is_empty());
+    }
+
+    #[test]
+    fn a_new_master_waits_out_the_old_grants_before_moving_anything() {
+        let mut c = Core::new(cfg(), t(10_000));
+        c.step(t(10_000), Input::Map(vec![part(1, Some(1), 3)]));
+        hb(&mut c, 10_000, 2, 1, None);
+        // Server 1 never heard by this master: dead once lease + max_skew
+        // have passed, when the old master's grants have run out too.
+        for now in (10_000..11_250).step_by(50) {
+            hb(&mut c, now, 2, 1, Some(now));
+            assert!(assigns(&c.step(t(now), Input::Tick)).is_empty(), "moved at {now}");
+        }
+        hb(&mut c, 11_250, 2, 1, Some(11_200));
+        let a = assigns(&c.step(t(11_250), Input::Tick));
+        assert_eq!(a, vec![(1, NodeId(2), FailoverCause::ServerDead)]);
+    }
+
+    #[test]
+    fn a_move_stops_grants_and_waits_for_the_release_or_the_lease() {
+        let mut c = Core::new(cfg(), t(0));
+        c.step(t(0), Input::Map(vec![part(1, Some(1), 1)]));
+        hb(&mut c, 2000, 1, 0, None);
+        hb(&mut c, 2000, 2, 1, None);
+        let out = c.step(t(2000), Input::Move { pid: 1, to: NodeId(2) });
+        assert!(out.contains(&Cmd::Release { server: NodeId(1), pid: 1, epoch: 1 }));
+        assert!(assigns(&out).is_empty(), "not before the release");
+        assert!(hb(&mut c, 2100, 1, 0, Some(2000)).is_empty(), "no grant while draining");
+        // Without a release: after the last grant (2000) + 1.25 s.
+        let mut c2 = c.clone();
+        hb(&mut c2, 3000, 1, 0, Some(2100));
+        hb(&mut c2, 3000, 2, 1, Some(2100));
+        assert!(assigns(&c2.step(t(3000), Input::Tick)).is_empty());
+        hb(&mut c2, 3300, 1, 0, Some(3000));
+        hb(&mut c2, 3300, 2, 1, Some(3000));
+        assert_eq!(assigns(&c2.step(t(3300), Input::Tick)), vec![(1, NodeId(2), FailoverCause::Moved)]);
+        // With a release: at once.
+        let out = c.step(t(2200), Input::Released { pid: 1, epoch: 1 });
+        assert_eq!(assigns(&out), vec![(1, NodeId(2), FailoverCause::Moved)]);
+        commit(&mut c, &out);
+        assert_eq!(hb(&mut c, 2300, 2, 1, Some(2200)), vec![(1, 2)]);
+        assert!(hb(&mut c, 2300, 1, 0, Some(2200)).is_empty());
+    }
+
+    #[test]
+    fn a_lost_partition_is_placed_again_and_stale_reports_are_ignored() {
+        let mut c = Core::new(cfg(), t(0));
+        c.step(t(0), Input::Map(vec![part(1, Some(1), 4)]));
+        hb(&mut c, 2000, 2, 1, None);
+        // A report for an old epoch changes nothing.
+        c.step(t(2000), Input::Heartbeat { server: NodeId(1), zone: ZoneId(0), echo: None, lost: vec![(1, 3)] });
+        assert!(assigns(&c.step(t(2000), Input::Tick)).is_empty());
+        let out = c.step(t(2100), Input::Heartbeat { server: NodeId(1), zone: ZoneId(0), echo: Some(t(2000)), lost: vec![(1, 4)] });
+        assert_eq!(out, vec![Cmd::Grant { server: NodeId(1), parts: vec![] }]);
+        let a = assigns(&c.step(t(2100), Input::Tick));
+        assert_eq!(a.len(), 1);
+        assert_eq!(a[0].2, FailoverCause::LeaseLost);
+    }
+
+    #[test]
+    fn a_drained_partition_is_granted_to_nobody_until_undrained() {
+        let mut c = Core::new(cfg(), t(0));
+        c.step(t(0), Input::Map(vec![part(1, Some(1), 1)]));
+        assert_eq!(hb(&mut c, 2000, 1, 0, None), vec![(1, 1)]);
+        c.step(t(2000), Input::Drain { pid: 1, cause: FailoverCause::Split });
+        assert!(!c.drained(1, t(2100)));
+        assert!(hb(&mut c, 2100, 1, 0, Some(2000)).is_empty());
+        assert!(c.drained(1, t(3250)), "after the last grant plus lease and skew");
+        c.step(t(3300), Input::Undrain { pid: 1 });
+        assert_eq!(hb(&mut c, 3300, 1, 0, Some(2100)), vec![(1, 1)]);
+    }
+}

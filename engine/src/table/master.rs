@@ -1,0 +1,471 @@
+//! The master: one per zone, one active, chosen through the metadata store
+//! (see the module doc of [`super`]). The active master runs the [`Core`]:
+//! it answers heartbeats with grants, ticks the failure detector every
+//! heartbeat, commits the core's assignments (one Txn each, checking its
+//! master epoch and the partition's stored entry) and runs admin calls.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use sim::net::{Incoming, Net};
+use sim::time::{self, SimTime};
+use sim::world::NodeCtx;
+use sim::Clock;
+
+use super::core::{Cmd, Core, Input};
+use super::part::{routing_key, PartStore};
+use super::*;
+use crate::lsm::db::ClockFn;
+use crate::meta::service::ClientError;
+use crate::meta::state::Outcome;
+use crate::stream::client::StreamClient;
+
+/// Admin calls one master runs at once.
+pub const ADMIN_INFLIGHT_MAX: usize = 16;
+/// How long an admin call waits for a drain or a commit.
+pub const ADMIN_WAIT_MAX: Duration = Duration::from_secs(20);
+/// Attempts at one metadata transaction after unknown outcomes.
+pub const TXN_ATTEMPTS_MAX: u32 = 8;
+
+/// The master role's lease record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct LeaseRec {
+    holder: NodeId,
+    epoch: u64,
+    beat: u64,
+}
+
+struct Active {
+    epoch: u64,
+    core: Core,
+    /// Local send time of the last successful renewal.
+    renewed: SimTime,
+}
+
+struct Master {
+    ctx: NodeCtx,
+    cfg: TableConfig,
+    clock: Clock,
+    client: StreamClient,
+    net: Net<ControlMsg>,
+    active: Mutex<Option<Active>>,
+    admin: std::sync::atomic::AtomicUsize,
+}
+
+/// The master's main loop (run again after every restart).
+pub async fn serve(ctx: NodeCtx, cfg: TableConfig) {
+    let h = madsim::task::spawn_local(run(ctx, cfg));
+    let _ = h.await;
+}
+
+async fn run(ctx: NodeCtx, cfg: TableConfig) {
+    let client = StreamClient::bind(&ctx, cfg.stream.clone()).await;
+    let (net, mut inbox) = Net::<ControlMsg>::bind(&ctx).await;
+    let m = Arc::new(Master { clock: ctx.clock(), ctx, cfg, client, net, active: Mutex::new(None), admin: Default::default() });
+    let r = m.clone();
+    madsim::task::spawn_local(async move { r.role_loop().await });
+    while let Some(msg) = inbox.recv().await {
+        match msg.msg {
+            ControlMsg::Admin(_) => {
+                if m.admin.load(std::sync::atomic::Ordering::Relaxed) >= ADMIN_INFLIGHT_MAX {
+                    if let Some(req) = msg.request {
+                        m.net.reply(msg.from, req, ControlMsg::AdminDone(Err(TableError::Failed("master busy".into())))).await;
+                    }
+                    continue;
+                }
+                m.admin.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let m2 = m.clone();
+                madsim::task::spawn_local(async move {
+                    m2.clone().admin_call(msg).await;
+                    m2.admin.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                });
+            }
+            _ => m.control(msg).await,
+        }
+    }
+}
+
+impl Master {
+    /// The active term's epoch, if this master may act now.
+    fn acting(&self) -> Option<u64> {
+        let a = self.active.lock().expect("active lock");
+        let a = a.as_ref()?;
+        (self.clock.now() < a.renewed + self.cfg.lease.saturating_sub(self.cfg.max_skew)).then_some(a.epoch)
+    }
+
+    fn step(self: &Arc<Self>, input: Input) -> Vec<Cmd> {
+        let now = self.clock.now();
+        let mut a = self.active.lock().expect("active lock");
+        match a.as_mut() {
+            Some(a) => a.core.step(now, input),
+            None => Vec::new(),
+        }
+    }
+
+    async fn control(self: &Arc<Self>, m: Incoming<ControlMsg>) {
+        let Some(req) = m.request else { return };
+        let answer = match (m.msg, self.acting()) {
+            (ControlMsg::Heartbeat { echo, lost }, Some(epoch)) => {
+                let echo = echo.filter(|(e, _)| *e == epoch).map(|(_, t)| t);
+                let zone = self.ctx.world.topology().zone_of(m.from);
+                let sent = self.clock.now();
+                let cmds = if self.cfg.servers.contains(&m.from) { self.step(Input::Heartbeat { server: m.from, zone, echo, lost }) } else { Vec::new() };
+                let parts = cmds.into_iter().find_map(|c| if let Cmd::Grant { parts, .. } = c { Some(parts) } else { None }).unwrap_or_default();
+                ControlMsg::Grant { master_epoch: epoch, sent, parts }
+            }
+            _ => ControlMsg::NotMaster,
+        };
+        self.net.reply(m.from, req, answer).await;
+    }
+
+    async fn role_loop(self: Arc<Self>) {
+        // (value seen, local time first seen) of the lease key.
+        let mut seen: Option<(Option<Vec<u8>>, SimTime)> = None;
+        loop {
+            let started = self.clock.now();
+            let cur = self.client.meta_get(MASTER_LEASE_KEY).await;
+            let holding = self.active.lock().expect("active lock").as_ref().map(|a| a.epoch);
+            match cur {
+                Err(_) => {}
+                Ok(cur) => {
+                    let rec: Option<LeaseRec> = cur.as_deref().and_then(decode);
+                    match (holding, &rec) {
+                        (Some(epoch), Some(r)) if r.holder == self.ctx.id && r.epoch == epoch => {
+                            let next = LeaseRec { beat: r.beat + 1, ..r.clone() };
+                            match self.client.meta_txn(vec![(MASTER_LEASE_KEY.into(), cur.clone())], vec![(MASTER_LEASE_KEY.into(), Some(encode(&next)))]).await {
+                                Ok(Outcome::Done) => {
+                                    if let Some(a) = self.active.lock().expect("active lock").as_mut() {
+                                        a.renewed = started;
+                                    }
+                                }
+                                Ok(_) => self.step_down("lease changed"),
+                                Err(_) => {}
+                            }
+                        }
+                        (Some(_), _) => self.step_down("lease taken"),
+                        (None, _) => {
+                            let now = self.clock.now();
+                            let stable_since = match &seen {
+                                Some((v, t)) if *v == cur => *t,
+                                _ => {
+                                    seen = Some((cur.clone(), now));
+                                    now
+                                }
+                            };
+                            let expired = rec.is_none() || now >= stable_since + self.cfg.lease + self.cfg.max_skew;
+                            if expired {
+                                self.take_over(started, cur.clone(), rec.as_ref().map_or(0, |r| r.epoch)).await;
+                                seen = None;
+                            }
+                        }
+                    }
+                }
+            }
+            if holding.is_some() && self.acting().is_none() && self.active.lock().expect("active lock").is_some() {
+                let renewed = self.active.lock().expect("active lock").as_ref().map(|a| a.renewed);
+                if renewed.is_some_and(|r| self.clock.now() >= r + self.cfg.lease) {
+                    self.step_down("lease not renewed in time");
+                }
+            }
+            if self.acting().is_some() {
+                let cmds = self.step(Input::Tick);
+                self.execute(cmds);
+            }
+            self.clock.sleep(self.cfg.heartbeat).await;
+        }
+    }
+
+    fn step_down(&self, why: &str) {
+        if self.active.lock().expect("active lock").take().is_some() {
+            self.ctx.note(format!("master steps down: {why}"));
+        }
+    }
+
+    async fn take_over(self: &Arc<Self>, started: SimTime, cur: Option<Vec<u8>>, old_epoch: u64) {
+        let epoch = old_epoch + 1;
+        let rec = LeaseRec { holder: self.ctx.id, epoch, beat: 0 };
+        let r = self
+            .client
+            .meta_txn(vec![(MASTER_LEASE_KEY.into(), cur)], vec![(MASTER_LEASE_KEY.into(), Some(encode(&rec))), (MASTER_EPOCH_KEY.into(), Some(encode(&epoch)))])
+            .await;
+        if r != Ok(Outcome::Done) {
+            return;
+        }
+        let Ok(map) = self.load_map().await else { return };
+        let mut core = Core::new(self.cfg.core(), self.clock.now());
+        core.step(self.clock.now(), Input::Map(map));
+        *self.active.lock().expect("active lock") = Some(Active { epoch, core, renewed: started });
+        self.ctx.note(format!("master takes over at epoch {epoch}"));
+        let me = self.ctx.id;
+        self.cfg.observer.with(|o| o.master_takeovers.push((time::now(), me, epoch)));
+    }
+
+    async fn load_map(&self) -> Result<Vec<PartitionInfo>, TableError> {
+        let entries = self.client.meta_scan_all(PART_PREFIX, PARTITIONS_MAX).await.map_err(|e| TableError::Unknown(format!("map: {e}")))?;
+        Ok(entries.iter().filter_map(|(_, v)| decode::<PartitionInfo>(v)).collect())
+    }
+
+    async fn reload(self: &Arc<Self>) {
+        if let Ok(map) = self.load_map().await {
+            self.step(Input::Map(map));
+        }
+    }
+
+    fn execute(self: &Arc<Self>, cmds: Vec<Cmd>) {
+        for c in cmds {
+            match c {
+                Cmd::Grant { .. } => {}
+                Cmd::Dead { server } => self.ctx.note(format!("server {} declared dead", server.0)),
+                Cmd::Release { server, pid, epoch } => {
+                    let m = self.clone();
+                    madsim::task::spawn_local(async move {
+                        if let Ok(ControlMsg::Released) = m.net.call(server, ControlMsg::Release { pid, epoch }, m.cfg.call_timeout).await {
+                            let cmds = m.step(Input::Released { pid, epoch });
+                            m.execute(cmds);
+                        }
+                    });
+                }
+                Cmd::Assign { info, to, cause, last_heard } => {
+                    let m = self.clone();
+                    madsim::task::spawn_local(async move { m.assign(info, to, cause, last_heard).await });
+                }
+            }
+        }
+    }
+
+    async fn txn(&self, epoch: u64, mut checks: Vec<(String, Option<Vec<u8>>)>, writes: Vec<(String, Option<Vec<u8>>)>) -> Result<Outcome, TableError> {
+        checks.insert(0, (MASTER_EPOCH_KEY.into(), Some(encode(&epoch))));
+        for _ in 0..TXN_ATTEMPTS_MAX {
+            match self.client.meta_txn(checks.clone(), writes.clone()).await {
+                Ok(Outcome::TxnFailed { key, current }) => {
+                    // An earlier attempt of ours may have applied: every write in place.
+                    let mine = writes.iter().all(|(k, v)| *k != key || *v == current);
+                    if key != MASTER_EPOCH_KEY && mine && !writes.is_empty() {
+                        let mut all = true;
+                        for (k, v) in &writes {
+                            if self.client.meta_get(k).await.ok() != Some(v.clone()) {
+                                all = false;
+                            }
+                        }
+                        if all {
+                            return Ok(Outcome::Done);
+                        }
+                    }
+                    return Ok(Outcome::TxnFailed { key, current });
+                }
+                Ok(o) => return Ok(o),
+                Err(ClientError::Unknown) => continue,
+                Err(e) => return Err(TableError::Failed(format!("metadata: {e}"))),
+            }
+        }
+        Err(TableError::Unknown("metadata transaction outcome unknown".into()))
+    }
+
+    async fn assign(self: Arc<Self>, info: PartitionInfo, to: NodeId, cause: FailoverCause, last_heard: Option<SimTime>) {
+        let Some(epoch) = self.acting() else {
+            self.step(Input::AssignDone { pid: info.pid });
+            return;
+        };
+        let new = PartitionInfo { owner: Some(to), epoch: info.epoch + 1, ..info.clone() };
+        let k = part_key(info.pid);
+        let r = self.txn(epoch, vec![(k.clone(), Some(encode(&info)))], vec![(k, Some(encode(&new)))]).await;
+        if r == Ok(Outcome::Done) {
+            self.ctx.note(format!("partition {} to server {} epoch {} ({cause:?})", info.pid, to.0, new.epoch));
+            let at = time::now();
+            self.cfg.observer.with(|o| o.failovers.push(Failover { at, partition: info.pid, from: info.owner, to: Some(to), cause, last_heard }));
+        }
+        self.step(Input::AssignDone { pid: info.pid });
+        self.reload().await;
+    }
+
+    async fn admin_call(self: Arc<Self>, m: Incoming<ControlMsg>) {
+        let Some(req) = m.request else { return };
+        let ControlMsg::Admin(op) = m.msg else { return };
+        let r = match self.acting() {
+            None => Err(TableError::Failed("not the active master".into())),
+            Some(epoch) => self.admin(epoch, op).await,
+        };
+        self.net.reply(m.from, req, ControlMsg::AdminDone(r)).await;
+    }
+
+    async fn admin(self: &Arc<Self>, epoch: u64, op: AdminOp) -> Result<Vec<PartitionId>, TableError> {
+        match op {
+            AdminOp::CreateInstance { name, access_key } => {
+                if !valid_name(&name) || access_key.is_empty() || access_key.len() > NAME_BYTES_MAX {
+                    return Err(TableError::Refused("bad instance name or access key".into()));
+                }
+                let k = instance_key(&name);
+                let v = encode(&access_key);
+                match self.txn(epoch, vec![(k.clone(), None)], vec![(k, Some(v.clone()))]).await? {
+                    Outcome::Done => Ok(vec![]),
+                    Outcome::TxnFailed { current, .. } if current == Some(v) => Ok(vec![]),
+                    _ => Err(TableError::Failed(format!("instance {name} exists"))),
+                }
+            }
+            AdminOp::CreateTable { instance, table, partitions, splits } => {
+                if !valid_name(&instance) || !valid_name(&table) {
+                    return Err(TableError::Refused("bad name".into()));
+                }
+                let n = partitions as usize;
+                if n == 0 || n > 32 || splits.len() + 1 != n || !splits.iter().all(|s| valid_key(s)) || !splits.windows(2).all(|w| w[0] < w[1]) {
+                    return Err(TableError::Refused("partitions must be 1..=32 with partitions - 1 increasing split keys".into()));
+                }
+                if self.client.meta_get(&instance_key(&instance)).await.map_err(|e| TableError::Unknown(e.to_string()))?.is_none() {
+                    return Err(TableError::Failed(format!("no instance {instance}")));
+                }
+                let tk = table_key(&instance, &table);
+                if let Some(b) = self.client.meta_get(&tk).await.map_err(|e| TableError::Unknown(e.to_string()))? {
+                    return decode::<Vec<PartitionId>>(&b).ok_or(TableError::Failed("malformed table entry".into()));
+                }
+                let cur = self.client.meta_get(NEXT_PID_KEY).await.map_err(|e| TableError::Unknown(e.to_string()))?;
+                let first: u64 = cur.as_deref().and_then(decode).unwrap_or(1);
+                let pids: Vec<PartitionId> = (first..first + n as u64).collect();
+                let mut writes = vec![(NEXT_PID_KEY.to_string(), Some(encode(&(first + n as u64)))), (tk.clone(), Some(encode(&pids)))];
+                for (i, &pid) in pids.iter().enumerate() {
+                    let start = if i == 0 { String::new() } else { splits[i - 1].clone() };
+                    let end = splits.get(i).cloned();
+                    let info = PartitionInfo { pid, instance: instance.clone(), table: table.clone(), start, end, owner: None, epoch: 0 };
+                    writes.push((part_key(pid), Some(encode(&info))));
+                }
+                match self.txn(epoch, vec![(NEXT_PID_KEY.into(), cur), (tk, None)], writes).await? {
+                    Outcome::Done => {
+                        self.reload().await;
+                        Ok(pids)
+                    }
+                    _ => Err(TableError::Failed("concurrent change, retry".into())),
+                }
+            }
+            AdminOp::Move { pid, to } => {
+                if !self.cfg.servers.contains(&to) {
+                    return Err(TableError::Refused(format!("{} is not a table server", to.0)));
+                }
+                let cmds = self.step(Input::Move { pid, to });
+                self.execute(cmds);
+                self.wait_until(|m| m.owner_of(pid) == Some(Some(to))).await?;
+                Ok(vec![pid])
+            }
+            AdminOp::Split { pid, at } => {
+                let info = self.info(pid)?;
+                if !valid_key(&at) || !info.contains(&at) || at == info.start {
+                    return Err(TableError::Refused(format!("split key {at:?} not inside partition {pid}")));
+                }
+                let left = PartitionInfo { end: Some(at.clone()), owner: None, epoch: 0, ..info.clone() };
+                let right = PartitionInfo { start: at, owner: None, epoch: 0, ..info.clone() };
+                self.rewrite(epoch, vec![info], vec![left, right], FailoverCause::Split).await
+            }
+            AdminOp::Merge { left, right } => {
+                let (l, r) = (self.info(left)?, self.info(right)?);
+                if l.instance != r.instance || l.table != r.table || l.end.as_deref() != Some(r.start.as_str()) {
+                    return Err(TableError::Refused(format!("partitions {left} and {right} are not neighbours")));
+                }
+                let merged = PartitionInfo { end: r.end.clone(), owner: None, epoch: 0, ..l.clone() };
+                self.rewrite(epoch, vec![l, r], vec![merged], FailoverCause::Merged).await
+            }
+        }
+    }
+
+    fn info(&self, pid: PartitionId) -> Result<PartitionInfo, TableError> {
+        let a = self.active.lock().expect("active lock");
+        a.as_ref().and_then(|a| a.core.partition(pid).cloned()).ok_or(TableError::Failed(format!("no partition {pid}")))
+    }
+
+    fn owner_of(&self, pid: PartitionId) -> Option<Option<NodeId>> {
+        let a = self.active.lock().expect("active lock");
+        a.as_ref().and_then(|a| a.core.partition(pid).map(|p| p.owner))
+    }
+
+    async fn wait_until(self: &Arc<Self>, f: impl Fn(&Self) -> bool) -> Result<(), TableError> {
+        let deadline = time::now() + ADMIN_WAIT_MAX;
+        while time::now() < deadline {
+            if self.acting().is_none() {
+                return Err(TableError::Unknown("master stepped down".into()));
+            }
+            if f(self) {
+                return Ok(());
+            }
+            time::sleep(self.cfg.heartbeat / 2).await;
+        }
+        Err(TableError::Unknown("timed out".into()))
+    }
+
+    /// Split or merge: drains `olds`, copies their entries into `news`
+    /// (fresh pids), and swaps the map entries in one Txn.
+    async fn rewrite(self: &Arc<Self>, epoch: u64, olds: Vec<PartitionInfo>, mut news: Vec<PartitionInfo>, cause: FailoverCause) -> Result<Vec<PartitionId>, TableError> {
+        for o in &olds {
+            let cmds = self.step(Input::Drain { pid: o.pid, cause });
+            self.execute(cmds);
+        }
+        let r = self.rewrite_drained(epoch, &olds, &mut news, cause).await;
+        if r.is_err() {
+            for o in &olds {
+                self.step(Input::Undrain { pid: o.pid });
+            }
+        }
+        self.reload().await;
+        r
+    }
+
+    async fn rewrite_drained(self: &Arc<Self>, epoch: u64, olds: &[PartitionInfo], news: &mut [PartitionInfo], cause: FailoverCause) -> Result<Vec<PartitionId>, TableError> {
+        let pids: Vec<PartitionId> = olds.iter().map(|o| o.pid).collect();
+        let now = self.clock.now();
+        let _ = now;
+        self.wait_until(|m| {
+            let a = m.active.lock().expect("active lock");
+            let now = m.clock.now();
+            a.as_ref().is_some_and(|a| pids.iter().all(|&p| a.core.drained(p, now)))
+        })
+        .await?;
+        // Fence every older owner and read the parents' entries.
+        let clock = self.clock.clone();
+        let clock: ClockFn = Arc::new(move || clock.now().as_nanos() / 1_000_000);
+        let mut entries = Vec::new();
+        for o in olds {
+            let store = PartStore::open(&self.client, o.pid, clock.clone(), None).await.map_err(TableError::Failed)?;
+            let e = store.entries().await;
+            store.kill();
+            entries.extend(e?);
+        }
+        entries.sort();
+        entries.dedup_by(|a, b| a.0 == b.0);
+        let cur = self.client.meta_get(NEXT_PID_KEY).await.map_err(|e| TableError::Unknown(e.to_string()))?;
+        let first: u64 = cur.as_deref().and_then(decode).unwrap_or(1);
+        for (i, n) in news.iter_mut().enumerate() {
+            n.pid = first + i as u64;
+            let mine: Vec<(Vec<u8>, Vec<u8>)> = entries.iter().filter(|(k, _)| routing_key(k).is_none_or(|rk| n.contains(&rk))).cloned().collect();
+            PartStore::create(&self.client, n.pid, clock.clone(), mine).await.map_err(TableError::Failed)?;
+        }
+        let mut checks = vec![(NEXT_PID_KEY.to_string(), cur)];
+        let mut writes = vec![(NEXT_PID_KEY.to_string(), Some(encode(&(first + news.len() as u64))))];
+        for o in olds {
+            checks.push((part_key(o.pid), Some(encode(o))));
+            writes.push((part_key(o.pid), None));
+        }
+        for n in news.iter() {
+            writes.push((part_key(n.pid), Some(encode(n))));
+        }
+        let tk = table_key(&olds[0].instance, &olds[0].table);
+        let table_pids: Option<Vec<PartitionId>> = self.client.meta_get(&tk).await.ok().flatten().and_then(|b| decode(&b));
+        if let Some(mut tp) = table_pids {
+            let old = encode(&tp);
+            tp.retain(|p| !pids.contains(p));
+            tp.extend(news.iter().map(|n| n.pid));
+            tp.sort();
+            checks.push((tk.clone(), Some(old)));
+            writes.push((tk, Some(encode(&tp))));
+        }
+        match self.txn(epoch, checks, writes).await? {
+            Outcome::Done => {
+                let at = time::now();
+                self.cfg.observer.with(|o| {
+                    for old in olds {
+                        o.failovers.push(Failover { at, partition: old.pid, from: old.owner, to: None, cause, last_heard: None });
+                    }
+                });
+                self.ctx.note(format!("{cause:?} {:?} into {:?}", pids, news.iter().map(|n| n.pid).collect::<Vec<_>>()));
+                Ok(news.iter().map(|n| n.pid).collect())
+            }
+            _ => Err(TableError::Failed("the map changed during the copy".into())),
+        }
+    }
+}

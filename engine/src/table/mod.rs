@@ -1,0 +1,514 @@
+//! The table service (issue 6, engine part): range partitions of tables
+//! served by table servers, placed by a master, reached through proxies.
+//!
+//! - [`core`]: the master's pure core (failure detector, leases, zone-aware
+//!   placement): events in, commands out; unit-tested directly.
+//! - [`part`]: one partition's store: an LSM [`crate::lsm::Db`] on
+//!   [`crate::stream::files::StreamFiles`] in namespace `p.{pid}`, with the
+//!   request-id de-duplication table kept in the same write batches.
+//! - [`server`]: the table server ([`server::serve`]).
+//! - [`master`]: the master ([`master::serve`]), one per zone, one active.
+//! - [`proxy`]: the proxy ([`proxy::serve`]): authentication, validation,
+//!   routing through a cached partition map, read retries.
+//! - [`client`]: [`client::TableClient`], bound on a client node.
+//!
+//! **Start-up API** (what `src/runner.rs` calls):
+//! ```text
+//! let mut cfg = TableConfig::new(meta_cfg, storage, masters, servers, proxies);
+//! world.start_node(meta,    |ctx| engine::meta::service::serve(ctx, cfg.meta()));
+//! world.start_node(storage, |ctx| engine::stream::replica::serve_storage(ctx, cfg.stream.clone()));
+//! world.start_node(manager, |ctx| engine::stream::manager::serve_manager(ctx, cfg.stream.clone()));
+//! world.start_node(master,  |ctx| engine::table::master::serve(ctx, cfg.clone()));
+//! world.start_node(server,  |ctx| engine::table::server::serve(ctx, cfg.clone()));
+//! world.start_node(proxy,   |ctx| engine::table::proxy::serve(ctx, cfg.clone()));
+//! // on a client node:
+//! let admin = TableClient::bind(&ctx, &cfg, "", "").await;
+//! admin.create_instance("i1", "key1").await?;
+//! admin.create_table("i1", "t", 4, vec!["k3".into(), "k6".into(), "k9".into()]).await?;
+//! let c = TableClient::bind(&ctx, &cfg, "i1", "key1").await;
+//! c.put("t", "k1", "v").await?;
+//! ```
+//! Every role survives a crash and restart of its node: its state is in the
+//! metadata store and the streams.
+//!
+//! **Ownership and leases.** The partition map lives in the metadata store
+//! (`tbl/part/{pid}`: table, key range, owner, owner epoch). The active
+//! master answers every server heartbeat with a grant listing the
+//! partitions the server owns; the server holds a lease on them until
+//! `send time of the heartbeat + lease - max_skew` on its own clock, and
+//! serves a partition only while it holds that lease (and after it loaded
+//! the partition: `open_namespace`, which fences the previous owner's
+//! writes, then LSM recovery from the streams). The master moves a
+//! partition away from a server only once that server's last grant is
+//! older than `lease + max_skew` on the master's clock, so the old owner has
+//! stopped serving before the new owner loads, with clocks off by up to
+//! `max_skew`. Heartbeats echo the master's send time of the last grant the
+//! server received, so a server that the master hears but that does not
+//! hear the master (one-way partition) is declared dead too.
+//!
+//! **Master role.** Taken through the metadata store: `tbl/master/lease`
+//! holds (holder, epoch, beat). The holder renews it every heartbeat and
+//! acts as master only while its last renewal is younger than
+//! `lease - max_skew`; another master takes over (epoch + 1, one Txn) after
+//! seeing the value unchanged for `lease + max_skew`. Every map change is a
+//! Txn that checks `tbl/master/epoch`, so a deposed master changes nothing.
+//! A new master waits `lease + max_skew` before moving any partition (the
+//! old master's grants may still be valid), but grants the map as stored at
+//! once.
+//!
+//! **Split and merge copy data through a flush** (copy-on-split): the
+//! master takes the parent(s) away from their owner (as for a move), opens
+//! the parent namespace(s) itself (fencing every older owner), reads every
+//! entry of the LSM (rows, auto-increment counters, de-duplication table)
+//! and writes the entries of each child's key range into the child's new
+//! namespace as one flushed LSM, then commits the new map in one Txn (the
+//! parents' entries removed, the children's added, unowned); placement then
+//! assigns the children like any unowned partition. The children therefore
+//! own their data outright (no reference counting of shared files), at the
+//! cost of one copy of the parent's data and unavailability of the parent's
+//! range for the copy. An interrupted split leaves the map unchanged; a
+//! retry reuses the child ids and rewrites their namespaces (deleting what
+//! the interrupted copy left that the parent no longer holds). The
+//! parents' namespaces are not reclaimed (known garbage).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use sim::time::SimTime;
+use sim::topology::NodeId;
+
+use crate::meta::service::ServiceConfig;
+use crate::stream::StreamConfig;
+
+pub mod client;
+pub mod core;
+pub mod master;
+pub mod part;
+pub mod proxy;
+pub mod server;
+
+/// Tag of the data protocol (client, proxy, server); 1, 2, 50, 60 and 900
+/// are taken.
+pub const DATA_TAG: u16 = 70;
+/// Tag of the control protocol (heartbeats, grants, admin calls).
+pub const CONTROL_TAG: u16 = 71;
+
+/// Longest row key or partition key, in bytes.
+pub const KEY_BYTES_MAX: usize = 128;
+/// Longest cell value, in bytes.
+pub const CELL_BYTES_MAX: usize = 16 * 1024;
+/// Most bytes of one row (value, column names and values).
+pub const ROW_BYTES_MAX: usize = 64 * 1024;
+/// Most extra columns of one row.
+pub const COLUMNS_MAX: usize = 32;
+/// Longest instance or table name.
+pub const NAME_BYTES_MAX: usize = 64;
+/// Most rows one scan returns.
+pub const SCAN_ROWS_MAX: u32 = 1000;
+/// Most partitions of one table at creation, and in the whole map.
+pub const PARTITIONS_MAX: usize = 512;
+/// Recent request ids each partition remembers for de-duplication.
+pub const DEDUPE_MAX: usize = 4096;
+/// Samples kept per observer series.
+pub const OBSERVER_SAMPLES_MAX: usize = 100_000;
+
+/// A partition's id (unique over all tables, never reused).
+pub type PartitionId = u64;
+
+/// One partition in the map, stored at `tbl/part/{pid}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionInfo {
+    pub pid: PartitionId,
+    pub instance: String,
+    pub table: String,
+    /// Inclusive start key ("" = the beginning).
+    pub start: String,
+    /// Exclusive end key (`None` = the end).
+    pub end: Option<String>,
+    pub owner: Option<NodeId>,
+    /// Bumped by every owner change.
+    pub epoch: u64,
+}
+
+impl PartitionInfo {
+    pub fn contains(&self, key: &str) -> bool {
+        key >= self.start.as_str() && self.end.as_deref().is_none_or(|e| key < e)
+    }
+    /// The stream namespace of the partition's LSM.
+    pub fn namespace(&self) -> String {
+        namespace_of(self.pid)
+    }
+}
+
+pub fn namespace_of(pid: PartitionId) -> String {
+    format!("p.{pid}")
+}
+
+/// Metadata keys.
+pub const PART_PREFIX: &str = "tbl/part/";
+pub const MASTER_LEASE_KEY: &str = "tbl/master/lease";
+pub const MASTER_EPOCH_KEY: &str = "tbl/master/epoch";
+pub const NEXT_PID_KEY: &str = "tbl/next-pid";
+pub const INSTANCE_PREFIX: &str = "tbl/inst/";
+pub const TABLE_PREFIX: &str = "tbl/table/";
+
+pub fn part_key(pid: PartitionId) -> String {
+    // Zero-padded so that a prefix scan lists partitions in id order.
+    format!("{PART_PREFIX}{pid:012}")
+}
+
+pub fn instance_key(instance: &str) -> String {
+    format!("{INSTANCE_PREFIX}{instance}")
+}
+
+pub fn table_key(instance: &str, table: &str) -> String {
+    format!("{TABLE_PREFIX}{instance}/{table}")
+}
+
+/// Decodes a JSON value from the metadata store; `None` if malformed.
+pub fn decode<T: for<'de> Deserialize<'de>>(b: &[u8]) -> Option<T> {
+    serde_json::from_slice(b).ok()
+}
+
+pub fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).expect("plain data encodes")
+}
+
+/// Whether a name (instance, table) has an accepted shape.
+pub fn valid_name(s: &str) -> bool {
+    !s.is_empty() && s.len() <= NAME_BYTES_MAX && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Whether a row key has an accepted shape: 1..=[`KEY_BYTES_MAX`] printable
+/// ASCII bytes without spaces.
+pub fn valid_key(s: &str) -> bool {
+    !s.is_empty() && s.len() <= KEY_BYTES_MAX && s.bytes().all(|b| (0x21..=0x7e).contains(&b))
+}
+
+/// A write's request id: (client id, counter). Retries reuse it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ReqId {
+    pub client: u64,
+    pub seq: u64,
+}
+
+/// One row operation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    Get { table: String, key: String },
+    Put { table: String, key: String, value: String, columns: BTreeMap<String, String> },
+    /// Conditional put: `expected` `None` = the row must not exist.
+    Cas { table: String, key: String, expected: Option<String>, value: String },
+    Delete { table: String, key: String },
+    /// Auto-increment: the next value of the partition key's counter.
+    Append { table: String, pkey: String },
+    Scan { table: String, start: String, end: String, limit: u32 },
+}
+
+impl Op {
+    pub fn table(&self) -> &str {
+        match self {
+            Op::Get { table, .. } | Op::Put { table, .. } | Op::Cas { table, .. } | Op::Delete { table, .. } | Op::Append { table, .. } | Op::Scan { table, .. } => table,
+        }
+    }
+    /// The key that routes the operation (a scan's start).
+    pub fn route_key(&self) -> &str {
+        match self {
+            Op::Get { key, .. } | Op::Put { key, .. } | Op::Cas { key, .. } | Op::Delete { key, .. } => key,
+            Op::Append { pkey, .. } => pkey,
+            Op::Scan { start, .. } => start,
+        }
+    }
+    pub fn is_write(&self) -> bool {
+        !matches!(self, Op::Get { .. } | Op::Scan { .. })
+    }
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Op::Get { .. } => "get",
+            Op::Put { .. } => "put",
+            Op::Cas { .. } => "cas",
+            Op::Delete { .. } => "delete",
+            Op::Append { .. } => "append",
+            Op::Scan { .. } => "scan",
+        }
+    }
+}
+
+/// A successful operation's result.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OpResult {
+    Value(Option<String>),
+    Done,
+    Seq(u64),
+    /// Rows in key order, and whether the scan stopped at the partition's
+    /// end before `end` and `limit` (the proxy continues in the next one).
+    Rows { rows: Vec<(String, String)>, partial_end: Option<String> },
+}
+
+/// Errors on the wire and of the client API.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum TableError {
+    /// Definitely not applied.
+    #[error("failed: {0}")]
+    Failed(String),
+    /// A conditional write found another value (definitely not applied).
+    #[error("condition failed, found {0:?}")]
+    ConditionFailed(Option<String>),
+    /// Refused by validation (definitely not applied).
+    #[error("refused: {0}")]
+    Refused(String),
+    /// Missing or wrong access key, or another instance's table.
+    #[error("not authorized: {0}")]
+    Auth(String),
+    /// The server does not serve this partition (definitely not applied).
+    #[error("partition {0} not served here")]
+    NotServingHere(PartitionId),
+    /// Nobody serves the key now (definitely not applied; retry later).
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// May or may not have been applied.
+    #[error("outcome unknown: {0}")]
+    Unknown(String),
+}
+
+impl TableError {
+    /// Whether the operation definitely did not happen.
+    pub fn is_definite(&self) -> bool {
+        !matches!(self, TableError::Unknown(_))
+    }
+}
+
+/// Why a partition changed owner.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub enum FailoverCause {
+    /// First assignment of a new partition.
+    Initial,
+    /// The owner was silent for `dead_after`.
+    ServerDead,
+    /// The owner reported it lost the partition (its lease ran out or its
+    /// load failed) and asked for it to be placed again.
+    LeaseLost,
+    Moved,
+    Split,
+    Merged,
+}
+
+/// One ownership change.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Failover {
+    pub at: SimTime,
+    pub partition: PartitionId,
+    pub from: Option<NodeId>,
+    pub to: Option<NodeId>,
+    pub cause: FailoverCause,
+    /// When the master last heard the old owner (for `ServerDead`).
+    pub last_heard: Option<SimTime>,
+}
+
+/// One server serving one partition at one epoch (true model time).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ServingInterval {
+    pub partition: PartitionId,
+    pub server: NodeId,
+    pub epoch: u64,
+    /// The partition's key range [start, end) (end `None` = the end).
+    pub start_key: String,
+    pub end_key: Option<String>,
+    /// When the server began serving (loaded, lease held).
+    pub start: SimTime,
+    /// The last time it answered a request of the partition (or `start`).
+    pub last_served: SimTime,
+    /// When it stopped serving, if it noticed (a crash leaves it `None`).
+    pub stopped: Option<SimTime>,
+}
+
+/// What the table service observed, as plain data for reports.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct TableObserverData {
+    pub failovers: Vec<Failover>,
+    pub serving: Vec<ServingInterval>,
+    /// (time, master node, epoch) of every master takeover.
+    pub master_takeovers: Vec<(SimTime, NodeId, u64)>,
+    /// Requests refused by proxies' authentication, by reason.
+    pub auth_refused: BTreeMap<String, u64>,
+    /// Requests refused by validation.
+    pub invalid_refused: u64,
+    /// Writes answered from a partition's de-duplication table.
+    pub dedupe_hits: u64,
+    /// `NotServingHere` answers given by servers.
+    pub not_serving: u64,
+    /// Requests that reached a partition's data (for the auth story).
+    pub data_requests: u64,
+    /// (time, partition, load duration) of every partition load.
+    pub loads: Vec<(SimTime, PartitionId, Duration)>,
+}
+
+/// Shared sink of observations (cheap to clone).
+#[derive(Clone, Debug, Default)]
+pub struct TableObserver(Arc<Mutex<TableObserverData>>);
+
+impl TableObserver {
+    pub fn new() -> TableObserver {
+        TableObserver::default()
+    }
+    pub fn snapshot(&self) -> TableObserverData {
+        self.0.lock().expect("observer lock").clone()
+    }
+    pub(crate) fn with<R>(&self, f: impl FnOnce(&mut TableObserverData) -> R) -> R {
+        let mut d = self.0.lock().expect("observer lock");
+        let r = f(&mut d);
+        if d.failovers.len() > OBSERVER_SAMPLES_MAX {
+            d.failovers.drain(..OBSERVER_SAMPLES_MAX / 2);
+        }
+        if d.serving.len() > OBSERVER_SAMPLES_MAX {
+            d.serving.drain(..OBSERVER_SAMPLES_MAX / 2);
+        }
+        if d.loads.len() > OBSERVER_SAMPLES_MAX {
+            d.loads.drain(..OBSERVER_SAMPLES_MAX / 2);
+        }
+        r
+    }
+}
+
+/// Configuration of every role of the table service.
+#[derive(Clone, Debug)]
+pub struct TableConfig {
+    /// The servers' (and master's) stream clients; embeds the metadata
+    /// store's configuration.
+    pub stream: StreamConfig,
+    pub masters: Vec<NodeId>,
+    pub servers: Vec<NodeId>,
+    pub proxies: Vec<NodeId>,
+    /// How often servers heartbeat the master and the master renews its role.
+    pub heartbeat: Duration,
+    /// A server silent this long (no heartbeat echoing a recent grant) is dead.
+    pub dead_after: Duration,
+    /// Lease on partitions (servers) and on the master role.
+    pub lease: Duration,
+    /// Clock error the leases tolerate (they end this much early on the
+    /// holder's clock, and are waited out this much longer by the grantor).
+    pub max_skew: Duration,
+    /// Timeout of one call (client to proxy, proxy to server, heartbeats).
+    pub call_timeout: Duration,
+    /// Client: an operation gives up after this long (model time).
+    pub op_deadline: Duration,
+    /// Client and proxy: pause before retrying after a definite failure
+    /// that may clear (not serving, unavailable).
+    pub retry_backoff: Duration,
+    /// Proxy: how long it works on one request (retries included).
+    pub proxy_budget: Duration,
+    /// Proxy: how long a cached partition map is trusted without refresh.
+    pub map_ttl: Duration,
+    /// Proxy: how long an instance's access key is cached.
+    pub auth_ttl: Duration,
+    pub observer: TableObserver,
+}
+
+impl TableConfig {
+    pub fn new(meta: ServiceConfig, storage: Vec<NodeId>, masters: Vec<NodeId>, servers: Vec<NodeId>, proxies: Vec<NodeId>) -> TableConfig {
+        let mut stream = StreamConfig::new(meta.replicas.clone(), storage);
+        stream.meta = meta;
+        // A partition load seals the open extent of each of its streams,
+        // waiting for every replica's answer or this timeout: with a zone
+        // down, it is paid once per stream on the failover path.
+        stream.call_timeout = Duration::from_millis(50);
+        TableConfig {
+            stream,
+            masters,
+            servers,
+            proxies,
+            heartbeat: Duration::from_millis(100),
+            dead_after: Duration::from_millis(1000),
+            lease: Duration::from_millis(600),
+            max_skew: Duration::from_millis(200),
+            call_timeout: Duration::from_millis(150),
+            op_deadline: Duration::from_secs(5),
+            retry_backoff: Duration::from_millis(50),
+            proxy_budget: Duration::from_millis(800),
+            map_ttl: Duration::from_secs(2),
+            auth_ttl: Duration::from_secs(2),
+            observer: TableObserver::new(),
+        }
+    }
+
+    /// The metadata store's configuration.
+    pub fn meta(&self) -> ServiceConfig {
+        self.stream.meta.clone()
+    }
+
+    /// The core's view of the tunables.
+    pub fn core(&self) -> core::CoreConfig {
+        core::CoreConfig { lease: self.lease, max_skew: self.max_skew, dead_after: self.dead_after }
+    }
+}
+
+/// The data protocol: client to proxy, proxy to server.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum DataMsg {
+    /// Client to proxy. Writes carry a request id.
+    Request { instance: String, access_key: String, op: Op, rid: Option<ReqId> },
+    /// Proxy to server: an operation on one partition at the epoch the
+    /// proxy's map names.
+    Partition { pid: PartitionId, op: Op, rid: Option<ReqId> },
+    Response(Result<OpResult, TableError>),
+}
+
+impl sim::net::Message for DataMsg {
+    const TAG: u16 = DATA_TAG;
+    fn kind(&self) -> &'static str {
+        match self {
+            DataMsg::Request { .. } => "tb-request",
+            DataMsg::Partition { .. } => "tb-partition",
+            DataMsg::Response(Ok(_)) => "tb-ok",
+            DataMsg::Response(Err(_)) => "tb-err",
+        }
+    }
+}
+
+/// Administrative operations, answered by the active master.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AdminOp {
+    CreateInstance { name: String, access_key: String },
+    /// `splits` are the keys between partitions (`partitions - 1` of them,
+    /// increasing); empty splits with `partitions` > 1 are refused.
+    CreateTable { instance: String, table: String, partitions: u32, splits: Vec<String> },
+    Move { pid: PartitionId, to: NodeId },
+    Split { pid: PartitionId, at: String },
+    /// Merges `left` with its right neighbour `right`.
+    Merge { left: PartitionId, right: PartitionId },
+}
+
+/// The control protocol: servers and admin clients to masters.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum ControlMsg {
+    /// Server to masters. `echo` is the master send time (master clock) of
+    /// the last grant the server received from `master_epoch`; `lost` lists
+    /// partitions it was granted but could not load.
+    Heartbeat { echo: Option<(u64, SimTime)>, lost: Vec<(PartitionId, u64)> },
+    /// Master to server: the partitions (pid, owner epoch) the server owns.
+    Grant { master_epoch: u64, sent: SimTime, parts: Vec<(PartitionId, u64)> },
+    NotMaster,
+    /// Server to server's old owner, master to server: give up a partition
+    /// now (a planned move), answered `Released`.
+    Release { pid: PartitionId, epoch: u64 },
+    Released,
+    Admin(AdminOp),
+    AdminDone(Result<Vec<PartitionId>, TableError>),
+}
+
+impl sim::net::Message for ControlMsg {
+    const TAG: u16 = CONTROL_TAG;
+    fn kind(&self) -> &'static str {
+        match self {
+            ControlMsg::Heartbeat { .. } => "tb-heartbeat",
+            ControlMsg::Grant { .. } => "tb-grant",
+            ControlMsg::NotMaster => "tb-not-master",
+            ControlMsg::Release { .. } => "tb-release",
+            ControlMsg::Released => "tb-released",
+            ControlMsg::Admin(_) => "tb-admin",
+            ControlMsg::AdminDone(_) => "tb-admin-done",
+        }
+    }
+}

@@ -1,0 +1,353 @@
+//! One partition's store: an LSM [`Db`] on [`StreamFiles`] in the
+//! partition's namespace, with the table service's key layout.
+//!
+//! Every LSM key starts with `0x00` (the LSM's metadata prefix, which
+//! compaction keeps verbatim, newest version per key) and a kind byte:
+//! - `r` + row key: the row (JSON of [`RowVal`]);
+//! - `c` + partition key: the auto-increment counter (8 bytes, LE);
+//! - `a` + partition key + `0x00` + value (8 bytes, BE): the row the
+//!   auto-increment appended;
+//! - `d` + client (BE) + seq (BE): a de-duplication record (order, result).
+//!
+//! Writes are serialized per partition (one at a time, from the condition
+//! check until the batch is durable), and each write batch holds the row
+//! change, the counter, and the request id's record with its result (and
+//! the deletion of the oldest record once [`DEDUPE_MAX`] are kept). A retry
+//! of a write whose record exists gets the recorded result without being
+//! applied again, also on a new owner after a failover, since the record is
+//! in the same batch as the write.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::lsm::db::{ClockFn, Db, GcPolicy, Options};
+use crate::lsm::{keys, recovery, Dir};
+use crate::stream::client::StreamClient;
+use crate::stream::files::StreamFiles;
+
+use super::*;
+
+pub const KIND_ROW: u8 = b'r';
+pub const KIND_COUNTER: u8 = b'c';
+pub const KIND_APPENDED: u8 = b'a';
+pub const KIND_DEDUPE: u8 = b'd';
+/// Entries one copy batch (split, merge) writes at once.
+pub const COPY_BATCH_MAX: usize = 128;
+/// Entries one partition may hold for a split or merge copy.
+pub const COPY_ENTRIES_MAX: usize = 1_000_000;
+
+/// A stored row.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RowVal {
+    pub value: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub columns: BTreeMap<String, String>,
+}
+
+fn key(kind: u8, body: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(body.len() + 2);
+    k.push(keys::META);
+    k.push(kind);
+    k.extend_from_slice(body);
+    k
+}
+
+fn dedupe_key(r: ReqId) -> Vec<u8> {
+    let mut b = r.client.to_be_bytes().to_vec();
+    b.extend_from_slice(&r.seq.to_be_bytes());
+    key(KIND_DEDUPE, &b)
+}
+
+fn appended_key(pkey: &str, seq: u64) -> Vec<u8> {
+    let mut b = pkey.as_bytes().to_vec();
+    b.push(0);
+    b.extend_from_slice(&seq.to_be_bytes());
+    key(KIND_APPENDED, &b)
+}
+
+/// The key an LSM entry belongs to for range splits (`None`: it goes to
+/// every child, like de-duplication records).
+pub fn routing_key(k: &[u8]) -> Option<String> {
+    if k.len() < 2 || k[0] != keys::META {
+        return None;
+    }
+    let body = &k[2..];
+    let user = match k[1] {
+        KIND_ROW | KIND_COUNTER => body,
+        KIND_APPENDED => &body[..body.iter().position(|&b| b == 0).unwrap_or(body.len())],
+        _ => return None,
+    };
+    String::from_utf8(user.to_vec()).ok()
+}
+
+/// The LSM options of a partition: small memtables, so that data reaches
+/// tables and a load replays little WAL.
+pub fn options() -> Options {
+    Options { memtable_bytes: 256 << 10, table_bytes: 256 << 10, block_cache_bytes: 1 << 20, ..Options::default() }
+}
+
+fn gc() -> GcPolicy {
+    GcPolicy { ttl_ms: None, max_versions: 1 }
+}
+
+#[derive(Default)]
+struct Dedupe {
+    /// rid -> (order, result)
+    by_rid: BTreeMap<ReqId, (u64, OpResult)>,
+    by_order: BTreeMap<u64, ReqId>,
+    next_order: u64,
+}
+
+/// A loaded partition. Cheap to clone.
+#[derive(Clone)]
+pub struct PartStore {
+    db: Db<StreamFiles>,
+    files: StreamFiles,
+    dedupe: Arc<std::sync::Mutex<Dedupe>>,
+    writes: Arc<tokio::sync::Mutex<()>>,
+    observer: Option<TableObserver>,
+}
+
+fn internal(what: &str, e: impl std::fmt::Display) -> TableError {
+    TableError::Failed(format!("{what}: {e}"))
+}
+
+impl PartStore {
+    /// Takes ownership of the partition's namespace (fencing the previous
+    /// owner) and recovers its LSM.
+    pub async fn open(client: &StreamClient, pid: PartitionId, clock: ClockFn, observer: Option<TableObserver>) -> Result<PartStore, String> {
+        let files = StreamFiles::open(client, &namespace_of(pid)).await.map_err(|e| format!("open namespace: {e}"))?;
+        let (db, _) = recovery::open(files.clone(), options(), gc(), clock).await.map_err(|e| format!("recover: {e}"))?;
+        let store = PartStore { db, files, dedupe: Arc::default(), writes: Arc::default(), observer };
+        // Load the de-duplication table.
+        let recs = store.range(&key(KIND_DEDUPE, &[]), Some(&key(KIND_DEDUPE + 1, &[])), DEDUPE_MAX * 2).await.map_err(|e| format!("load dedupe: {e}"))?;
+        {
+            let mut d = store.dedupe.lock().expect("dedupe lock");
+            for (k, v) in recs {
+                let body = &k[2..];
+                let (Ok(c), Ok(s)) = (<[u8; 8]>::try_from(&body[..8.min(body.len())]), <[u8; 8]>::try_from(&body[8.min(body.len())..])) else {
+                    return Err("malformed de-duplication key".into());
+                };
+                let rid = ReqId { client: u64::from_be_bytes(c), seq: u64::from_be_bytes(s) };
+                let (order, result): (u64, OpResult) = decode(&v).ok_or("malformed de-duplication record")?;
+                d.by_rid.insert(rid, (order, result));
+                d.by_order.insert(order, rid);
+                d.next_order = d.next_order.max(order + 1);
+            }
+        }
+        Ok(store)
+    }
+
+    /// Creates partition `pid` from `entries` (a split or merge child):
+    /// writes them in batches and flushes them to tables.
+    /// Of the de-duplication records, only the newest [`DEDUPE_MAX`] (by
+    /// their parent's order) are kept, so that merges stay within the limit.
+    pub async fn create(client: &StreamClient, pid: PartitionId, clock: ClockFn, entries: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), String> {
+        let (mut dedupe, mut entries): (Vec<_>, Vec<_>) = entries.into_iter().partition(|(k, _)| k.starts_with(&key(KIND_DEDUPE, &[])));
+        let mut recs = Vec::with_capacity(dedupe.len());
+        for (k, v) in dedupe.drain(..) {
+            let (order, result): (u64, OpResult) = decode(&v).ok_or("malformed de-duplication record")?;
+            recs.push((order, k, result));
+        }
+        recs.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        recs.truncate(DEDUPE_MAX);
+        let n = recs.len() as u64;
+        for (i, (_, k, result)) in recs.into_iter().enumerate() {
+            // Renumbered oldest first, so the child evicts in the same order.
+            entries.push((k, encode(&(n - 1 - i as u64, result))));
+        }
+        entries.sort();
+        let files = StreamFiles::open(client, &namespace_of(pid)).await.map_err(|e| format!("open namespace: {e}"))?;
+        let (db, _) = recovery::open(files.clone(), options(), gc(), clock).await.map_err(|e| format!("recover: {e}"))?;
+        let r = async {
+            // An interrupted earlier attempt may have left entries behind:
+            // whatever the new set does not hold is deleted, so nothing the
+            // parent deleted in between comes back.
+            let old = PartStore { db: db.clone(), files, dedupe: Arc::default(), writes: Arc::default(), observer: None };
+            let stale: Vec<Vec<u8>> = old.entries().await.map_err(|e| e.to_string())?.into_iter().map(|(k, _)| k).filter(|k| entries.binary_search_by(|(e, _)| e.cmp(k)).is_err()).collect();
+            let mut batch: Vec<(Vec<u8>, Option<Vec<u8>>)> = stale.into_iter().map(|k| (k, None)).collect();
+            batch.extend(entries.iter().map(|(k, v)| (k.clone(), Some(v.clone()))));
+            for chunk in batch.chunks(COPY_BATCH_MAX) {
+                let g = db.lock_writes().await;
+                let t = db.submit(&g, chunk.to_vec()).await.map_err(|e| e.to_string())?;
+                drop(g);
+                t.wait().await.map_err(|e| e.to_string())?;
+            }
+            db.settle().await.map_err(|e| e.to_string())
+        }
+        .await;
+        db.kill();
+        r
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.files.namespace().epoch()
+    }
+
+    /// Whether a newer owner fenced this one, or the engine stopped.
+    pub fn broken(&self) -> bool {
+        self.files.namespace().is_deposed() || self.db.stopped().is_some()
+    }
+
+    pub fn kill(&self) {
+        self.db.kill();
+    }
+
+    /// Every live entry (for a split or merge copy).
+    pub async fn entries(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>, TableError> {
+        self.range(&[keys::META], Some(&[keys::META + 1]), COPY_ENTRIES_MAX).await
+    }
+
+    async fn range(&self, lo: &[u8], hi: Option<&[u8]>, limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, TableError> {
+        let snap = self.db.snapshot(false);
+        let mut c = self.db.cursor(&snap, lo, hi, Dir::Forward, None);
+        let mut out = Vec::new();
+        while let Some(e) = self.db.next(&mut c).await.map_err(|e| internal("read", e))? {
+            if let Some(v) = e.value {
+                if out.len() >= limit {
+                    return Err(TableError::Failed(format!("more than {limit} entries")));
+                }
+                out.push((e.key, v));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn point(&self, k: &[u8], latest: bool) -> Result<Option<Vec<u8>>, TableError> {
+        let snap = self.db.snapshot(latest);
+        let hi = keys::prefix_end(k);
+        let mut c = self.db.cursor(&snap, k, hi.as_deref(), Dir::Forward, Some(k));
+        while let Some(e) = self.db.next(&mut c).await.map_err(|e| internal("read", e))? {
+            if e.key == k {
+                return Ok(e.value);
+            }
+            if e.key.as_slice() > k {
+                break;
+            }
+        }
+        Ok(None)
+    }
+
+    async fn row(&self, k: &str, latest: bool) -> Result<Option<RowVal>, TableError> {
+        match self.point(&key(KIND_ROW, k.as_bytes()), latest).await? {
+            None => Ok(None),
+            Some(b) => decode(&b).map(Some).ok_or_else(|| TableError::Failed(format!("malformed row {k}"))),
+        }
+    }
+
+    /// Runs one operation on this partition (`info` is its range).
+    pub async fn apply(&self, info: &PartitionInfo, op: &Op, rid: Option<ReqId>) -> Result<OpResult, TableError> {
+        match op {
+            Op::Get { key, .. } => Ok(OpResult::Value(self.row(key, false).await?.map(|r| r.value))),
+            Op::Scan { start, end, limit, .. } => {
+                let lo = start.as_str().max(info.start.as_str());
+                let (hi, partial_end) = match &info.end {
+                    Some(pe) if pe.as_str() < end.as_str() => (pe.as_str(), Some(pe.clone())),
+                    _ => (end.as_str(), None),
+                };
+                let mut rows = Vec::new();
+                if lo < hi {
+                    let got = self.range(&key(KIND_ROW, lo.as_bytes()), Some(&key(KIND_ROW, hi.as_bytes())), usize::MAX).await?;
+                    for (k, v) in got.into_iter().take(*limit as usize) {
+                        let r: RowVal = decode(&v).ok_or_else(|| TableError::Failed("malformed row".into()))?;
+                        rows.push((String::from_utf8_lossy(&k[2..]).into_owned(), r.value));
+                    }
+                }
+                let partial_end = if rows.len() < *limit as usize { partial_end } else { None };
+                Ok(OpResult::Rows { rows, partial_end })
+            }
+            _ => self.write(op, rid).await,
+        }
+    }
+
+    async fn write(&self, op: &Op, rid: Option<ReqId>) -> Result<OpResult, TableError> {
+        let _serial = self.writes.lock().await;
+        if let Some(r) = rid {
+            let hit = self.dedupe.lock().expect("dedupe lock").by_rid.get(&r).map(|(_, res)| res.clone());
+            if let Some(res) = hit {
+                if let Some(o) = &self.observer {
+                    o.with(|o| o.dedupe_hits += 1);
+                }
+                return Ok(res);
+            }
+        }
+        let mut batch: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
+        let result = match op {
+            Op::Put { key: k, value, columns, .. } => {
+                batch.push((key(KIND_ROW, k.as_bytes()), Some(encode(&RowVal { value: value.clone(), columns: columns.clone() }))));
+                OpResult::Done
+            }
+            Op::Cas { key: k, expected, value, .. } => {
+                let cur = self.row(k, true).await?.map(|r| r.value);
+                if cur != *expected {
+                    return Err(TableError::ConditionFailed(cur));
+                }
+                batch.push((key(KIND_ROW, k.as_bytes()), Some(encode(&RowVal { value: value.clone(), columns: BTreeMap::new() }))));
+                OpResult::Done
+            }
+            Op::Delete { key: k, .. } => {
+                batch.push((key(KIND_ROW, k.as_bytes()), None));
+                OpResult::Done
+            }
+            Op::Append { pkey, .. } => {
+                let ck = key(KIND_COUNTER, pkey.as_bytes());
+                let cur = match self.point(&ck, true).await? {
+                    None => 0,
+                    Some(b) => u64::from_le_bytes(b.as_slice().try_into().map_err(|_| TableError::Failed("malformed counter".into()))?),
+                };
+                let next = cur + 1;
+                batch.push((ck, Some(next.to_le_bytes().to_vec())));
+                batch.push((appended_key(pkey, next), Some(encode(&RowVal { value: next.to_string(), columns: BTreeMap::new() }))));
+                OpResult::Seq(next)
+            }
+            Op::Get { .. } | Op::Scan { .. } => unreachable!("reads are not writes"),
+        };
+        let mut evict = None;
+        let mut order = 0;
+        if let Some(r) = rid {
+            let d = self.dedupe.lock().expect("dedupe lock");
+            order = d.next_order;
+            batch.push((dedupe_key(r), Some(encode(&(order, result.clone())))));
+            if d.by_rid.len() >= DEDUPE_MAX {
+                if let Some((&o, &old)) = d.by_order.first_key_value() {
+                    batch.push((dedupe_key(old), None));
+                    evict = Some((o, old));
+                }
+            }
+        }
+        let g = self.db.lock_writes().await;
+        let ticket = self.db.submit(&g, batch).await.map_err(|e| TableError::Failed(format!("not written: {e}")))?;
+        drop(g);
+        // From here the batch may be durable: a failure is an unknown outcome.
+        ticket.wait().await.map_err(|e| TableError::Unknown(format!("write: {e}")))?;
+        if let Some(r) = rid {
+            let mut d = self.dedupe.lock().expect("dedupe lock");
+            if let Some((o, old)) = evict {
+                d.by_order.remove(&o);
+                d.by_rid.remove(&old);
+            }
+            d.by_rid.insert(r, (order, result.clone()));
+            d.by_order.insert(order, r);
+            d.next_order = order + 1;
+        }
+        Ok(result)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routing_keys_follow_the_user_key_and_dedupe_goes_everywhere() {
+        assert_eq!(routing_key(&key(KIND_ROW, b"k12")), Some("k12".into()));
+        assert_eq!(routing_key(&key(KIND_COUNTER, b"p1")), Some("p1".into()));
+        assert_eq!(routing_key(&appended_key("p1", 7)), Some("p1".into()));
+        assert_eq!(routing_key(&dedupe_key(ReqId { client: 1, seq: 2 })), None);
+        assert_eq!(routing_key(b"x"), None);
+        // Appended rows of one partition key sort by value.
+        assert!(appended_key("p", 2) < appended_key("p", 10));
+    }
+}

@@ -1,0 +1,307 @@
+//! The proxy: authenticates every request against the instance's access
+//! key (from the metadata store, cached `auth_ttl`), checks that the table
+//! belongs to the instance, validates sizes and key shapes, and routes by
+//! a cached partition map (refreshed after `map_ttl`, and at once when a
+//! server answers `NotServingHere` or does not answer). Reads are retried
+//! within `proxy_budget`; a write is retried only after a definite
+//! `NotServingHere`, and a write that timed out is answered `Unknown` (the
+//! client retries it under the same request id). A refused request never
+//! reaches a server.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use sim::net::{Net, NetError};
+use sim::time::{self, SimTime};
+use sim::world::NodeCtx;
+
+use super::*;
+use crate::meta::service::MetaClient;
+
+/// Requests one proxy handles at once.
+pub const INFLIGHT_MAX: usize = 4096;
+/// Attempts one request makes at servers.
+pub const ATTEMPTS_MAX: u32 = 32;
+/// Partitions one scan may cross.
+pub const SCAN_PARTS_MAX: usize = PARTITIONS_MAX;
+/// Instances whose access keys one proxy caches.
+pub const AUTH_CACHE_MAX: usize = 1024;
+/// Oldest cached access key or table entry a proxy uses while the
+/// metadata store cannot be reached.
+pub const AUTH_STALE_MAX: std::time::Duration = std::time::Duration::from_secs(30);
+/// Least time between two map refreshes.
+pub const MAP_REFRESH_MIN: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Metadata key -> (value stored, fetched at).
+type MetaCache = Mutex<BTreeMap<String, (Option<Vec<u8>>, SimTime)>>;
+
+struct Proxy {
+    cfg: TableConfig,
+    net: Net<DataMsg>,
+    meta: tokio::sync::Mutex<MetaClient>,
+    /// instance key -> (stored access key, fetched at)
+    auth: MetaCache,
+    /// table key -> (stored entry, fetched at)
+    tables: MetaCache,
+    map: Mutex<(Vec<PartitionInfo>, Option<SimTime>)>,
+    inflight: AtomicUsize,
+}
+
+/// The proxy's main loop (run again after every restart).
+pub async fn serve(ctx: NodeCtx, cfg: TableConfig) {
+    let h = madsim::task::spawn_local(run(ctx, cfg));
+    let _ = h.await;
+}
+
+async fn run(ctx: NodeCtx, cfg: TableConfig) {
+    let (net, mut inbox) = Net::<DataMsg>::bind(&ctx).await;
+    // The proxy fails fast when the metadata store cannot be reached (it
+    // then routes by its cached map).
+    let mut meta_cfg = cfg.meta();
+    meta_cfg.op_deadline = meta_cfg.op_deadline.min(cfg.proxy_budget / 2);
+    let meta = MetaClient::bind(&ctx, meta_cfg).await;
+    let p = Arc::new(Proxy { cfg, net, meta: tokio::sync::Mutex::new(meta), auth: Mutex::default(), tables: Mutex::default(), map: Mutex::new((Vec::new(), None)), inflight: AtomicUsize::new(0) });
+    while let Some(m) = inbox.recv().await {
+        let Some(req) = m.request else { continue };
+        if p.inflight.load(Ordering::Relaxed) >= INFLIGHT_MAX {
+            p.net.reply(m.from, req, DataMsg::Response(Err(TableError::Unavailable("proxy busy".into())))).await;
+            continue;
+        }
+        p.inflight.fetch_add(1, Ordering::Relaxed);
+        let p2 = p.clone();
+        madsim::task::spawn_local(async move {
+            let r = match m.msg {
+                DataMsg::Request { instance, access_key, op, rid } => p2.request(&instance, &access_key, op, rid).await,
+                _ => Err(TableError::Refused("not a client request".into())),
+            };
+            p2.net.reply(m.from, req, DataMsg::Response(r)).await;
+            p2.inflight.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+}
+
+/// Checks sizes and key shapes of one operation.
+pub fn validate(op: &Op) -> Result<(), String> {
+    if !valid_name(op.table()) {
+        return Err("bad table name".into());
+    }
+    let key_ok = |k: &str| if valid_key(k) { Ok(()) } else { Err(format!("bad key shape ({} bytes; 1..={KEY_BYTES_MAX} printable ASCII)", k.len())) };
+    let cell_ok = |v: &str| if v.len() <= CELL_BYTES_MAX { Ok(()) } else { Err(format!("cell of {} bytes over {CELL_BYTES_MAX}", v.len())) };
+    match op {
+        Op::Get { key, .. } | Op::Delete { key, .. } => key_ok(key),
+        Op::Append { pkey, .. } => key_ok(pkey),
+        Op::Put { key, value, columns, .. } => {
+            key_ok(key)?;
+            cell_ok(value)?;
+            if columns.len() > COLUMNS_MAX {
+                return Err(format!("{} columns over {COLUMNS_MAX}", columns.len()));
+            }
+            let mut bytes = key.len() + value.len();
+            for (c, v) in columns {
+                if !valid_name(c) {
+                    return Err("bad column name".into());
+                }
+                cell_ok(v)?;
+                bytes += c.len() + v.len();
+            }
+            if bytes > ROW_BYTES_MAX {
+                return Err(format!("row of {bytes} bytes over {ROW_BYTES_MAX}"));
+            }
+            Ok(())
+        }
+        Op::Cas { key, expected, value, .. } => {
+            key_ok(key)?;
+            cell_ok(value)?;
+            expected.as_deref().map_or(Ok(()), cell_ok)
+        }
+        Op::Scan { start, end, limit, .. } => {
+            if !start.is_empty() {
+                key_ok(start)?;
+            }
+            key_ok(end)?;
+            if start >= end {
+                return Err("scan start not before its end".into());
+            }
+            if *limit == 0 || *limit > SCAN_ROWS_MAX {
+                return Err(format!("scan limit 1..={SCAN_ROWS_MAX}"));
+            }
+            Ok(())
+        }
+    }
+}
+
+impl Proxy {
+    fn refuse_auth(&self, why: &str) -> TableError {
+        self.cfg.observer.with(|o| *o.auth_refused.entry(why.to_string()).or_default() += 1);
+        TableError::Auth(why.to_string())
+    }
+
+    /// A metadata value through a cache: fresh for `auth_ttl`; when the
+    /// metadata store cannot be reached, a cached value up to
+    /// [`AUTH_STALE_MAX`] old is used (a proxy cut off from the metadata
+    /// store keeps serving the instances it knows).
+    async fn cached_get(&self, cache: &MetaCache, key: String) -> Result<Option<Vec<u8>>, TableError> {
+        let now = time::now();
+        let cached = cache.lock().expect("cache lock").get(&key).cloned();
+        if let Some((v, t)) = &cached {
+            if now.saturating_sub(*t) < self.cfg.auth_ttl {
+                return Ok(v.clone());
+            }
+        }
+        match self.meta.lock().await.get(&key).await {
+            Ok(v) => {
+                let mut c = cache.lock().expect("cache lock");
+                if c.len() >= AUTH_CACHE_MAX {
+                    c.clear();
+                }
+                c.insert(key, (v.clone(), now));
+                Ok(v)
+            }
+            Err(e) => match cached {
+                Some((v, t)) if now.saturating_sub(t) < AUTH_STALE_MAX => Ok(v),
+                _ => Err(TableError::Unavailable(format!("metadata: {e}"))),
+            },
+        }
+    }
+
+    async fn check_auth(&self, instance: &str, access_key: &str, table: &str) -> Result<(), TableError> {
+        if access_key.is_empty() {
+            return Err(self.refuse_auth("missing access key"));
+        }
+        if !valid_name(instance) {
+            return Err(self.refuse_auth("unknown instance"));
+        }
+        let key = self.cached_get(&self.auth, instance_key(instance)).await?.and_then(|b| decode::<String>(&b));
+        match key {
+            None => return Err(self.refuse_auth("unknown instance")),
+            Some(k) if k != access_key => return Err(self.refuse_auth("wrong access key")),
+            Some(_) => {}
+        }
+        if !valid_name(table) || self.cached_get(&self.tables, table_key(instance, table)).await?.is_none() {
+            return Err(self.refuse_auth("table not in this instance"));
+        }
+        Ok(())
+    }
+
+    async fn request(&self, instance: &str, access_key: &str, op: Op, rid: Option<ReqId>) -> Result<OpResult, TableError> {
+        self.check_auth(instance, access_key, op.table()).await?;
+        if let Err(e) = validate(&op) {
+            self.cfg.observer.with(|o| o.invalid_refused += 1);
+            return Err(TableError::Refused(e));
+        }
+        if op.is_write() && rid.is_none() {
+            return Err(TableError::Refused("a write needs a request id".into()));
+        }
+        let deadline = time::now() + self.cfg.proxy_budget;
+        match op {
+            Op::Scan { table, start, end, limit } => {
+                let mut rows = Vec::new();
+                let mut from = start;
+                for _ in 0..SCAN_PARTS_MAX {
+                    let part = Op::Scan { table: table.clone(), start: from.clone(), end: end.clone(), limit: limit - rows.len() as u32 };
+                    match self.route(instance, part, None, deadline).await? {
+                        OpResult::Rows { rows: got, partial_end } => {
+                            rows.extend(got);
+                            match partial_end {
+                                Some(e) if (rows.len() as u32) < limit => from = e,
+                                _ => return Ok(OpResult::Rows { rows, partial_end: None }),
+                            }
+                        }
+                        _ => return Err(TableError::Failed("unexpected answer to a scan".into())),
+                    }
+                }
+                Err(TableError::Failed("scan crossed too many partitions".into()))
+            }
+            op => self.route(instance, op, rid, deadline).await,
+        }
+    }
+
+    async fn partition_for(&self, instance: &str, table: &str, key: &str, force: bool) -> Result<PartitionInfo, TableError> {
+        let now = time::now();
+        let stale = {
+            let m = self.map.lock().expect("map lock");
+            match m.1 {
+                None => true,
+                Some(t) => now.saturating_sub(t) >= self.cfg.map_ttl || (force && now.saturating_sub(t) >= MAP_REFRESH_MIN),
+            }
+        };
+        if stale {
+            let entries = self.meta.lock().await.scan(PART_PREFIX, PARTITIONS_MAX).await;
+            if let Ok(entries) = entries {
+                let parts: Vec<PartitionInfo> = entries.iter().filter_map(|(_, v)| decode(v)).collect();
+                *self.map.lock().expect("map lock") = (parts, Some(now));
+            }
+        }
+        let m = self.map.lock().expect("map lock");
+        m.0.iter().find(|p| p.instance == instance && p.table == table && p.contains(key)).cloned().ok_or(TableError::Unavailable(format!("no partition holds {key:?}")))
+    }
+
+    async fn route(&self, instance: &str, op: Op, rid: Option<ReqId>, deadline: SimTime) -> Result<OpResult, TableError> {
+        let mut force = false;
+        let mut last = TableError::Unavailable("no attempt".into());
+        for _ in 0..ATTEMPTS_MAX {
+            if time::now() >= deadline {
+                break;
+            }
+            let p = match self.partition_for(instance, op.table(), op.route_key(), force).await {
+                Ok(p) => p,
+                Err(e) => {
+                    last = e;
+                    force = true;
+                    time::sleep(self.cfg.retry_backoff).await;
+                    continue;
+                }
+            };
+            let Some(owner) = p.owner else {
+                last = TableError::Unavailable(format!("partition {} has no owner", p.pid));
+                force = true;
+                time::sleep(self.cfg.retry_backoff).await;
+                continue;
+            };
+            let r = self.net.call(owner, DataMsg::Partition { pid: p.pid, op: op.clone(), rid }, self.cfg.call_timeout).await;
+            match r {
+                Ok(DataMsg::Response(Ok(v))) => return Ok(v),
+                Ok(DataMsg::Response(Err(TableError::NotServingHere(pid)))) => {
+                    last = TableError::Unavailable(format!("partition {pid} not served by {}", owner.0));
+                    force = true;
+                    time::sleep(self.cfg.retry_backoff).await;
+                }
+                Ok(DataMsg::Response(Err(TableError::Unknown(e)))) if !op.is_write() => {
+                    last = TableError::Unavailable(e);
+                    force = true;
+                }
+                Ok(DataMsg::Response(Err(e))) => return Err(e),
+                Ok(_) => return Err(TableError::Failed("unexpected message from a server".into())),
+                Err(NetError::Timeout) if op.is_write() => return Err(TableError::Unknown(format!("server {} did not answer", owner.0))),
+                Err(_) => {
+                    last = TableError::Unavailable(format!("server {} did not answer", owner.0));
+                    force = true;
+                }
+            }
+        }
+        Err(last)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation_refuses_bad_shapes_and_sizes() {
+        let put = |k: &str, v: usize| Op::Put { table: "t".into(), key: k.into(), value: "x".repeat(v), columns: BTreeMap::new() };
+        assert!(validate(&put("k1", 10)).is_ok());
+        assert!(validate(&put("", 10)).is_err());
+        assert!(validate(&put("a b", 10)).is_err());
+        assert!(validate(&put(&"k".repeat(KEY_BYTES_MAX + 1), 1)).is_err());
+        assert!(validate(&put("k", CELL_BYTES_MAX + 1)).is_err());
+        let many: BTreeMap<String, String> = (0..COLUMNS_MAX + 1).map(|i| (format!("c{i}"), "v".into())).collect();
+        assert!(validate(&Op::Put { table: "t".into(), key: "k".into(), value: "v".into(), columns: many }).is_err());
+        let big: BTreeMap<String, String> = (0..8).map(|i| (format!("c{i}"), "v".repeat(CELL_BYTES_MAX))).collect();
+        assert!(validate(&Op::Put { table: "t".into(), key: "k".into(), value: "v".into(), columns: big }).is_err(), "row over ROW_BYTES_MAX");
+        assert!(validate(&Op::Scan { table: "t".into(), start: "b".into(), end: "a".into(), limit: 10 }).is_err());
+        assert!(validate(&Op::Scan { table: "t".into(), start: "".into(), end: "z".into(), limit: 0 }).is_err());
+        assert!(validate(&Op::Get { table: "bad/table".into(), key: "k".into() }).is_err());
+    }
+}

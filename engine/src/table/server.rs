@@ -1,0 +1,382 @@
+//! The table server: loads the partitions the master grants it, serves
+//! them while it holds their lease, and gives them up when a grant no
+//! longer lists them or the master asks for a release.
+//!
+//! One task heartbeats every master every `heartbeat` (on the node's clock)
+//! and applies the active master's grant: a granted (pid, epoch) not loaded
+//! starts loading (namespace open, which fences the previous owner, then
+//! LSM recovery); a loaded one gets its lease extended to the heartbeat's
+//! send time + `lease - max_skew`; a loaded one the grant leaves out is
+//! unloaded. Requests are answered by one task each (at most
+//! [`INFLIGHT_MAX`]); a partition that is not loaded, whose lease ran out,
+//! or whose range does not hold the key is answered `NotServingHere`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use sim::net::{Incoming, Net};
+use sim::time::{self, SimTime};
+use sim::world::NodeCtx;
+use sim::Clock;
+
+use super::part::PartStore;
+use super::*;
+use crate::lsm::db::ClockFn;
+use crate::stream::client::StreamClient;
+
+/// Requests one server handles at once.
+pub const INFLIGHT_MAX: usize = 1024;
+/// (pid, epoch) pairs a server remembers it released.
+pub const RELEASED_MAX: usize = 1024;
+/// Lost partitions a server reports at once.
+pub const LOST_MAX: usize = 256;
+
+enum Slot {
+    Loading { epoch: u64 },
+    Ready(Box<Ready>),
+}
+
+struct Ready {
+    epoch: u64,
+    info: PartitionInfo,
+    store: PartStore,
+    /// Index of the open serving interval in the observer, if serving.
+    interval: Option<usize>,
+}
+
+#[derive(Default)]
+struct State {
+    slots: BTreeMap<PartitionId, Slot>,
+    /// Lease per (pid, epoch), local clock.
+    leases: BTreeMap<(PartitionId, u64), SimTime>,
+    released: BTreeSet<(PartitionId, u64)>,
+    lost: Vec<(PartitionId, u64)>,
+    /// (master epoch, master send time) of the newest grant.
+    echo: Option<(u64, SimTime)>,
+}
+
+struct Server {
+    ctx: NodeCtx,
+    cfg: TableConfig,
+    clock: Clock,
+    client: StreamClient,
+    net: Net<ControlMsg>,
+    st: Mutex<State>,
+    inflight: AtomicUsize,
+}
+
+/// The table server's main loop (run again after every restart).
+pub async fn serve(ctx: NodeCtx, cfg: TableConfig) {
+    let h = madsim::task::spawn_local(run(ctx, cfg));
+    let _ = h.await;
+}
+
+async fn run(ctx: NodeCtx, cfg: TableConfig) {
+    let client = StreamClient::bind(&ctx, cfg.stream.clone()).await;
+    let (net, mut inbox) = Net::<ControlMsg>::bind(&ctx).await;
+    let (data, mut data_inbox) = Net::<DataMsg>::bind(&ctx).await;
+    let s = Arc::new(Server { clock: ctx.clock(), ctx, cfg, client, net, st: Mutex::new(State::default()), inflight: AtomicUsize::new(0) });
+    s.ctx.note("table server up");
+    let hb = s.clone();
+    madsim::task::spawn_local(async move { hb.heartbeat_loop().await });
+    let ctl = s.clone();
+    madsim::task::spawn_local(async move {
+        while let Some(m) = inbox.recv().await {
+            ctl.control(m).await;
+        }
+    });
+    while let Some(m) = data_inbox.recv().await {
+        let Some(req) = m.request else { continue };
+        let DataMsg::Partition { pid, op, rid } = m.msg else {
+            data.reply(m.from, req, DataMsg::Response(Err(TableError::Refused("not a partition request".into())))).await;
+            continue;
+        };
+        if s.inflight.load(Ordering::Relaxed) >= INFLIGHT_MAX {
+            data.reply(m.from, req, DataMsg::Response(Err(TableError::Failed("server busy".into())))).await;
+            continue;
+        }
+        s.inflight.fetch_add(1, Ordering::Relaxed);
+        let (s2, data2) = (s.clone(), data.clone());
+        madsim::task::spawn_local(async move {
+            let r = s2.handle(pid, &op, rid).await;
+            data2.reply(m.from, req, DataMsg::Response(r)).await;
+            s2.inflight.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+}
+
+impl Server {
+    fn lease_valid(&self, st: &State, pid: PartitionId, epoch: u64) -> bool {
+        st.leases.get(&(pid, epoch)).is_some_and(|&t| self.clock.now() < t)
+    }
+
+    /// Opens or closes serving intervals as leases come and go.
+    fn update_intervals(&self, st: &mut State) {
+        let now = time::now();
+        let pids: Vec<PartitionId> = st.slots.keys().copied().collect();
+        for pid in pids {
+            let valid = match &st.slots[&pid] {
+                Slot::Ready(r) => self.lease_valid(st, pid, r.epoch) && !r.store.broken(),
+                Slot::Loading { .. } => continue,
+            };
+            let Some(Slot::Ready(r)) = st.slots.get_mut(&pid) else { continue };
+            match (valid, r.interval) {
+                (true, None) => {
+                    let (server, epoch, start_key, end_key) = (self.ctx.id, r.epoch, r.info.start.clone(), r.info.end.clone());
+                    r.interval = Some(self.cfg.observer.with(|o| {
+                        o.serving.push(ServingInterval { partition: pid, server, epoch, start_key, end_key, start: now, last_served: now, stopped: None });
+                        o.serving.len() - 1
+                    }));
+                }
+                (false, Some(i)) => {
+                    self.close_interval(i, now);
+                    r.interval = None;
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn close_interval(&self, i: usize, now: SimTime) {
+        self.cfg.observer.with(|o| {
+            if let Some(iv) = o.serving.get_mut(i) {
+                iv.stopped.get_or_insert(now);
+            }
+        });
+    }
+
+    fn unload(&self, st: &mut State, pid: PartitionId) {
+        if let Some(Slot::Ready(r)) = st.slots.remove(&pid) {
+            if let Some(i) = r.interval {
+                self.close_interval(i, time::now());
+            }
+            r.store.kill();
+            self.ctx.note(format!("unload partition {pid} epoch {}", r.epoch));
+        }
+    }
+
+    async fn heartbeat_loop(self: Arc<Self>) {
+        loop {
+            let sent = self.clock.now();
+            let (echo, lost) = {
+                let st = self.st.lock().expect("state lock");
+                (st.echo, st.lost.clone())
+            };
+            let calls = self.cfg.masters.iter().map(|&m| {
+                let net = self.net.clone();
+                let msg = ControlMsg::Heartbeat { echo, lost: lost.clone() };
+                let t = self.cfg.call_timeout;
+                async move { net.call(m, msg, t).await.ok() }
+            });
+            let answers = futures_join(calls.collect()).await;
+            let grant = answers
+                .into_iter()
+                .flatten()
+                .filter_map(|a| if let ControlMsg::Grant { master_epoch, sent, parts } = a { Some((master_epoch, sent, parts)) } else { None })
+                .max_by_key(|(e, _, _)| *e);
+            if let Some((epoch, msent, parts)) = grant {
+                self.apply_grant(sent, epoch, msent, parts, &lost);
+            }
+            {
+                let mut st = self.st.lock().expect("state lock");
+                // Broken partitions (fenced, engine stopped) are given up.
+                let broken: Vec<(PartitionId, u64)> = st
+                    .slots
+                    .iter()
+                    .filter_map(|(&p, s)| match s {
+                        Slot::Ready(r) if r.store.broken() => Some((p, r.epoch)),
+                        _ => None,
+                    })
+                    .collect();
+                for (p, e) in broken {
+                    self.unload(&mut st, p);
+                    if st.lost.len() < LOST_MAX {
+                        st.lost.push((p, e));
+                    }
+                }
+                self.update_intervals(&mut st);
+            }
+            self.clock.sleep(self.cfg.heartbeat).await;
+        }
+    }
+
+    fn apply_grant(self: &Arc<Self>, sent_local: SimTime, master_epoch: u64, master_sent: SimTime, parts: Vec<(PartitionId, u64)>, reported: &[(PartitionId, u64)]) {
+        let mut st = self.st.lock().expect("state lock");
+        if st.echo.is_some_and(|(e, _)| e > master_epoch) {
+            return;
+        }
+        st.echo = Some((master_epoch, master_sent));
+        // The master has seen the losses this heartbeat reported.
+        st.lost.retain(|l| !reported.contains(l));
+        let until = sent_local + self.cfg.lease.saturating_sub(self.cfg.max_skew);
+        let granted: BTreeMap<PartitionId, u64> = parts.into_iter().filter(|p| !st.released.contains(p)).collect();
+        // Leases: only for what this grant lists.
+        st.leases.retain(|(p, e), _| granted.get(p) == Some(e));
+        for (&p, &e) in &granted {
+            let l = st.leases.entry((p, e)).or_insert(until);
+            *l = (*l).max(until);
+        }
+        // Unload what the grant leaves out or names at another epoch.
+        let drop: Vec<PartitionId> = st
+            .slots
+            .iter()
+            .filter(|(p, s)| {
+                let e = match s {
+                    Slot::Loading { epoch } => *epoch,
+                    Slot::Ready(r) => r.epoch,
+                };
+                granted.get(p) != Some(&e)
+            })
+            .map(|(&p, _)| p)
+            .collect();
+        for p in drop {
+            if matches!(st.slots.get(&p), Some(Slot::Loading { .. })) {
+                // The load task sees the slot changed and drops its result.
+                st.slots.remove(&p);
+            } else {
+                self.unload(&mut st, p);
+            }
+        }
+        for (&p, &e) in &granted {
+            if st.slots.contains_key(&p) {
+                continue;
+            }
+            st.slots.insert(p, Slot::Loading { epoch: e });
+            let s = self.clone();
+            madsim::task::spawn_local(async move { s.load(p, e).await });
+        }
+        self.update_intervals(&mut st);
+    }
+
+    async fn load(self: Arc<Self>, pid: PartitionId, epoch: u64) {
+        let started = time::now();
+        let r = async {
+            let b = self.client.meta_get(&part_key(pid)).await.map_err(|e| format!("read map: {e}"))?.ok_or("partition not in the map")?;
+            let info: PartitionInfo = decode(&b).ok_or("malformed partition entry")?;
+            if info.epoch != epoch || info.owner != Some(self.ctx.id) {
+                return Err(format!("map holds epoch {} owner {:?}", info.epoch, info.owner));
+            }
+            let clock = self.clock.clone();
+            let clock: ClockFn = Arc::new(move || clock.now().as_nanos() / 1_000_000);
+            let store = PartStore::open(&self.client, pid, clock, Some(self.cfg.observer.clone())).await?;
+            Ok::<_, String>((info, store))
+        }
+        .await;
+        let mut st = self.st.lock().expect("state lock");
+        let wanted = matches!(st.slots.get(&pid), Some(Slot::Loading { epoch: e }) if *e == epoch);
+        match r {
+            Ok((info, store)) if wanted => {
+                self.cfg.observer.with(|o| o.loads.push((started, pid, time::now().saturating_sub(started))));
+                self.ctx.note(format!("loaded partition {pid} epoch {epoch}"));
+                st.slots.insert(pid, Slot::Ready(Box::new(Ready { epoch, info, store, interval: None })));
+                self.update_intervals(&mut st);
+            }
+            Ok((_, store)) => store.kill(),
+            Err(e) => {
+                self.ctx.note(format!("load of partition {pid} epoch {epoch} failed: {e}"));
+                if wanted {
+                    st.slots.remove(&pid);
+                    if st.lost.len() < LOST_MAX {
+                        st.lost.push((pid, epoch));
+                    }
+                }
+            }
+        }
+    }
+
+    async fn control(&self, m: Incoming<ControlMsg>) {
+        let Some(req) = m.request else { return };
+        let answer = match m.msg {
+            ControlMsg::Release { pid, epoch } => {
+                let mut st = self.st.lock().expect("state lock");
+                if st.released.len() >= RELEASED_MAX {
+                    st.released.pop_first();
+                }
+                st.released.insert((pid, epoch));
+                st.leases.remove(&(pid, epoch));
+                let held = match st.slots.get(&pid) {
+                    Some(Slot::Loading { epoch: e }) => Some(*e),
+                    Some(Slot::Ready(r)) => Some(r.epoch),
+                    None => None,
+                };
+                if held == Some(epoch) {
+                    if matches!(st.slots.get(&pid), Some(Slot::Loading { .. })) {
+                        st.slots.remove(&pid);
+                    } else {
+                        self.unload(&mut st, pid);
+                    }
+                }
+                ControlMsg::Released
+            }
+            _ => ControlMsg::NotMaster,
+        };
+        self.net.reply(m.from, req, answer).await;
+    }
+
+    async fn handle(&self, pid: PartitionId, op: &Op, rid: Option<ReqId>) -> Result<OpResult, TableError> {
+        let (store, info, interval) = {
+            let st = self.st.lock().expect("state lock");
+            match st.slots.get(&pid) {
+                Some(Slot::Ready(r)) if self.lease_valid(&st, pid, r.epoch) => {
+                    let in_range = match op {
+                        Op::Scan { start, .. } => r.info.end.as_deref().is_none_or(|e| start.as_str() < e),
+                        _ => r.info.contains(op.route_key()),
+                    };
+                    if !in_range || r.info.table != op.table() {
+                        None
+                    } else {
+                        Some((r.store.clone(), r.info.clone(), r.interval))
+                    }
+                }
+                _ => None,
+            }
+            .ok_or(TableError::NotServingHere(pid))
+            .inspect_err(|_| self.cfg.observer.with(|o| o.not_serving += 1))?
+        };
+        self.cfg.observer.with(|o| o.data_requests += 1);
+        let r = store.apply(&info, op, rid).await;
+        if r.is_ok() {
+            if let Some(i) = interval {
+                let now = time::now();
+                self.cfg.observer.with(|o| {
+                    if let Some(iv) = o.serving.get_mut(i) {
+                        iv.last_served = iv.last_served.max(now);
+                    }
+                });
+            }
+        }
+        r
+    }
+}
+
+/// Awaits every future (all run concurrently), in order.
+pub(crate) async fn futures_join<T, F: std::future::Future<Output = T>>(futs: Vec<F>) -> Vec<T> {
+    let n = futs.len();
+    let results: Arc<Mutex<Vec<Option<T>>>> = Arc::new(Mutex::new((0..n).map(|_| None).collect()));
+    let mut pinned: Vec<std::pin::Pin<Box<F>>> = futs.into_iter().map(Box::pin).collect();
+    let mut done = vec![false; n];
+    std::future::poll_fn(|cx| {
+        let mut all = true;
+        for (i, f) in pinned.iter_mut().enumerate() {
+            if done[i] {
+                continue;
+            }
+            match f.as_mut().poll(cx) {
+                std::task::Poll::Ready(v) => {
+                    results.lock().expect("results lock")[i] = Some(v);
+                    done[i] = true;
+                }
+                std::task::Poll::Pending => all = false,
+            }
+        }
+        if all {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    let mut r = results.lock().expect("results lock");
+    r.drain(..).map(|v| v.expect("every future finished")).collect()
+}
