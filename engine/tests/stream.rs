@@ -8,7 +8,6 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -45,48 +44,14 @@ fn topo() -> Topology {
     t
 }
 
+
+mod common;
+use common::seeds as seeds_of;
+
+type Agent = common::Agent<StreamClient>;
+
 fn run<F: Future<Output = ()> + 'static>(seed: u64, f: impl FnOnce() -> F + Send + 'static) {
-    std::thread::spawn(move || madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default()).block_on(f()))
-        .join()
-        .unwrap_or_else(|_| panic!("seed {seed} failed (replay: STREAM_SEEDS={seed})"));
-}
-
-type BoxFut = Pin<Box<dyn Future<Output = ()>>>;
-type Job = Box<dyn FnOnce(StreamClient) -> BoxFut + Send>;
-
-/// A client node that runs the jobs it is handed, each in its own task.
-#[derive(Clone)]
-struct Agent {
-    tx: mpsc::UnboundedSender<Job>,
-}
-
-impl Agent {
-    /// Starts `f` on the agent now; its result arrives on the receiver.
-    fn start<T, F, Fut>(&self, f: F) -> oneshot::Receiver<T>
-    where
-        T: Send + 'static,
-        F: FnOnce(StreamClient) -> Fut + Send + 'static,
-        Fut: Future<Output = T> + 'static,
-    {
-        let (tx, rx) = oneshot::channel();
-        let job: Job = Box::new(move |c| {
-            Box::pin(async move {
-                let _ = tx.send(f(c).await);
-            })
-        });
-        self.tx.send(job).expect("agent alive");
-        rx
-    }
-
-    /// Runs `f` on the agent and waits for its result.
-    async fn run<T, F, Fut>(&self, f: F) -> T
-    where
-        T: Send + 'static,
-        F: FnOnce(StreamClient) -> Fut + Send + 'static,
-        Fut: Future<Output = T> + 'static,
-    {
-        self.start(f).await.expect("agent answered")
-    }
+    common::run(seed, "STREAM_SEEDS", f)
 }
 
 struct Cluster {
@@ -135,22 +100,12 @@ where
     }
     let mut agents = BTreeMap::new();
     for a in world.topology().nodes_with_role("agent") {
-        let (tx, rx) = mpsc::unbounded_channel::<Job>();
-        // The receiver outlives the agent's crashes: each incarnation takes
-        // the lock (a crash drops the task holding it).
-        let rx = Arc::new(tokio::sync::Mutex::new(rx));
         let c = cfg.clone();
-        world.start_node(a, move |ctx| {
-            let (rx, c) = (rx.clone(), c.clone());
-            async move {
-                let mut rx = rx.lock_owned().await;
-                let client = StreamClient::bind(&ctx, c).await;
-                while let Some(job) = rx.recv().await {
-                    madsim::task::spawn_local(job(client.clone()));
-                }
-            }
+        let agent = Agent::start(&world, a, move |ctx| {
+            let c = c.clone();
+            async move { StreamClient::bind(&ctx, c).await }
         });
-        agents.insert(world.topology().node(a).name.clone(), Agent { tx });
+        agents.insert(world.topology().node(a).name.clone(), agent);
     }
     let done = Arc::new(Mutex::new(false));
     let d2 = done.clone();
@@ -265,16 +220,9 @@ async fn open(agent: &Agent, ns: &str) -> Result<Namespace, StreamError> {
     agent.run(move |c| async move { c.open_namespace(&ns).await }).await
 }
 
-/// The seeds every story runs: 1..=3, or `STREAM_SEEDS=a-b` for a sweep
-/// (e.g. `STREAM_SEEDS=1-200 cargo test -p engine --test stream`).
+/// The seeds every story runs (`STREAM_SEEDS=a-b` for a sweep).
 fn seeds() -> Vec<u64> {
-    match std::env::var("STREAM_SEEDS") {
-        Ok(r) => {
-            let (a, b) = r.split_once('-').unwrap_or((&r, &r));
-            (a.parse().expect("STREAM_SEEDS start")..=b.parse().expect("STREAM_SEEDS end")).collect()
-        }
-        Err(_) => vec![1, 2, 3],
-    }
+    seeds_of("STREAM_SEEDS")
 }
 
 #[test]
@@ -695,7 +643,7 @@ mod lsm_on_streams {
                     let (stop2, late2) = (stop.clone(), late.clone());
                     let deposed = cl
                         .agent("ctl-agent-0")
-                        .start(move |c| async move {
+                        .start_job(move |c| async move {
                             let files = StreamFiles::open(&c, "part1").await.expect("open namespace");
                             let (t, _) = Table::open(files.clone(), schema(), opts(), Arc::new(|| 5_000)).await.expect("open table");
                             let mut acked = Vec::new();

@@ -14,7 +14,6 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -29,7 +28,7 @@ use sim::fault::{Direction, Fault, ZoneMode};
 use sim::time::{self, SimTime};
 use sim::topology::{LinkParams, NodeId, Topology, ZoneId};
 use sim::world::World;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 const INSTANCE: &str = "i1";
 const KEY: &str = "secret-1";
@@ -63,57 +62,19 @@ fn topo() -> Topology {
     t
 }
 
-fn run<F: Future<Output = ()> + 'static>(seed: u64, f: impl FnOnce() -> F + Send + 'static) {
-    std::thread::spawn(move || madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default()).block_on(f()))
-        .join()
-        .unwrap_or_else(|_| panic!("seed {seed} failed (replay: TABLE_SEEDS={seed})"));
-}
 
-/// The seeds every story runs: 1..=3, or `TABLE_SEEDS=a-b` for a sweep.
+/// The seeds every story runs (`TABLE_SEEDS=a-b` for a sweep).
 fn seeds() -> Vec<u64> {
-    match std::env::var("TABLE_SEEDS") {
-        Ok(r) => {
-            let (a, b) = r.split_once('-').unwrap_or((&r, &r));
-            (a.parse().expect("TABLE_SEEDS start")..=b.parse().expect("TABLE_SEEDS end")).collect()
-        }
-        Err(_) => vec![1, 2, 3],
-    }
+    seeds_of("TABLE_SEEDS")
 }
 
-type BoxFut = Pin<Box<dyn Future<Output = ()>>>;
-type Job = Box<dyn FnOnce(TableClient) -> BoxFut + Send>;
+mod common;
+use common::seeds as seeds_of;
 
-/// A client node that runs the jobs it is handed, each in its own task.
-#[derive(Clone)]
-struct Agent {
-    tx: mpsc::UnboundedSender<Job>,
-}
+type Agent = common::Agent<TableClient>;
 
-impl Agent {
-    fn start<T, F, Fut>(&self, f: F) -> oneshot::Receiver<T>
-    where
-        T: Send + 'static,
-        F: FnOnce(TableClient) -> Fut + Send + 'static,
-        Fut: Future<Output = T> + 'static,
-    {
-        let (tx, rx) = oneshot::channel();
-        let job: Job = Box::new(move |c| {
-            Box::pin(async move {
-                let _ = tx.send(f(c).await);
-            })
-        });
-        self.tx.send(job).expect("agent alive");
-        rx
-    }
-
-    async fn run<T, F, Fut>(&self, f: F) -> T
-    where
-        T: Send + 'static,
-        F: FnOnce(TableClient) -> Fut + Send + 'static,
-        Fut: Future<Output = T> + 'static,
-    {
-        self.start(f).await.expect("agent answered")
-    }
+fn run<F: Future<Output = ()> + 'static>(seed: u64, f: impl FnOnce() -> F + Send + 'static) {
+    common::run(seed, "TABLE_SEEDS", f)
 }
 
 struct Cluster {
@@ -191,20 +152,12 @@ where
     }
     let mut agents = BTreeMap::new();
     for a in t.nodes_with_role("client") {
-        let (tx, rx) = mpsc::unbounded_channel::<Job>();
-        let rx = Arc::new(tokio::sync::Mutex::new(rx));
         let c = cfg.clone();
-        world.start_node(a, move |ctx| {
-            let (rx, c) = (rx.clone(), c.clone());
-            async move {
-                let mut rx = rx.lock_owned().await;
-                let client = TableClient::bind(&ctx, &c, INSTANCE, KEY).await;
-                while let Some(job) = rx.recv().await {
-                    madsim::task::spawn_local(job(client.clone()));
-                }
-            }
+        let agent = Agent::start(&world, a, move |ctx| {
+            let c = c.clone();
+            async move { TableClient::bind(&ctx, &c, INSTANCE, KEY).await }
         });
-        agents.insert(t.node(a).name.clone(), Agent { tx });
+        agents.insert(t.node(a).name.clone(), agent);
     }
     let done = Arc::new(Mutex::new(false));
     let d2 = done.clone();
@@ -285,7 +238,7 @@ fn start_load(cl: &Cluster, writers: usize, appenders: usize, stop: Arc<AtomicBo
     let mut done = Vec::new();
     for w in 0..writers {
         let (stop, rec) = (stop.clone(), rec.clone());
-        done.push(agents[w % agents.len()].start(move |c| async move {
+        done.push(agents[w % agents.len()].start_job(move |c| async move {
             let mine: Vec<String> = (0..KEYS).filter(|i| i % writers == w).map(key).collect();
             let mut n = 0u64;
             while !stop.load(Ordering::Relaxed) {
@@ -317,7 +270,7 @@ fn start_load(cl: &Cluster, writers: usize, appenders: usize, stop: Arc<AtomicBo
     }
     for a in 0..appenders {
         let (stop, rec) = (stop.clone(), rec.clone());
-        done.push(agents[a % agents.len()].start(move |c| async move {
+        done.push(agents[a % agents.len()].start_job(move |c| async move {
             let pkey = format!("k{:03}q{a}", (a * 25 + 12) % KEYS);
             while !stop.load(Ordering::Relaxed) {
                 let res = c.append(TABLE, &pkey).await;
@@ -346,7 +299,7 @@ fn keys_of(pid: PartitionId) -> Vec<String> {
 
 /// Starts a reader on `agent` that reads `keys` in turn until `stop`.
 fn start_reader(agent: &Agent, keys: Vec<String>, stop: Arc<AtomicBool>, rec: Rec) -> oneshot::Receiver<()> {
-    agent.start(move |c| async move {
+    agent.start_job(move |c| async move {
         let mut i = 0;
         while !stop.load(Ordering::Relaxed) {
             let k = keys[i % keys.len()].clone();
