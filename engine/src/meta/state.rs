@@ -18,7 +18,7 @@ pub const VALUE_LEN_MAX: usize = 64 * 1024;
 /// least recently is forgotten (its retries could then apply twice).
 pub const SESSIONS_MAX: usize = 4096;
 /// Keys one transaction may check plus write.
-pub const TXN_KEYS_MAX: usize = 64;
+pub const TXN_KEYS_MAX: usize = 256;
 
 /// A command in the replicated log.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

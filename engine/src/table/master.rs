@@ -22,6 +22,9 @@ use crate::meta::state::Outcome;
 use crate::stream::client::StreamClient;
 
 /// Admin calls one master runs at once.
+/// Partitions one `create_table` may create: one metadata Txn writes them
+/// all, beside the master epoch check, the next partition id and the table.
+pub const CREATE_PARTITIONS_MAX: usize = crate::meta::state::TXN_KEYS_MAX - 4;
 pub const ADMIN_INFLIGHT_MAX: usize = 16;
 /// How long an admin call waits for a drain or a commit.
 pub const ADMIN_WAIT_MAX: Duration = Duration::from_secs(20);
@@ -308,8 +311,8 @@ impl Master {
                     return Err(TableError::Refused("bad name".into()));
                 }
                 let n = partitions as usize;
-                if n == 0 || n > 32 || splits.len() + 1 != n || !splits.iter().all(|s| valid_key(s)) || !splits.windows(2).all(|w| w[0] < w[1]) {
-                    return Err(TableError::Refused("partitions must be 1..=32 with partitions - 1 increasing split keys".into()));
+                if n == 0 || n > CREATE_PARTITIONS_MAX || splits.len() + 1 != n || !splits.iter().all(|s| valid_key(s)) || !splits.windows(2).all(|w| w[0] < w[1]) {
+                    return Err(TableError::Refused(format!("partitions must be 1..={CREATE_PARTITIONS_MAX} with partitions - 1 increasing split keys")));
                 }
                 if self.client.meta_get(&instance_key(&instance)).await.map_err(|e| TableError::Unknown(e.to_string()))?.is_none() {
                     return Err(TableError::Failed(format!("no instance {instance}")));
