@@ -16,7 +16,13 @@ pub fn execute(scn: &Scenario, seed: u64, opts: &RunOptions) -> Result<Executed,
     let topo = &scn.topology;
     let mut servers = topo.nodes_with_role(scn.service.server_role());
     servers.sort();
-    let partition_of = |key: &str| topo.node(engine::minikv::owner(&servers, key)).name.clone();
+    // The unit a key is unavailable with: its minikv server, or its table
+    // partition (partitions may move between servers, so not the server).
+    let splits = crate::tableload::split_points(scn.workloads.first().map(|w| w.keys).unwrap_or(1), scn.service.partitions.unwrap_or(crate::scenario::DEFAULT_PARTITIONS));
+    let partition_of = |key: &str| match scn.service.kind {
+        crate::scenario::ServiceKind::Table => format!("partition {}", splits.partition_point(|s| s.as_str() <= key)),
+        _ => topo.node(engine::minikv::owner(&servers, key)).name.clone(),
+    };
     let (mut report, measured) = report::build(scn, &output, &partition_of);
     let config = CheckConfig {
         heal_at_ns: Some(output.heal_at.0),

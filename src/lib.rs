@@ -11,4 +11,5 @@ pub mod report;
 pub mod runner;
 pub mod scenario;
 pub mod streamload;
+pub mod tableload;
 pub mod workload;

@@ -81,6 +81,10 @@ pub struct Report {
     /// Stream scenarios: stalls, replication and repair figures.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub streams: Option<StreamFigures>,
+    /// Table scenarios: failovers, time to recover, master takeovers,
+    /// refusals.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub table: Option<TableFigures>,
     /// The checkers' verdicts over the run's history.
     pub checks: Option<crate::check::Verdicts>,
     pub expectations: Vec<Expectation>,
@@ -177,7 +181,9 @@ pub struct Stall {
 /// What the stream layer did, for stream scenarios.
 #[derive(Serialize, Debug, Clone, PartialEq, Default)]
 pub struct StreamFigures {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub stalls: Vec<Stall>,
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub max_append_stall: String,
     /// Extents with fewer than three healthy replicas in three zones, the
     /// most seen in each second of the run (the manager's samples).
@@ -237,6 +243,65 @@ fn stream_figures(obs: &engine::stream::StreamObserver, out: &RunOutput, secs: u
         replicas_repaired: d.repairs,
         fenced_appends_refused: d.fenced_appends_rejected,
         read_fallbacks: d.read_fallbacks,
+    }
+}
+
+/// What the table service did about faults.
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct TableFigures {
+    /// Partition owner changes by cause (`Initial` = first placement).
+    pub failovers: BTreeMap<String, u64>,
+    /// Per failover after a server died or lost its lease: from the old
+    /// owner's last answer to the new owner's first moment of serving
+    /// (the partition's unavailability as the service saw it).
+    pub time_to_recover: Option<Latency>,
+    /// The worst one: partition, from, to.
+    pub slowest_recovery: Option<String>,
+    pub master_takeovers: u64,
+    /// Requests the proxies refused, by reason.
+    pub auth_refused: BTreeMap<String, u64>,
+    pub invalid_refused: u64,
+    /// Write retries answered from a partition's de-duplication records.
+    pub dedupe_hits: u64,
+    pub not_serving_answers: u64,
+    pub partition_loads: u64,
+}
+
+fn table_figures(obs: &engine::table::TableObserver, out: &RunOutput) -> TableFigures {
+    use engine::table::FailoverCause;
+    let d = obs.snapshot();
+    let topo_name = |n: sim::NodeId| format!("node {}", n.0);
+    let mut failovers = BTreeMap::new();
+    let mut recover: Vec<(Duration, String)> = Vec::new();
+    for f in &d.failovers {
+        *failovers.entry(format!("{:?}", f.cause)).or_insert(0) += 1;
+        if !matches!(f.cause, FailoverCause::ServerDead | FailoverCause::LeaseLost) {
+            continue;
+        }
+        // The old owner's last answer before the failover, and the first
+        // interval of the partition that began after it.
+        let last = d.serving.iter().filter(|iv| iv.partition == f.partition && iv.start <= f.at).map(|iv| iv.last_served).max();
+        let next = d.serving.iter().filter(|iv| iv.partition == f.partition && iv.start >= f.at).map(|iv| iv.start).min();
+        if let (Some(last), Some(next)) = (last, next) {
+            let what = format!("partition {} {} -> {} at {}", f.partition, f.from.map_or("-".into(), topo_name), f.to.map_or("-".into(), topo_name), f.at);
+            recover.push((next.saturating_sub(last), what));
+        }
+    }
+    let _ = out;
+    let slowest_recovery = recover.iter().max_by_key(|(d, w)| (*d, std::cmp::Reverse(w.clone()))).map(|(d, w)| format!("{} for {w}", fmt_duration(*d)));
+    let mut v: Vec<u64> = recover.into_iter().map(|(d, _)| d.as_nanos() as u64).collect();
+    v.sort_unstable();
+    let time_to_recover = (!v.is_empty()).then(|| Latency { count: v.len() as u64, p50: percentile(&v, 0.5), p90: percentile(&v, 0.9), p99: percentile(&v, 0.99), max: percentile(&v, 1.0) });
+    TableFigures {
+        failovers,
+        time_to_recover,
+        slowest_recovery,
+        master_takeovers: d.master_takeovers.len() as u64,
+        auth_refused: d.auth_refused.clone(),
+        invalid_refused: d.invalid_refused,
+        dedupe_hits: d.dedupe_hits,
+        not_serving_answers: d.not_serving,
+        partition_loads: d.loads.len() as u64,
     }
 }
 
@@ -330,6 +395,9 @@ pub fn build(scn: &Scenario, out: &RunOutput, partition_of: &dyn Fn(&str) -> Str
     let overall = if total_n == 0 { 1.0 } else { answered_n as f64 / total_n as f64 };
     let (unavail, window) = max_unavailability(&ops, out.main_end, partition_of);
     let (streams, max_append_stall) = match &out.streams {
+        // A table scenario has the stream layer beneath but no stream
+        // operations: its figures, no append stalls.
+        Some(obs) if !ops.iter().any(|o| matches!(o.op, Op::StreamAppend { .. })) => (Some(stream_figures(obs, out, secs)), None),
         Some(obs) => {
             let (stalls, worst) = append_stalls(&ops, out, SimTime::from_duration(crate::runner::SERVICE_STARTUP));
             let mut f = stream_figures(obs, out, secs);
@@ -360,6 +428,7 @@ pub fn build(scn: &Scenario, out: &RunOutput, partition_of: &dyn Fn(&str) -> Str
         network: out.net.clone(),
         disks: out.disk.clone(),
         streams,
+        table: out.table.as_ref().map(|t| table_figures(t, out)),
         checks: None,
         expectations: Vec::new(),
         pass: true,

@@ -20,7 +20,11 @@ use sim::net::Net;
 use sim::time::{self, SimTime};
 use sim::world::{NetStats, NodeCtx, World};
 
-use crate::scenario::{heal_all, Scenario, ServiceKind, WorkloadKind, META_LEADER};
+use crate::scenario::{heal_all, Scenario, ServiceKind, WorkloadKind, DEFAULT_PARTITIONS, MASTER_ROLE as TABLE_MASTER_ROLE, META_LEADER, PROXY_ROLE, STORAGE_ROLE};
+use crate::tableload::{self, TableKv};
+use crate::workload::KvService;
+use engine::table::client::TableClient;
+use engine::table::{TableConfig, TableObserver};
 use sim::fault::Fault;
 use crate::streamload::{self, SharedEnds, StreamProcessSpec};
 use crate::history::{History, Kind, Op};
@@ -70,8 +74,10 @@ pub struct RunOutput {
     pub net: NetStats,
     pub disk: DiskStats,
     pub events: Vec<Event>,
-    /// What the stream layer observed (stream scenarios only).
+    /// What the stream layer observed (stream and table scenarios).
     pub streams: Option<StreamObserver>,
+    /// What the table service observed (table scenarios only).
+    pub table: Option<TableObserver>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -112,6 +118,8 @@ struct Control {
     /// Streams: when each stream last had an append acknowledged, over all
     /// processes (the workload's view, not the system's).
     stream_progress: streamload::SharedProgress,
+    /// Table service: the instance and the table exist.
+    table_ready: AtomicBool,
 }
 
 impl Control {
@@ -179,6 +187,56 @@ fn start_stream_service(world: &World, scn: &Scenario) -> StreamConfig {
     cfg
 }
 
+/// Starts the table service: the stream layer (metadata replicas, stream
+/// managers, storage nodes), then a master on every `master` node, a table
+/// server on every `table` node and a proxy on every `proxy` node.
+fn start_table_service(world: &World, scn: &Scenario) -> TableConfig {
+    let topo = world.topology();
+    let role = |r: &str| topo.nodes_with_role(r);
+    let metas = role(scn.service.meta_role());
+    let meta_cfg = engine::meta::service::ServiceConfig::new(metas.clone());
+    let mut cfg = TableConfig::new(meta_cfg, role(STORAGE_ROLE), role(TABLE_MASTER_ROLE), role(scn.service.server_role()), role(PROXY_ROLE));
+    if let Some(d) = scn.service.dead_after {
+        cfg.stream.dead_after = d.0;
+    }
+    if let Some(d) = scn.service.rereplicate_after {
+        cfg.stream.rereplicate_after = d.0;
+    }
+    if let Some(b) = scn.service.extent_bytes {
+        cfg.stream.extent_bytes_max = b;
+    }
+    // A client operation gives up (with an unknown outcome for a write)
+    // after the workload's timeout.
+    if let Some(t) = scn.workloads.iter().map(|w| w.timeout.0).max() {
+        cfg.op_deadline = t;
+    }
+    for &m in &metas {
+        let meta = cfg.meta();
+        world.start_node(m, move |ctx| engine::meta::service::serve(ctx, meta.clone()));
+    }
+    for &m in &role(MANAGER_ROLE) {
+        let c = cfg.stream.clone();
+        world.start_node(m, move |ctx| engine::stream::manager::serve_manager(ctx, c.clone()));
+    }
+    for &s in &role(STORAGE_ROLE) {
+        let c = cfg.stream.clone();
+        world.start_node(s, move |ctx| engine::stream::replica::serve_storage(ctx, c.clone()));
+    }
+    for &m in &cfg.masters {
+        let c = cfg.clone();
+        world.start_node(m, move |ctx| engine::table::master::serve(ctx, c.clone()));
+    }
+    for &s in &cfg.servers {
+        let c = cfg.clone();
+        world.start_node(s, move |ctx| engine::table::server::serve(ctx, c.clone()));
+    }
+    for &p in &cfg.proxies {
+        let c = cfg.clone();
+        world.start_node(p, move |ctx| engine::table::proxy::serve(ctx, c.clone()));
+    }
+    cfg
+}
+
 async fn simulate(scn: Scenario, seed: u64, opts: RunOptions) -> RunOutput {
     let world = World::new(seed, scn.topology.clone(), scn.disk.clone(), opts.keep_events);
     let topo = world.topology().clone();
@@ -193,7 +251,10 @@ async fn simulate(scn: Scenario, seed: u64, opts: RunOptions) -> RunOutput {
             None
         }
         ServiceKind::Stream => Some(start_stream_service(&world, &scn)),
+        ServiceKind::Table => None,
     };
+    let table_cfg = (scn.service.kind == ServiceKind::Table).then(|| start_table_service(&world, &scn));
+    let stream_cfg = stream_cfg.or_else(|| table_cfg.as_ref().map(|c| c.stream.clone()));
 
     // Spread the processes of every workload and hotspot over the client nodes.
     let clients = topo.nodes_with_role("client");
@@ -264,12 +325,18 @@ async fn simulate(scn: Scenario, seed: u64, opts: RunOptions) -> RunOutput {
     }
 
     let rec: SharedHistory = Arc::new(Mutex::new(History::new()));
-    let control = Arc::new(Control { final_keys: Mutex::new(None), final_done: AtomicBool::new(false), processes: Mutex::new(BTreeMap::new()), stream_progress: Arc::new(Mutex::new(BTreeMap::new())) });
+    let control = Arc::new(Control { final_keys: Mutex::new(None), final_done: AtomicBool::new(false), processes: Mutex::new(BTreeMap::new()), stream_progress: Arc::new(Mutex::new(BTreeMap::new())), table_ready: AtomicBool::new(false) });
     for (&c, plan) in clients.iter().zip(plans) {
         let (rec, control, servers) = (rec.clone(), control.clone(), servers.clone());
-        match &stream_cfg {
-            None => world.start_node(c, move |ctx| client_main(ctx, plan.clone(), rec.clone(), control.clone(), servers.clone(), op_timeout)),
-            Some(cfg) => {
+        match (&table_cfg, &stream_cfg) {
+            (Some(cfg), _) => {
+                let cfg = cfg.clone();
+                let keys = scn.workloads.first().map(|w| w.keys).unwrap_or(1);
+                let partitions = scn.service.partitions.unwrap_or(DEFAULT_PARTITIONS);
+                world.start_node(c, move |ctx| table_client_main(ctx, plan.clone(), rec.clone(), control.clone(), cfg.clone(), keys, partitions))
+            }
+            (None, None) => world.start_node(c, move |ctx| client_main(ctx, plan.clone(), rec.clone(), control.clone(), servers.clone(), op_timeout)),
+            (None, Some(cfg)) => {
                 let cfg = cfg.clone();
                 world.start_node(c, move |ctx| stream_client_main(ctx, plan.clone(), rec.clone(), control.clone(), cfg.clone(), op_timeout))
             }
@@ -376,6 +443,7 @@ async fn simulate(scn: Scenario, seed: u64, opts: RunOptions) -> RunOutput {
         disk,
         events: world.take_events(),
         streams: stream_cfg.map(|c| c.observer.clone()),
+        table: table_cfg.map(|c| c.observer.clone()),
     }
 }
 
@@ -422,6 +490,29 @@ async fn stream_client_main(ctx: NodeCtx, plan: ClientPlan, rec: SharedHistory, 
 async fn client_main(ctx: NodeCtx, plan: ClientPlan, rec: SharedHistory, control: Arc<Control>, servers: Vec<sim::NodeId>, timeout: Duration) {
     let (net, _inbox) = Net::<KvMsg>::bind(&ctx).await;
     let client = KvClient::new(net, servers, timeout);
+    kv_processes(ctx, plan, rec, control, client).await
+}
+
+/// A client node of the table service: the first one creates the instance
+/// and the table; every one waits for that, then runs its processes.
+async fn table_client_main(ctx: NodeCtx, plan: ClientPlan, rec: SharedHistory, control: Arc<Control>, cfg: TableConfig, keys: u64, partitions: u32) {
+    let client = TableClient::bind(&ctx, &cfg, tableload::INSTANCE, tableload::ACCESS_KEY).await;
+    if plan.final_reader && !control.table_ready.load(Ordering::SeqCst) {
+        match tableload::setup(&client, keys, partitions).await {
+            Ok(n) => ctx.note(format!("table {} created with {n} partitions", tableload::TABLE)),
+            Err(e) => ctx.note(e),
+        }
+        control.table_ready.store(true, Ordering::SeqCst);
+    }
+    while !control.table_ready.load(Ordering::SeqCst) {
+        time::sleep(Duration::from_millis(5)).await;
+    }
+    kv_processes(ctx, plan, rec, control, TableKv::new(client)).await
+}
+
+/// Runs this node's key-value processes (and the final reader, on the
+/// first client node) against `client`.
+async fn kv_processes<S: KvService + 'static>(ctx: NodeCtx, plan: ClientPlan, rec: SharedHistory, control: Arc<Control>, client: S) {
     let incarnation = ctx.world.incarnation(ctx.id);
     let now = time::now().as_duration();
     for (index, make) in &plan.processes {
@@ -433,7 +524,7 @@ async fn client_main(ctx: NodeCtx, plan: ClientPlan, rec: SharedHistory, control
         }
         control.processes.lock().expect("control").insert(process, (ctx.id, incarnation));
         let rng = ctx.world.rng(&format!("workload/{}/{process}", spec.workload));
-        madsim::task::spawn(workload::run_process(ctx.world.clone(), client.clone(), rec.clone(), spec, rng));
+        madsim::task::spawn_local(workload::run_process(ctx.world.clone(), client.clone(), rec.clone(), spec, rng));
     }
     if plan.final_reader {
         let (process, keys) = control.final_reader(ctx.id, incarnation).await;

@@ -141,6 +141,18 @@ pub enum ServiceKind {
     Minikv,
     /// The replicated stream layer: `meta` replicas, `storage` nodes.
     Stream,
+    /// The table store on the stream layer: `meta` replicas, stream
+    /// `manager`s and `storage` nodes, plus `master`s, table servers
+    /// (`table`) and `proxy` nodes; key-value workloads drive one table.
+    Table,
+}
+
+impl ServiceKind {
+    /// Whether the service runs on the stream layer (metadata replicas,
+    /// managers, storage nodes).
+    pub fn on_streams(self) -> bool {
+        self != ServiceKind::Minikv
+    }
 }
 
 /// The service under test and its knobs.
@@ -163,6 +175,8 @@ pub struct ServiceDef {
     pub rereplicate_after: Option<Dur>,
     /// Streams: bytes after which a writer seals its extent and opens the next.
     pub extent_bytes: Option<u64>,
+    /// Table: range partitions of the workload's table.
+    pub partitions: Option<u32>,
 }
 
 impl Default for ServiceDef {
@@ -175,6 +189,7 @@ impl Default for ServiceDef {
             dead_after: None,
             rereplicate_after: None,
             extent_bytes: None,
+            partitions: None,
         }
     }
 }
@@ -185,6 +200,7 @@ impl ServiceDef {
             (Some(r), _) => r,
             (None, ServiceKind::Minikv) => "kv",
             (None, ServiceKind::Stream) => "storage",
+            (None, ServiceKind::Table) => TABLE_SERVER_ROLE,
         }
     }
 
@@ -192,6 +208,15 @@ impl ServiceDef {
         self.meta_role.as_deref().unwrap_or("meta")
     }
 }
+
+/// Table service roles: table servers, masters, proxies, and the stream
+/// layer's storage nodes beneath them.
+pub const TABLE_SERVER_ROLE: &str = "table";
+pub const MASTER_ROLE: &str = "master";
+pub const PROXY_ROLE: &str = "proxy";
+pub const STORAGE_ROLE: &str = "storage";
+/// Partitions of a table when `service.partitions` is not given.
+pub const DEFAULT_PARTITIONS: u32 = 8;
 
 fn default_group_commit() -> usize {
     64
@@ -552,7 +577,7 @@ fn validate(path: &Path, text: &str, f: ScenarioFile) -> Result<Scenario, Scenar
     if topology.nodes_with_role(server_role).is_empty() {
         return Err(err(f.topology.nodes.span(), "topology.nodes".into(), format!("the service needs nodes of role `{server_role}`")));
     }
-    if f.service.kind == ServiceKind::Stream {
+    if f.service.kind.on_streams() {
         let meta_role = f.service.meta_role();
         if topology.nodes_with_role(meta_role).is_empty() {
             return Err(err(f.topology.nodes.span(), "topology.nodes".into(), format!("the stream service needs metadata replicas: nodes of role `{meta_role}`")));
@@ -560,8 +585,20 @@ fn validate(path: &Path, text: &str, f: ScenarioFile) -> Result<Scenario, Scenar
         if topology.nodes_with_role(crate::runner::MANAGER_ROLE).is_empty() {
             return Err(err(f.topology.nodes.span(), "topology.nodes".into(), format!("the stream service needs stream managers: nodes of role `{}` (one per zone)", crate::runner::MANAGER_ROLE)));
         }
-        if topology.nodes_with_role(server_role).len() < 3 {
-            return Err(err(f.topology.nodes.span(), "topology.nodes".into(), format!("an extent has three replicas on three `{server_role}` nodes: give at least three")));
+        let storage_role = if f.service.kind == ServiceKind::Table { STORAGE_ROLE } else { server_role };
+        if topology.nodes_with_role(storage_role).len() < 3 {
+            return Err(err(f.topology.nodes.span(), "topology.nodes".into(), format!("an extent has three replicas on three `{storage_role}` nodes: give at least three")));
+        }
+        if f.service.kind == ServiceKind::Table {
+            for role in [MASTER_ROLE, PROXY_ROLE] {
+                if topology.nodes_with_role(role).is_empty() {
+                    return Err(err(f.topology.nodes.span(), "topology.nodes".into(), format!("the table service needs nodes of role `{role}`")));
+                }
+            }
+            let max = engine::table::master::CREATE_PARTITIONS_MAX as u32;
+            if f.service.partitions.is_some_and(|p| p == 0 || p > max) {
+                return Err(err(0..0, "service.partitions".into(), format!("must be 1..={max}")));
+            }
         }
         if f.service.extent_bytes == Some(0) {
             return Err(err(0..0, "service.extent_bytes".into(), "must be at least 1".into()));
@@ -579,9 +616,12 @@ fn validate(path: &Path, text: &str, f: ScenarioFile) -> Result<Scenario, Scenar
             ("extent_bytes", f.service.extent_bytes.is_some()),
         ] {
             if set {
-                return Err(err(0..0, format!("service.{name}"), "applies to `kind = \"stream\"` only".into()));
+                return Err(err(0..0, format!("service.{name}"), "applies to the stream and table services only".into()));
             }
         }
+    }
+    if f.service.kind != ServiceKind::Table && f.service.partitions.is_some() {
+        return Err(err(0..0, "service.partitions".into(), "applies to `kind = \"table\"` only".into()));
     }
     if f.service.group_commit_max == 0 {
         return Err(err(0..0, "service.group_commit_max".into(), "must be at least 1".into()));
@@ -661,6 +701,7 @@ fn validate(path: &Path, text: &str, f: ScenarioFile) -> Result<Scenario, Scenar
         let wanted = match f.service.kind {
             ServiceKind::Minikv => WorkloadKind::Kv,
             ServiceKind::Stream => WorkloadKind::Stream,
+            ServiceKind::Table => WorkloadKind::Kv,
         };
         if wd.kind != wanted {
             return bad("kind", format!("a {:?} workload cannot run against the {:?} service", wd.kind, f.service.kind).to_lowercase());
@@ -723,7 +764,7 @@ fn validate(path: &Path, text: &str, f: ScenarioFile) -> Result<Scenario, Scenar
     let mut faults = Vec::new();
     for (i, fd) in f.fault.iter().enumerate() {
         let (line, _) = line_col(text, fd.span().start);
-        let (on, off) = fault_pair(&topology, fd.get_ref(), i, f.service.kind == ServiceKind::Stream, &err)?;
+        let (on, off) = fault_pair(&topology, fd.get_ref(), i, f.service.kind.on_streams(), &err)?;
         let at = fd.get_ref().at.get_ref().0;
         if at > duration {
             return Err(err(fd.get_ref().at.span(), format!("fault[{i}].at"), format!("{} is after the end of the run ({})", fmt_duration(at), fmt_duration(duration))));
@@ -817,7 +858,7 @@ fn fault_pair(topo: &Topology, fd: &FaultDef, i: usize, stream_service: bool, er
         "zone-down" if fd.target.as_ref().is_some_and(|t| t.get_ref() == META_LEADER) => {
             if !stream_service {
                 let span = fd.target.as_ref().map_or_else(|| fd.verb.span(), |t| t.span());
-                return Err(err(span, field("target"), format!("`{META_LEADER}` names the zone of the metadata leader: the stream service only")));
+                return Err(err(span, field("target"), format!("`{META_LEADER}` names the zone of the metadata leader: the stream service only (and the table service on it)")));
             }
             let mode = match fd.mode.as_ref().map(|m| (m.get_ref().as_str(), m.span())) {
                 None | Some(("crash", _)) => ZoneMode::Crash,

@@ -207,3 +207,35 @@ fn meta_leader_cannot_overlap_another_zone_fault() {
     let e = err(&text);
     assert!(e.message.contains("meta-leader"), "{e}");
 }
+
+fn double11() -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/double11.toml")).expect("shipped scenario")
+}
+
+#[test]
+fn the_reference_scenario_parses() {
+    let text = double11();
+    let s = parse(Path::new("double11.toml"), text.as_bytes()).unwrap();
+    assert!(s.topology.nodes().len() >= 24, "at least 8 nodes per zone");
+    assert!(s.service.partitions.unwrap() >= 64);
+}
+
+#[test]
+fn a_table_service_without_proxies_is_refused() {
+    let text = double11().replace(" proxy = 1,", "");
+    check(&text, 8, "topology.nodes", "`proxy`");
+}
+
+#[test]
+fn too_many_partitions_are_refused() {
+    let text = double11().replace("partitions = 64", "partitions = 100000");
+    let e = err(&text);
+    assert_eq!(e.field, "service.partitions", "{e}");
+}
+
+#[test]
+fn partitions_on_another_service_are_refused() {
+    let text = GOOD.replace("[[workload]]", "[service]\npartitions = 4\n\n[[workload]]");
+    let e = err(&text);
+    assert_eq!(e.field, "service.partitions", "{e}");
+}
