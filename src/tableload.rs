@@ -19,6 +19,9 @@ use crate::workload::{key_name, Answer, KvService};
 pub const INSTANCE: &str = "tablesim";
 pub const ACCESS_KEY: &str = "tablesim-key";
 pub const TABLE: &str = "rows";
+/// The error of a conditional write whose condition failed (the report's
+/// availability counts it as an answer).
+pub const CAS_MISMATCH: &str = "cas mismatch";
 /// Rows one scan asks for.
 pub const SCAN_LIMIT: u32 = 100;
 /// Attempts at creating the instance and the table before giving up.
@@ -64,6 +67,9 @@ impl KvService for TableKv {
             },
             Op::Cas { ref key, ref expected, ref value } => match c.cas(TABLE, key, expected.as_deref(), value).await {
                 Ok(()) => Answer::Ok(op.clone()),
+                // The row was not as expected: a definite answer, worded as
+                // minikv words it, so availability counts it as served.
+                Err(TableError::ConditionFailed(_)) => Answer::Failed(CAS_MISMATCH.into()),
                 Err(e) => answer_err(e),
             },
             Op::Delete { ref key } => match c.delete(TABLE, key).await {
