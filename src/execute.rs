@@ -20,7 +20,7 @@ pub fn execute(scn: &Scenario, seed: u64, opts: &RunOptions) -> Result<Executed,
     // partition (partitions may move between servers, so not the server).
     let splits = crate::tableload::split_points(scn.workloads.first().map(|w| w.keys).unwrap_or(1), scn.service.partitions.unwrap_or(crate::scenario::DEFAULT_PARTITIONS));
     let partition_of = |key: &str| match scn.service.kind {
-        crate::scenario::ServiceKind::Table => format!("partition {}", splits.partition_point(|s| s.as_str() <= key)),
+        crate::scenario::ServiceKind::Table => format!("{}/{}", crate::tableload::TABLE, splits.partition_point(|s| s.as_str() <= key)),
         _ => topo.node(engine::minikv::owner(&servers, key)).name.clone(),
     };
     let (mut report, measured) = report::build(scn, &output, &partition_of);
