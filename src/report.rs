@@ -267,7 +267,7 @@ pub struct TableFigures {
     pub partition_loads: u64,
 }
 
-fn table_figures(obs: &engine::table::TableObserver, out: &RunOutput) -> TableFigures {
+fn table_figures(obs: &engine::table::TableObserver) -> TableFigures {
     use engine::table::FailoverCause;
     let d = obs.snapshot();
     let topo_name = |n: sim::NodeId| format!("node {}", n.0);
@@ -287,7 +287,6 @@ fn table_figures(obs: &engine::table::TableObserver, out: &RunOutput) -> TableFi
             recover.push((next.saturating_sub(last), what));
         }
     }
-    let _ = out;
     let slowest_recovery = recover.iter().max_by_key(|(d, w)| (*d, std::cmp::Reverse(w.clone()))).map(|(d, w)| format!("{} for {w}", fmt_duration(*d)));
     let mut v: Vec<u64> = recover.into_iter().map(|(d, _)| d.as_nanos() as u64).collect();
     v.sort_unstable();
@@ -428,7 +427,7 @@ pub fn build(scn: &Scenario, out: &RunOutput, partition_of: &dyn Fn(&str) -> Str
         network: out.net.clone(),
         disks: out.disk.clone(),
         streams,
-        table: out.table.as_ref().map(|t| table_figures(t, out)),
+        table: out.table.as_ref().map(table_figures),
         checks: None,
         expectations: Vec::new(),
         pass: true,

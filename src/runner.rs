@@ -123,6 +123,28 @@ struct Control {
 }
 
 impl Control {
+    /// The processes of a plan this incarnation of the node still runs:
+    /// each gets its id (from the node's incarnation), starts no earlier
+    /// than now, and is registered; those whose window has passed are left
+    /// out. `window` gives a spec's start (to move) and stop.
+    fn starting<T>(&self, ctx: &NodeCtx, plan: &[(u64, Make<T>)], window: impl Fn(&mut T) -> (&mut Duration, Duration)) -> Vec<(u64, T)> {
+        let incarnation = ctx.world.incarnation(ctx.id);
+        let now = time::now().as_duration();
+        let mut out = Vec::new();
+        for (index, make) in plan {
+            let process = incarnation * PROCESS_ID_STRIDE + index;
+            let mut spec = make(process);
+            let (start, stop) = window(&mut spec);
+            *start = (*start).max(now);
+            if *start >= stop {
+                continue;
+            }
+            self.processes.lock().expect("control").insert(process, (ctx.id, incarnation));
+            out.push((process, spec));
+        }
+        out
+    }
+
     /// The final reader's process id on this node, once the main phase has
     /// ended and the keys (or streams) to read back are known.
     async fn final_reader(&self, node: sim::NodeId, incarnation: u64) -> (u64, Vec<String>) {
@@ -140,8 +162,9 @@ impl Control {
 
 /// Builds a process's spec from its process id (which depends on the
 /// client node's incarnation).
-type MakeSpec = Arc<dyn Fn(u64) -> ProcessSpec + Send + Sync>;
-type MakeStreamSpec = Arc<dyn Fn(u64) -> StreamProcessSpec + Send + Sync>;
+type Make<T> = Arc<dyn Fn(u64) -> T + Send + Sync>;
+type MakeSpec = Make<ProcessSpec>;
+type MakeStreamSpec = Make<StreamProcessSpec>;
 
 #[derive(Clone)]
 struct ClientPlan {
@@ -466,16 +489,8 @@ fn resolve_leader_zone(f: &Fault, world: &World, observer: Option<&StreamObserve
 async fn stream_client_main(ctx: NodeCtx, plan: ClientPlan, rec: SharedHistory, control: Arc<Control>, cfg: StreamConfig, timeout: Duration) {
     let client = StreamClient::bind(&ctx, cfg).await;
     let incarnation = ctx.world.incarnation(ctx.id);
-    let now = time::now().as_duration();
     let ends: SharedEnds = Arc::new(Mutex::new(BTreeMap::new()));
-    for (index, make) in &plan.streams {
-        let process = incarnation * PROCESS_ID_STRIDE + index;
-        let mut spec = make(process);
-        spec.start = spec.start.max(now);
-        if spec.start >= spec.stop {
-            continue;
-        }
-        control.processes.lock().expect("control").insert(process, (ctx.id, incarnation));
+    for (process, spec) in control.starting(&ctx, &plan.streams, |s| (&mut s.start, s.stop)) {
         let rng = ctx.world.rng(&format!("workload/{}/{process}", spec.def.name));
         madsim::task::spawn(streamload::run_process(ctx.world.clone(), client.clone(), rec.clone(), spec, ends.clone(), control.stream_progress.clone(), rng));
     }
@@ -514,15 +529,7 @@ async fn table_client_main(ctx: NodeCtx, plan: ClientPlan, rec: SharedHistory, c
 /// first client node) against `client`.
 async fn kv_processes<S: KvService + 'static>(ctx: NodeCtx, plan: ClientPlan, rec: SharedHistory, control: Arc<Control>, client: S) {
     let incarnation = ctx.world.incarnation(ctx.id);
-    let now = time::now().as_duration();
-    for (index, make) in &plan.processes {
-        let process = incarnation * PROCESS_ID_STRIDE + index;
-        let mut spec = make(process);
-        spec.start = spec.start.max(now);
-        if spec.start >= spec.stop {
-            continue;
-        }
-        control.processes.lock().expect("control").insert(process, (ctx.id, incarnation));
+    for (process, spec) in control.starting(&ctx, &plan.processes, |s| (&mut s.start, s.stop)) {
         let rng = ctx.world.rng(&format!("workload/{}/{process}", spec.workload));
         madsim::task::spawn_local(workload::run_process(ctx.world.clone(), client.clone(), rec.clone(), spec, rng));
     }
