@@ -228,6 +228,7 @@ fn stream_figures(obs: &engine::stream::StreamObserver, out: &RunOutput, secs: u
             SealCause::ReplicaFailed => "replica_failed",
             SealCause::Full => "extent_full",
             SealCause::OwnerChange => "owner_change",
+            SealCause::ZoneBack => "zone_back",
         };
         *seals.entry(name.to_string()).or_insert(0) += 1;
     }
@@ -252,8 +253,10 @@ pub struct TableFigures {
     /// Partition owner changes by cause (`Initial` = first placement).
     pub failovers: BTreeMap<String, u64>,
     /// Per failover after a server died or lost its lease: from the old
-    /// owner's last answer to the new owner's first moment of serving
-    /// (the partition's unavailability as the service saw it).
+    /// owner's last sign of service (its last answer or its lease's last
+    /// renewal, whichever is later: a crashed server was alive then) to
+    /// the new owner's first moment of serving (the partition's
+    /// unavailability as the service saw it).
     pub time_to_recover: Option<Latency>,
     /// The worst one: partition, from, to.
     pub slowest_recovery: Option<String>,
@@ -278,9 +281,10 @@ fn table_figures(obs: &engine::table::TableObserver) -> TableFigures {
         if !matches!(f.cause, FailoverCause::ServerDead | FailoverCause::LeaseLost) {
             continue;
         }
-        // The old owner's last answer before the failover, and the first
-        // interval of the partition that began after it.
-        let last = d.serving.iter().filter(|iv| iv.partition == f.partition && iv.start <= f.at).map(|iv| iv.last_served).max();
+        // The old owner's last sign of service before the failover (its
+        // last answer or the last renewal of its lease, whichever is
+        // later), and the first interval of the partition that began after.
+        let last = d.serving.iter().filter(|iv| iv.partition == f.partition && iv.start <= f.at).map(|iv| iv.last_served.max(iv.renewed)).max();
         let next = d.serving.iter().filter(|iv| iv.partition == f.partition && iv.start >= f.at).map(|iv| iv.start).min();
         if let (Some(last), Some(next)) = (last, next) {
             let what = format!("partition {} {} -> {} at {}", f.partition, f.from.map_or("-".into(), topo_name), f.to.map_or("-".into(), topo_name), f.at);

@@ -6,6 +6,7 @@
 compile_error!("engine only runs inside madsim's simulation: build with `--cfg madsim` (see .cargo/config.toml; unset RUSTFLAGS)");
 
 pub mod fs;
+pub mod join;
 pub mod lsm;
 pub mod meta;
 pub mod minikv;

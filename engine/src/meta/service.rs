@@ -363,14 +363,28 @@ pub enum ClientError {
     Protocol,
 }
 
-/// A client of the metadata store, bound on its own node.
-pub struct MetaClient {
-    net: Net<MetaMsg>,
-    _inbox: Inbox<MetaMsg>,
-    cfg: ServiceConfig,
+/// How long a client avoids a replica that did not answer a call (unless
+/// every replica is avoided).
+pub const SUSPECT_FOR: Duration = Duration::from_secs(1);
+
+/// A client's idea of where the leader is.
+#[derive(Debug, Default)]
+struct Route {
     leader: Option<NodeId>,
     /// Round-robin position when no leader is known.
     next: usize,
+    /// Replicas that timed out, avoided until then.
+    suspect: BTreeMap<NodeId, SimTime>,
+}
+
+/// A client of the metadata store, bound on its own node.
+pub struct MetaClient {
+    net: Net<MetaMsg>,
+    /// Keeps the binding alive; shared by the sessions of one pool.
+    _inbox: std::sync::Arc<std::sync::Mutex<Inbox<MetaMsg>>>,
+    cfg: ServiceConfig,
+    /// Where requests go; shared by the sessions of one pool.
+    route: std::sync::Arc<std::sync::Mutex<Route>>,
     /// This client's id for de-duplication, and its last write's sequence.
     client_id: u64,
     seq: u64,
@@ -378,9 +392,21 @@ pub struct MetaClient {
 
 impl MetaClient {
     pub async fn bind(ctx: &NodeCtx, cfg: ServiceConfig) -> MetaClient {
+        let mut pool = MetaClient::bind_pool(ctx, cfg, 1).await;
+        pool.pop().expect("a pool of one")
+    }
+
+    /// `n` (at least one) clients sharing one binding of this node, each
+    /// its own de-duplication session, so that they may have a request
+    /// out at once (a session has one at a time).
+    pub async fn bind_pool(ctx: &NodeCtx, cfg: ServiceConfig, n: usize) -> Vec<MetaClient> {
         let (net, inbox) = Net::bind(ctx).await;
-        let client_id = ctx.rng("meta-client").random_range(1..u64::MAX);
-        MetaClient { net, _inbox: inbox, cfg, leader: None, next: 0, client_id, seq: 0 }
+        let inbox = std::sync::Arc::new(std::sync::Mutex::new(inbox));
+        let mut rng = ctx.rng("meta-client");
+        let route = std::sync::Arc::new(std::sync::Mutex::new(Route::default()));
+        (0..n.max(1))
+            .map(|_| MetaClient { net: net.clone(), _inbox: inbox.clone(), cfg: cfg.clone(), route: route.clone(), client_id: rng.random_range(1..u64::MAX), seq: 0 })
+            .collect()
     }
 
     pub async fn get(&mut self, key: &str) -> Result<Option<Vec<u8>>, ClientError> {
@@ -447,18 +473,34 @@ impl MetaClient {
         }
     }
 
+    /// The leader if known, else the next replica in turn that has not
+    /// timed out lately (any, when all have).
     fn target(&mut self) -> NodeId {
-        if let Some(l) = self.leader {
+        let now = time::now();
+        let mut r = self.route.lock().expect("route lock");
+        r.suspect.retain(|_, until| *until > now);
+        if let Some(l) = r.leader {
             return l;
         }
-        let n = self.cfg.replicas[self.next % self.cfg.replicas.len()];
-        self.next += 1;
-        n
+        let n = self.cfg.replicas.len();
+        let start = r.next;
+        let pick = (0..n).map(|i| self.cfg.replicas[(start + i) % n]).position(|c| !r.suspect.contains_key(&c)).unwrap_or(0);
+        r.next = start + pick + 1;
+        self.cfg.replicas[(start + pick) % n]
     }
 
-    fn forget(&mut self, replica: NodeId) {
-        if self.leader == Some(replica) {
-            self.leader = None;
+    fn set_leader(&self, leader: NodeId) {
+        self.route.lock().expect("route lock").leader = Some(leader);
+    }
+
+    /// `replica` did not lead (`timed_out`: or answer at all).
+    fn forget(&mut self, replica: NodeId, timed_out: bool) {
+        let mut r = self.route.lock().expect("route lock");
+        if r.leader == Some(replica) {
+            r.leader = None;
+        }
+        if timed_out {
+            r.suspect.insert(replica, time::now() + SUSPECT_FOR);
         }
     }
 
@@ -474,23 +516,23 @@ impl MetaClient {
             match r {
                 Ok(MetaMsg::Resp(resp)) => match resp {
                     Response::NotLeader { hint } => {
-                        self.forget(to);
+                        self.forget(to, false);
                         match hint.filter(|h| *h != to && self.cfg.replicas.contains(h)) {
-                            Some(h) => self.leader = Some(h),
+                            Some(h) => self.set_leader(h),
                             None => time::sleep(self.cfg.retry_backoff).await,
                         }
                     }
                     Response::Busy | Response::Lost => time::sleep(self.cfg.retry_backoff).await,
                     Response::Status { .. } => return Err(ClientError::Protocol),
                     done => {
-                        self.leader = Some(to);
+                        self.set_leader(to);
                         return Ok(done);
                     }
                 },
                 Ok(_) => return Err(ClientError::Protocol),
                 Err(NetError::Timeout) => {
                     // Safe to retry: a write's request id makes it apply once.
-                    self.forget(to);
+                    self.forget(to, true);
                     maybe_applied |= is_write;
                 }
                 Err(NetError::TooManyPending) => time::sleep(self.cfg.retry_backoff).await,

@@ -47,7 +47,11 @@ struct ClientInner {
     world: World,
     net: Net<StreamMsg>,
     _inbox: std::sync::Mutex<Inbox<StreamMsg>>,
-    meta: tokio::sync::Mutex<MetaClient>,
+    /// Sessions of the metadata store: one request out each
+    /// ([`META_SESSIONS`]); see [`StreamClient::meta`].
+    meta: Vec<tokio::sync::Mutex<MetaClient>>,
+    /// Round-robin position for waiting on a busy session.
+    meta_next: std::sync::atomic::AtomicUsize,
     cfg: StreamConfig,
     rng: std::sync::Mutex<ChaCha8Rng>,
     /// Nodes to avoid until the given time (they failed a call).
@@ -109,14 +113,15 @@ impl StreamClient {
     /// runs at most one of each).
     pub async fn bind(ctx: &NodeCtx, cfg: StreamConfig) -> StreamClient {
         let (net, inbox) = Net::bind(ctx).await;
-        let meta = MetaClient::bind(ctx, cfg.meta.clone()).await;
+        let meta = MetaClient::bind_pool(ctx, cfg.meta.clone(), META_SESSIONS).await;
         StreamClient {
             inner: Arc::new(ClientInner {
                 me: ctx.id,
                 world: ctx.world.clone(),
                 net,
                 _inbox: std::sync::Mutex::new(inbox),
-                meta: tokio::sync::Mutex::new(meta),
+                meta: meta.into_iter().map(tokio::sync::Mutex::new).collect(),
+                meta_next: Default::default(),
                 rng: std::sync::Mutex::new(ctx.rng("stream-client")),
                 cfg,
                 avoid: std::sync::Mutex::new(BTreeMap::new()),
@@ -152,28 +157,40 @@ impl StreamClient {
         v
     }
 
+    /// A free metadata session (the first, in order), or the next in
+    /// round-robin order to wait for when all are busy.
+    async fn meta(&self) -> tokio::sync::MutexGuard<'_, MetaClient> {
+        for m in &self.inner.meta {
+            if let Ok(g) = m.try_lock() {
+                return g;
+            }
+        }
+        let i = self.inner.meta_next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % self.inner.meta.len();
+        self.inner.meta[i].lock().await
+    }
+
     pub(crate) async fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>, StreamError> {
-        Ok(self.inner.meta.lock().await.get(key).await?)
+        Ok(self.meta().await.get(key).await?)
     }
 
     async fn meta_scan(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StreamError> {
-        Ok(self.inner.meta.lock().await.scan(prefix, STREAMS_MAX).await?)
+        Ok(self.meta().await.scan(prefix, STREAMS_MAX).await?)
     }
 
     pub(crate) async fn meta_txn(&self, checks: Vec<(String, Option<Vec<u8>>)>, writes: Vec<(String, Option<Vec<u8>>)>) -> Result<Outcome, ClientError> {
-        self.inner.meta.lock().await.txn(checks, writes).await
+        self.meta().await.txn(checks, writes).await
     }
 
     pub(crate) async fn meta_put(&self, key: &str, value: &[u8]) -> Result<(), ClientError> {
-        self.inner.meta.lock().await.put(key, value).await
+        self.meta().await.put(key, value).await
     }
 
     pub(crate) async fn meta_scan_all(&self, prefix: &str, limit: usize) -> Result<Vec<(String, Vec<u8>)>, ClientError> {
-        self.inner.meta.lock().await.scan(prefix, limit).await
+        self.meta().await.scan(prefix, limit).await
     }
 
     pub(crate) async fn meta_status(&self, replica: NodeId) -> Option<(bool, u64, u64)> {
-        self.inner.meta.lock().await.status(replica).await
+        self.meta().await.status(replica).await
     }
 
     /// Pings every storage node at once: which answered.
@@ -393,7 +410,7 @@ impl StreamClient {
                 None => 0,
                 Some(b) => parse_epoch(b).ok_or_else(|| StreamError::BadMeta(key.clone()))?,
             };
-            match self.inner.meta.lock().await.cas(&key, cur.as_deref(), Some(&epoch_bytes(n + 1))).await {
+            match self.meta().await.cas(&key, cur.as_deref(), Some(&epoch_bytes(n + 1))).await {
                 Ok(Outcome::Done) => {
                     epoch = Some(n + 1);
                     break;
@@ -411,9 +428,13 @@ impl StreamClient {
             next_extent: AtomicU64::new(0),
             streams: std::sync::Mutex::new(BTreeMap::new()),
         });
-        for (name, _) in self.list_streams(ns).await? {
-            let (meta, bytes) = self.fence_stream(ns, &name, epoch).await?;
-            inner.install(&name, meta, bytes);
+        // Every stream's open extent is sealed at once: with a replica down,
+        // each seal waits out a call timeout.
+        let names: Vec<String> = self.list_streams(ns).await?.into_iter().map(|(n, _)| n).collect();
+        let fenced = crate::join::join_all(names.iter().map(|name| self.fence_stream(ns, name, epoch)).collect()).await;
+        for (name, f) in names.iter().zip(fenced) {
+            let (meta, bytes) = f?;
+            inner.install(name, meta, bytes);
         }
         Ok(Namespace { inner })
     }
@@ -526,6 +547,7 @@ impl NsInner {
             next_seq: 0,
             tx,
             commit_sent: 0,
+            zone_back: false,
         };
         madsim::task::spawn(w.run(rx));
         self.streams.lock().expect("streams lock").insert(name.to_string(), h.clone());
@@ -659,6 +681,9 @@ enum WEvent {
     Append { data: Vec<u8>, reply: Reply, permit: OwnedSemaphorePermit, at: SimTime },
     Ack { gen: u64, seq: u64, node: NodeId, result: AckResult },
     Remove { reply: oneshot::Sender<Result<(), StreamError>> },
+    /// A storage node of a zone the open extent (of generation `gen`)
+    /// misses answered.
+    ZoneBack { gen: u64 },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -695,6 +720,9 @@ struct OpenExt {
     committed: u64,
     /// Stream offset of the extent's start.
     base: u64,
+    /// Cleared when the writer moves on: stops the watch of a missing zone
+    /// ([`Writer::watch_zones`]).
+    watching: Arc<AtomicBool>,
 }
 
 struct Writer {
@@ -716,6 +744,8 @@ struct Writer {
     next_seq: u64,
     tx: mpsc::UnboundedSender<WEvent>,
     commit_sent: u64,
+    /// A missing zone answers again: move on to a new extent.
+    zone_back: bool,
 }
 
 impl Writer {
@@ -765,6 +795,11 @@ impl Writer {
                         self.client().avoid(node);
                         self.failed.insert(node);
                     }
+                }
+            }
+            WEvent::ZoneBack { gen } => {
+                if gen == self.gen {
+                    self.zone_back = true;
                 }
             }
             WEvent::Remove { reply } => {
@@ -837,6 +872,10 @@ impl Writer {
             Some(SealCause::ReplicaFailed)
         } else if full && self.inflight.is_empty() && !self.queued.is_empty() {
             Some(SealCause::Full)
+        } else if self.zone_back && self.inflight.is_empty() && self.open.is_some() {
+            // Also when idle: the data already acknowledged then lies in a
+            // sealed extent, which the manager spreads over the zones.
+            Some(SealCause::ZoneBack)
         } else {
             None
         };
@@ -902,6 +941,29 @@ impl Writer {
                 }
             }
         }
+    }
+
+    /// While the open extent (generation `gen`) misses a zone that has
+    /// storage nodes, asks those nodes every [`DEGRADED_RECHECK`] (off the
+    /// append path, also when the stream is idle) whether they answer; one
+    /// that does makes the writer move on. Stops when the writer moved on
+    /// (`watching` cleared) or is gone, or after [`DEGRADED_CHECKS_MAX`].
+    fn watch_zones(&self, gen: u64, ask: Vec<NodeId>, watching: Arc<AtomicBool>) {
+        let client = self.ns.client.clone();
+        let tx = self.tx.clone();
+        madsim::task::spawn(async move {
+            for _ in 0..DEGRADED_CHECKS_MAX {
+                time::sleep(DEGRADED_RECHECK).await;
+                if !watching.load(Ordering::Relaxed) || tx.is_closed() {
+                    return;
+                }
+                let answers = client.call_all(&ask, StreamMsg::Ping, client.inner.cfg.call_timeout).await;
+                if answers.values().any(|r| matches!(r, Some(StreamMsg::Pong))) {
+                    let _ = tx.send(WEvent::ZoneBack { gen });
+                    return;
+                }
+            }
+        });
     }
 
     /// Sends a batch to every replica of the open extent.
@@ -995,11 +1057,19 @@ impl Writer {
         self.meta = new;
         self.meta_bytes = bytes;
         let index = self.meta.extents.len() - 1;
-        let mut open = OpenExt { index, id, replicas, next: 0, committed: 0, base };
+        if let Some(o) = &self.open {
+            o.watching.store(false, Ordering::Relaxed);
+        }
+        let topo = client.inner.world.topology();
+        let have: BTreeSet<ZoneId> = replicas.iter().map(|&n| topo.zone_of(n)).collect();
+        let ask: Vec<NodeId> = client.inner.cfg.storage.iter().copied().filter(|&n| !have.contains(&topo.zone_of(n))).collect();
+        let watching = Arc::new(AtomicBool::new(!ask.is_empty()));
+        let mut open = OpenExt { index, id, replicas, next: 0, committed: 0, base, watching: watching.clone() };
         let _ = open.index;
         self.gen += 1;
         self.failed.clear();
         self.must_switch = false;
+        self.zone_back = false;
         self.commit_sent = 0;
         for b in &mut self.inflight {
             b.offset = open.next;
@@ -1007,6 +1077,9 @@ impl Writer {
             b.acked.clear();
         }
         self.open = Some(open);
+        if !ask.is_empty() {
+            self.watch_zones(self.gen, ask, watching);
+        }
         let batches: Vec<&Batch> = self.inflight.iter().collect();
         for b in batches {
             self.send(b);

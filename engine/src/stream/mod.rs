@@ -74,6 +74,14 @@ pub const SEAL_ROUNDS_MAX: u32 = 20;
 /// Attempts at one metadata transaction (after unknown outcomes or
 /// concurrent replica changes by the manager).
 pub const META_ATTEMPTS_MAX: u32 = 8;
+/// How often a writer whose open extent spans fewer zones than the
+/// storage nodes do asks whether a missing zone answers again.
+pub const DEGRADED_RECHECK: Duration = Duration::from_secs(1);
+/// Checks one such writer makes before it stops asking (an hour's worth).
+pub const DEGRADED_CHECKS_MAX: u32 = 3600;
+/// Metadata sessions one stream client keeps, so that this many of its
+/// metadata requests (say, of partitions loading at once) are out together.
+pub const META_SESSIONS: usize = 4;
 /// Streams one namespace may hold (one `Scan`).
 pub const STREAMS_MAX: usize = crate::meta::service::SCAN_LIMIT_MAX;
 /// Extents one stream's metadata may list.
@@ -278,6 +286,11 @@ pub enum SealCause {
     Full,
     /// A new owner opened the namespace.
     OwnerChange,
+    /// The extent's replicas span fewer zones than the storage nodes do,
+    /// and a storage node of a missing zone answers again: the writer
+    /// moves on to an extent placed over every zone (the manager then
+    /// moves the sealed one's replicas).
+    ZoneBack,
 }
 
 /// What the layer observed, as plain data for reports.

@@ -320,6 +320,9 @@ pub struct ServingInterval {
     pub start: SimTime,
     /// The last time it answered a request of the partition (or `start`).
     pub last_served: SimTime,
+    /// The last time a grant renewed its lease (or `start`): a crashed
+    /// server was alive then.
+    pub renewed: SimTime,
     /// When it stopped serving, if it noticed (a crash leaves it `None`).
     pub stopped: Option<SimTime>,
 }

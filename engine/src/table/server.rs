@@ -125,7 +125,7 @@ impl Server {
                 (true, None) => {
                     let (server, epoch, start_key, end_key) = (self.ctx.id, r.epoch, r.info.start.clone(), r.info.end.clone());
                     r.interval = Some(self.cfg.observer.with(|o| {
-                        o.serving.push(ServingInterval { partition: pid, server, epoch, start_key, end_key, start: now, last_served: now, stopped: None });
+                        o.serving.push(ServingInterval { partition: pid, server, epoch, start_key, end_key, start: now, last_served: now, renewed: now, stopped: None });
                         o.serving.len() - 1
                     }));
                 }
@@ -163,20 +163,18 @@ impl Server {
                 let st = self.st.lock().expect("state lock");
                 (st.echo, st.lost.clone())
             };
-            let calls = self.cfg.masters.iter().map(|&m| {
-                let net = self.net.clone();
+            // One call per master, each applying its grant on arrival: a
+            // dead master's timeout does not hold up the active one's grant
+            // or the next heartbeat.
+            for &m in &self.cfg.masters {
+                let s = self.clone();
                 let msg = ControlMsg::Heartbeat { echo, lost: lost.clone() };
-                let t = self.cfg.call_timeout;
-                async move { net.call(m, msg, t).await.ok() }
-            });
-            let answers = futures_join(calls.collect()).await;
-            let grant = answers
-                .into_iter()
-                .flatten()
-                .filter_map(|a| if let ControlMsg::Grant { master_epoch, sent, parts } = a { Some((master_epoch, sent, parts)) } else { None })
-                .max_by_key(|(e, _, _)| *e);
-            if let Some((epoch, msent, parts)) = grant {
-                self.apply_grant(sent, epoch, msent, parts, &lost);
+                let lost = lost.clone();
+                madsim::task::spawn_local(async move {
+                    if let Ok(ControlMsg::Grant { master_epoch, sent: msent, parts }) = s.net.call(m, msg, s.cfg.call_timeout).await {
+                        s.apply_grant(sent, master_epoch, msent, parts, &lost);
+                    }
+                });
             }
             {
                 let mut st = self.st.lock().expect("state lock");
@@ -203,7 +201,9 @@ impl Server {
 
     fn apply_grant(self: &Arc<Self>, sent_local: SimTime, master_epoch: u64, master_sent: SimTime, parts: Vec<(PartitionId, u64)>, reported: &[(PartitionId, u64)]) {
         let mut st = self.st.lock().expect("state lock");
-        if st.echo.is_some_and(|(e, _)| e > master_epoch) {
+        // An older master's grant, or one this master sent before the
+        // newest applied (answers may arrive out of order), is stale.
+        if st.echo.is_some_and(|echo| echo > (master_epoch, master_sent)) {
             return;
         }
         st.echo = Some((master_epoch, master_sent));
@@ -213,9 +213,19 @@ impl Server {
         let granted: BTreeMap<PartitionId, u64> = parts.into_iter().filter(|p| !st.released.contains(p)).collect();
         // Leases: only for what this grant lists.
         st.leases.retain(|(p, e), _| granted.get(p) == Some(e));
+        let now = time::now();
         for (&p, &e) in &granted {
             let l = st.leases.entry((p, e)).or_insert(until);
             *l = (*l).max(until);
+            if let Some(Slot::Ready(r)) = st.slots.get(&p) {
+                if let (Some(i), true) = (r.interval, r.epoch == e) {
+                    self.cfg.observer.with(|o| {
+                        if let Some(iv) = o.serving.get_mut(i) {
+                            iv.renewed = iv.renewed.max(now);
+                        }
+                    });
+                }
+            }
         }
         // Unload what the grant leaves out or names at another epoch.
         let drop: Vec<PartitionId> = st
@@ -348,35 +358,4 @@ impl Server {
         }
         r
     }
-}
-
-/// Awaits every future (all run concurrently), in order.
-pub(crate) async fn futures_join<T, F: std::future::Future<Output = T>>(futs: Vec<F>) -> Vec<T> {
-    let n = futs.len();
-    let results: Arc<Mutex<Vec<Option<T>>>> = Arc::new(Mutex::new((0..n).map(|_| None).collect()));
-    let mut pinned: Vec<std::pin::Pin<Box<F>>> = futs.into_iter().map(Box::pin).collect();
-    let mut done = vec![false; n];
-    std::future::poll_fn(|cx| {
-        let mut all = true;
-        for (i, f) in pinned.iter_mut().enumerate() {
-            if done[i] {
-                continue;
-            }
-            match f.as_mut().poll(cx) {
-                std::task::Poll::Ready(v) => {
-                    results.lock().expect("results lock")[i] = Some(v);
-                    done[i] = true;
-                }
-                std::task::Poll::Pending => all = false,
-            }
-        }
-        if all {
-            std::task::Poll::Ready(())
-        } else {
-            std::task::Poll::Pending
-        }
-    })
-    .await;
-    let mut r = results.lock().expect("results lock");
-    r.drain(..).map(|v| v.expect("every future finished")).collect()
 }
