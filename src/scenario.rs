@@ -642,31 +642,20 @@ fn validate(path: &Path, text: &str, f: ScenarioFile) -> Result<Scenario, Scenar
         return Err(err(0..0, "service.group_commit_max".into(), "must be at least 1".into()));
     }
 
-    if f.service.kind != ServiceKind::Stream {
-        let e = &f.expect;
-        for (name, set) in [
-            ("streams_ok", e.streams_ok.is_some()),
-            ("max_append_stall", e.max_append_stall.is_some()),
-            ("rereplicated", e.rereplicated.is_some()),
-            ("replicated_at_end", e.replicated_at_end.is_some()),
-        ] {
-            if set {
-                return Err(err(0..0, format!("expect.{name}"), "applies to `kind = \"stream\"` scenarios only".into()));
-            }
-        }
-    }
-
-    if f.service.kind != ServiceKind::Table {
-        let e = &f.expect;
-        for (name, set) in [
-            ("bad_requests_accepted", e.bad_requests_accepted.is_some()),
-            ("min_bad_requests_refused", e.min_bad_requests_refused.is_some()),
-            ("bad_values_seen", e.bad_values_seen.is_some()),
-            ("min_master_takeovers", e.min_master_takeovers.is_some()),
-        ] {
-            if set {
-                return Err(err(0..0, format!("expect.{name}"), "applies to `kind = \"table\"` scenarios only".into()));
-            }
+    // Expectations that only one service can meet.
+    let e = &f.expect;
+    for (name, set, kind) in [
+        ("streams_ok", e.streams_ok.is_some(), ServiceKind::Stream),
+        ("max_append_stall", e.max_append_stall.is_some(), ServiceKind::Stream),
+        ("rereplicated", e.rereplicated.is_some(), ServiceKind::Stream),
+        ("replicated_at_end", e.replicated_at_end.is_some(), ServiceKind::Stream),
+        ("bad_requests_accepted", e.bad_requests_accepted.is_some(), ServiceKind::Table),
+        ("min_bad_requests_refused", e.min_bad_requests_refused.is_some(), ServiceKind::Table),
+        ("bad_values_seen", e.bad_values_seen.is_some(), ServiceKind::Table),
+        ("min_master_takeovers", e.min_master_takeovers.is_some(), ServiceKind::Table),
+    ] {
+        if set && f.service.kind != kind {
+            return Err(err(0..0, format!("expect.{name}"), format!("applies to `kind = \"{}\"` scenarios only", format!("{kind:?}").to_lowercase())));
         }
     }
 
