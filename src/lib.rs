@@ -3,6 +3,7 @@
 #[cfg(not(madsim))]
 compile_error!("tablesim only runs inside madsim's simulation: build with `--cfg madsim` (see .cargo/config.toml; unset RUSTFLAGS)");
 
+pub mod badreq;
 pub mod bench;
 pub mod check;
 pub mod execute;

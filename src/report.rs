@@ -85,6 +85,10 @@ pub struct Report {
     /// refusals.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub table: Option<TableFigures>,
+    /// Table scenarios whose workloads send bad requests: sent, refused by
+    /// reason, accepted (must be 0), and sightings of their values.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bad_requests: Option<crate::badreq::BadRequestFigures>,
     /// The checkers' verdicts over the run's history.
     pub checks: Option<crate::check::Verdicts>,
     pub expectations: Vec<Expectation>,
@@ -355,6 +359,9 @@ pub struct Measured {
     pub availability: f64,
     pub max_unavailability: Duration,
     pub max_append_stall: Option<Duration>,
+    /// Table scenarios: master takeovers from the first fault on, the time
+    /// of that fault, and takeovers over the whole run.
+    pub master_takeovers_after_fault: Option<(u64, SimTime, u64)>,
 }
 
 /// Builds the report's measurements (everything but the checkers).
@@ -432,11 +439,18 @@ pub fn build(scn: &Scenario, out: &RunOutput, partition_of: &dyn Fn(&str) -> Str
         disks: out.disk.clone(),
         streams,
         table: out.table.as_ref().map(table_figures),
+        bad_requests: out.bad_requests.as_ref().map(|log| crate::badreq::figures(log, &ops)),
         checks: None,
         expectations: Vec::new(),
         pass: true,
     };
-    (report, Measured { availability: overall, max_unavailability: unavail, max_append_stall })
+    // The first fault as applied (a fault's time is when it fired).
+    let first_fault = out.faults.first().map(|f| f.at).unwrap_or(out.end);
+    let master_takeovers_after_fault = out.table.as_ref().map(|t| {
+        let takeovers = t.snapshot().master_takeovers;
+        (takeovers.iter().filter(|(at, _, _)| *at >= first_fault).count() as u64, first_fault, takeovers.len() as u64)
+    });
+    (report, Measured { availability: overall, max_unavailability: unavail, max_append_stall, master_takeovers_after_fault })
 }
 
 impl Report {
@@ -525,6 +539,24 @@ fn judge_measured(report: &mut Report, scn: &Scenario, m: &Measured) {
     }
     if let (Some(max), Some(got)) = (scn.expect.max_append_stall, m.max_append_stall) {
         report.expect("max_append_stall", format!("<= {}", fmt_duration(max.0)), fmt_duration(got), got <= max.0);
+    }
+    if let Some(min) = scn.expect.min_master_takeovers {
+        let (after, at, all) = m.master_takeovers_after_fault.unwrap_or((0, SimTime::ZERO, 0));
+        report.expect("min_master_takeovers", format!(">= {min}"), format!("{after} from {at} on ({all} in all)"), after >= min);
+    }
+    let bad = report.bad_requests.clone();
+    let bad_figure = |f: fn(&crate::badreq::BadRequestFigures) -> u64| bad.as_ref().map(f).unwrap_or(0);
+    if let Some(max) = scn.expect.bad_requests_accepted {
+        let (accepted, sent) = (bad_figure(|b| b.accepted), bad_figure(|b| b.sent));
+        report.expect("bad_requests_accepted", format!("<= {max}"), format!("{accepted} of {sent}"), accepted <= max);
+    }
+    if let Some(min) = scn.expect.min_bad_requests_refused {
+        let (refused, sent) = (bad_figure(|b| b.refused), bad_figure(|b| b.sent));
+        report.expect("min_bad_requests_refused", format!(">= {min}"), format!("{refused} of {sent}"), refused >= min);
+    }
+    if let Some(max) = scn.expect.bad_values_seen {
+        let seen = bad_figure(|b| b.values_seen);
+        report.expect("bad_values_seen", format!("<= {max}"), seen.to_string(), seen <= max);
     }
     let figures = report.streams.clone().unwrap_or_default();
     if let Some(want) = scn.expect.rereplicated {

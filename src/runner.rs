@@ -20,7 +20,8 @@ use sim::net::Net;
 use sim::time::{self, SimTime};
 use sim::world::{NetStats, NodeCtx, World};
 
-use crate::scenario::{heal_all, Scenario, ServiceKind, WorkloadKind, DEFAULT_PARTITIONS, MASTER_ROLE as TABLE_MASTER_ROLE, META_LEADER, PROXY_ROLE, STORAGE_ROLE};
+use crate::badreq::{BadLog, BadLogData};
+use crate::scenario::{heal_all, is_dynamic_zone, Scenario, ServiceKind, WorkloadKind, DEFAULT_PARTITIONS, MASTER_ROLE as TABLE_MASTER_ROLE, MASTER_ZONE, META_LEADER, PROXY_ROLE, STORAGE_ROLE};
 use crate::tableload::{self, TableKv};
 use crate::workload::KvService;
 use engine::table::client::TableClient;
@@ -78,6 +79,8 @@ pub struct RunOutput {
     pub streams: Option<StreamObserver>,
     /// What the table service observed (table scenarios only).
     pub table: Option<TableObserver>,
+    /// What the bad requests met (scenarios whose workloads send them).
+    pub bad_requests: Option<BadLogData>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -348,15 +351,15 @@ async fn simulate(scn: Scenario, seed: u64, opts: RunOptions) -> RunOutput {
     }
 
     let rec: SharedHistory = Arc::new(Mutex::new(History::new()));
+    let bad_log = scn.workloads.iter().any(|w| w.bad_requests > 0.0).then(BadLog::default);
     let control = Arc::new(Control { final_keys: Mutex::new(None), final_done: AtomicBool::new(false), processes: Mutex::new(BTreeMap::new()), stream_progress: Arc::new(Mutex::new(BTreeMap::new())), table_ready: AtomicBool::new(false) });
     for (&c, plan) in clients.iter().zip(plans) {
         let (rec, control, servers) = (rec.clone(), control.clone(), servers.clone());
         match (&table_cfg, &stream_cfg) {
             (Some(cfg), _) => {
                 let cfg = cfg.clone();
-                let keys = scn.workloads.first().map(|w| w.keys).unwrap_or(1);
-                let partitions = scn.service.partitions.unwrap_or(DEFAULT_PARTITIONS);
-                world.start_node(c, move |ctx| table_client_main(ctx, plan.clone(), rec.clone(), control.clone(), cfg.clone(), keys, partitions))
+                let table = TableSetup { keys: scn.workloads.first().map(|w| w.keys).unwrap_or(1), partitions: scn.service.partitions.unwrap_or(DEFAULT_PARTITIONS), bad: bad_log.clone() };
+                world.start_node(c, move |ctx| table_client_main(ctx, plan.clone(), rec.clone(), control.clone(), cfg.clone(), table.clone()))
             }
             (None, None) => world.start_node(c, move |ctx| client_main(ctx, plan.clone(), rec.clone(), control.clone(), servers.clone(), op_timeout)),
             (None, Some(cfg)) => {
@@ -370,12 +373,13 @@ async fn simulate(scn: Scenario, seed: u64, opts: RunOptions) -> RunOutput {
     let mut faults = Vec::new();
     let mut heal_at = SimTime::ZERO;
     let observer = stream_cfg.as_ref().map(|c| c.observer.clone());
-    let mut leader_zone: Option<String> = None;
+    let table_observer = table_cfg.as_ref().map(|c| c.observer.clone());
+    let mut dynamic_zones = DynamicZones { stream: observer.clone(), table: table_observer, resolved: BTreeMap::new() };
     for tf in &scn.faults {
         time::sleep_until(SimTime::from_duration(tf.at)).await;
-        let fault = resolve_leader_zone(&tf.fault, &world, observer.as_ref(), &mut leader_zone);
+        let (fault, text) = dynamic_zones.resolve(&tf.fault, &world);
         let r = world.apply(&fault);
-        faults.push(AppliedFault { at: time::now(), text: fault.to_string(), error: r.err().map(|e| e.to_string()) });
+        faults.push(AppliedFault { at: time::now(), text, error: r.err().map(|e| e.to_string()) });
         heal_at = time::now();
     }
     time::sleep_until(SimTime::from_duration(scn.duration)).await;
@@ -387,9 +391,9 @@ async fn simulate(scn: Scenario, seed: u64, opts: RunOptions) -> RunOutput {
     let longest_timeout = scn.workloads.iter().map(|w| w.timeout.0).max().unwrap_or(Duration::ZERO);
     time::sleep(longest_timeout + IN_FLIGHT_MARGIN).await;
     for f in heal_all(&scn.faults) {
-        let f = resolve_leader_zone(&f, &world, observer.as_ref(), &mut leader_zone);
+        let (f, text) = dynamic_zones.resolve(&f, &world);
         let r = world.apply(&f);
-        faults.push(AppliedFault { at: time::now(), text: f.to_string(), error: r.err().map(|e| e.to_string()) });
+        faults.push(AppliedFault { at: time::now(), text, error: r.err().map(|e| e.to_string()) });
         heal_at = time::now();
     }
 
@@ -467,22 +471,46 @@ async fn simulate(scn: Scenario, seed: u64, opts: RunOptions) -> RunOutput {
         events: world.take_events(),
         streams: stream_cfg.map(|c| c.observer.clone()),
         table: table_cfg.map(|c| c.observer.clone()),
+        bad_requests: bad_log.map(|l| l.snapshot()),
     }
 }
 
-/// Names the zone of the metadata leader when a fault targets
-/// [`META_LEADER`]; its inverse goes to the same zone.
-fn resolve_leader_zone(f: &Fault, world: &World, observer: Option<&StreamObserver>, memo: &mut Option<String>) -> Fault {
-    let topo = world.topology();
-    match f {
-        Fault::ZoneDown { zone, mode } if zone == META_LEADER => {
-            let leader = observer.and_then(|o| o.snapshot().meta_leader);
-            let z = leader.map(|n| topo.zone_of(n)).or_else(|| topo.zones().next()).map(|z| topo.zone_name(z).to_string()).unwrap_or_default();
-            *memo = Some(z.clone());
-            Fault::ZoneDown { zone: z, mode: *mode }
+/// Zone faults whose zone is decided when they fire: [`META_LEADER`] (the
+/// zone of the metadata leader) and [`MASTER_ZONE`] (the zone of the latest
+/// table master takeover). The inverse goes to the zone the fault went to.
+struct DynamicZones {
+    stream: Option<StreamObserver>,
+    table: Option<TableObserver>,
+    /// Dynamic name -> the zone it was resolved to, while down.
+    resolved: BTreeMap<String, String>,
+}
+
+impl DynamicZones {
+    /// The fault to apply and its text for the fault log (a resolved
+    /// master zone names what it was resolved from; the metadata leader's
+    /// zone keeps its established wording).
+    fn resolve(&mut self, f: &Fault, world: &World) -> (Fault, String) {
+        let topo = world.topology();
+        match f {
+            Fault::ZoneDown { zone, mode } if is_dynamic_zone(zone) => {
+                let node = if zone == META_LEADER {
+                    self.stream.as_ref().and_then(|o| o.snapshot().meta_leader)
+                } else {
+                    self.table.as_ref().and_then(|o| o.snapshot().master_takeovers.last().map(|t| t.1))
+                };
+                let z = node.map(|n| topo.zone_of(n)).or_else(|| topo.zones().next()).map(|z| topo.zone_name(z).to_string()).unwrap_or_default();
+                self.resolved.insert(zone.clone(), z.clone());
+                let resolved = Fault::ZoneDown { zone: z, mode: *mode };
+                let text = if zone == MASTER_ZONE { format!("{resolved} [{MASTER_ZONE}]") } else { resolved.to_string() };
+                (resolved, text)
+            }
+            Fault::ZoneUp { zone } if is_dynamic_zone(zone) => {
+                let resolved = Fault::ZoneUp { zone: self.resolved.remove(zone).unwrap_or_else(|| zone.clone()) };
+                let text = if zone == MASTER_ZONE { format!("{resolved} [{MASTER_ZONE}]") } else { resolved.to_string() };
+                (resolved, text)
+            }
+            other => (other.clone(), other.to_string()),
         }
-        Fault::ZoneUp { zone } if zone == META_LEADER => Fault::ZoneUp { zone: memo.take().unwrap_or_else(|| zone.clone()) },
-        other => other.clone(),
     }
 }
 
@@ -508,12 +536,21 @@ async fn client_main(ctx: NodeCtx, plan: ClientPlan, rec: SharedHistory, control
     kv_processes(ctx, plan, rec, control, client).await
 }
 
+/// What the table's set-up needs: its keys and partitions, and with bad
+/// requests their log (set-up then creates the second instance too).
+#[derive(Clone)]
+struct TableSetup {
+    keys: u64,
+    partitions: u32,
+    bad: Option<BadLog>,
+}
+
 /// A client node of the table service: the first one creates the instance
 /// and the table; every one waits for that, then runs its processes.
-async fn table_client_main(ctx: NodeCtx, plan: ClientPlan, rec: SharedHistory, control: Arc<Control>, cfg: TableConfig, keys: u64, partitions: u32) {
+async fn table_client_main(ctx: NodeCtx, plan: ClientPlan, rec: SharedHistory, control: Arc<Control>, cfg: TableConfig, table: TableSetup) {
     let client = TableClient::bind(&ctx, &cfg, tableload::INSTANCE, tableload::ACCESS_KEY).await;
     if plan.final_reader && !control.table_ready.load(Ordering::SeqCst) {
-        match tableload::setup(&client, keys, partitions).await {
+        match tableload::setup(&client, table.keys, table.partitions, table.bad.is_some()).await {
             Ok(n) => ctx.note(format!("table {} created with {n} partitions", tableload::TABLE)),
             Err(e) => ctx.note(e),
         }
@@ -522,7 +559,7 @@ async fn table_client_main(ctx: NodeCtx, plan: ClientPlan, rec: SharedHistory, c
     while !control.table_ready.load(Ordering::SeqCst) {
         time::sleep(Duration::from_millis(5)).await;
     }
-    kv_processes(ctx, plan, rec, control, TableKv::new(client)).await
+    kv_processes(ctx, plan, rec, control, TableKv::new(client, table.bad)).await
 }
 
 /// Runs this node's key-value processes (and the final reader, on the

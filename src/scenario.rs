@@ -299,6 +299,11 @@ pub struct WorkloadDef {
     /// Rows a scan asks for.
     #[serde(default = "default_scan_limit")]
     pub scan_limit: u32,
+    /// Table scenarios: the fraction of a process's operations sent as bad
+    /// requests (missing or wrong access key, another instance's table, a
+    /// malformed row key, an oversized cell), which the proxies must refuse.
+    #[serde(default)]
+    pub bad_requests: f64,
 }
 
 fn default_dist() -> Distribution {
@@ -387,6 +392,16 @@ pub struct ExpectDef {
     pub rereplicated: Option<bool>,
     /// Streams: every extent has three replicas in three zones at the end.
     pub replicated_at_end: Option<bool>,
+    /// Table: most bad requests the service may accept (answer as if valid).
+    pub bad_requests_accepted: Option<u64>,
+    /// Table: fewest bad requests that must have been refused.
+    pub min_bad_requests_refused: Option<u64>,
+    /// Table: most reads, scans and final reads that may see a bad request's
+    /// marker value or malformed key.
+    pub bad_values_seen: Option<u64>,
+    /// Table: fewest master takeovers from the first fault on (the first
+    /// election at start-up is not one).
+    pub min_master_takeovers: Option<u64>,
 }
 
 /// A fault verb at a time, after validation.
@@ -627,17 +642,20 @@ fn validate(path: &Path, text: &str, f: ScenarioFile) -> Result<Scenario, Scenar
         return Err(err(0..0, "service.group_commit_max".into(), "must be at least 1".into()));
     }
 
-    if f.service.kind != ServiceKind::Stream {
-        let e = &f.expect;
-        for (name, set) in [
-            ("streams_ok", e.streams_ok.is_some()),
-            ("max_append_stall", e.max_append_stall.is_some()),
-            ("rereplicated", e.rereplicated.is_some()),
-            ("replicated_at_end", e.replicated_at_end.is_some()),
-        ] {
-            if set {
-                return Err(err(0..0, format!("expect.{name}"), "applies to `kind = \"stream\"` scenarios only".into()));
-            }
+    // Expectations that only one service can meet.
+    let e = &f.expect;
+    for (name, set, kind) in [
+        ("streams_ok", e.streams_ok.is_some(), ServiceKind::Stream),
+        ("max_append_stall", e.max_append_stall.is_some(), ServiceKind::Stream),
+        ("rereplicated", e.rereplicated.is_some(), ServiceKind::Stream),
+        ("replicated_at_end", e.replicated_at_end.is_some(), ServiceKind::Stream),
+        ("bad_requests_accepted", e.bad_requests_accepted.is_some(), ServiceKind::Table),
+        ("min_bad_requests_refused", e.min_bad_requests_refused.is_some(), ServiceKind::Table),
+        ("bad_values_seen", e.bad_values_seen.is_some(), ServiceKind::Table),
+        ("min_master_takeovers", e.min_master_takeovers.is_some(), ServiceKind::Table),
+    ] {
+        if set && f.service.kind != kind {
+            return Err(err(0..0, format!("expect.{name}"), format!("applies to `kind = \"{}\"` scenarios only", format!("{kind:?}").to_lowercase())));
         }
     }
 
@@ -716,10 +734,19 @@ fn validate(path: &Path, text: &str, f: ScenarioFile) -> Result<Scenario, Scenar
         if wd.kind == WorkloadKind::Stream && wd.value_size < 16 {
             return bad("value_size", format!("{} bytes: a stream append carries at least 16 (its id and brackets)", wd.value_size));
         }
+        if !(0.0..=1.0).contains(&wd.bad_requests) {
+            return bad("bad_requests", format!("{} is not a fraction in [0, 1]", wd.bad_requests));
+        }
+        if wd.bad_requests > 0.0 && f.service.kind != ServiceKind::Table {
+            return bad("bad_requests", "bad requests (refused by the table store's proxies) apply to `kind = \"table\"` scenarios only".into());
+        }
         if workloads.iter().any(|o: &WorkloadDef| o.name == wd.name) {
             return bad("name", format!("two workloads are named `{}`", wd.name));
         }
         workloads.push(wd.clone());
+    }
+    if f.expect.min_bad_requests_refused.is_some_and(|n| n > 0) && !workloads.iter().any(|w| w.bad_requests > 0.0) {
+        return Err(err(0..0, "expect.min_bad_requests_refused".into(), "no workload sends bad requests: set `bad_requests` in a [[workload]]".into()));
     }
 
     // Hotspots.
@@ -764,7 +791,7 @@ fn validate(path: &Path, text: &str, f: ScenarioFile) -> Result<Scenario, Scenar
     let mut faults = Vec::new();
     for (i, fd) in f.fault.iter().enumerate() {
         let (line, _) = line_col(text, fd.span().start);
-        let (on, off) = fault_pair(&topology, fd.get_ref(), i, f.service.kind.on_streams(), &err)?;
+        let (on, off) = fault_pair(&topology, fd.get_ref(), i, f.service.kind, &err)?;
         let at = fd.get_ref().at.get_ref().0;
         if at > duration {
             return Err(err(fd.get_ref().at.span(), format!("fault[{i}].at"), format!("{} is after the end of the run ({})", fmt_duration(at), fmt_duration(duration))));
@@ -811,8 +838,16 @@ type ErrFn<'a> = dyn Fn(std::ops::Range<usize>, String, String) -> ScenarioError
 /// The zone-down target that names, when the fault fires, the zone whose
 /// metadata replica leads (resolved by the runner).
 pub const META_LEADER: &str = "meta-leader";
+/// The zone-down target that names, when the fault fires, the zone of the
+/// active table master (the latest master takeover; resolved by the runner).
+pub const MASTER_ZONE: &str = "master-zone";
 
-fn fault_pair(topo: &Topology, fd: &FaultDef, i: usize, stream_service: bool, err: &ErrFn<'_>) -> Result<(Fault, Option<Fault>), ScenarioError> {
+/// Whether a zone name is resolved only when its fault fires.
+pub fn is_dynamic_zone(zone: &str) -> bool {
+    zone == META_LEADER || zone == MASTER_ZONE
+}
+
+fn fault_pair(topo: &Topology, fd: &FaultDef, i: usize, service: ServiceKind, err: &ErrFn<'_>) -> Result<(Fault, Option<Fault>), ScenarioError> {
     let verb = fd.verb.get_ref().as_str();
     let field = |s: &str| format!("fault[{i}].{s}");
     let zone_names: Vec<&str> = topo.zones().map(|z| topo.zone_name(z)).collect();
@@ -855,17 +890,21 @@ fn fault_pair(topo: &Topology, fd: &FaultDef, i: usize, stream_service: bool, er
     };
     let (a, b) = (set(&fd.from, "from")?, set(&fd.to, "to")?);
     Ok(match verb {
-        "zone-down" if fd.target.as_ref().is_some_and(|t| t.get_ref() == META_LEADER) => {
-            if !stream_service {
-                let span = fd.target.as_ref().map_or_else(|| fd.verb.span(), |t| t.span());
+        "zone-down" if fd.target.as_ref().is_some_and(|t| is_dynamic_zone(t.get_ref())) => {
+            let dynamic = fd.target.as_ref().map(|t| t.get_ref().as_str()).unwrap_or_default();
+            let span = fd.target.as_ref().map_or_else(|| fd.verb.span(), |t| t.span());
+            if dynamic == META_LEADER && !service.on_streams() {
                 return Err(err(span, field("target"), format!("`{META_LEADER}` names the zone of the metadata leader: the stream service only (and the table service on it)")));
+            }
+            if dynamic == MASTER_ZONE && service != ServiceKind::Table {
+                return Err(err(span, field("target"), format!("`{MASTER_ZONE}` names the zone of the active table master: `kind = \"table\"` scenarios only")));
             }
             let mode = match fd.mode.as_ref().map(|m| (m.get_ref().as_str(), m.span())) {
                 None | Some(("crash", _)) => ZoneMode::Crash,
                 Some(("isolate", _)) => ZoneMode::Isolate,
                 Some((other, span)) => return Err(err(span, field("mode"), format!("unknown mode `{other}` (crash, isolate)"))),
             };
-            (Fault::ZoneDown { zone: META_LEADER.into(), mode }, Some(Fault::ZoneUp { zone: META_LEADER.into() }))
+            (Fault::ZoneDown { zone: dynamic.into(), mode }, Some(Fault::ZoneUp { zone: dynamic.into() }))
         }
         "zone-down" => {
             let zone = target(true, false)?;
@@ -966,10 +1005,18 @@ fn replay(topo: &Topology, faults: &[TimedFault]) -> Result<(), (usize, String)>
                 if zone_down.contains_key(zone) {
                     return bad(format!("zone {zone} is already down"));
                 }
-                // The leader's zone is known only when the fault fires: it
-                // may be any zone, so it may not overlap another zone fault.
-                if zone == META_LEADER && !zone_down.is_empty() || zone_down.contains_key(META_LEADER) {
-                    return bad(format!("`{META_LEADER}` may be any zone: it cannot be down together with another zone"));
+                // A dynamic zone (the metadata leader's, the master's) is
+                // known only when the fault fires: it may be any zone, so it
+                // may not overlap another zone fault, nor a crashed or paused
+                // node.
+                let dynamic = if is_dynamic_zone(zone) && !zone_down.is_empty() { Some(zone) } else { zone_down.keys().find(|z| is_dynamic_zone(z)) };
+                if let Some(d) = dynamic {
+                    return bad(format!("`{d}` may be any zone: it cannot be down together with another zone"));
+                }
+                if is_dynamic_zone(zone) && *mode == ZoneMode::Crash {
+                    if let Some(n) = node_down.iter().chain(paused.iter()).next() {
+                        return bad(format!("`{zone}` may be any zone: node {n} is down or paused; bring it back first"));
+                    }
                 }
                 if *mode == ZoneMode::Crash {
                     if let Some(n) = zone_nodes(zone).iter().find(|n| node_down.contains(*n)) {
@@ -987,6 +1034,9 @@ fn replay(topo: &Topology, faults: &[TimedFault]) -> Result<(), (usize, String)>
                 }
             }
             Fault::NodeCrash { node } => {
+                if let Some(d) = zone_down.iter().find(|(z, m)| is_dynamic_zone(z) && **m == ZoneMode::Crash).map(|(z, _)| z) {
+                    return bad(format!("`{d}` is down and may be the zone of {node}: bring it back first"));
+                }
                 if node_down.contains(node) || zone_down.get(&zone_of(node)) == Some(&ZoneMode::Crash) {
                     return bad(format!("node {node} is already down"));
                 }
@@ -1001,6 +1051,9 @@ fn replay(topo: &Topology, faults: &[TimedFault]) -> Result<(), (usize, String)>
                 }
             }
             Fault::NodePause { node } => {
+                if let Some(d) = zone_down.iter().find(|(z, m)| is_dynamic_zone(z) && **m == ZoneMode::Crash).map(|(z, _)| z) {
+                    return bad(format!("`{d}` is down and may be the zone of {node}: bring it back first"));
+                }
                 if node_down.contains(node) || zone_down.get(&zone_of(node)) == Some(&ZoneMode::Crash) {
                     return bad(format!("node {node} is down"));
                 }

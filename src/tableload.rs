@@ -8,10 +8,11 @@
 //! `service.partitions` range partitions at evenly spaced row keys.
 
 use engine::table::client::TableClient;
-use engine::table::TableError;
+use engine::table::{TableError, CELL_BYTES_MAX, KEY_BYTES_MAX};
 use sim::time;
 use std::time::Duration;
 
+use crate::badreq::{self, BadAnswer, BadKind, BadLog, BadRequest};
 use crate::history::Op;
 use crate::workload::{key_name, Answer, KvService};
 
@@ -30,16 +31,82 @@ pub const SETUP_ATTEMPTS_MAX: u32 = 400;
 pub const SETUP_DELAY: Duration = Duration::from_millis(300);
 /// Pause between set-up attempts.
 pub const SETUP_RETRY: Duration = Duration::from_millis(25);
+/// Scenarios with bad requests: a second instance with its own key and
+/// table, whose table the workload's bad requests ask for with the first
+/// instance's key (and whose key they use on the first instance's table).
+pub const OTHER_INSTANCE: &str = "tablesim-other";
+pub const OTHER_ACCESS_KEY: &str = "tablesim-other-key";
+pub const OTHER_TABLE: &str = "ledger";
+/// The access key a wrong-key bad request presents.
+pub const WRONG_ACCESS_KEY: &str = "tablesim-key-guessed";
+/// Bytes of an oversized bad cell (over [`CELL_BYTES_MAX`]).
+pub const OVERSIZED_CELL_BYTES: usize = CELL_BYTES_MAX + 64;
 
 /// The table client as a key-value service.
 #[derive(Clone)]
 pub struct TableKv {
     client: TableClient,
+    /// Where bad requests and scans that see their rows are recorded.
+    bad: Option<BadLog>,
 }
 
 impl TableKv {
-    pub fn new(client: TableClient) -> TableKv {
-        TableKv { client }
+    pub fn new(client: TableClient, bad: Option<BadLog>) -> TableKv {
+        TableKv { client, bad }
+    }
+
+    /// The client, table and operation of a bad request.
+    fn bad_form(&self, req: &BadRequest) -> (TableClient, &'static str, Op) {
+        let own = || self.client.clone();
+        let mut op = req.op.clone();
+        match req.kind {
+            BadKind::MissingKey => (self.client.with_credentials(INSTANCE, ""), TABLE, op),
+            BadKind::WrongKey => (self.client.with_credentials(INSTANCE, WRONG_ACCESS_KEY), TABLE, op),
+            BadKind::ForeignTable if req.variant % 2 == 0 => (own(), OTHER_TABLE, op),
+            BadKind::ForeignTable => (self.client.with_credentials(OTHER_INSTANCE, OTHER_ACCESS_KEY), TABLE, op),
+            BadKind::BadRowKey => {
+                let bad = |k: &str| match req.variant % 3 {
+                    0 => String::new(),
+                    1 => "k".repeat(KEY_BYTES_MAX + 1),
+                    _ => format!("{k} x"),
+                };
+                match &mut op {
+                    Op::Read { key, .. } | Op::Write { key, .. } | Op::Cas { key, .. } | Op::Delete { key } => *key = bad(key),
+                    Op::Append { pkey, .. } => *pkey = bad(pkey),
+                    // An empty start is the table's beginning: spoil the end.
+                    Op::Scan { end, .. } => *end = bad(end),
+                    Op::StreamOpen { .. } | Op::StreamAppend { .. } | Op::StreamRead { .. } => {}
+                }
+                (own(), TABLE, op)
+            }
+            BadKind::OversizedCell => {
+                let grow = |v: &str| format!("{v}{}", "x".repeat(OVERSIZED_CELL_BYTES.saturating_sub(v.len())));
+                let op = match op {
+                    Op::Write { key, value } => Op::Write { value: grow(&value), key },
+                    Op::Cas { key, expected, value } => Op::Cas { value: grow(&value), key, expected },
+                    other => {
+                        let key = other.register_key().unwrap_or("k0").to_string();
+                        Op::Write { value: grow(&format!("{}{key}", badreq::MARKER)), key }
+                    }
+                };
+                (own(), TABLE, op)
+            }
+        }
+    }
+}
+
+/// Runs a workload operation on `table` through `client`: the operation
+/// with its outputs, and a scan's rows.
+async fn run_op(client: &TableClient, table: &str, op: &Op) -> Result<(Op, Vec<(String, String)>), TableError> {
+    let c = client;
+    match op.clone() {
+        Op::Read { key, .. } => c.get(table, &key).await.map(|value| (Op::Read { key, value }, Vec::new())),
+        Op::Write { ref key, ref value } => c.put(table, key, value).await.map(|()| (op.clone(), Vec::new())),
+        Op::Cas { ref key, ref expected, ref value } => c.cas(table, key, expected.as_deref(), value).await.map(|()| (op.clone(), Vec::new())),
+        Op::Delete { ref key } => c.delete(table, key).await.map(|()| (op.clone(), Vec::new())),
+        Op::Append { pkey, .. } => c.append(table, &pkey).await.map(|seq| (Op::Append { pkey, seq: Some(seq) }, Vec::new())),
+        Op::Scan { start, end, .. } => c.scan(table, &start, &end, SCAN_LIMIT).await.map(|rows| (Op::Scan { start, end, count: Some(rows.len() as u64) }, rows)),
+        Op::StreamOpen { .. } | Op::StreamAppend { .. } | Op::StreamRead { .. } => Err(TableError::Failed("the table service serves no streams".into())),
     }
 }
 
@@ -55,38 +122,46 @@ fn answer_err(e: TableError) -> Answer {
 
 impl KvService for TableKv {
     async fn call(&self, op: &Op, _value_size: u32) -> Answer {
-        let c = &self.client;
-        match op.clone() {
-            Op::Read { key, .. } => match c.get(TABLE, &key).await {
-                Ok(value) => Answer::Ok(Op::Read { key, value }),
-                Err(e) => answer_err(e),
-            },
-            Op::Write { ref key, ref value } => match c.put(TABLE, key, value).await {
-                Ok(()) => Answer::Ok(op.clone()),
-                Err(e) => answer_err(e),
-            },
-            Op::Cas { ref key, ref expected, ref value } => match c.cas(TABLE, key, expected.as_deref(), value).await {
-                Ok(()) => Answer::Ok(op.clone()),
-                // The row was not as expected: a definite answer, worded as
-                // minikv words it, so availability counts it as served.
-                Err(TableError::ConditionFailed(_)) => Answer::Failed(CAS_MISMATCH.into()),
-                Err(e) => answer_err(e),
-            },
-            Op::Delete { ref key } => match c.delete(TABLE, key).await {
-                Ok(()) => Answer::Ok(op.clone()),
-                Err(e) => answer_err(e),
-            },
-            Op::Append { pkey, .. } => match c.append(TABLE, &pkey).await {
-                Ok(seq) => Answer::Ok(Op::Append { pkey, seq: Some(seq) }),
-                Err(e) => answer_err(e),
-            },
-            Op::Scan { start, end, .. } => match c.scan(TABLE, &start, &end, SCAN_LIMIT).await {
-                Ok(rows) => Answer::Ok(Op::Scan { start, end, count: Some(rows.len() as u64) }),
-                Err(e) => answer_err(e),
-            },
-            Op::StreamOpen { .. } | Op::StreamAppend { .. } | Op::StreamRead { .. } => Answer::Failed("the table service serves no streams".into()),
+        match run_op(&self.client, TABLE, op).await {
+            Ok((done, rows)) => {
+                // A scan's rows are not in the history: look for bad
+                // requests' rows here.
+                if let Some(log) = &self.bad {
+                    for (k, v) in rows.iter().filter(|(k, v)| badreq::is_marked(v) || !engine::table::valid_key(k)) {
+                        log.seen_by_scan(format!("{} saw row {k:?} = {:?}", done.describe(), v.chars().take(40).collect::<String>()));
+                    }
+                }
+                Answer::Ok(done)
+            }
+            // The row was not as expected: a definite answer, worded as
+            // minikv words it, so availability counts it as served.
+            Err(TableError::ConditionFailed(_)) if matches!(op, Op::Cas { .. }) => Answer::Failed(CAS_MISMATCH.into()),
+            Err(e) => answer_err(e),
         }
     }
+
+    async fn bad(&self, req: &BadRequest) -> BadAnswer {
+        let (client, table, op) = self.bad_form(req);
+        let answer = match run_op(&client, table, &op).await {
+            Ok((done, _)) => BadAnswer::Accepted(format!("ok: {}", short(&done.describe()))),
+            // A condition was evaluated: the request reached the data.
+            Err(e @ TableError::ConditionFailed(_)) => BadAnswer::Accepted(short(&e.to_string())),
+            Err(e @ (TableError::Auth(_) | TableError::Refused(_))) => BadAnswer::Refused(e.to_string()),
+            Err(e) => BadAnswer::Unanswered(e.to_string()),
+        };
+        if let Some(log) = &self.bad {
+            log.record(req.kind, &format!("{table}: {}", short(&op.describe())), &answer);
+        }
+        answer
+    }
+}
+
+/// At most 80 characters of a description (oversized cells are long).
+fn short(s: &str) -> String {
+    if s.chars().count() <= 80 {
+        return s.to_string();
+    }
+    format!("{}...", s.chars().take(80).collect::<String>())
 }
 
 /// The `partitions - 1` split keys of a table whose rows are
@@ -107,9 +182,10 @@ pub fn split_points(keys: u64, partitions: u32) -> Vec<String> {
     out
 }
 
-/// Creates the instance and the table (both idempotent), retrying while the
+/// Creates the instance and the table (both idempotent), and with `other`
+/// the second instance and its one-partition table, retrying while the
 /// master is not yet elected or moves; `Err` after [`SETUP_ATTEMPTS_MAX`].
-pub async fn setup(client: &TableClient, keys: u64, partitions: u32) -> Result<usize, String> {
+pub async fn setup(client: &TableClient, keys: u64, partitions: u32, other: bool) -> Result<usize, String> {
     let splits = split_points(keys, partitions);
     // A request that reaches a master before its node listens is lost, and
     // the client's admin call waits out its whole timeout: let the roles
@@ -117,10 +193,19 @@ pub async fn setup(client: &TableClient, keys: u64, partitions: u32) -> Result<u
     time::sleep(SETUP_DELAY).await;
     let mut last = String::new();
     for _ in 0..SETUP_ATTEMPTS_MAX {
-        let created = match client.create_instance(INSTANCE, ACCESS_KEY).await {
+        let mut created = match client.create_instance(INSTANCE, ACCESS_KEY).await {
             Ok(()) => client.create_table(INSTANCE, TABLE, splits.len() as u32 + 1, splits.clone()).await,
             Err(e) => Err(e),
         };
+        if other && created.is_ok() {
+            let second = match client.create_instance(OTHER_INSTANCE, OTHER_ACCESS_KEY).await {
+                Ok(()) => client.create_table(OTHER_INSTANCE, OTHER_TABLE, 1, Vec::new()).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = second {
+                created = Err(e);
+            }
+        }
         match created {
             Ok(pids) => return Ok(pids.len()),
             Err(e) => last = e.to_string(),

@@ -19,6 +19,7 @@ use sim::log::Event;
 use sim::time::{self, SimTime};
 use sim::world::World;
 
+use crate::badreq::{self, BadAnswer, BadKind, BadRequest};
 use crate::history::{History, Kind, Op, Phase};
 use crate::scenario::{Distribution, HotOp, WorkloadDef};
 
@@ -109,6 +110,11 @@ pub async fn run_process<S: KvService>(world: World, client: S, history: SharedH
     let mut known: BTreeMap<String, Option<String>> = BTreeMap::new();
     let weights = spec.def.mix.weights();
     let total: f64 = weights.iter().map(|(_, w)| w).sum();
+    // Bad requests cycle through the kinds from a point of the process's
+    // own random stream (drawn only when the workload sends any, so other
+    // scenarios' streams are unchanged).
+    let bad_fraction = spec.def.bad_requests;
+    let mut bad_sent = if bad_fraction > 0.0 { rng.random_range(0..BadKind::ALL.len() as u64) } else { 0 };
     loop {
         next = next_arrival(next, spec.rate, &mut rng);
         if next >= stop {
@@ -140,14 +146,21 @@ pub async fn run_process<S: KvService>(world: World, client: S, history: SharedH
                 let key = key_name(idx);
                 counter += 1;
                 let value = format!("p{}.{counter}", spec.process);
-                match kind {
+                let op = match kind {
                     "write" => Op::Write { key, value },
                     "cas" => Op::Cas { expected: known.get(&key).cloned().unwrap_or(None), key, value },
                     "delete" => Op::Delete { key },
                     "append" => Op::Append { pkey: format!("u{:04}", idx % APPEND_PKEYS), seq: None },
                     "scan" => Op::Scan { start: key, end: key_name(idx + 50), count: None },
                     _ => Op::Read { key, value: None },
+                };
+                if bad_fraction > 0.0 && rng.random::<f64>() < bad_fraction {
+                    let req = BadRequest { kind: BadKind::ALL[(bad_sent % BadKind::ALL.len() as u64) as usize], variant: bad_sent, op: mark(op, spec.process, counter) };
+                    bad_sent += 1;
+                    send_bad(&world, &client, spec.process, req).await;
+                    continue;
                 }
+                op
             }
         };
         let (op, kind) = execute(&world, &client, &history, spec.process, Phase::Main, op, spec.def.value_size).await;
@@ -160,6 +173,24 @@ pub async fn run_process<S: KvService>(world: World, client: S, history: SharedH
             }
         }
     }
+}
+
+/// The operation with its written values marked as a bad request's.
+fn mark(op: Op, process: u64, counter: u64) -> Op {
+    let value = format!("{}p{process}.{counter}", badreq::MARKER);
+    match op {
+        Op::Write { key, .. } => Op::Write { key, value },
+        Op::Cas { key, expected, .. } => Op::Cas { key, expected, value },
+        other => other,
+    }
+}
+
+/// Sends one bad request and records it in the event log (not in the
+/// history: see [`crate::badreq`]).
+async fn send_bad<S: KvService>(world: &World, client: &S, process: u64, req: BadRequest) {
+    world.record(Event::Client { at: time::now(), process, text: format!("invoke bad {} #{} {}", req.kind.name(), req.variant, req.op.describe()) });
+    let answer = client.bad(&req).await;
+    world.record(Event::Client { at: time::now(), process, text: format!("bad {} #{} {}", req.kind.name(), req.variant, answer.describe()) });
 }
 
 fn remember(known: &mut BTreeMap<String, Option<String>>, key: &str, v: Option<String>) {
@@ -185,6 +216,14 @@ pub enum Answer {
 /// client does too.
 pub trait KvService: Clone + 'static {
     fn call(&self, op: &Op, value_size: u32) -> impl std::future::Future<Output = Answer>;
+
+    /// Sends a request the service must refuse (see [`crate::badreq`]).
+    /// Only the table store takes bad requests (scenario validation
+    /// allows them nowhere else); any other service leaves them unanswered.
+    fn bad(&self, req: &BadRequest) -> impl std::future::Future<Output = BadAnswer> {
+        let kind = req.kind;
+        async move { BadAnswer::Unanswered(format!("this service takes no bad requests ({})", kind.name())) }
+    }
 }
 
 impl KvService for KvClient {

@@ -239,3 +239,69 @@ fn partitions_on_another_service_are_refused() {
     let e = err(&text);
     assert_eq!(e.field, "service.partitions", "{e}");
 }
+
+fn table_bad_keys() -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/table-bad-keys.toml")).expect("shipped scenario")
+}
+
+#[test]
+fn the_bad_requests_scenario_parses() {
+    let s = parse(Path::new("table-bad-keys.toml"), table_bad_keys().as_bytes()).unwrap();
+    assert!(s.workloads[0].bad_requests > 0.0);
+}
+
+#[test]
+fn a_bad_request_fraction_outside_0_to_1_is_refused() {
+    for v in ["1.5", "-0.1", "nan"] {
+        let text = table_bad_keys().replace("bad_requests = 0.05", &format!("bad_requests = {v}"));
+        let e = err(&text);
+        assert_eq!(e.field, "workload[0].bad_requests", "{v}: {e}");
+        assert!(e.message.contains("[0, 1]"), "{v}: {e}");
+    }
+}
+
+#[test]
+fn bad_requests_on_another_service_are_refused() {
+    let text = GOOD.replace("mix = { read = 1.0, write = 1.0 }", "mix = { read = 1.0, write = 1.0 }\nbad_requests = 0.1");
+    let e = err(&text);
+    assert_eq!(e.field, "workload[0].bad_requests", "{e}");
+    assert!(e.message.contains("table"), "{e}");
+}
+
+#[test]
+fn table_expectations_on_another_service_are_refused() {
+    for name in ["bad_requests_accepted = 0", "min_bad_requests_refused = 1", "bad_values_seen = 0", "min_master_takeovers = 1"] {
+        let e = err(&format!("{GOOD}\n[expect]\n{name}\n"));
+        assert_eq!(e.field, format!("expect.{}", name.split(' ').next().unwrap()), "{e}");
+        assert!(e.message.contains("table"), "{e}");
+    }
+}
+
+#[test]
+fn a_refusal_minimum_without_bad_requests_is_refused() {
+    let text = table_bad_keys().replace("bad_requests = 0.05\n", "");
+    let e = err(&text);
+    assert_eq!(e.field, "expect.min_bad_requests_refused", "{e}");
+}
+
+#[test]
+fn master_zone_as_a_target_needs_the_table_service() {
+    let text = GOOD.replace("target = \"az2\"", "target = \"master-zone\"");
+    check(&text, 22, "fault[0].target", "table");
+    let text = stream_scenario().replace("target = \"meta-leader\"", "target = \"master-zone\"");
+    let e = err(&text);
+    assert_eq!(e.field, "fault[0].target", "{e}");
+}
+
+#[test]
+fn master_zone_cannot_overlap_another_zone_fault_or_a_crashed_node() {
+    let scn = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/table-master-zone-loss.toml")).unwrap();
+    let head = scn.split("[expect]").next().unwrap();
+    parse(Path::new("good.toml"), scn.as_bytes()).unwrap();
+    let e = err(&format!("{head}\n[[fault]]\nat = \"5s\"\nuntil = \"6s\"\nverb = \"zone-down\"\ntarget = \"az1\"\n"));
+    assert!(e.message.contains("master-zone"), "{e}");
+    let e = err(&format!("{head}\n[[fault]]\nat = \"5s\"\nuntil = \"6s\"\nverb = \"node-crash\"\ntarget = \"az1-table-0\"\n"));
+    assert!(e.message.contains("master-zone"), "{e}");
+    let e = err(&format!("{head}\n[[fault]]\nat = \"3s\"\nuntil = \"5s\"\nverb = \"node-pause\"\ntarget = \"az3-proxy-0\"\n"));
+    assert!(e.message.contains("master-zone"), "{e}");
+}
