@@ -813,48 +813,4 @@ mod tests {
         let names: Vec<String> = phases(&ops, &w, SimTime(0), SimTime(4 * S)).into_iter().map(|p| format!("{} [{}, {})", p.phase, p.from, p.to)).collect();
         assert_eq!(names, ["before [0ns, 1s)", "during X + Y [1s, 3s)", "after Y [3s, 4s)"]);
     }
-
-    #[test]
-    fn fault_windows_pair_each_fault_with_what_undid_it() {
-        let text = r#"name = "t"
-description = "d"
-duration = "10s"
-[topology]
-zones = ["az1", "az2", "az3"]
-nodes = { kv = 1, client = 1 }
-intra_zone_latency = "100us"
-inter_zone_latency = "1ms"
-[[workload]]
-name = "kv"
-clients = 1
-rate = 10
-keys = 10
-mix = { read = 1.0 }
-[[fault]]
-at = "1s"
-verb = "node-crash"
-target = "az1-kv-0"
-[[fault]]
-at = "2s"
-until = "5s"
-verb = "zone-down"
-target = "az2"
-[[fault]]
-at = "3s"
-verb = "node-restart"
-target = "az1-kv-0"
-[[fault]]
-at = "4s"
-verb = "clock-offset"
-target = "az3-kv-0"
-offset = "10ms"
-"#;
-        let scn = crate::scenario::parse(std::path::Path::new("t.toml"), text.as_bytes()).expect("a valid scenario");
-        let at = |i: usize| fmt_duration(scn.faults[i].at);
-        let got: Vec<(String, Option<String>)> = crate::scenario::fault_windows(&scn.faults).into_iter().map(|(on, off)| (at(on), off.map(at))).collect();
-        let want = [("1s", Some("3s")), ("2s", Some("5s")), ("4s", None)];
-        assert_eq!(got, want.map(|(a, b)| (a.to_string(), b.map(str::to_string))));
-        let heal: Vec<String> = crate::scenario::heal_all(&scn.faults).iter().map(|f| f.to_string()).collect();
-        assert_eq!(heal, ["clock-reset az3-kv-0"]);
-    }
 }
