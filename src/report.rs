@@ -363,7 +363,7 @@ pub struct FaultWindow {
 pub struct PhaseFigures {
     /// `before` (no fault yet), `during F` (faults in place, joined by
     /// ` + ` in the order they began), `after F` (none in place; F is the
-    /// fault that ended last).
+    /// fault that ended last, or the faults that ended together last).
     pub phase: String,
     pub from: String,
     pub to: String,
@@ -448,11 +448,13 @@ pub fn phases(ops: &[Operation<'_>], windows: &[FaultWindow], start: SimTime, en
             let phase = if !in_place.is_empty() {
                 format!("during {}", in_place.join(" + "))
             } else {
-                // The fault that ended last before this phase, if any (the
-                // later one in timeline order on a tie).
-                match windows.iter().filter(|w| w.to.is_some_and(|t| t <= from)).max_by_key(|w| w.to) {
-                    Some(w) => format!("after {}", w.text),
-                    None => "before".to_string(),
+                // The fault(s) that ended last before this phase, if any.
+                let last = windows.iter().filter_map(|w| w.to).filter(|&t| t <= from).max();
+                let ended: Vec<&str> = windows.iter().filter(|w| last.is_some() && w.to == last).map(|w| w.text.as_str()).collect();
+                if ended.is_empty() {
+                    "before".to_string()
+                } else {
+                    format!("after {}", ended.join(" + "))
                 }
             };
             let secs = to.saturating_sub(from).as_secs_f64();
@@ -591,7 +593,7 @@ impl Report {
             let lat = |k: &str| p.latency.get(k).map_or("-", |l| l.p99.as_str());
             let _ = writeln!(
                 s,
-                "  phase [{}, {}) {}: ok/s {} answered/s {} availability {:.4}  read p99 {}  write p99 {}",
+                "  phase [{}, {}) {}: ok/s {:.1} answered/s {:.1} availability {:.4}  read p99 {}  write p99 {}",
                 p.from,
                 p.to,
                 p.phase,
@@ -806,11 +808,15 @@ mod tests {
         assert_eq!(p.len(), 1);
         assert_eq!((p[0].phase.as_str(), p[0].ok_per_s, p[0].latency["reads"].p50.as_str()), ("before", 0.5, "3ms"));
         // A fault from the start, healed at the end: one phase, during it;
-        // two faults healed at once: the later one names the phase after.
+        // two faults healed at once both name the phase after.
         let w = [window(0, Some(4 * S), "X")];
         assert_eq!(phases(&ops, &w, SimTime(0), SimTime(4 * S)).iter().map(|p| p.phase.clone()).collect::<Vec<_>>(), ["during X"]);
         let w = [window(S, Some(3 * S), "X"), window(S, Some(3 * S), "Y")];
         let names: Vec<String> = phases(&ops, &w, SimTime(0), SimTime(4 * S)).into_iter().map(|p| format!("{} [{}, {})", p.phase, p.from, p.to)).collect();
-        assert_eq!(names, ["before [0ns, 1s)", "during X + Y [1s, 3s)", "after Y [3s, 4s)"]);
+        assert_eq!(names, ["before [0ns, 1s)", "during X + Y [1s, 3s)", "after X + Y [3s, 4s)"]);
+        // The one that ended last names it.
+        let w = [window(S, Some(2 * S), "X"), window(S, Some(3 * S), "Y")];
+        let names: Vec<String> = phases(&ops, &w, SimTime(0), SimTime(4 * S)).into_iter().map(|p| p.phase).collect();
+        assert_eq!(names, ["before", "during X + Y", "during Y", "after Y"]);
     }
 }
