@@ -4,6 +4,11 @@
 //! place the real clock is allowed, as the simulation thread's CPU time:
 //! on an idle machine it equals wall time, and on a shared one it is not
 //! inflated by other processes. Rates are per CPU second of one core.
+//!
+//! The reference scenario (`scenarios/double11.toml`) runs whole at a few
+//! seeds: simulated seconds per CPU second (time compression) and messages
+//! the simulated network delivered per CPU second, beside the raw madsim
+//! message rate measured just before each run.
 #![allow(clippy::disallowed_methods)] // wall-clock measurement and a thread per runtime, outside the simulation
 
 use std::sync::{Arc, Mutex};
@@ -15,6 +20,9 @@ use sim::net::{Message, Net};
 use sim::time;
 use sim::topology::{LinkParams, NodeId, Topology, ZoneId};
 use sim::world::World;
+
+use crate::runner::{self, RunOptions, RunOutput};
+use crate::scenario::Scenario;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 enum Ping {
@@ -62,6 +70,47 @@ pub struct BenchFigures {
     /// Messages the stream layer sent per append (batching brings it below
     /// the six of an unbatched three-replica round trip).
     pub stream_msgs_per_append: f64,
+    /// The reference scenario run whole (absent when skipped).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reference: Option<ReferenceFigures>,
+}
+
+/// The reference scenario (`scenarios/double11.toml` unless told
+/// otherwise), run whole at several seeds; figures are medians over them.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReferenceFigures {
+    pub scenario: String,
+    pub runs: Vec<ReferenceRun>,
+    /// Simulated seconds per CPU second (the model time of a whole run:
+    /// main phase, final reads and re-replication settling).
+    pub time_compression: f64,
+    /// The same over the main phase only.
+    pub main_time_compression: f64,
+    /// Messages the simulated network delivered per CPU second.
+    pub msgs_delivered_per_s: f64,
+    /// Median of the per-run ratios: delivered messages per CPU second over
+    /// the raw madsim ping-pong rate measured just before the run.
+    pub msgs_vs_raw_msgs: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ReferenceRun {
+    pub seed: u64,
+    /// Model time of the whole run.
+    pub simulated: String,
+    /// CPU time of the simulation thread (checkers and report excluded).
+    pub cpu: String,
+    pub time_compression: f64,
+    /// The same up to the end of the main phase (the workload under the
+    /// fault timeline; after it come the final reads and the wait for
+    /// re-replication, which is mostly idle).
+    pub main_simulated: String,
+    pub main_cpu: String,
+    pub main_time_compression: f64,
+    /// `NetStats::delivered` at the end of the run.
+    pub msgs_delivered: u64,
+    pub msgs_delivered_per_s: f64,
+    pub raw_madsim_msgs_per_s: f64,
 }
 
 /// Nanoseconds this thread has spent on a CPU (Linux), so that figures
@@ -78,11 +127,7 @@ fn in_runtime<T: Send + 'static>(seed: u64, f: impl FnOnce() -> std::pin::Pin<Bo
         let rt = madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
         let (c0, t0) = (thread_cpu_ns(), Instant::now());
         let out = rt.block_on(f());
-        let took = match (c0, thread_cpu_ns()) {
-            (Some(a), Some(b)) => Duration::from_nanos(b - a),
-            _ => t0.elapsed(),
-        };
-        (out, took)
+        (out, cpu_since(c0, t0))
     })
     .join()
     .expect("bench thread")
@@ -318,6 +363,76 @@ fn stream_appends(n: u64) -> (Duration, u64) {
     (cpu, msgs)
 }
 
+/// CPU time of this thread since `c0` (wall time since `t0` where CPU
+/// time cannot be read).
+fn cpu_since(c0: Option<u64>, t0: Instant) -> Duration {
+    match (c0, thread_cpu_ns()) {
+        (Some(a), Some(b)) => Duration::from_nanos(b - a),
+        _ => t0.elapsed(),
+    }
+}
+
+/// One whole run of `scn` at `seed` on a fresh thread, as `runner::run`
+/// does it; returns what it observed, the thread's CPU time and its CPU
+/// time when the main phase ended.
+fn scenario_run(scn: &Scenario, seed: u64) -> (RunOutput, Duration, Duration) {
+    let scn = scn.clone();
+    std::thread::Builder::new()
+        .name(format!("bench-sim-{seed}"))
+        .stack_size(runner::SIM_THREAD_STACK)
+        .spawn(move || {
+            let (c0, t0) = (thread_cpu_ns(), Instant::now());
+            let at_main_end = Arc::new(Mutex::new(Duration::ZERO));
+            let m = at_main_end.clone();
+            let opts = RunOptions { on_main_end: Some(Arc::new(move |_| *m.lock().unwrap() = cpu_since(c0, t0))), ..RunOptions::default() };
+            let out = runner::run_on_this_thread(scn, seed, opts);
+            let main = *at_main_end.lock().unwrap();
+            (out, cpu_since(c0, t0), main)
+        })
+        .expect("spawn bench simulation thread")
+        .join()
+        .expect("the reference scenario panicked; replay it with `tablesim run`")
+}
+
+/// The reference scenario of the README.
+pub const REFERENCE_SCENARIO: &str = include_str!("../scenarios/double11.toml");
+
+/// Runs `scn` at `seeds`, each after a raw madsim ping-pong of
+/// `round_trips` (so that the ratio compares the same machine state).
+pub fn reference(scn: &Scenario, seeds: &[u64], round_trips: u64) -> ReferenceFigures {
+    let mut runs = Vec::new();
+    for &seed in seeds {
+        let raw = 2.0 * round_trips as f64 / raw_ping_pong(round_trips).as_secs_f64();
+        let (out, cpu, cpu_main) = scenario_run(scn, seed);
+        let cpu_s = cpu.as_secs_f64();
+        runs.push(ReferenceRun {
+            seed,
+            simulated: sim::time::fmt_duration(out.end.as_duration()),
+            cpu: sim::time::fmt_duration(cpu),
+            time_compression: round2(out.end.as_duration().as_secs_f64() / cpu_s),
+            main_simulated: sim::time::fmt_duration(out.main_end.as_duration()),
+            main_cpu: sim::time::fmt_duration(cpu_main),
+            main_time_compression: round2(out.main_end.as_duration().as_secs_f64() / cpu_main.as_secs_f64()),
+            msgs_delivered: out.net.delivered,
+            msgs_delivered_per_s: (out.net.delivered as f64 / cpu_s).round(),
+            raw_madsim_msgs_per_s: raw.round(),
+        });
+    }
+    let med = |f: fn(&ReferenceRun) -> f64| median(runs.iter().map(f).collect());
+    ReferenceFigures {
+        scenario: scn.name.clone(),
+        time_compression: round2(med(|r| r.time_compression)),
+        main_time_compression: round2(med(|r| r.main_time_compression)),
+        msgs_delivered_per_s: med(|r| r.msgs_delivered_per_s).round(),
+        msgs_vs_raw_msgs: (med(|r| r.msgs_delivered_per_s / r.raw_madsim_msgs_per_s) * 10_000.0).round() / 10_000.0,
+        runs,
+    }
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
 /// Rounds of each measurement; figures are medians over them.
 pub const BENCH_ROUNDS: usize = 5;
 
@@ -326,7 +441,9 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-pub fn run(round_trips: u64, disk_n: u64) -> BenchFigures {
+/// The whole bench; `reference` is the scenario and seeds of the
+/// reference measurement (`None` skips it).
+pub fn run(round_trips: u64, disk_n: u64, reference_runs: Option<(&Scenario, &[u64])>) -> BenchFigures {
     let msgs = 2.0 * round_trips as f64;
     // Raw and sim rounds alternate so that both see the same machine.
     let (mut raw, mut simt, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
@@ -366,7 +483,9 @@ pub fn run(round_trips: u64, disk_n: u64) -> BenchFigures {
         st_ratio.push(rate / raw_rate);
         st_msgs.push(sent as f64 / stream_n as f64);
     }
+    let reference = reference_runs.map(|(scn, seeds)| reference(scn, seeds, round_trips));
     BenchFigures {
+        reference,
         stream_appends: stream_n,
         stream_appends_per_s: median(st_rates).round(),
         stream_appends_vs_raw_msgs: (median(st_ratio) * 10_000.0).round() / 10_000.0,

@@ -95,6 +95,12 @@ enum Cmd {
         /// Operations of the linearizability benchmark history (0 skips it).
         #[arg(long, default_value_t = 1_000_000)]
         checker_ops: u64,
+        /// The reference scenario run whole (default: scenarios/double11.toml as built in).
+        #[arg(long)]
+        scenario: Option<PathBuf>,
+        /// Runs of the reference scenario, from its default seed up (0 skips them).
+        #[arg(long, default_value_t = 3)]
+        scenario_runs: u64,
     },
 }
 
@@ -145,9 +151,32 @@ fn main() -> ExitCode {
         }
         Cmd::List { dir } => cmd_list(&dir),
         Cmd::Check { history, checker, heal_at, liveness_bound } => cmd_check(&history, checker.as_deref(), heal_at, liveness_bound),
-        Cmd::Bench { round_trips, disk_ops, checker_ops } => {
-            let f = bench::run(round_trips, disk_ops);
+        Cmd::Bench { round_trips, disk_ops, checker_ops, scenario, scenario_runs } => {
+            let scn = match &scenario {
+                Some(p) => load(p),
+                None => scenario::parse(Path::new("scenarios/double11.toml"), bench::REFERENCE_SCENARIO.as_bytes()).map_err(|e| {
+                    eprintln!("error: {e}");
+                    ExitCode::from(2)
+                }),
+            };
+            let scn = match scn {
+                Ok(s) => s,
+                Err(c) => return c,
+            };
+            let seeds: Vec<u64> = (0..scenario_runs).map(|i| scn.seed + i).collect();
+            let f = bench::run(round_trips, disk_ops, (!seeds.is_empty()).then_some((&scn, seeds.as_slice())));
             println!("# simulated world\n{}", serde_yaml_ng::to_string(&f).expect("figures serialise"));
+            if let Some(r) = &f.reference {
+                println!(
+                    "# {} (medians of {} runs): {}x simulated per CPU second over the whole run, {}x over the main phase; {} delivered messages per CPU second, {} of raw madsim's\n",
+                    r.scenario,
+                    r.runs.len(),
+                    r.time_compression,
+                    r.main_time_compression,
+                    r.msgs_delivered_per_s,
+                    r.msgs_vs_raw_msgs
+                );
+            }
             if checker_ops > 0 {
                 let c = tablesim::check::bench::bench_linearizability(1, checker_ops, tablesim::check::linearizable::Budget::default());
                 println!("# linearizability checker\n{}", serde_yaml_ng::to_string(&c).expect("figures serialise"));
@@ -248,7 +277,7 @@ fn cmd_determinism(path: &Path, seed: Option<u64>) -> ExitCode {
         Err(c) => return c,
     };
     let seed = seed.unwrap_or(scn.seed);
-    let opts = RunOptions { keep_events: true };
+    let opts = RunOptions { keep_events: true, ..RunOptions::default() };
     let (a, b) = match (runner::run(&scn, seed, &opts), runner::run(&scn, seed, &opts)) {
         (Ok(a), Ok(b)) => (a, b),
         (Err(e), _) | (_, Err(e)) => {

@@ -74,6 +74,9 @@ pub struct Report {
     /// Latency of successful main-phase operations, by kind.
     pub latency: BTreeMap<String, Latency>,
     pub availability: Availability,
+    /// The main phase cut at every fault boundary: before the first fault,
+    /// during each, after each (see [`phases`]).
+    pub phases: Vec<PhaseFigures>,
     pub final_reads: Counts,
     pub final_phase_complete: bool,
     pub network: sim::world::NetStats,
@@ -296,9 +299,8 @@ fn table_figures(obs: &engine::table::TableObserver) -> TableFigures {
         }
     }
     let slowest_recovery = recover.iter().max_by_key(|(d, w)| (*d, std::cmp::Reverse(w.clone()))).map(|(d, w)| format!("{} for {w}", fmt_duration(*d)));
-    let mut v: Vec<u64> = recover.into_iter().map(|(d, _)| d.as_nanos() as u64).collect();
-    v.sort_unstable();
-    let time_to_recover = (!v.is_empty()).then(|| Latency { count: v.len() as u64, p50: percentile(&v, 0.5), p90: percentile(&v, 0.9), p99: percentile(&v, 0.99), max: percentile(&v, 1.0) });
+    let v: Vec<u64> = recover.into_iter().map(|(d, _)| d.as_nanos() as u64).collect();
+    let time_to_recover = (!v.is_empty()).then(|| latency_of(v));
     TableFigures {
         failovers,
         time_to_recover,
@@ -355,6 +357,137 @@ fn append_stalls(ops: &[Operation<'_>], out: &RunOutput, start: SimTime) -> (Vec
     (stalls, worst)
 }
 
+/// A fault in place from `from` until `to` (`None`: to the end of the run).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FaultWindow {
+    pub from: SimTime,
+    pub to: Option<SimTime>,
+    pub text: String,
+}
+
+/// Throughput, availability and latency of the operations invoked while
+/// one state of the fault timeline held.
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct PhaseFigures {
+    /// `before` (no fault yet), `during F` (faults in place, joined by
+    /// ` + ` in the order they began), `after F` (none in place; F is the
+    /// fault that ended last, or the faults that ended together last).
+    pub phase: String,
+    pub from: String,
+    pub to: String,
+    /// The operations invoked in the phase, by outcome.
+    pub operations: Counts,
+    /// Of those, the ones the service answered (as `availability` counts).
+    pub answered: u64,
+    /// Answered and successful operations per simulated second of the phase.
+    pub answered_per_s: f64,
+    pub ok_per_s: f64,
+    /// `answered / operations` (1 when there were none).
+    pub availability: f64,
+    /// Latency of the successful operations, `reads` (read, scan,
+    /// stream-read) and `writes` (the others).
+    pub latency: BTreeMap<String, Latency>,
+}
+
+fn round1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
+fn latency_of(mut v: Vec<u64>) -> Latency {
+    v.sort_unstable();
+    Latency { count: v.len() as u64, p50: percentile(&v, 0.5), p90: percentile(&v, 0.9), p99: percentile(&v, 0.99), max: percentile(&v, 1.0) }
+}
+
+/// The fault windows of a run: each fault of the scenario's timeline that
+/// has an inverse, at the model time it was applied, until its inverse was
+/// applied. A refused fault opens no window; a refused inverse closes none.
+pub fn fault_windows(scn: &Scenario, out: &RunOutput) -> Vec<FaultWindow> {
+    let applied = |i: usize| out.faults.get(i).filter(|f| f.error.is_none());
+    crate::scenario::fault_windows(&scn.faults)
+        .into_iter()
+        .filter_map(|(on, off)| {
+            let on = applied(on)?;
+            Some(FaultWindow { from: on.at, to: off.and_then(applied).map(|f| f.at), text: on.text.clone() })
+        })
+        .collect()
+}
+
+/// Cuts `[start, end)` at every fault boundary (each window's start and
+/// end inside it; equal times make one cut) and measures each piece over
+/// the main-phase operations invoked in it (an operation invoked before
+/// `start` counts in the first piece). Overlapping faults make a phase for
+/// every combination in place: `during A`, `during A + B`, `during B`, ...
+pub fn phases(ops: &[Operation<'_>], windows: &[FaultWindow], start: SimTime, end: SimTime) -> Vec<PhaseFigures> {
+    let mut cuts: Vec<SimTime> = vec![start, end];
+    for w in windows {
+        cuts.extend(std::iter::once(w.from).chain(w.to).filter(|&t| t > start && t < end));
+    }
+    cuts.sort_unstable();
+    cuts.dedup();
+    #[derive(Default)]
+    struct Acc {
+        counts: Counts,
+        answered: u64,
+        reads: Vec<u64>,
+        writes: Vec<u64>,
+    }
+    let mut acc: Vec<Acc> = (1..cuts.len()).map(|_| Acc::default()).collect();
+    for r in ops.iter().filter(|r| r.phase == Phase::Main) {
+        // The last cut at or before the invocation (the first piece for
+        // anything earlier, the last for anything at or after `end`).
+        let i = cuts.partition_point(|&c| c <= SimTime(r.invoke_ns)).clamp(1, acc.len()) - 1;
+        let a = &mut acc[i];
+        match r.outcome {
+            Outcome::Ok => a.counts.ok += 1,
+            Outcome::Fail => a.counts.fail += 1,
+            Outcome::Info | Outcome::Open => a.counts.info += 1,
+        }
+        a.answered += u64::from(answered(r));
+        if let (Outcome::Ok, Some(c)) = (r.outcome, r.complete_ns) {
+            let is_read = matches!(r.op, Op::Read { .. } | Op::Scan { .. } | Op::StreamRead { .. });
+            if is_read { &mut a.reads } else { &mut a.writes }.push(c - r.invoke_ns);
+        }
+    }
+    acc.into_iter()
+        .enumerate()
+        .map(|(i, a)| {
+            let (from, to) = (cuts[i], cuts[i + 1]);
+            let in_place: Vec<&str> = windows.iter().filter(|w| w.from <= from && w.to.is_none_or(|t| t > from)).map(|w| w.text.as_str()).collect();
+            let phase = if !in_place.is_empty() {
+                format!("during {}", in_place.join(" + "))
+            } else {
+                // The fault(s) that ended last before this phase, if any.
+                let last = windows.iter().filter_map(|w| w.to).filter(|&t| t <= from).max();
+                let ended: Vec<&str> = windows.iter().filter(|w| last.is_some() && w.to == last).map(|w| w.text.as_str()).collect();
+                if ended.is_empty() {
+                    "before".to_string()
+                } else {
+                    format!("after {}", ended.join(" + "))
+                }
+            };
+            let secs = to.saturating_sub(from).as_secs_f64();
+            let total = a.counts.ok + a.counts.fail + a.counts.info;
+            let mut latency = BTreeMap::new();
+            for (name, v) in [("reads", a.reads), ("writes", a.writes)] {
+                if !v.is_empty() {
+                    latency.insert(name.to_string(), latency_of(v));
+                }
+            }
+            PhaseFigures {
+                phase,
+                from: from.to_string(),
+                to: to.to_string(),
+                answered_per_s: round1(a.answered as f64 / secs),
+                ok_per_s: round1(a.counts.ok as f64 / secs),
+                availability: if total == 0 { 1.0 } else { round4(a.answered as f64 / total as f64) },
+                answered: a.answered,
+                operations: a.counts,
+                latency,
+            }
+        })
+        .collect()
+}
+
 pub struct Measured {
     pub availability: f64,
     pub max_unavailability: Duration,
@@ -394,14 +527,7 @@ pub fn build(scn: &Scenario, out: &RunOutput, partition_of: &dyn Fn(&str) -> Str
         per_sec[s].1 += 1;
         per_sec[s].0 += u64::from(a);
     }
-    let latency = lat
-        .into_iter()
-        .map(|(k, mut v)| {
-            v.sort_unstable();
-            let l = Latency { count: v.len() as u64, p50: percentile(&v, 0.5), p90: percentile(&v, 0.9), p99: percentile(&v, 0.99), max: percentile(&v, 1.0) };
-            (k, l)
-        })
-        .collect();
+    let latency = lat.into_iter().map(|(k, v)| (k, latency_of(v))).collect();
     let overall = if total_n == 0 { 1.0 } else { answered_n as f64 / total_n as f64 };
     let (unavail, window) = max_unavailability(&ops, out.main_end, partition_of);
     let (streams, max_append_stall) = match &out.streams {
@@ -433,6 +559,7 @@ pub fn build(scn: &Scenario, out: &RunOutput, partition_of: &dyn Fn(&str) -> Str
             max_unavailability: fmt_duration(unavail),
             worst_window: window,
         },
+        phases: phases(&ops, &fault_windows(scn, out), SimTime::from_duration(crate::runner::SERVICE_STARTUP), out.main_end),
         final_reads,
         final_phase_complete: out.final_phase_complete,
         network: out.net.clone(),
@@ -480,6 +607,21 @@ impl Report {
             );
         }
         let _ = writeln!(s, "  availability {:.4}  longest unavailability {}", self.availability.overall, self.availability.max_unavailability);
+        for p in &self.phases {
+            let lat = |k: &str| p.latency.get(k).map_or("-", |l| l.p99.as_str());
+            let _ = writeln!(
+                s,
+                "  phase [{}, {}) {}: ok/s {:.1} answered/s {:.1} availability {:.4}  read p99 {}  write p99 {}",
+                p.from,
+                p.to,
+                p.phase,
+                p.ok_per_s,
+                p.answered_per_s,
+                p.availability,
+                lat("reads"),
+                lat("writes")
+            );
+        }
         let _ = writeln!(s, "  final reads: ok {} fail {} info {}", self.final_reads.ok, self.final_reads.fail, self.final_reads.info);
         if let Some(v) = &self.checks {
             for l in v.summary_lines() {
@@ -566,5 +708,151 @@ fn judge_measured(report: &mut Report, scn: &Scenario, m: &Measured) {
     if let Some(want) = scn.expect.replicated_at_end {
         let did = figures.under_replicated_at_end == 0;
         report.expect("replicated_at_end", want.to_string(), format!("{} extents under-replicated", figures.under_replicated_at_end), did == want);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::{History, Kind};
+
+    const MS: u64 = 1_000_000;
+    const S: u64 = 1_000_000_000;
+
+    /// One operation: invoked at `at`, completed `took` later as `kind`
+    /// (never, with `None`), with an optional error.
+    struct Spec {
+        at: u64,
+        done: Option<(u64, Kind, Option<&'static str>)>,
+        op: Op,
+        phase: Phase,
+    }
+
+    fn read(at: u64, took: u64) -> Spec {
+        Spec { at, done: Some((took, Kind::Ok, None)), op: Op::Read { key: "k".into(), value: None }, phase: Phase::Main }
+    }
+
+    fn write(at: u64, done: Option<(u64, Kind, Option<&'static str>)>) -> Spec {
+        Spec { at, done, op: Op::Write { key: "k".into(), value: format!("v{at}") }, phase: Phase::Main }
+    }
+
+    /// A well-formed history of `specs`, one process each, entries in time order.
+    fn history(specs: Vec<Spec>) -> History {
+        let mut events: Vec<(u64, usize, bool)> = Vec::new();
+        for (i, s) in specs.iter().enumerate() {
+            events.push((s.at, i, false));
+            if let Some((took, ..)) = s.done {
+                events.push((s.at + took, i, true));
+            }
+        }
+        events.sort_unstable();
+        let mut h = History::new();
+        for (t, i, completion) in events {
+            let s = &specs[i];
+            if completion {
+                let (_, kind, error) = s.done.expect("a completion");
+                let op = match (&s.op, kind) {
+                    (Op::Append { pkey, .. }, Kind::Ok) => Op::Append { pkey: pkey.clone(), seq: Some(1) },
+                    (op, _) => op.clone(),
+                };
+                h.complete(i as u64, t, kind, op, error.map(str::to_string));
+            } else {
+                h.invoke(i as u64, t, s.op.clone(), s.phase);
+            }
+        }
+        h
+    }
+
+    fn window(from: u64, to: Option<u64>, text: &str) -> FaultWindow {
+        FaultWindow { from: SimTime(from), to: to.map(SimTime), text: text.into() }
+    }
+
+    #[test]
+    fn phases_cut_at_every_fault_boundary_and_measure_each_piece() {
+        let h = history(vec![
+            // Before [1s, 2s): four reads (1, 2, 3, 100 ms) and a write
+            // invoked before the start, which counts in the first phase.
+            write(S / 2, Some((5 * MS, Kind::Ok, None))),
+            read(S, MS),
+            read(S + 200 * MS, 2 * MS),
+            read(S + 400 * MS, 3 * MS),
+            // Invoked before A began, completed during it: still `before`.
+            read(2 * S - 1, 100 * MS),
+            // During A [2s, 3s): a cas mismatch (answered), a refusal (not
+            // answered), a timeout (not answered, completes in a later phase).
+            Spec { at: 2 * S + 100 * MS, done: Some((MS, Kind::Fail, Some("cas mismatch"))), op: Op::Cas { key: "k".into(), expected: None, value: "c".into() }, phase: Phase::Main },
+            write(2 * S + 200 * MS, Some((MS, Kind::Fail, Some("not serving")))),
+            write(2 * S + 500 * MS, Some((S, Kind::Info, Some("timeout")))),
+            // During A + B [3s, 4s): invoked exactly at the boundary.
+            write(3 * S, Some((7 * MS, Kind::Ok, None))),
+            // During B [4s, 6s): nothing. After B [6s, 8s): a scan and a read.
+            Spec { at: 7 * S, done: Some((4 * MS, Kind::Ok, None)), op: Op::Scan { start: "a".into(), end: "z".into(), count: None }, phase: Phase::Main },
+            read(7 * S + 500 * MS, 2 * MS),
+            // During C [8s, 10s): an append, and a write that never completes.
+            Spec { at: 9 * S, done: Some((3 * MS, Kind::Ok, None)), op: Op::Append { pkey: "p".into(), seq: None }, phase: Phase::Main },
+            write(9 * S + 900 * MS, None),
+            // The final phase is not the main phase's.
+            Spec { at: 9 * S + 950 * MS, done: Some((MS, Kind::Ok, None)), op: Op::Read { key: "k".into(), value: None }, phase: Phase::Final },
+        ]);
+        let windows = [window(2 * S, Some(4 * S), "A"), window(3 * S, Some(6 * S), "B"), window(8 * S, None, "C")];
+        let ops = h.operations();
+        let p = phases(&ops, &windows, SimTime(S), SimTime(10 * S));
+        let names: Vec<(&str, &str, &str)> = p.iter().map(|p| (p.phase.as_str(), p.from.as_str(), p.to.as_str())).collect();
+        assert_eq!(
+            names,
+            [("before", "1s", "2s"), ("during A", "2s", "3s"), ("during A + B", "3s", "4s"), ("during B", "4s", "6s"), ("after B", "6s", "8s"), ("during C", "8s", "10s")]
+        );
+
+        let before = &p[0];
+        assert_eq!(before.operations, Counts { ok: 5, fail: 0, info: 0 });
+        assert_eq!((before.answered, before.answered_per_s, before.ok_per_s, before.availability), (5, 5.0, 5.0, 1.0));
+        let reads = &before.latency["reads"];
+        assert_eq!((reads.count, reads.p50.as_str(), reads.p99.as_str(), reads.max.as_str()), (4, "3ms", "100ms", "100ms"));
+        assert_eq!(before.latency["writes"].max, "5ms");
+
+        let a = &p[1];
+        assert_eq!(a.operations, Counts { ok: 0, fail: 2, info: 1 });
+        assert_eq!((a.answered, a.answered_per_s, a.ok_per_s, a.availability), (1, 1.0, 0.0, 0.3333));
+        assert!(a.latency.is_empty(), "no successful operation, no latency");
+
+        assert_eq!(p[2].operations, Counts { ok: 1, fail: 0, info: 0 });
+        assert_eq!(p[2].latency["writes"].p50, "7ms");
+
+        let b = &p[3];
+        assert_eq!((b.operations.clone(), b.answered_per_s, b.availability), (Counts::default(), 0.0, 1.0));
+
+        let after = &p[4];
+        assert_eq!((after.operations.ok, after.ok_per_s), (2, 1.0), "two in two seconds");
+        // Of two, p50 is the upper one (the rank (n - 1) * p rounds half up).
+        assert_eq!((after.latency["reads"].p50.as_str(), after.latency["reads"].max.as_str()), ("4ms", "4ms"));
+
+        let c = &p[5];
+        assert_eq!(c.operations, Counts { ok: 1, fail: 0, info: 1 }, "the open write counts as unknown; the final read not at all");
+        assert_eq!((c.availability, c.ok_per_s), (0.5, 0.5));
+
+        // Every main-phase operation is in exactly one phase.
+        let total: u64 = p.iter().map(|p| p.operations.ok + p.operations.fail + p.operations.info).sum();
+        assert_eq!(total, 13);
+    }
+
+    #[test]
+    fn phases_without_faults_or_with_faults_at_the_edges() {
+        let h = history(vec![read(S, MS), read(2 * S, 3 * MS)]);
+        let ops = h.operations();
+        // No fault: one phase, the whole main phase.
+        let p = phases(&ops, &[], SimTime(0), SimTime(4 * S));
+        assert_eq!(p.len(), 1);
+        assert_eq!((p[0].phase.as_str(), p[0].ok_per_s, p[0].latency["reads"].p50.as_str()), ("before", 0.5, "3ms"));
+        // A fault from the start, healed at the end: one phase, during it;
+        // two faults healed at once both name the phase after.
+        let w = [window(0, Some(4 * S), "X")];
+        assert_eq!(phases(&ops, &w, SimTime(0), SimTime(4 * S)).iter().map(|p| p.phase.clone()).collect::<Vec<_>>(), ["during X"]);
+        let w = [window(S, Some(3 * S), "X"), window(S, Some(3 * S), "Y")];
+        let names: Vec<String> = phases(&ops, &w, SimTime(0), SimTime(4 * S)).into_iter().map(|p| format!("{} [{}, {})", p.phase, p.from, p.to)).collect();
+        assert_eq!(names, ["before [0ns, 1s)", "during X + Y [1s, 3s)", "after X + Y [3s, 4s)"]);
+        // The one that ended last names it.
+        let w = [window(S, Some(2 * S), "X"), window(S, Some(3 * S), "Y")];
+        let names: Vec<String> = phases(&ops, &w, SimTime(0), SimTime(4 * S)).into_iter().map(|p| p.phase).collect();
+        assert_eq!(names, ["before", "during X + Y", "during Y", "after Y"]);
     }
 }

@@ -46,10 +46,22 @@ pub const CLIENT_CRASHED: &str = "client process crashed with the operation open
 /// Process ids of a restarted client node start at `incarnation * this`.
 const PROCESS_ID_STRIDE: u64 = 1_000_000;
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct RunOptions {
     /// Keep the event log in memory (for divergence reports).
     pub keep_events: bool,
+    /// Called on the simulation thread when the main phase ends (the bench
+    /// reads the thread's CPU time there); it must not touch the world.
+    pub on_main_end: Option<MainEndHook>,
+}
+
+/// See [`RunOptions::on_main_end`]; gets the model time.
+pub type MainEndHook = Arc<dyn Fn(SimTime) + Send + Sync>;
+
+impl std::fmt::Debug for RunOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunOptions").field("keep_events", &self.keep_events).field("on_main_end", &self.on_main_end.is_some()).finish()
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -89,6 +101,9 @@ pub enum RunError {
     Panicked(String),
 }
 
+/// Stack of a simulation thread (the engine's futures nest deeply).
+pub const SIM_THREAD_STACK: usize = 64 << 20;
+
 /// Runs `scn` with `seed` on a fresh thread (std's `HashMap` order and
 /// madsim's state are only deterministic on a fresh thread).
 pub fn run(scn: &Scenario, seed: u64, opts: &RunOptions) -> Result<RunOutput, RunError> {
@@ -97,20 +112,25 @@ pub fn run(scn: &Scenario, seed: u64, opts: &RunOptions) -> Result<RunOutput, Ru
     #[allow(clippy::disallowed_methods)] // one OS thread per runtime, outside the simulation
     let handle = std::thread::Builder::new()
         .name(format!("sim-{seed}"))
-        .stack_size(64 << 20)
-        .spawn(move || {
-            let mut cfg = madsim::Config::default();
-            // madsim's own link delay is folded into the modeled latency by
-            // the receiver; keep it tiny so it never exceeds a modeled hop.
-            cfg.net.send_latency = Duration::from_micros(1)..Duration::from_micros(2);
-            let rt = madsim::runtime::Runtime::with_seed_and_config(seed, cfg);
-            rt.block_on(simulate(scn, seed, opts))
-        })
+        .stack_size(SIM_THREAD_STACK)
+        .spawn(move || run_on_this_thread(scn, seed, opts))
         .expect("spawn simulation thread");
     handle.join().map_err(|p| {
         let msg = p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_else(|| "unknown panic".into());
         RunError::Panicked(msg)
     })
+}
+
+/// The body of [`run`]: one madsim runtime on the calling thread, which
+/// must be a fresh thread with a [`SIM_THREAD_STACK`] stack (the bench
+/// calls it to measure the thread's CPU time); panics propagate.
+pub fn run_on_this_thread(scn: Scenario, seed: u64, opts: RunOptions) -> RunOutput {
+    let mut cfg = madsim::Config::default();
+    // madsim's own link delay is folded into the modeled latency by the
+    // receiver; keep it tiny so it never exceeds a modeled hop.
+    cfg.net.send_latency = Duration::from_micros(1)..Duration::from_micros(2);
+    let rt = madsim::runtime::Runtime::with_seed_and_config(seed, cfg);
+    rt.block_on(simulate(scn, seed, opts))
 }
 
 struct Control {
@@ -384,6 +404,9 @@ async fn simulate(scn: Scenario, seed: u64, opts: RunOptions) -> RunOutput {
     }
     time::sleep_until(SimTime::from_duration(scn.duration)).await;
     let main_end = time::now();
+    if let Some(hook) = &opts.on_main_end {
+        hook(main_end);
+    }
     // No operation starts after the main phase ends, and each finishes
     // within its timeout: wait them out, so that the final reads start after
     // every main-phase operation has completed (the durability checker

@@ -1131,22 +1131,34 @@ fn replay(topo: &Topology, faults: &[TimedFault]) -> Result<(), (usize, String)>
     Ok(())
 }
 
-/// Inverse verbs that heal whatever the timeline leaves in place at its
-/// end, so the liveness phase starts from a healed world.
-pub fn heal_all(faults: &[TimedFault]) -> Vec<Fault> {
-    let mut open: Vec<Fault> = Vec::new();
-    for tf in faults {
-        let inverse = inverse(&tf.fault);
-        match inverse {
-            Some(inv) => open.push(inv),
+/// The windows of a fault timeline: each fault that has an inverse, by its
+/// index in `faults`, with the index of the entry that undid it (its
+/// `until`, or a later entry with the inverse verb), `None` if nothing did.
+/// An inverse undoes the oldest open fault it is the inverse of.
+pub fn fault_windows(faults: &[TimedFault]) -> Vec<(usize, Option<usize>)> {
+    let mut windows: Vec<(usize, Option<usize>)> = Vec::new();
+    let mut open: Vec<(usize, Fault)> = Vec::new();
+    for (i, tf) in faults.iter().enumerate() {
+        match inverse(&tf.fault) {
+            Some(inv) => {
+                open.push((windows.len(), inv));
+                windows.push((i, None));
+            }
             None => {
-                if let Some(pos) = open.iter().position(|o| o == &tf.fault) {
-                    open.remove(pos);
+                if let Some(pos) = open.iter().position(|(_, o)| o == &tf.fault) {
+                    let (w, _) = open.remove(pos);
+                    windows[w].1 = Some(i);
                 }
             }
         }
     }
-    open
+    windows
+}
+
+/// Inverse verbs that heal whatever the timeline leaves in place at its
+/// end, so the liveness phase starts from a healed world.
+pub fn heal_all(faults: &[TimedFault]) -> Vec<Fault> {
+    fault_windows(faults).into_iter().filter(|(_, off)| off.is_none()).filter_map(|(on, _)| inverse(&faults[on].fault)).collect()
 }
 
 fn inverse(f: &Fault) -> Option<Fault> {

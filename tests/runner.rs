@@ -57,6 +57,54 @@ fn a_fault_left_in_place_is_healed_before_the_final_reads() {
 }
 
 #[test]
+fn a_fault_never_undone_runs_to_the_end_of_the_main_phase_in_the_phases() {
+    let scn = parse(Path::new("open-fault.toml"), OPEN_FAULT.as_bytes()).unwrap();
+    let done = execute(&scn, 3, &RunOptions::default()).unwrap();
+    let p: Vec<(&str, &str, &str)> = done.report.phases.iter().map(|p| (p.phase.as_str(), p.from.as_str(), p.to.as_str())).collect();
+    // The heal after the main phase cuts nothing: no `after` phase.
+    assert_eq!(p, [("before", "10ms", "1s"), ("during zone-down az2 (crash)", "1s", "2s")]);
+    let (before, during) = (&done.report.phases[0], &done.report.phases[1]);
+    assert!(before.availability > 0.99, "{}", before.availability);
+    assert!(during.availability < 0.8, "a third of the keys are down: {}", during.availability);
+    assert!(during.ok_per_s < before.ok_per_s, "{} vs {}", during.ok_per_s, before.ok_per_s);
+    let total: u64 = done.report.phases.iter().map(|p| p.operations.ok + p.operations.fail + p.operations.info).sum();
+    let main: u64 = done.report.operations.values().map(|c| c.ok + c.fail + c.info).sum();
+    assert_eq!(total, main, "every main-phase operation is in one phase");
+}
+
+#[test]
+fn fault_windows_pair_each_fault_with_what_undid_it() {
+    // The open fault, plus a crash undone by a separate restart entry and a
+    // clock offset undone by its `until`.
+    let text = format!(
+        "{OPEN_FAULT}\n[[fault]]\nat = \"200ms\"\nverb = \"node-crash\"\ntarget = \"az1-kv-0\"\n\
+         [[fault]]\nat = \"500ms\"\nverb = \"node-restart\"\ntarget = \"az1-kv-0\"\n\
+         [[fault]]\nat = \"800ms\"\nuntil = \"1.5s\"\nverb = \"clock-offset\"\ntarget = \"az3-kv-0\"\noffset = \"10ms\"\n"
+    );
+    let scn = parse(Path::new("windows.toml"), text.as_bytes()).unwrap();
+    let at = |i: usize| sim::time::fmt_duration(scn.faults[i].at);
+    let got: Vec<(String, Option<String>)> = tablesim::scenario::fault_windows(&scn.faults).into_iter().map(|(on, off)| (at(on), off.map(at))).collect();
+    let want = [("200ms", Some("500ms")), ("800ms", Some("1.5s")), ("1s", None)];
+    assert_eq!(got, want.map(|(a, b)| (a.to_string(), b.map(str::to_string))));
+    let heal: Vec<String> = tablesim::scenario::heal_all(&scn.faults).iter().map(|f| f.to_string()).collect();
+    assert_eq!(heal, ["zone-up az2"], "only the fault never undone is healed");
+}
+
+#[test]
+fn the_main_end_hook_sees_the_end_of_the_main_phase_and_changes_nothing() {
+    use std::sync::{Arc, Mutex};
+    let scn = parse(Path::new("open-fault.toml"), OPEN_FAULT.as_bytes()).unwrap();
+    let plain = tablesim::runner::run(&scn, 3, &RunOptions::default()).unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s = seen.clone();
+    let opts = RunOptions { on_main_end: Some(Arc::new(move |t| s.lock().unwrap().push(t))), ..RunOptions::default() };
+    let hooked = tablesim::runner::run(&scn, 3, &opts).unwrap();
+    assert_eq!(*seen.lock().unwrap(), [plain.main_end], "called once, at the end of the main phase");
+    assert_eq!(plain.main_end.to_string(), "2s");
+    assert_eq!(hooked.digest, plain.digest);
+}
+
+#[test]
 fn a_failed_expectation_exits_1_and_prints_the_replay_command() {
     let dir = std::env::temp_dir().join(format!("tablesim-runner-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
