@@ -378,7 +378,12 @@ async fn simulate(scn: Scenario, seed: u64, opts: RunOptions) -> RunOutput {
         match (&table_cfg, &stream_cfg) {
             (Some(cfg), _) => {
                 let cfg = cfg.clone();
-                let table = TableSetup { keys: scn.workloads.first().map(|w| w.keys).unwrap_or(1), partitions: scn.service.partitions.unwrap_or(DEFAULT_PARTITIONS), bad: bad_log.clone() };
+                let table = TableSetup {
+                    keys: scn.workloads.first().map(|w| w.keys).unwrap_or(1),
+                    partitions: scn.service.partitions.unwrap_or(DEFAULT_PARTITIONS),
+                    bad: bad_log.clone(),
+                    columns: scn.workloads.iter().map(|w| w.columns).max().unwrap_or(0),
+                };
                 world.start_node(c, move |ctx| table_client_main(ctx, plan.clone(), rec.clone(), control.clone(), cfg.clone(), table.clone()))
             }
             (None, None) => world.start_node(c, move |ctx| client_main(ctx, plan.clone(), rec.clone(), control.clone(), servers.clone(), op_timeout)),
@@ -566,6 +571,8 @@ struct TableSetup {
     keys: u64,
     partitions: u32,
     bad: Option<BadLog>,
+    /// Columns per row beside the value (the workloads agree: validated).
+    columns: u32,
 }
 
 /// A client node of the table service: the first one creates the instance
@@ -582,7 +589,7 @@ async fn table_client_main(ctx: NodeCtx, plan: ClientPlan, rec: SharedHistory, c
     while !control.table_ready.load(Ordering::SeqCst) {
         time::sleep(Duration::from_millis(5)).await;
     }
-    kv_processes(ctx, plan, rec, control, TableKv::new(client, table.bad)).await
+    kv_processes(ctx, plan, rec, control, TableKv::new(client, table.bad, table.columns)).await
 }
 
 /// Runs this node's key-value processes (and the final reader, on the

@@ -304,6 +304,12 @@ pub struct WorkloadDef {
     /// malformed row key, an oversized cell), which the proxies must refuse.
     #[serde(default)]
     pub bad_requests: f64,
+    /// Table scenarios: columns every write puts beside the row's value
+    /// (wide rows), each derived from the value, and every read reads the
+    /// whole row back: a row whose columns do not all match its value
+    /// (columns of two writes mixed) reads as a value nobody wrote.
+    #[serde(default)]
+    pub columns: u32,
 }
 
 fn default_dist() -> Distribution {
@@ -739,6 +745,19 @@ fn validate(path: &Path, text: &str, f: ScenarioFile) -> Result<Scenario, Scenar
         }
         if wd.bad_requests > 0.0 && f.service.kind != ServiceKind::Table {
             return bad("bad_requests", "bad requests (refused by the table store's proxies) apply to `kind = \"table\"` scenarios only".into());
+        }
+        if wd.columns > 0 && f.service.kind != ServiceKind::Table {
+            return bad("columns", "wide rows (columns beside the value) apply to `kind = \"table\"` scenarios only".into());
+        }
+        if wd.columns as usize > engine::table::COLUMNS_MAX {
+            return bad("columns", format!("{} columns over the table store's {} per row", wd.columns, engine::table::COLUMNS_MAX));
+        }
+        let row_bytes = crate::tableload::wide_row_bytes(wd.value_size as usize, wd.columns);
+        if wd.columns > 0 && row_bytes > engine::table::ROW_BYTES_MAX {
+            return bad("columns", format!("{} columns of {} bytes make rows of up to {row_bytes} bytes, over the table store's {}", wd.columns, wd.value_size, engine::table::ROW_BYTES_MAX));
+        }
+        if workloads.iter().any(|o: &WorkloadDef| o.columns != wd.columns) {
+            return bad("columns", "the workloads of a scenario drive one table: give them the same `columns`".into());
         }
         if workloads.iter().any(|o: &WorkloadDef| o.name == wd.name) {
             return bad("name", format!("two workloads are named `{}`", wd.name));

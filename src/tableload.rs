@@ -8,8 +8,10 @@
 //! `service.partitions` range partitions at evenly spaced row keys.
 
 use engine::table::client::TableClient;
+use engine::table::part::RowVal;
 use engine::table::{TableError, CELL_BYTES_MAX, KEY_BYTES_MAX};
 use sim::time;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::badreq::{self, BadAnswer, BadKind, BadLog, BadRequest};
@@ -48,11 +50,13 @@ pub struct TableKv {
     client: TableClient,
     /// Where bad requests and scans that see their rows are recorded.
     bad: Option<BadLog>,
+    /// Columns per row beside the value (0: one-value rows).
+    columns: u32,
 }
 
 impl TableKv {
-    pub fn new(client: TableClient, bad: Option<BadLog>) -> TableKv {
-        TableKv { client, bad }
+    pub fn new(client: TableClient, bad: Option<BadLog>, columns: u32) -> TableKv {
+        TableKv { client, bad, columns }
     }
 
     /// The client, table and operation of a bad request.
@@ -97,16 +101,47 @@ impl TableKv {
 
 /// Runs a workload operation on `table` through `client`: the operation
 /// with its outputs, and a scan's rows.
-async fn run_op(client: &TableClient, table: &str, op: &Op) -> Result<(Op, Vec<(String, String)>), TableError> {
+async fn run_op(client: &TableClient, table: &str, op: &Op, columns: u32) -> Result<(Op, Vec<(String, String)>), TableError> {
     let c = client;
     match op.clone() {
+        Op::Read { key, .. } if columns > 0 => c.get_row(table, &key).await.map(|row| (Op::Read { key, value: row.map(|r| read_wide(r, columns)) }, Vec::new())),
         Op::Read { key, .. } => c.get(table, &key).await.map(|value| (Op::Read { key, value }, Vec::new())),
+        Op::Write { ref key, ref value } if columns > 0 => c.put_row(table, key, value, wide_columns(value, columns)).await.map(|()| (op.clone(), Vec::new())),
         Op::Write { ref key, ref value } => c.put(table, key, value).await.map(|()| (op.clone(), Vec::new())),
         Op::Cas { ref key, ref expected, ref value } => c.cas(table, key, expected.as_deref(), value).await.map(|()| (op.clone(), Vec::new())),
         Op::Delete { ref key } => c.delete(table, key).await.map(|()| (op.clone(), Vec::new())),
         Op::Append { pkey, .. } => c.append(table, &pkey).await.map(|seq| (Op::Append { pkey, seq: Some(seq) }, Vec::new())),
         Op::Scan { start, end, .. } => c.scan(table, &start, &end, SCAN_LIMIT).await.map(|rows| (Op::Scan { start, end, count: Some(rows.len() as u64) }, rows)),
         Op::StreamOpen { .. } | Op::StreamAppend { .. } | Op::StreamRead { .. } => Err(TableError::Failed("the table service serves no streams".into())),
+    }
+}
+
+/// What a value read from a wide row is prefixed with when the row's
+/// columns do not match it: no write wrote that, so the checkers flag it.
+pub const TORN_ROW: &str = "torn-row:";
+
+/// The columns a wide-row write puts beside `value`: `c00`.. each holding
+/// the value and the column's number.
+pub fn wide_columns(value: &str, columns: u32) -> BTreeMap<String, String> {
+    (0..columns).map(|i| (format!("c{i:02}"), format!("{value}#{i}"))).collect()
+}
+
+/// The most bytes a wide row of `columns` columns and `value_size`-byte
+/// values takes (a write's value carries its process and counter beside
+/// the payload).
+pub fn wide_row_bytes(value_size: usize, columns: u32) -> usize {
+    let value = value_size + 32;
+    KEY_BYTES_MAX + value + columns as usize * (3 + value + 3)
+}
+
+/// The value of a wide row read back: its value when every column matches
+/// it (or it has none: a conditional write puts the value alone), else the
+/// value marked [`TORN_ROW`].
+fn read_wide(row: RowVal, columns: u32) -> String {
+    if row.columns.is_empty() || row.columns == wide_columns(&row.value, columns) {
+        row.value
+    } else {
+        format!("{TORN_ROW}{}", row.value)
     }
 }
 
@@ -122,7 +157,7 @@ fn answer_err(e: TableError) -> Answer {
 
 impl KvService for TableKv {
     async fn call(&self, op: &Op, _value_size: u32) -> Answer {
-        match run_op(&self.client, TABLE, op).await {
+        match run_op(&self.client, TABLE, op, self.columns).await {
             Ok((done, rows)) => {
                 // A scan's rows are not in the history: look for bad
                 // requests' rows here.
@@ -142,7 +177,7 @@ impl KvService for TableKv {
 
     async fn bad(&self, req: &BadRequest) -> BadAnswer {
         let (client, table, op) = self.bad_form(req);
-        let answer = match run_op(&client, table, &op).await {
+        let answer = match run_op(&client, table, &op, 0).await {
             Ok((done, _)) => BadAnswer::Accepted(format!("ok: {}", short(&done.describe()))),
             // A condition was evaluated: the request reached the data.
             Err(e @ TableError::ConditionFailed(_)) => BadAnswer::Accepted(short(&e.to_string())),
@@ -218,6 +253,30 @@ pub async fn setup(client: &TableClient, keys: u64, partitions: u32, other: bool
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_wide_row_reads_as_its_value_only_when_every_column_matches() {
+        let row = |value: &str, columns| RowVal { value: value.into(), columns };
+        assert_eq!(read_wide(row("p1.1", wide_columns("p1.1", 4)), 4), "p1.1");
+        // A conditional write puts the value alone.
+        assert_eq!(read_wide(row("p1.2", BTreeMap::new()), 4), "p1.2");
+        // Columns of another write, or some of them missing, or one more.
+        assert_eq!(read_wide(row("p1.3", wide_columns("p1.1", 4)), 4), "torn-row:p1.3");
+        let mut mixed = wide_columns("p1.3", 4);
+        mixed.insert("c02".into(), "p1.1#2".into());
+        assert_eq!(read_wide(row("p1.3", mixed), 4), "torn-row:p1.3");
+        assert_eq!(read_wide(row("p1.3", wide_columns("p1.3", 3)), 4), "torn-row:p1.3");
+        assert_eq!(read_wide(row("p1.3", wide_columns("p1.3", 5)), 4), "torn-row:p1.3");
+    }
+
+    #[test]
+    fn wide_rows_of_the_largest_shape_fit_the_store_and_pass_its_validation() {
+        let value = "v".repeat(1000 + 32);
+        let columns = wide_columns(&value, 32);
+        let op = engine::table::Op::Put { table: TABLE.into(), key: "k".repeat(KEY_BYTES_MAX), value: value.clone(), columns };
+        assert!(wide_row_bytes(1000, 32) <= engine::table::ROW_BYTES_MAX);
+        assert_eq!(engine::table::proxy::validate(&op), Ok(()));
+    }
 
     #[test]
     fn split_points_are_increasing_and_as_many_as_asked() {

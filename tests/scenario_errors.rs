@@ -305,3 +305,22 @@ fn master_zone_cannot_overlap_another_zone_fault_or_a_crashed_node() {
     let e = err(&format!("{head}\n[[fault]]\nat = \"3s\"\nuntil = \"5s\"\nverb = \"node-pause\"\ntarget = \"az3-proxy-0\"\n"));
     assert!(e.message.contains("master-zone"), "{e}");
 }
+
+fn table_wide_rows() -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/table-wide-rows.toml")).unwrap()
+}
+
+#[test]
+fn wide_rows_are_refused_beyond_the_stores_limits_and_off_the_table_service() {
+    let text = table_wide_rows();
+    assert_eq!(parse(Path::new("table-wide-rows.toml"), text.as_bytes()).unwrap().workloads[0].columns, 8);
+    let e = err(&text.replace("columns = 8", "columns = 33"));
+    assert_eq!(e.field, "workload[0].columns", "{e}");
+    assert!(e.message.contains("33 columns"), "{e}");
+    let e = err(&text.replace("value_size = 96", "value_size = 12000"));
+    assert_eq!(e.field, "workload[0].columns", "{e}");
+    assert!(e.message.contains("over the table store's"), "{e}");
+    let e = err(&GOOD.replace("mix = { read = 1.0, write = 1.0 }", "mix = { read = 1.0, write = 1.0 }\ncolumns = 2"));
+    assert_eq!(e.field, "workload[0].columns", "{e}");
+    assert!(e.message.contains("table"), "{e}");
+}

@@ -87,6 +87,14 @@ impl TableClient {
         }
     }
 
+    /// The whole row: its value and its columns.
+    pub async fn get_row(&self, table: &str, key: &str) -> Result<Option<super::part::RowVal>, TableError> {
+        match self.op(Op::GetRow { table: table.into(), key: key.into() }).await? {
+            OpResult::Row(r) => Ok(r),
+            other => Err(TableError::Failed(format!("unexpected answer {other:?}"))),
+        }
+    }
+
     pub async fn put(&self, table: &str, key: &str, value: &str) -> Result<(), TableError> {
         self.put_row(table, key, value, BTreeMap::new()).await
     }

@@ -205,28 +205,31 @@ pub enum Op {
     /// Auto-increment: the next value of the partition key's counter.
     Append { table: String, pkey: String },
     Scan { table: String, start: String, end: String, limit: u32 },
+    /// A whole row: its value and its columns.
+    GetRow { table: String, key: String },
 }
 
 impl Op {
     pub fn table(&self) -> &str {
         match self {
-            Op::Get { table, .. } | Op::Put { table, .. } | Op::Cas { table, .. } | Op::Delete { table, .. } | Op::Append { table, .. } | Op::Scan { table, .. } => table,
+            Op::Get { table, .. } | Op::Put { table, .. } | Op::Cas { table, .. } | Op::Delete { table, .. } | Op::Append { table, .. } | Op::Scan { table, .. } | Op::GetRow { table, .. } => table,
         }
     }
     /// The key that routes the operation (a scan's start).
     pub fn route_key(&self) -> &str {
         match self {
-            Op::Get { key, .. } | Op::Put { key, .. } | Op::Cas { key, .. } | Op::Delete { key, .. } => key,
+            Op::Get { key, .. } | Op::Put { key, .. } | Op::Cas { key, .. } | Op::Delete { key, .. } | Op::GetRow { key, .. } => key,
             Op::Append { pkey, .. } => pkey,
             Op::Scan { start, .. } => start,
         }
     }
     pub fn is_write(&self) -> bool {
-        !matches!(self, Op::Get { .. } | Op::Scan { .. })
+        !matches!(self, Op::Get { .. } | Op::Scan { .. } | Op::GetRow { .. })
     }
     pub fn kind(&self) -> &'static str {
         match self {
             Op::Get { .. } => "get",
+            Op::GetRow { .. } => "get_row",
             Op::Put { .. } => "put",
             Op::Cas { .. } => "cas",
             Op::Delete { .. } => "delete",
@@ -245,6 +248,8 @@ pub enum OpResult {
     /// Rows in key order, and whether the scan stopped at the partition's
     /// end before `end` and `limit` (the proxy continues in the next one).
     Rows { rows: Vec<(String, String)>, partial_end: Option<String> },
+    /// A whole row (`GetRow`).
+    Row(Option<part::RowVal>),
 }
 
 /// Errors on the wire and of the client API.

@@ -241,6 +241,7 @@ impl PartStore {
     pub async fn apply(&self, info: &PartitionInfo, op: &Op, rid: Option<ReqId>) -> Result<OpResult, TableError> {
         match op {
             Op::Get { key, .. } => Ok(OpResult::Value(self.row(key, false).await?.map(|r| r.value))),
+            Op::GetRow { key, .. } => Ok(OpResult::Row(self.row(key, false).await?)),
             Op::Scan { start, end, limit, .. } => {
                 let lo = start.as_str().max(info.start.as_str());
                 let (hi, partial_end) = match &info.end {
@@ -302,7 +303,7 @@ impl PartStore {
                 batch.push((appended_key(pkey, next), Some(encode(&RowVal { value: next.to_string(), columns: BTreeMap::new() }))));
                 OpResult::Seq(next)
             }
-            Op::Get { .. } | Op::Scan { .. } => unreachable!("reads are not writes"),
+            Op::Get { .. } | Op::Scan { .. } | Op::GetRow { .. } => unreachable!("reads are not writes"),
         };
         let mut evict = None;
         let mut order = 0;

@@ -89,7 +89,7 @@ pub fn validate(op: &Op) -> Result<(), String> {
     let key_ok = |k: &str| if valid_key(k) { Ok(()) } else { Err(format!("bad key shape ({} bytes; 1..={KEY_BYTES_MAX} printable ASCII)", k.len())) };
     let cell_ok = |v: &str| if v.len() <= CELL_BYTES_MAX { Ok(()) } else { Err(format!("cell of {} bytes over {CELL_BYTES_MAX}", v.len())) };
     match op {
-        Op::Get { key, .. } | Op::Delete { key, .. } => key_ok(key),
+        Op::Get { key, .. } | Op::Delete { key, .. } | Op::GetRow { key, .. } => key_ok(key),
         Op::Append { pkey, .. } => key_ok(pkey),
         Op::Put { key, value, columns, .. } => {
             key_ok(key)?;
