@@ -267,6 +267,9 @@ pub struct TableFigures {
     pub time_to_recover: Option<Latency>,
     /// The worst one: partition, from, to.
     pub slowest_recovery: Option<String>,
+    /// The worst one's time to recover (for `max_time_to_recover`).
+    #[serde(skip)]
+    pub slowest_recovery_time: Option<Duration>,
     pub master_takeovers: u64,
     /// Requests the proxies refused, by reason.
     pub auth_refused: BTreeMap<String, u64>,
@@ -298,10 +301,13 @@ fn table_figures(obs: &engine::table::TableObserver) -> TableFigures {
             recover.push((next.saturating_sub(last), what));
         }
     }
-    let slowest_recovery = recover.iter().max_by_key(|(d, w)| (*d, std::cmp::Reverse(w.clone()))).map(|(d, w)| format!("{} for {w}", fmt_duration(*d)));
+    let slowest = recover.iter().max_by_key(|(d, w)| (*d, std::cmp::Reverse(w.clone())));
+    let slowest_recovery = slowest.map(|(d, w)| format!("{} for {w}", fmt_duration(*d)));
+    let slowest_recovery_time = slowest.map(|(d, _)| *d);
     let v: Vec<u64> = recover.into_iter().map(|(d, _)| d.as_nanos() as u64).collect();
     let time_to_recover = (!v.is_empty()).then(|| latency_of(v));
     TableFigures {
+        slowest_recovery_time,
         failovers,
         time_to_recover,
         slowest_recovery,
@@ -681,6 +687,14 @@ fn judge_measured(report: &mut Report, scn: &Scenario, m: &Measured) {
     }
     if let (Some(max), Some(got)) = (scn.expect.max_append_stall, m.max_append_stall) {
         report.expect("max_append_stall", format!("<= {}", fmt_duration(max.0)), fmt_duration(got), got <= max.0);
+    }
+    if let Some(max) = scn.expect.max_time_to_recover {
+        let table = report.table.as_ref();
+        let (slowest, what) = match table.and_then(|t| t.slowest_recovery_time.zip(t.slowest_recovery.clone())) {
+            Some((d, w)) => (d, w),
+            None => (Duration::ZERO, "no failover to recover from".into()),
+        };
+        report.expect("max_time_to_recover", format!("<= {}", fmt_duration(max.0)), what, slowest <= max.0);
     }
     if let Some(min) = scn.expect.min_master_takeovers {
         let (after, at, all) = m.master_takeovers_after_fault.unwrap_or((0, SimTime::ZERO, 0));

@@ -408,6 +408,9 @@ pub struct ExpectDef {
     /// Table: fewest master takeovers from the first fault on (the first
     /// election at start-up is not one).
     pub min_master_takeovers: Option<u64>,
+    /// Table: the longest any failover after a server died or lost its
+    /// lease may take to recover (the report's `time_to_recover`).
+    pub max_time_to_recover: Option<Dur>,
 }
 
 /// A fault verb at a time, after validation.
@@ -659,6 +662,7 @@ fn validate(path: &Path, text: &str, f: ScenarioFile) -> Result<Scenario, Scenar
         ("min_bad_requests_refused", e.min_bad_requests_refused.is_some(), ServiceKind::Table),
         ("bad_values_seen", e.bad_values_seen.is_some(), ServiceKind::Table),
         ("min_master_takeovers", e.min_master_takeovers.is_some(), ServiceKind::Table),
+        ("max_time_to_recover", e.max_time_to_recover.is_some(), ServiceKind::Table),
     ] {
         if set && f.service.kind != kind {
             return Err(err(0..0, format!("expect.{name}"), format!("applies to `kind = \"{}\"` scenarios only", format!("{kind:?}").to_lowercase())));

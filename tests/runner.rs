@@ -122,3 +122,51 @@ fn a_failed_expectation_exits_1_and_prints_the_replay_command() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A small table store whose table server in az2 crashes for two seconds.
+const TABLE_CRASH: &str = r#"name = "table-crash"
+description = "a table server crashes and its partitions move"
+duration = "4s"
+
+[topology]
+zones = ["az1", "az2", "az3"]
+nodes = { meta = 1, manager = 1, storage = 3, master = 1, table = 1, proxy = 1, client = 1 }
+intra_zone_latency = "100us"
+inter_zone_latency = "1ms"
+
+[service]
+kind = "table"
+partitions = 6
+
+[[workload]]
+name = "rows"
+clients = 3
+rate = 150
+keys = 60
+mix = { read = 1.0, write = 1.0 }
+timeout = "3s"
+
+[[fault]]
+at = "1s"
+until = "3s"
+verb = "node-crash"
+target = "az2-table-0"
+
+[expect]
+lost_acked_writes = 0
+max_time_to_recover = "1ms"
+"#;
+
+#[test]
+fn a_failover_slower_than_max_time_to_recover_fails_the_run_and_names_the_partition() {
+    let scn = parse(Path::new("table-crash.toml"), TABLE_CRASH.as_bytes()).unwrap();
+    let done = execute(&scn, 1, &RunOptions::default()).unwrap();
+    let r = &done.report;
+    let table = r.table.as_ref().expect("a table scenario reports its failovers");
+    assert!(table.failovers.get("ServerDead").is_some_and(|&n| n > 0), "{:?}", table.failovers);
+    let e = r.expectations.iter().find(|e| e.name == "max_time_to_recover").expect("expectation judged");
+    assert!(!e.pass, "no failover recovers within 1ms: {e:?}");
+    assert!(e.measured.contains("for partition"), "{}", e.measured);
+    assert_eq!(Some(e.measured.clone()), table.slowest_recovery, "the measured one is the slowest");
+    assert!(!r.pass);
+}

@@ -270,7 +270,7 @@ fn bad_requests_on_another_service_are_refused() {
 
 #[test]
 fn table_expectations_on_another_service_are_refused() {
-    for name in ["bad_requests_accepted = 0", "min_bad_requests_refused = 1", "bad_values_seen = 0", "min_master_takeovers = 1"] {
+    for name in ["bad_requests_accepted = 0", "min_bad_requests_refused = 1", "bad_values_seen = 0", "min_master_takeovers = 1", "max_time_to_recover = \"3s\""] {
         let e = err(&format!("{GOOD}\n[expect]\n{name}\n"));
         assert_eq!(e.field, format!("expect.{}", name.split(' ').next().unwrap()), "{e}");
         assert!(e.message.contains("table"), "{e}");
