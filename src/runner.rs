@@ -485,7 +485,7 @@ async fn simulate(scn: Scenario, seed: u64, opts: RunOptions) -> RunOutput {
         disk.sectors_lost_at_crash += s.sectors_lost_at_crash;
         disk.sectors_torn_kept_at_crash += s.sectors_torn_kept_at_crash;
     }
-    RunOutput {
+    let out = RunOutput {
         seed,
         digest: world.digest(),
         history,
@@ -500,7 +500,10 @@ async fn simulate(scn: Scenario, seed: u64, opts: RunOptions) -> RunOutput {
         streams: stream_cfg.map(|c| c.observer.clone()),
         table: table_cfg.map(|c| c.observer.clone()),
         bad_requests: bad_log.map(|l| l.snapshot()),
-    }
+    };
+    // Free the nodes' tasks with the run, not with the process.
+    world.shutdown();
+    out
 }
 
 /// Zone faults whose zone is decided when they fire: [`META_LEADER`] (the
