@@ -315,3 +315,31 @@ fn same_seed_same_digest_other_seed_other_digest() {
     assert_ne!(a, digest_of(12));
     assert!(a.events > 60, "{a:?}");
 }
+
+#[test]
+fn shutdown_frees_what_the_nodes_tasks_hold() {
+    // A sweep runs thousands of worlds in one process: what a node's
+    // processes hold must go with the run.
+    let held = Arc::new(());
+    let probe = held.clone();
+    run(9, move || async move {
+        let world = World::new(9, topo(), DiskConfig::default(), false);
+        let h = probe.clone();
+        world.start_node(NodeId(0), move |_ctx: NodeCtx| {
+            let h = h.clone();
+            async move {
+                loop {
+                    let _keep = &h;
+                    time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        });
+        time::sleep(Duration::from_millis(50)).await;
+        // This block's, the main's and the running task's, and the test's.
+        assert_eq!(Arc::strong_count(&probe), 4);
+        drop(probe);
+        world.shutdown();
+        time::sleep(Duration::from_millis(1)).await;
+    });
+    assert_eq!(Arc::strong_count(&held), 1, "the node's task and main were freed");
+}
