@@ -259,12 +259,20 @@ impl PartStore {
                 let partial_end = if rows.len() < *limit as usize { partial_end } else { None };
                 Ok(OpResult::Rows { rows, partial_end })
             }
-            _ => self.write(op, rid).await,
+            _ => self.write(info.pid, op, rid).await,
         }
     }
 
-    async fn write(&self, op: &Op, rid: Option<ReqId>) -> Result<OpResult, TableError> {
+    async fn write(&self, pid: PartitionId, op: &Op, rid: Option<ReqId>) -> Result<OpResult, TableError> {
         let _serial = self.writes.lock().await;
+        // A write that held the lock before may have stopped the engine with
+        // an unknown outcome (its WAL write failed): its entries may sit in
+        // the memtable without their request's de-duplication record, so a
+        // retry of it judged here would fail on its own value. The next owner
+        // recovers the truth from the log.
+        if self.broken() {
+            return Err(TableError::NotServingHere(pid));
+        }
         if let Some(r) = rid {
             let hit = self.dedupe.lock().expect("dedupe lock").by_rid.get(&r).map(|(_, res)| res.clone());
             if let Some(res) = hit {
