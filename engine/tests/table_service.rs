@@ -22,7 +22,7 @@ use engine::meta::service::{serve as serve_meta, ServiceConfig};
 use engine::stream::manager::serve_manager;
 use engine::stream::replica::serve_storage;
 use engine::table::client::TableClient;
-use engine::table::{master, proxy, server, FailoverCause, PartitionId, TableConfig, TableError, TableObserverData};
+use engine::table::{master, proxy, server, FailoverCause, Op, OpResult, PartitionId, ReqId, TableConfig, TableError, TableObserverData};
 use sim::disk::DiskConfig;
 use sim::fault::{Direction, Fault, ZoneMode};
 use sim::time::{self, SimTime};
@@ -680,6 +680,44 @@ fn bad_credentials_and_cross_instance_access_are_refused_and_never_touch_data() 
                 assert_eq!(b, Ok(Some("theirs".into())), "and i2's");
                 assert_eq!(cl.obs().invalid_refused, 1);
                 println!("auth story done at {}: {:?}", time::now(), cl.obs().auth_refused);
+            })
+            .await;
+        });
+    }
+}
+
+/// A conditional write's failure is final for its request id: an attempt
+/// of the same request that arrives later (a delayed first attempt, after
+/// the client was told "condition failed") gets the recorded failure, also
+/// once the condition would now hold, and writes nothing. Without the
+/// record, that late attempt applies a write its client was told had
+/// failed.
+#[test]
+fn a_failed_condition_is_final_for_its_request_id() {
+    for seed in seeds().into_iter().take(1) {
+        run(seed, move || async move {
+            cluster(seed, |_| {}, move |cl| async move {
+                setup(&cl).await;
+                let (first, late, plain, row) = cl
+                    .agent("az1-client-0")
+                    .run(|c| async move {
+                        let k = key(7);
+                        c.put(TABLE, &k, "there").await.expect("put");
+                        let cas = |v: &str| Op::Cas { table: TABLE.into(), key: k.clone(), expected: None, value: v.into() };
+                        let rid = ReqId { client: c.client_id(), seq: 1 << 40 };
+                        let first = c.op_with(cas("late"), Some(rid)).await;
+                        c.delete(TABLE, &k).await.expect("delete");
+                        let late = c.op_with(cas("late"), Some(rid)).await;
+                        // A new request id judges the condition afresh.
+                        let plain = c.op_with(cas("fresh"), Some(ReqId { seq: rid.seq + 1, ..rid })).await;
+                        (first, late, plain, c.get(TABLE, &k).await)
+                    })
+                    .await;
+                assert_eq!(first, Err(TableError::ConditionFailed(Some("there".into()))));
+                assert_eq!(late, first, "the late attempt gets the recorded failure");
+                assert_eq!(plain, Ok(OpResult::Done));
+                assert_eq!(row, Ok(Some("fresh".into())), "the late attempt wrote nothing");
+                assert!(cl.obs().dedupe_hits >= 1);
             })
             .await;
         });

@@ -11,11 +11,17 @@
 //!
 //! Writes are serialized per partition (one at a time, from the condition
 //! check until the batch is durable), and each write batch holds the row
-//! change, the counter, and the request id's record with its result (and
+//! change, the counter, and the request id's record with its outcome (and
 //! the deletion of the oldest record once [`DEDUPE_MAX`] are kept). A retry
-//! of a write whose record exists gets the recorded result without being
+//! of a write whose record exists gets the recorded outcome without being
 //! applied again, also on a new owner after a failover, since the record is
 //! in the same batch as the write.
+//!
+//! A conditional write whose condition fails is recorded too (a batch with
+//! only its record), before the failure is answered: an earlier attempt of
+//! the same request that is still on its way (queued behind the partition's
+//! write lock, or in a proxy) must get that failure, not find the condition
+//! true later and apply a write its client was told had failed.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -92,10 +98,14 @@ fn gc() -> GcPolicy {
     GcPolicy { ttl_ms: None, max_versions: 1 }
 }
 
+/// What a request id's record holds: the write's result, or the failure
+/// of its condition.
+type Outcome = Result<OpResult, TableError>;
+
 #[derive(Default)]
 struct Dedupe {
-    /// rid -> (order, result)
-    by_rid: BTreeMap<ReqId, (u64, OpResult)>,
+    /// rid -> (order, outcome)
+    by_rid: BTreeMap<ReqId, (u64, Outcome)>,
     by_order: BTreeMap<u64, ReqId>,
     next_order: u64,
 }
@@ -131,7 +141,7 @@ impl PartStore {
                     return Err("malformed de-duplication key".into());
                 };
                 let rid = ReqId { client: u64::from_be_bytes(c), seq: u64::from_be_bytes(s) };
-                let (order, result): (u64, OpResult) = decode(&v).ok_or("malformed de-duplication record")?;
+                let (order, result): (u64, Outcome) = decode(&v).ok_or("malformed de-duplication record")?;
                 d.by_rid.insert(rid, (order, result));
                 d.by_order.insert(order, rid);
                 d.next_order = d.next_order.max(order + 1);
@@ -148,7 +158,7 @@ impl PartStore {
         let (mut dedupe, mut entries): (Vec<_>, Vec<_>) = entries.into_iter().partition(|(k, _)| k.starts_with(&key(KIND_DEDUPE, &[])));
         let mut recs = Vec::with_capacity(dedupe.len());
         for (k, v) in dedupe.drain(..) {
-            let (order, result): (u64, OpResult) = decode(&v).ok_or("malformed de-duplication record")?;
+            let (order, result): (u64, Outcome) = decode(&v).ok_or("malformed de-duplication record")?;
             recs.push((order, k, result));
         }
         recs.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
@@ -279,26 +289,27 @@ impl PartStore {
                 if let Some(o) = &self.observer {
                     o.with(|o| o.dedupe_hits += 1);
                 }
-                return Ok(res);
+                return res;
             }
         }
         let mut batch: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
-        let result = match op {
+        let result: Outcome = match op {
             Op::Put { key: k, value, columns, .. } => {
                 batch.push((key(KIND_ROW, k.as_bytes()), Some(encode(&RowVal { value: value.clone(), columns: columns.clone() }))));
-                OpResult::Done
+                Ok(OpResult::Done)
             }
             Op::Cas { key: k, expected, value, .. } => {
                 let cur = self.row(k, true).await?.map(|r| r.value);
                 if cur != *expected {
-                    return Err(TableError::ConditionFailed(cur));
+                    Err(TableError::ConditionFailed(cur))
+                } else {
+                    batch.push((key(KIND_ROW, k.as_bytes()), Some(encode(&RowVal { value: value.clone(), columns: BTreeMap::new() }))));
+                    Ok(OpResult::Done)
                 }
-                batch.push((key(KIND_ROW, k.as_bytes()), Some(encode(&RowVal { value: value.clone(), columns: BTreeMap::new() }))));
-                OpResult::Done
             }
             Op::Delete { key: k, .. } => {
                 batch.push((key(KIND_ROW, k.as_bytes()), None));
-                OpResult::Done
+                Ok(OpResult::Done)
             }
             Op::Append { pkey, .. } => {
                 let ck = key(KIND_COUNTER, pkey.as_bytes());
@@ -309,10 +320,13 @@ impl PartStore {
                 let next = cur + 1;
                 batch.push((ck, Some(next.to_le_bytes().to_vec())));
                 batch.push((appended_key(pkey, next), Some(encode(&RowVal { value: next.to_string(), columns: BTreeMap::new() }))));
-                OpResult::Seq(next)
+                Ok(OpResult::Seq(next))
             }
             Op::Get { .. } | Op::Scan { .. } | Op::GetRow { .. } => unreachable!("reads are not writes"),
         };
+        if batch.is_empty() && rid.is_none() {
+            return result;
+        }
         let mut evict = None;
         let mut order = 0;
         if let Some(r) = rid {
@@ -341,7 +355,7 @@ impl PartStore {
             d.by_order.insert(order, r);
             d.next_order = order + 1;
         }
-        Ok(result)
+        result
     }
 }
 
