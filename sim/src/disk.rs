@@ -139,6 +139,10 @@ pub struct DiskState {
     durable_names: BTreeMap<String, u64>,
     busy_until: SimTime,
     stats: DiskStats,
+    /// Bytes of every inode's data: kept as writes, crashes and garbage
+    /// collection change it, so a write's space check is O(1) (every inode
+    /// is live: named now or at the last directory sync).
+    used_bytes: u64,
 }
 
 impl DiskState {
@@ -154,12 +158,13 @@ impl DiskState {
             durable_names: BTreeMap::new(),
             busy_until: SimTime::ZERO,
             stats: DiskStats::default(),
+            used_bytes: 0,
         }
     }
 
     fn used(&self) -> u64 {
-        let live: BTreeSet<u64> = self.names.values().chain(self.durable_names.values()).copied().collect();
-        live.iter().map(|i| self.inodes[i].data.len() as u64).sum()
+        debug_assert_eq!(self.used_bytes, self.inodes.values().map(|i| i.data.len() as u64).sum::<u64>(), "disk usage counter");
+        self.used_bytes
     }
 
     fn inode_mut(&mut self, name: &str) -> Result<&mut Inode, DiskError> {
@@ -220,6 +225,7 @@ impl DiskState {
             inode.data.resize(end as usize, 0);
         }
         inode.data[offset as usize..end as usize].copy_from_slice(&stored);
+        self.used_bytes += growth;
         self.stats.writes += 1;
         self.stats.bytes_written += data.len() as u64;
         Ok(())
@@ -269,7 +275,15 @@ impl DiskState {
 
     fn collect_garbage(&mut self) {
         let live: BTreeSet<u64> = self.names.values().chain(self.durable_names.values()).copied().collect();
-        self.inodes.retain(|id, _| live.contains(id));
+        let mut freed = 0;
+        self.inodes.retain(|id, i| {
+            let keep = live.contains(id);
+            if !keep {
+                freed += i.data.len() as u64;
+            }
+            keep
+        });
+        self.used_bytes -= freed;
     }
 
     fn rename(&mut self, from: &str, to: &str) -> Result<(), DiskError> {
@@ -307,6 +321,7 @@ impl DiskState {
                 }
             }
             inode.data.truncate(new_len as usize);
+            self.used_bytes -= cur_len - new_len.min(cur_len);
             for ((&s, old), &k) in shadow.iter().zip(&kept) {
                 if k {
                     self.stats.sectors_torn_kept_at_crash += 1;
