@@ -102,6 +102,10 @@ fn round4(x: f64) -> f64 {
     (x * 10_000.0).round() / 10_000.0
 }
 
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
 /// Whether the service answered: ok, or a definite answer that is not an
 /// outage (a cas that found another value, a stream writer told that
 /// another writer took over).
@@ -278,6 +282,58 @@ pub struct TableFigures {
     pub dedupe_hits: u64,
     pub not_serving_answers: u64,
     pub partition_loads: u64,
+    /// Write latency before the first fault against its modeled cost
+    /// (absent when no write succeeded before it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub healthy_write: Option<HealthyWrite>,
+}
+
+/// How close healthy writes come to what the model makes them cost.
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct HealthyWrite {
+    /// Successful writes (write, cas, delete, append) of the main phase
+    /// invoked before the first fault.
+    pub writes: u64,
+    pub p50: String,
+    /// The slowest round trip between two zones plus one disk sync: the
+    /// least a write acknowledged by copies in three zones can cost.
+    pub modeled: String,
+    /// `p50 / modeled`; the client -> proxy -> server hops and queueing
+    /// make up the rest.
+    pub ratio: f64,
+}
+
+/// The healthy-write figures of the main phase's writes invoked in
+/// `[start, first_fault)`.
+pub fn healthy_write(ops: &[Operation<'_>], start: SimTime, first_fault: SimTime, topology: &sim::Topology, disk: &sim::DiskConfig) -> Option<HealthyWrite> {
+    let mut v: Vec<u64> = ops
+        .iter()
+        .filter(|r| r.phase == Phase::Main && r.outcome == Outcome::Ok && SimTime(r.invoke_ns) >= start && SimTime(r.invoke_ns) < first_fault)
+        .filter(|r| !matches!(r.op, Op::Read { .. } | Op::Scan { .. } | Op::StreamRead { .. }))
+        .filter_map(|r| r.complete_ns.map(|c| c - r.invoke_ns))
+        .collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_unstable();
+    let zones = topology.zone_count();
+    let mut rtt = Duration::ZERO;
+    for a in 0..zones {
+        for b in 0..zones {
+            if a != b {
+                let (ab, ba) = (topology.zone_link(sim::ZoneId(a as u16), sim::ZoneId(b as u16)), topology.zone_link(sim::ZoneId(b as u16), sim::ZoneId(a as u16)));
+                rtt = rtt.max(ab.latency + ba.latency);
+            }
+        }
+    }
+    let modeled = rtt + disk.sync_latency;
+    let p50 = v[((v.len() as f64 - 1.0) * 0.5).round() as usize];
+    Some(HealthyWrite {
+        writes: v.len() as u64,
+        p50: fmt_duration(Duration::from_nanos(p50)),
+        modeled: fmt_duration(modeled),
+        ratio: if modeled.is_zero() { 0.0 } else { round2(p50 as f64 / modeled.as_nanos() as f64) },
+    })
 }
 
 fn table_figures(obs: &engine::table::TableObserver) -> TableFigures {
@@ -317,6 +373,7 @@ fn table_figures(obs: &engine::table::TableObserver) -> TableFigures {
         dedupe_hits: d.dedupe_hits,
         not_serving_answers: d.not_serving,
         partition_loads: d.loads.len() as u64,
+        healthy_write: None,
     }
 }
 
@@ -571,7 +628,10 @@ pub fn build(scn: &Scenario, out: &RunOutput, partition_of: &dyn Fn(&str) -> Str
         network: out.net.clone(),
         disks: out.disk.clone(),
         streams,
-        table: out.table.as_ref().map(table_figures),
+        table: out.table.as_ref().map(|t| TableFigures {
+            healthy_write: healthy_write(&ops, SimTime::from_duration(crate::runner::SERVICE_STARTUP), out.faults.first().map(|f| f.at).unwrap_or(out.main_end), &scn.topology, &scn.disk),
+            ..table_figures(t)
+        }),
         bad_requests: out.bad_requests.as_ref().map(|log| crate::badreq::figures(log, &ops)),
         checks: None,
         expectations: Vec::new(),
@@ -627,6 +687,9 @@ impl Report {
                 lat("reads"),
                 lat("writes")
             );
+        }
+        if let Some(h) = self.table.as_ref().and_then(|t| t.healthy_write.as_ref()) {
+            let _ = writeln!(s, "  healthy writes: p50 {} over {} writes, modeled {} (inter-zone round trip + sync), ratio {:.2}", h.p50, h.writes, h.modeled, h.ratio);
         }
         let _ = writeln!(s, "  final reads: ok {} fail {} info {}", self.final_reads.ok, self.final_reads.fail, self.final_reads.info);
         if let Some(v) = &self.checks {
@@ -847,6 +910,33 @@ mod tests {
         // Every main-phase operation is in exactly one phase.
         let total: u64 = p.iter().map(|p| p.operations.ok + p.operations.fail + p.operations.info).sum();
         assert_eq!(total, 13);
+    }
+
+    #[test]
+    fn healthy_writes_are_the_successful_writes_before_the_first_fault_against_the_modeled_cost() {
+        let h = history(vec![
+            // Before the start (start-up), a read, a failed write, and a
+            // write after the first fault: none counts.
+            write(S / 2, Some((50 * MS, Kind::Ok, None))),
+            read(S + 100 * MS, MS),
+            write(S + 200 * MS, Some((9 * MS, Kind::Fail, Some("not serving")))),
+            write(3 * S, Some((900 * MS, Kind::Ok, None))),
+            // Three writes, a cas and an append before it: p50 5 ms.
+            write(S, Some((4 * MS, Kind::Ok, None))),
+            write(S + 300 * MS, Some((5 * MS, Kind::Ok, None))),
+            Spec { at: S + 400 * MS, done: Some((6 * MS, Kind::Ok, None)), op: Op::Cas { key: "k".into(), expected: None, value: "c".into() }, phase: Phase::Main },
+            Spec { at: S + 500 * MS, done: Some((5 * MS, Kind::Ok, None)), op: Op::Append { pkey: "p".into(), seq: None }, phase: Phase::Main },
+            write(2 * S, Some((20 * MS, Kind::Ok, None))),
+        ]);
+        let ops = h.operations();
+        let lp = |us: u64| sim::topology::LinkParams { latency: Duration::from_micros(us), jitter: Duration::ZERO, loss: 0.0 };
+        let mut topo = sim::Topology::new(&["a".to_string(), "b".to_string(), "c".to_string()], lp(100), lp(1000));
+        // One slower pair: its round trip is the modeled one.
+        topo.set_link(sim::ZoneId(0), sim::ZoneId(2), lp(1500));
+        let disk = sim::DiskConfig { sync_latency: Duration::from_micros(500), ..sim::DiskConfig::default() };
+        let hw = healthy_write(&ops, SimTime(S), SimTime(3 * S), &topo, &disk).expect("writes before the fault");
+        assert_eq!(hw, HealthyWrite { writes: 5, p50: "5ms".into(), modeled: "3.5ms".into(), ratio: 1.43 });
+        assert_eq!(healthy_write(&ops, SimTime(S), SimTime(S), &topo, &disk), None, "a fault at the start leaves no healthy write");
     }
 
     #[test]
