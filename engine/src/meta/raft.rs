@@ -26,7 +26,12 @@
 //!   majority for `election_timeout_max` steps down;
 //! - a no-op entry at the start of every term, so that entries of earlier
 //!   terms commit (the leader only counts replicas for entries of its own
-//!   term, §5.4.2) and so that reads know a committed index.
+//!   term, §5.4.2) and so that reads know a committed index;
+//! - pipelined replication: the leader sends each entry to a peer once,
+//!   moving the peer's `next` past it when it sends; a lost append leaves a
+//!   gap that the peer reports by rejecting the next append or heartbeat
+//!   round with its last index + 1 as the hint, and the leader resends from
+//!   there.
 //!
 //! # Leases and clock skew
 //! `max_skew` (model nanoseconds, like all of [`SimTime`]) bounds the error
@@ -648,6 +653,14 @@ impl Node {
         let prev_term = self.term_at(prev_index).expect("next is within the log");
         let end = (prev_index as usize + ENTRIES_PER_APPEND_MAX).min(self.log.len());
         let entries = self.log[prev_index as usize..end].to_vec();
+        // Pipelining: the next append to this peer starts after these
+        // entries, so each entry goes out once rather than again with every
+        // proposal and round until the peer answers. A lost append shows as
+        // a gap at the peer, which rejects the next append or round with
+        // its last index + 1 as the hint, and `next` moves back there.
+        if let Some(pr) = self.progress.get_mut(&to) {
+            pr.next = end as u64 + 1;
+        }
         self.last_append_sent_at = self.last_append_sent_at.max(now);
         let msg = Message::Append {
             term: self.term,

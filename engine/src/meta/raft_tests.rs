@@ -601,6 +601,58 @@ fn election_leader_in_minority_partition_steps_down_majority_elects_a_new_one() 
     }
 }
 
+/// Entries in the appends queued from `from` to `to`.
+fn queued_entries(c: &Cluster, from: ReplicaId, to: ReplicaId) -> usize {
+    c.queue
+        .values()
+        .filter(|(f, t, _)| *f == from && *t == to)
+        .map(|(_, _, m)| match m {
+            Message::Append { entries, .. } => entries.len(),
+            _ => 0,
+        })
+        .sum()
+}
+
+#[test]
+fn replication_sends_each_entry_once_and_repairs_a_lost_append() {
+    for seed in 0..SEEDS / 4 {
+        let mut c = Cluster::new("replication: each entry is sent once; a lost append is repaired", seed, 3);
+        c.net = CALM;
+        c.commit_one("warm");
+        c.run_ms(100);
+        let leader = c.leader().expect("a leader");
+        let peer = (leader + 1) % 3;
+        let (l, p) = (leader as ReplicaId, peer as ReplicaId);
+        // Proposals back to back, before any answer: each goes out once
+        // (without pipelining the k-th append repeats the k - 1 before it).
+        let before = queued_entries(&c, l, p);
+        let mut proposed = Vec::new();
+        for k in 0..4 {
+            proposed.extend(c.propose(leader, Command::Delete { key: format!("p{k}") }));
+        }
+        assert_eq!(proposed.len(), 4, "{}", c.ctx());
+        assert_eq!(queued_entries(&c, l, p) - before, 4, "{}: entries were sent more than once", c.ctx());
+        c.run_ms(100);
+        assert!(proposed.iter().all(|x| c.is_committed(*x)), "{}", c.ctx());
+        // An append lost on the way to the peer: the next round or append
+        // exposes the gap and the leader resends from the peer's end.
+        let lost = c.propose(leader, Command::Delete { key: "lost".into() }).expect("accepted");
+        let dropped: Vec<(u64, u64)> = c
+            .queue
+            .iter()
+            .filter(|(_, (f, t, m))| *f == l && *t == p && matches!(m, Message::Append { entries, .. } if !entries.is_empty()))
+            .map(|(k, _)| *k)
+            .collect();
+        assert_eq!(dropped.len(), 1, "{}", c.ctx());
+        c.queue.remove(&dropped[0]);
+        c.propose(leader, Command::Delete { key: "after".into() }).expect("accepted");
+        c.run_ms(300);
+        let peer_log = c.nodes[peer].as_ref().unwrap().log();
+        assert!(peer_log.len() as u64 > lost.0, "{}: the peer never got the lost entry", c.ctx());
+        assert_eq!(peer_log, c.nodes[leader].as_ref().unwrap().log(), "{}: logs differ", c.ctx());
+    }
+}
+
 #[test]
 fn prevote_a_replica_returning_from_a_partition_does_not_disrupt_a_healthy_leader() {
     for seed in 0..SEEDS {

@@ -922,7 +922,7 @@ impl Writer {
             self.inflight.push_back(b);
         }
         // Tell the replicas the committed length when idle.
-        if self.inflight.is_empty() {
+        if self.inflight.is_empty() && self.ns.client.inner.cfg.commit_when_idle {
             if let Some(open) = &self.open {
                 if open.committed > self.commit_sent {
                     self.commit_sent = open.committed;

@@ -365,6 +365,14 @@ pub struct StreamConfig {
     pub extent_bytes_max: u64,
     /// Opening a namespace gives up sealing an extent after this long.
     pub seal_deadline: Duration,
+    /// Whether a writer that goes idle tells the open extent's replicas its
+    /// committed length (one `Commit` call per replica), so that readers
+    /// other than the owner see the acknowledged tail of the open extent.
+    /// Off where only the owner reads its streams (the table service: an
+    /// owner reads up to its own acknowledged length, and a new owner seals
+    /// before it reads): the calls would cost two messages per replica per
+    /// write and be read by nobody.
+    pub commit_when_idle: bool,
     pub observer: StreamObserver,
 }
 
@@ -381,6 +389,7 @@ impl StreamConfig {
             rereplicate_after: Duration::from_secs(5),
             extent_bytes_max: 4 << 20,
             seal_deadline: Duration::from_secs(5),
+            commit_when_idle: true,
             observer: StreamObserver::new(),
         }
     }

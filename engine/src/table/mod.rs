@@ -422,6 +422,11 @@ impl TableConfig {
         // waiting for every replica's answer or this timeout: with a zone
         // down, it is paid once per stream on the failover path.
         stream.call_timeout = Duration::from_millis(50);
+        // Only a partition's owner reads its streams (a new owner or the
+        // master splitting it opens the namespace first, sealing the open
+        // extents), up to its own acknowledged length: replicas need not
+        // learn the committed length of an idle stream.
+        stream.commit_when_idle = false;
         TableConfig {
             stream,
             masters,

@@ -44,6 +44,8 @@ struct Proxy {
     auth: MetaCache,
     /// table key -> (stored entry, fetched at)
     tables: MetaCache,
+    /// The cached partition map, sorted by (instance, table, start), and
+    /// when it was fetched.
     map: Mutex<(Vec<PartitionInfo>, Option<SimTime>)>,
     inflight: AtomicUsize,
 }
@@ -229,12 +231,22 @@ impl Proxy {
         if stale {
             let entries = self.meta.lock().await.scan(PART_PREFIX, PARTITIONS_MAX).await;
             if let Ok(entries) = entries {
-                let parts: Vec<PartitionInfo> = entries.iter().filter_map(|(_, v)| decode(v)).collect();
+                let mut parts: Vec<PartitionInfo> = entries.iter().filter_map(|(_, v)| decode(v)).collect();
+                // Sorted for the binary search below; one table's ranges never
+                // overlap in one map (every map change is one Txn).
+                parts.sort_by(|a, b| (&a.instance, &a.table, &a.start).cmp(&(&b.instance, &b.table, &b.start)));
                 *self.map.lock().expect("map lock") = (parts, Some(now));
             }
         }
         let m = self.map.lock().expect("map lock");
-        m.0.iter().find(|p| p.instance == instance && p.table == table && p.contains(key)).cloned().ok_or(TableError::Unavailable(format!("no partition holds {key:?}")))
+        // The last partition of the table starting at or before `key`.
+        let after = m.0.partition_point(|p| (p.instance.as_str(), p.table.as_str(), p.start.as_str()) <= (instance, table, key));
+        after
+            .checked_sub(1)
+            .map(|i| &m.0[i])
+            .filter(|p| p.instance == instance && p.table == table && p.contains(key))
+            .cloned()
+            .ok_or(TableError::Unavailable(format!("no partition holds {key:?}")))
     }
 
     async fn route(&self, instance: &str, op: Op, rid: Option<ReqId>, deadline: SimTime) -> Result<OpResult, TableError> {
