@@ -336,7 +336,9 @@ pub fn healthy_write(ops: &[Operation<'_>], start: SimTime, first_fault: SimTime
     })
 }
 
-fn table_figures(obs: &engine::table::TableObserver) -> TableFigures {
+/// The table section: failovers and recovery from the observer, and the
+/// healthy-write figures computed from the history.
+fn table_figures(obs: &engine::table::TableObserver, healthy_write: Option<HealthyWrite>) -> TableFigures {
     use engine::table::FailoverCause;
     let d = obs.snapshot();
     let topo_name = |n: sim::NodeId| format!("node {}", n.0);
@@ -373,7 +375,7 @@ fn table_figures(obs: &engine::table::TableObserver) -> TableFigures {
         dedupe_hits: d.dedupe_hits,
         not_serving_answers: d.not_serving,
         partition_loads: d.loads.len() as u64,
-        healthy_write: None,
+        healthy_write,
     }
 }
 
@@ -628,9 +630,9 @@ pub fn build(scn: &Scenario, out: &RunOutput, partition_of: &dyn Fn(&str) -> Str
         network: out.net.clone(),
         disks: out.disk.clone(),
         streams,
-        table: out.table.as_ref().map(|t| TableFigures {
-            healthy_write: healthy_write(&ops, SimTime::from_duration(crate::runner::SERVICE_STARTUP), out.faults.first().map(|f| f.at).unwrap_or(out.main_end), &scn.topology, &scn.disk),
-            ..table_figures(t)
+        table: out.table.as_ref().map(|t| {
+            let first_fault = out.faults.first().map(|f| f.at).unwrap_or(out.main_end);
+            table_figures(t, healthy_write(&ops, SimTime::from_duration(crate::runner::SERVICE_STARTUP), first_fault, &scn.topology, &scn.disk))
         }),
         bad_requests: out.bad_requests.as_ref().map(|log| crate::badreq::figures(log, &ops)),
         checks: None,

@@ -260,6 +260,43 @@ fn appends_are_acked_on_three_zones_and_read_back_from_every_zone() {
     }
 }
 
+/// With `commit_when_idle` off (as the table service runs its streams) an
+/// idle writer tells the replicas nothing more: the owner still reads every
+/// acknowledged byte (it passes its own acknowledged length), other readers
+/// see only what the appends carried (not the last batch), and a new owner
+/// seals the open extent and reads everything.
+#[test]
+fn without_idle_commits_the_owner_and_a_new_owner_read_every_acknowledged_byte() {
+    for seed in seeds() {
+        run(seed, move || async move {
+            cluster(seed, |c| c.commit_when_idle = false, move |cl| async move {
+                let ns = open(cl.agent("ctl-agent-0"), "q").await.expect("open");
+                ns.create("log").await.expect("create");
+                let acked = append_many(&ns, "log", 9, 100, 8).await;
+                assert_eq!(acked.failed, 0, "a healthy cluster acknowledges every append");
+                time::sleep(Duration::from_millis(50)).await;
+                let own = ns.read("log", 0, u64::MAX / 2).await.expect("owner read");
+                assert_eq!(own.len() as u64, acked.prefix_len(), "the owner reads every acknowledged byte");
+                acked.check(0, &own, "owner read");
+                let other = cl.agent("az1-agent-0").run(|c| async move { c.read("q", "log", 0, u64::MAX / 2).await }).await.expect("other read");
+                acked.check(0, &other, "other reader");
+                assert!(
+                    (other.len() as u64) < acked.prefix_len(),
+                    "no idle commit was sent, so the last batch is not visible to other readers ({} of {} bytes)",
+                    other.len(),
+                    acked.prefix_len()
+                );
+                let ns2 = open(cl.agent("ctl-agent-1"), "q").await.expect("second open");
+                assert_eq!(ns2.len("log"), Some(acked.prefix_len()), "the seal keeps exactly the acknowledged bytes");
+                let all = ns2.read("log", 0, u64::MAX / 2).await.expect("new owner read");
+                assert_eq!(all.len() as u64, acked.prefix_len());
+                acked.check(0, &all, "new owner read");
+            })
+            .await;
+        });
+    }
+}
+
 /// Starts `append_many` in the background; the result arrives on the
 /// returned receiver.
 fn append_in_background(ns: &Namespace, stream: &str, tag: u8, n: usize, conc: usize) -> oneshot::Receiver<Acked> {
