@@ -21,6 +21,7 @@ use sim::time;
 use sim::topology::{LinkParams, NodeId, Topology, ZoneId};
 use sim::world::World;
 
+use crate::report::round2;
 use crate::runner::{self, RunOptions, RunOutput};
 use crate::scenario::Scenario;
 
@@ -427,10 +428,6 @@ pub fn reference(scn: &Scenario, seeds: &[u64], round_trips: u64) -> ReferenceFi
         msgs_vs_raw_msgs: (med(|r| r.msgs_delivered_per_s / r.raw_madsim_msgs_per_s) * 10_000.0).round() / 10_000.0,
         runs,
     }
-}
-
-fn round2(x: f64) -> f64 {
-    (x * 100.0).round() / 100.0
 }
 
 /// Rounds of each measurement; figures are medians over them.

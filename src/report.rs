@@ -102,7 +102,7 @@ fn round4(x: f64) -> f64 {
     (x * 10_000.0).round() / 10_000.0
 }
 
-fn round2(x: f64) -> f64 {
+pub(crate) fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
 
@@ -115,12 +115,16 @@ fn answered(r: &Operation<'_>) -> bool {
         || r.error.is_some_and(|e| e.starts_with(crate::check::liveness::FENCED))
 }
 
+/// The `p` quantile of a non-empty sorted sample (nearest rank).
+fn quantile(sorted: &[u64], p: f64) -> u64 {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
 fn percentile(sorted: &[u64], p: f64) -> String {
     if sorted.is_empty() {
         return "-".into();
     }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    fmt_duration(Duration::from_nanos(sorted[i]))
+    fmt_duration(Duration::from_nanos(quantile(sorted, p)))
 }
 
 fn route_key(op: &Op) -> &str {
@@ -319,15 +323,13 @@ pub fn healthy_write(ops: &[Operation<'_>], start: SimTime, first_fault: SimTime
     let zones = topology.zone_count();
     let mut rtt = Duration::ZERO;
     for a in 0..zones {
-        for b in 0..zones {
-            if a != b {
-                let (ab, ba) = (topology.zone_link(sim::ZoneId(a as u16), sim::ZoneId(b as u16)), topology.zone_link(sim::ZoneId(b as u16), sim::ZoneId(a as u16)));
-                rtt = rtt.max(ab.latency + ba.latency);
-            }
+        for b in a + 1..zones {
+            let (za, zb) = (sim::ZoneId(a as u16), sim::ZoneId(b as u16));
+            rtt = rtt.max(topology.zone_link(za, zb).latency + topology.zone_link(zb, za).latency);
         }
     }
     let modeled = rtt + disk.sync_latency;
-    let p50 = v[((v.len() as f64 - 1.0) * 0.5).round() as usize];
+    let p50 = quantile(&v, 0.5);
     Some(HealthyWrite {
         writes: v.len() as u64,
         p50: fmt_duration(Duration::from_nanos(p50)),
