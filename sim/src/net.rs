@@ -1,13 +1,25 @@
 //! Typed messages between simulated nodes.
 //!
-//! Built on madsim's `Endpoint` `send_to_raw`/`recv_from_raw` (not its RPC
-//! `call_timeout`, which leaks a mailbox entry per timeout). Every envelope
-//! carries the model time at which it is due: the world decides at send time
-//! whether the message vanishes (dead receiver, cut link, loss) and how long
-//! it takes (link latency, jitter, latency spikes), and the receiver holds it
-//! until it is due. madsim's own send and receive delays (about 2 µs of model
-//! time, see [`crate::time`]) are thereby absorbed into the modeled latency.
-//! A message whose link is cut while it is in flight vanishes on arrival.
+//! tablesim schedules its own messages; it does not use madsim's `Endpoint`.
+//! That one sleeps a random delay on every send and every receive, resolves
+//! the address through a virtual-server table and fires a delivery timer,
+//! so a message cost about four timers and four task polls (a third of the
+//! reference scenario's CPU time). Here the world decides at send time
+//! whether the message vanishes (dead receiver, cut link, loss, the
+//! [`crate::world::IN_FLIGHT_MAX`] bound) and when it is due (link latency,
+//! jitter, latency spikes); the send then arms one madsim timer at the due
+//! time and returns without yielding. When the timer fires, the message lands
+//! in the receiving node's transport, found by (node, protocol tag) at that
+//! moment, so a receiver that crashed meanwhile drops it and one that
+//! restarted receives it, as a real socket would. A message whose link is cut
+//! while it is in flight vanishes on arrival.
+//!
+//! The timer is armed by polling a madsim `Sleep` by hand with a waker that
+//! carries the message ([`InFlight`]): its wake-up *is* the arrival. madsim
+//! runs timer callbacks while it holds its timer lock and, when it jumps to
+//! the next event, before it moves the clock; so arrival code must not arm a
+//! timer and takes its time from the message (`due`), not from the clock. It
+//! only pushes into channels, which wake the receiving tasks.
 //!
 //! Request/response: [`Net::call`] sends a request with an id and waits for
 //! the response with a timeout; the waiting entry is removed on timeout, so
@@ -21,6 +33,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::future::Future;
 use std::pin::Pin;
+use std::task::{Context, Wake, Waker};
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -30,11 +43,11 @@ use tokio::sync::{mpsc, oneshot};
 use crate::log::Event;
 use crate::time::{self, SimTime};
 use crate::topology::NodeId;
-use crate::world::{NodeCtx, World, BASE_PORT};
+use crate::world::{NodeCtx, World};
 
-/// A message type of one protocol. Each type gets its own port and tag.
+/// A message type of one protocol. Each type gets its own tag.
 pub trait Message: Serialize + DeserializeOwned + Debug + Send + Sync + 'static {
-    /// Distinguishes protocols; also picks the port (`BASE_PORT + TAG`).
+    /// Distinguishes protocols: a node binds each tag once.
     const TAG: u16;
     /// A short name of the variant, for the event log and traces.
     fn kind(&self) -> &'static str;
@@ -42,8 +55,6 @@ pub trait Message: Serialize + DeserializeOwned + Debug + Send + Sync + 'static 
 
 /// Messages waiting in one node's inbox for one protocol.
 pub const INBOX_MAX: usize = 8192;
-/// Messages one endpoint may hold in flight, waiting until they are due.
-pub const HELD_MAX: usize = 65_536;
 /// Calls one node may have waiting for responses on one protocol.
 pub const PENDING_CALLS_MAX: usize = 65_536;
 
@@ -92,7 +103,6 @@ struct Pending<M> {
 struct Shared<M> {
     world: World,
     me: NodeId,
-    ep: madsim::net::Endpoint,
     /// Calls waiting for responses, and their deadlines.
     pending: Mutex<Pending<M>>,
     /// Wakes the timeout sweeper when a call's deadline is earlier than the
@@ -135,31 +145,27 @@ impl<M> Inbox<M> {
 }
 
 impl<M: Message> Net<M> {
-    /// Binds protocol `M` on this node and starts its receive loop.
+    /// Binds protocol `M` on this node and starts its timeout sweeper.
     pub async fn bind(ctx: &NodeCtx) -> (Net<M>, Inbox<M>) {
-        let port = BASE_PORT + M::TAG;
-        let ep = madsim::net::Endpoint::bind(World::addr(ctx.id, port))
-            .await
-            .unwrap_or_else(|e| panic!("bind of protocol tag {} on {} failed: {e} (two protocols share a tag?)", M::TAG, ctx.name()));
         let (tx, rx) = mpsc::unbounded_channel();
         let inbox_len = Arc::new(AtomicUsize::new(0));
         let incarnation = ctx.world.incarnation(ctx.id);
         let shared = Arc::new(Shared {
             world: ctx.world.clone(),
             me: ctx.id,
-            ep,
             pending: Mutex::new(Pending { waiters: BTreeMap::new(), deadlines: Default::default(), sweeper_target: None }),
             sweeper: tokio::sync::Notify::new(),
             next_id: AtomicU64::new(incarnation << 40),
             inbox: tx,
             inbox_len: inbox_len.clone(),
         });
-        // The receive loop lives as long as the node's incarnation (a crash
-        // drops it with every other task of the node). It holds early
-        // envelopes in a map ordered by due time and races the next
-        // receive against the earliest due time: one task per endpoint, no
-        // task per message.
-        madsim::task::spawn(receive_loop(shared.clone()));
+        let erased: Arc<dyn std::any::Any + Send + Sync> = shared.clone();
+        if !ctx.world.bind_mailbox(ctx.id, M::TAG, Arc::downgrade(&erased)) {
+            panic!("protocol tag {} bound twice on {} (two protocols share a tag?)", M::TAG, ctx.name());
+        }
+        // The sweeper lives as long as the node's incarnation (a crash drops
+        // it with every other task of the node); so does the transport, and
+        // the world's entry for it then no longer upgrades.
         madsim::task::spawn(timeout_sweeper(shared.clone()));
         (Net { shared }, Inbox { rx, len: inbox_len, _m: PhantomData })
     }
@@ -177,10 +183,15 @@ impl<M: Message> Net<M> {
                 s.world.record(Event::Drop { at: time::now(), from: s.me.0, to: to.0, kind, reason })
             }
             Ok(due) => {
-                let env = Envelope { from: s.me, rpc, due, msg };
-                // An error here means the receiver's socket is gone: the
-                // message vanishes like any other to a dead node.
-                let _ = s.ep.send_to_raw(World::addr(to, BASE_PORT + M::TAG), u64::from(M::TAG), Box::new(env)).await;
+                let flight = Arc::new(InFlight { world: s.world.clone(), to, env: Mutex::new(Some(Envelope { from: s.me, rpc, due, msg })) });
+                let waker = Waker::from(flight.clone());
+                let timer = std::pin::pin!(time::madsim_sleep_until(due));
+                // Pending: the timer holds the waker and fires at `due`.
+                // Ready cannot happen (madsim sleeps at least 1 µs of model
+                // time, links are slower); should it, the message lands now.
+                if timer.poll(&mut Context::from_waker(&waker)).is_ready() {
+                    flight.wake_by_ref();
+                }
             }
         }
     }
@@ -228,15 +239,9 @@ impl<M: Message> Net<M> {
     }
 }
 
-type RecvFuture = Pin<Box<dyn Future<Output = std::io::Result<(madsim::net::Payload, std::net::SocketAddr)>> + Send>>;
-
-fn recv_once<M: Message>(s: Arc<Shared<M>>) -> RecvFuture {
-    Box::pin(async move { s.ep.recv_from_raw(u64::from(M::TAG)).await })
-}
-
 /// Polls `first`, then `second`; `Some` with `first`'s output if it is
-/// ready, `None` if only `second` is. `first` is borrowed, so an unfinished
-/// receive is never dropped (madsim's mailbox would lose its message).
+/// ready, `None` if only `second` is. `first` is borrowed, so the sweeper's
+/// registration for notifications outlives a wake-up by its timer.
 struct Race<'a, A: Future + Unpin, B: Future> {
     first: &'a mut A,
     second: Pin<&'a mut B>,
@@ -287,63 +292,50 @@ async fn timeout_sweeper<M: Message>(s: Arc<Shared<M>>) {
     }
 }
 
-async fn receive_loop<M: Message>(s: Arc<Shared<M>>) {
-    // (due, arrival sequence) -> envelope; the sequence keeps ties in
-    // arrival order.
-    let mut held: BTreeMap<(SimTime, u64), Envelope<M>> = BTreeMap::new();
-    let mut seq = 0u64;
-    let mut recv = recv_once(s.clone());
-    loop {
-        let now = time::now();
-        while let Some(entry) = held.first_entry() {
-            if entry.key().0 > now {
-                break;
-            }
-            s.deliver(entry.remove());
+/// A message on its way: the waker of its arrival timer.
+struct InFlight<M> {
+    world: World,
+    to: NodeId,
+    /// Taken on arrival, so a second wake-up cannot deliver it twice.
+    env: Mutex<Option<Envelope<M>>>,
+}
+
+impl<M: Message> Wake for InFlight<M> {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref()
+    }
+
+    /// The arrival. Runs inside madsim's timer callback: see the module doc
+    /// for what it may not do.
+    fn wake_by_ref(self: &Arc<Self>) {
+        let Some(env) = self.env.lock().expect("in-flight lock").take() else { return };
+        let (at, kind) = (env.due, env.msg.kind());
+        if let Err(reason) = self.world.land(env.from, self.to) {
+            tracing::debug!(target: "sim::net", %at, from = env.from.0, kind, reason, "drop on arrival");
+            self.world.record(Event::Drop { at, from: env.from.0, to: self.to.0, kind, reason });
+            return;
         }
-        let got = match held.keys().next() {
-            None => Some((&mut recv).await),
-            Some(&(due, _)) => {
-                let sleep = time::sleep_until(due);
-                let mut sleep = std::pin::pin!(sleep);
-                Race { first: &mut recv, second: sleep.as_mut() }.await
+        match self.world.mailbox(self.to, M::TAG).map(|b| b.downcast::<Shared<M>>()) {
+            Some(Ok(shared)) => shared.deliver(env),
+            // Nothing bound there (the node has not bound this protocol
+            // yet, or its incarnation is gone), or another protocol with the
+            // same tag.
+            other => {
+                let reason = if matches!(other, Some(Err(_))) { "malformed" } else { "unbound" };
+                self.world.reclassify_as_dropped(reason);
+                self.world.record(Event::Drop { at, from: env.from.0, to: self.to.0, kind, reason });
             }
-        };
-        let Some(result) = got else { continue };
-        recv = recv_once(s.clone());
-        let Ok((payload, _)) = result else { return };
-        let env = match payload.downcast::<Envelope<M>>() {
-            Ok(env) => *env,
-            Err(_) => {
-                s.world.count_drop("malformed");
-                continue;
-            }
-        };
-        if env.due > time::now() {
-            if held.len() >= HELD_MAX {
-                s.world.count_drop("held-full");
-                continue;
-            }
-            seq += 1;
-            held.insert((env.due, seq), env);
-        } else {
-            s.deliver(env);
         }
     }
 }
 
 impl<M: Message> Shared<M> {
+    /// Hands a landed message (already counted as delivered) to its taker;
+    /// a message nobody can take is reclassified as dropped.
     fn deliver(&self, env: Envelope<M>) {
         let kind = env.msg.kind();
-        let at = time::now();
+        let at = env.due;
         tracing::trace!(target: "sim::net", %at, from = env.from.0, kind, "deliver");
-        if let Err(reason) = self.world.admit(env.from, self.me) {
-            tracing::debug!(target: "sim::net", %at, from = env.from.0, kind, reason, "drop on arrival");
-            self.world.record(Event::Drop { at, from: env.from.0, to: self.me.0, kind, reason });
-            return;
-        }
-        // Admitted and counted as delivered; a message nobody can take is
-        // reclassified as dropped.
         let (rpc, dropped) = match env.rpc {
             Rpc::Response(id) => {
                 let waiter = self.pending.lock().expect("pending lock").waiters.remove(&id);

@@ -1,7 +1,7 @@
 //! Model time.
 //!
-//! madsim sleeps at least 1 ms and its `Endpoint` adds about 1 ms on send and
-//! on receive, so madsim time used 1:1 cannot express a 100 µs intra-zone hop.
+//! madsim sleeps at least 1 ms, so madsim time used 1:1 cannot express a
+//! 100 µs intra-zone hop.
 //! tablesim therefore runs model time [`MODEL_SCALE`] times slower than madsim
 //! time: one model nanosecond is one madsim microsecond. madsim's 1 ms floor
 //! becomes 1 µs of model time, well inside the 10 µs fidelity target, and
@@ -78,6 +78,15 @@ pub async fn sleep_until(t: SimTime) {
     if t > now {
         sleep(t.saturating_sub(now)).await
     }
+}
+
+/// madsim's sleep that ends at model time `t` (or 1 µs from now if `t` is
+/// earlier: madsim's floor). The transport polls it by hand to schedule a
+/// message's arrival without a task.
+pub(crate) fn madsim_sleep_until(t: SimTime) -> madsim::time::Sleep {
+    let h = madsim::time::TimeHandle::current();
+    let start = h.now_instant() - h.elapsed();
+    h.sleep_until(start + to_madsim(t.as_duration()))
 }
 
 /// The future's output, or `Err(Elapsed)` after a model duration.

@@ -5,11 +5,12 @@
 //! Nodes are madsim nodes whose init closure receives a [`NodeCtx`]: the only
 //! door through which engine code reaches time, randomness, disk and network.
 
+use std::any::Any;
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use rand::RngExt;
@@ -52,7 +53,17 @@ struct NetState {
     loss: Vec<f64>,
     extra_ns: Vec<u64>,
     stats: NetStats,
+    /// Messages routed and not yet landed, bounded by [`IN_FLIGHT_MAX`].
+    in_flight: usize,
 }
+
+/// Messages the whole network may carry at once (routed, not yet arrived).
+/// A send beyond it is dropped as `in-flight-full`.
+pub const IN_FLIGHT_MAX: usize = 1 << 20;
+
+/// A node's transport for one protocol: the incarnation that bound it and
+/// its shared state (type-erased; [`crate::net`] knows the type by the tag).
+pub(crate) type Mailbox = (u64, Weak<dyn Any + Send + Sync>);
 
 #[derive(Default)]
 struct NodeState {
@@ -72,14 +83,13 @@ struct Inner {
     clocks: Mutex<Vec<ClockState>>,
     disks: Vec<Arc<Mutex<DiskState>>>,
     log: Mutex<EventLog>,
+    /// (node, protocol tag) -> the transport that receives there.
+    mailboxes: Mutex<BTreeMap<(u32, u16), Mailbox>>,
 }
 
 /// Cheap to clone; all clones are the same world.
 #[derive(Clone)]
 pub struct World(Arc<Inner>);
-
-/// Port every node's transport binds (one per message type, see [`crate::net`]).
-pub const BASE_PORT: u16 = 10_000;
 
 impl World {
     /// A world for one run. `keep_events` keeps the event log in memory for
@@ -100,11 +110,13 @@ impl World {
                 loss: vec![0.0; n * n],
                 extra_ns: vec![0; n * n],
                 stats: NetStats::default(),
+                in_flight: 0,
             }),
             nodes: Mutex::new((0..n).map(|_| NodeState::default()).collect()),
             clocks: Mutex::new(vec![ClockState::default(); n]),
             disks,
             log: Mutex::new(EventLog::new(keep_events)),
+            mailboxes: Mutex::new(BTreeMap::new()),
             topo,
         }));
         w.derive_net();
@@ -156,9 +168,6 @@ impl World {
     pub fn ip(node: NodeId) -> IpAddr {
         let i = node.0 + 1;
         IpAddr::V4(Ipv4Addr::new(10, (i >> 16) as u8, (i >> 8) as u8, i as u8))
-    }
-    pub fn addr(node: NodeId, port: u16) -> SocketAddr {
-        SocketAddr::new(Self::ip(node), port)
     }
 
     fn nodes(&self) -> MutexGuard<'_, Vec<NodeState>> {
@@ -329,12 +338,15 @@ impl World {
             Err("dead")
         } else if net.blocked[i] {
             Err("cut")
+        } else if net.in_flight >= IN_FLIGHT_MAX {
+            Err("in-flight-full")
         } else {
             let p = 1.0 - (1.0 - link.loss) * (1.0 - net.loss[i]);
             if p > 0.0 && net.rng.random_bool(p.min(1.0)) {
                 Err("lost")
             } else {
                 let jitter = if link.jitter.is_zero() { 0 } else { net.rng.random_range(0..=link.jitter.as_nanos() as u64) };
+                net.in_flight += 1;
                 Ok(time::now() + link.latency + Duration::from_nanos(jitter + net.extra_ns[i]))
             }
         };
@@ -344,17 +356,45 @@ impl World {
         verdict
     }
 
-    /// Whether a message arriving now on `from -> to` is still let through;
-    /// counts it as delivered or dropped.
-    pub(crate) fn admit(&self, from: NodeId, to: NodeId) -> Result<(), &'static str> {
+    /// A routed message arrives on `from -> to`: whether it is still let
+    /// through (the link may have been cut, the receiver may have died while
+    /// it flew); counts it as delivered or dropped.
+    pub(crate) fn land(&self, from: NodeId, to: NodeId) -> Result<(), &'static str> {
+        let alive = self.is_alive(to);
         let n = self.0.topo.nodes().len();
         let mut net = self.net();
-        if net.blocked[from.index() * n + to.index()] {
-            *net.stats.dropped.entry("cut").or_default() += 1;
-            return Err("cut");
+        net.in_flight -= 1;
+        let verdict = if net.blocked[from.index() * n + to.index()] {
+            Err("cut")
+        } else if !alive {
+            Err("dead")
+        } else {
+            Ok(())
+        };
+        match verdict {
+            Ok(()) => net.stats.delivered += 1,
+            Err(reason) => *net.stats.dropped.entry(reason).or_default() += 1,
         }
-        net.stats.delivered += 1;
-        Ok(())
+        verdict
+    }
+
+    /// Registers the transport of protocol `tag` on `node` for the node's
+    /// current incarnation; false if that incarnation already bound it.
+    pub(crate) fn bind_mailbox(&self, node: NodeId, tag: u16, shared: Weak<dyn Any + Send + Sync>) -> bool {
+        let incarnation = self.incarnation(node);
+        let mut boxes = self.0.mailboxes.lock().expect("mailboxes lock");
+        if let Some((inc, old)) = boxes.get(&(node.0, tag)) {
+            if *inc == incarnation && old.strong_count() > 0 {
+                return false;
+            }
+        }
+        boxes.insert((node.0, tag), (incarnation, shared));
+        true
+    }
+
+    /// The live transport of protocol `tag` on `node`, if one is bound.
+    pub(crate) fn mailbox(&self, node: NodeId, tag: u16) -> Option<Arc<dyn Any + Send + Sync>> {
+        self.0.mailboxes.lock().expect("mailboxes lock").get(&(node.0, tag)).and_then(|(_, w)| w.upgrade())
     }
 
     /// An admitted message that nobody could take after all.
@@ -362,10 +402,6 @@ impl World {
         let mut net = self.net();
         net.stats.delivered -= 1;
         *net.stats.dropped.entry(reason).or_default() += 1;
-    }
-
-    pub(crate) fn count_drop(&self, reason: &'static str) {
-        *self.net().stats.dropped.entry(reason).or_default() += 1;
     }
 
     pub fn net_stats(&self) -> NetStats {

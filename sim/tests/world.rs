@@ -158,6 +158,48 @@ fn calls_to_dead_or_cut_off_nodes_time_out_without_leaking() {
 }
 
 #[test]
+fn a_message_in_flight_dies_with_its_receiver_and_reaches_its_next_incarnation() {
+    // The receiver is looked up when a message lands, as a socket would be:
+    // one that crashed meanwhile drops it, one that restarted meanwhile
+    // answers it.
+    run(6, || async {
+        let world = World::new(6, topo(), DiskConfig::default(), false);
+        let w = world.clone();
+        with_client(&world, NodeId(0), move |_ctx, net| {
+            let w = w.clone();
+            async move {
+                let dead = || w.net_stats().dropped.get("dead").copied().unwrap_or(0);
+                // A 1 ms hop; the receiver crashes half-way.
+                net.send(NodeId(2), Ping::Ping(1)).await;
+                time::sleep(Duration::from_micros(500)).await;
+                w.apply(&Fault::NodeCrash { node: "az2-n-0".into() }).unwrap();
+                assert_eq!(dead(), 0, "sent while the receiver lived");
+                time::sleep(Duration::from_micros(600)).await;
+                assert_eq!(dead(), 1, "dropped on arrival at a dead node");
+                w.apply(&Fault::NodeRestart { node: "az2-n-0".into() }).unwrap();
+                time::sleep(Duration::from_micros(50)).await;
+                // A request flies while its receiver crashes and restarts:
+                // the new incarnation answers it.
+                let w2 = w.clone();
+                madsim::task::spawn(async move {
+                    time::sleep(Duration::from_micros(500)).await;
+                    w2.apply(&Fault::NodeCrash { node: "az2-n-0".into() }).unwrap();
+                    w2.apply(&Fault::NodeRestart { node: "az2-n-0".into() }).unwrap();
+                });
+                let t0 = time::now();
+                assert!(matches!(net.call(NodeId(2), Ping::Ping(2), Duration::from_millis(10)).await, Ok(Ping::Pong(2))));
+                assert_eq!(time::now().saturating_sub(t0), Duration::from_millis(2), "one round trip, no retry");
+                assert_eq!(w.incarnation(NodeId(2)), 2);
+                assert_eq!(dead(), 1);
+            }
+        })
+        .await;
+        let stats = world.net_stats();
+        assert_eq!(stats.sent, stats.delivered + stats.dropped.values().sum::<u64>(), "every message sent is delivered or dropped: {stats:?}");
+    });
+}
+
+#[test]
 fn one_way_partition_cuts_only_one_direction() {
     run(3, || async {
         let world = World::new(3, topo(), DiskConfig::default(), false);
