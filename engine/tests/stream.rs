@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use engine::meta::service::serve;
 use engine::stream::client::{Namespace, StreamClient};
-use engine::stream::manager::serve_manager;
+use engine::stream::manager::{serve_manager, STANDBY_PINGS_PER_DEAD_AFTER};
 use engine::stream::replica::serve_storage;
 use engine::stream::{StreamConfig, StreamError};
 use sim::disk::{DiskConfig, DiskFaults};
@@ -81,7 +81,16 @@ where
     S: FnOnce(Cluster) -> Fut + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let world = World::new(seed, topo(), DiskConfig::default(), false);
+    cluster_with(seed, false, tune, story).await
+}
+
+/// [`cluster`] whose world keeps its event log (`World::take_events`).
+async fn cluster_with<S, Fut>(seed: u64, keep_events: bool, tune: impl Fn(&mut StreamConfig), story: S)
+where
+    S: FnOnce(Cluster) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let world = World::new(seed, topo(), DiskConfig::default(), keep_events);
     let metas = world.topology().nodes_with_role("meta");
     let storage = world.topology().nodes_with_role("storage");
     let mut cfg = StreamConfig::new(metas.clone(), storage.clone());
@@ -752,6 +761,41 @@ mod lsm_on_streams {
 /// grace period the manager replaces the sealed replicas on the dead zone;
 /// when the zone returns it moves replicas back so that every sealed extent
 /// spans three zones, and every replica holds its extent's bytes.
+#[test]
+fn the_acting_manager_pings_every_round_and_the_standbys_often_enough_to_take_over() {
+    for seed in seeds() {
+        run(seed, move || async move {
+            cluster_with(seed, true, |_| {}, move |cl| async move {
+                let managers = cl.world.topology().nodes_with_role("manager");
+                let _ = cl.world.take_events();
+                let window = Duration::from_secs(5);
+                time::sleep(window).await;
+                let mut pings: BTreeMap<u32, u64> = managers.iter().map(|m| (m.0, 0)).collect();
+                for e in cl.world.take_events() {
+                    if let sim::Event::Deliver { from, kind: "st-ping", .. } = e {
+                        *pings.entry(from).or_default() += 1;
+                    }
+                }
+                let storage = cl.cfg.storage.len() as u64;
+                let rounds = window.as_millis() as u64 / cl.cfg.heartbeat.as_millis() as u64;
+                // A standby pings in the first round at least a quarter of
+                // `dead_after` after its last ping.
+                let every = cl.cfg.dead_after / STANDBY_PINGS_PER_DEAD_AFTER;
+                let (most, least) = (window.as_millis() as u64 / every.as_millis() as u64, window.as_millis() as u64 / (every + cl.cfg.heartbeat).as_millis() as u64);
+                let mut counts: Vec<u64> = pings.values().copied().collect();
+                counts.sort_unstable();
+                eprintln!("seed {seed}: pings per manager {pings:?}");
+                let acting = counts.pop().unwrap();
+                assert!(acting.abs_diff(storage * rounds) <= 2 * storage, "the acting manager pings every storage node every round: {pings:?}");
+                for standby in counts {
+                    assert!((storage * least..=storage * most).contains(&standby), "a standby pings about {STANDBY_PINGS_PER_DEAD_AFTER} times per dead_after: {pings:?}");
+                }
+            })
+            .await;
+        });
+    }
+}
+
 #[test]
 fn the_manager_rereplicates_after_the_grace_period_and_restores_three_zones() {
     for seed in seeds() {

@@ -121,7 +121,16 @@ where
     S: FnOnce(Cluster) -> Fut + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let world = World::new(seed, topo(), DiskConfig::default(), false);
+    cluster_with(seed, false, tune, story).await
+}
+
+/// [`cluster`] whose world keeps its event log (`World::take_events`).
+async fn cluster_with<S, Fut>(seed: u64, keep_events: bool, tune: impl Fn(&mut TableConfig), story: S) -> (World, TableObserverData)
+where
+    S: FnOnce(Cluster) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let world = World::new(seed, topo(), DiskConfig::default(), keep_events);
     let t = world.topology();
     let metas = t.nodes_with_role("meta");
     let mut cfg = TableConfig::new(ServiceConfig::new(metas.clone()), t.nodes_with_role("storage"), t.nodes_with_role("master"), t.nodes_with_role("server"), t.nodes_with_role("proxy"));
@@ -632,6 +641,52 @@ fn losing_the_masters_zone_fails_the_master_over() {
             })
             .await;
             check_no_split_brain(&obs);
+        });
+    }
+}
+
+/// Heartbeats delivered to each master since the last call.
+fn heartbeats_per_master(cl: &Cluster) -> BTreeMap<NodeId, u64> {
+    let mut n: BTreeMap<NodeId, u64> = cl.cfg.masters.iter().map(|&m| (m, 0)).collect();
+    for e in cl.world.take_events() {
+        if let sim::Event::Deliver { to, kind: "tb-heartbeat", .. } = e {
+            *n.entry(NodeId(to)).or_default() += 1;
+        }
+    }
+    n
+}
+
+/// Servers heartbeat only the acting master; when it dies they heartbeat
+/// every master until the new one grants, then only that one.
+#[test]
+fn servers_heartbeat_the_acting_master_and_find_the_next_one() {
+    for seed in seeds() {
+        run(seed, move || async move {
+            cluster_with(seed, true, |_| {}, move |cl| async move {
+                setup(&cl).await;
+                time::sleep(Duration::from_secs(1)).await;
+                let servers = cl.cfg.servers.len() as u64;
+                let beats = Duration::from_secs(2).as_millis() as u64 / cl.cfg.heartbeat.as_millis() as u64;
+                let _ = heartbeats_per_master(&cl);
+                time::sleep(Duration::from_secs(2)).await;
+                let (_, m, _) = *cl.obs().master_takeovers.last().expect("a master");
+                let n = heartbeats_per_master(&cl);
+                println!("seed {seed}: heartbeats per master {n:?}, acting {m:?}");
+                assert!(n[&m].abs_diff(servers * beats) <= 2 * servers, "every server heartbeats the acting master every period: {n:?}");
+                assert!(n.iter().all(|(&o, &c)| o == m || c == 0), "nobody heartbeats a standby master: {n:?}");
+                let name = cl.world.topology().node(m).name.clone();
+                cl.world.apply(&Fault::NodeCrash { node: name }).unwrap();
+                time::sleep(Duration::from_secs(8)).await;
+                let (_, m2, _) = *cl.obs().master_takeovers.last().unwrap();
+                assert_ne!(m2, m, "another master took over");
+                let _ = heartbeats_per_master(&cl);
+                time::sleep(Duration::from_secs(2)).await;
+                let n = heartbeats_per_master(&cl);
+                println!("seed {seed}: after the failover {n:?}, acting {m2:?}");
+                assert!(n[&m2].abs_diff(servers * beats) <= 2 * servers, "every server found the new master: {n:?}");
+                assert!(n.iter().all(|(&o, &c)| o == m2 || c == 0), "and heartbeats only it: {n:?}");
+            })
+            .await;
         });
     }
 }

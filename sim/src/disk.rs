@@ -137,6 +137,11 @@ pub struct DiskState {
     next_inode: u64,
     names: BTreeMap<String, u64>,
     durable_names: BTreeMap<String, u64>,
+    /// Names created, renamed or removed since the last directory sync: a
+    /// sync copies only these into `durable_names`.
+    dir_dirty: BTreeSet<String>,
+    /// Inodes that lost a name since the last collection (may be garbage).
+    unlinked: BTreeSet<u64>,
     busy_until: SimTime,
     stats: DiskStats,
     /// Bytes of every inode's data: kept as writes, crashes and garbage
@@ -156,6 +161,8 @@ impl DiskState {
             next_inode: 1,
             names: BTreeMap::new(),
             durable_names: BTreeMap::new(),
+            dir_dirty: BTreeSet::new(),
+            unlinked: BTreeSet::new(),
             busy_until: SimTime::ZERO,
             stats: DiskStats::default(),
             used_bytes: 0,
@@ -184,6 +191,7 @@ impl DiskState {
         self.next_inode += 1;
         self.inodes.insert(id, Inode::default());
         self.names.insert(name.to_string(), id);
+        self.dir_dirty.insert(name.to_string());
         Ok(())
     }
 
@@ -268,9 +276,39 @@ impl DiskState {
         Ok(())
     }
 
+    /// Makes the namespace durable: the names changed since the last sync
+    /// take their current state (work in proportion to the changes, not to
+    /// the files on the disk).
     fn sync_dir(&mut self) {
-        self.durable_names = self.names.clone();
-        self.collect_garbage();
+        for name in std::mem::take(&mut self.dir_dirty) {
+            let displaced = match self.names.get(&name) {
+                Some(&id) => self.durable_names.insert(name, id),
+                None => self.durable_names.remove(&name),
+            };
+            self.unlinked.extend(displaced);
+        }
+        self.collect_unlinked();
+        debug_assert_eq!(self.durable_names, self.names, "an incremental directory sync makes the whole namespace durable");
+    }
+
+    /// Frees the inodes that lost a name and are named neither now nor
+    /// durably (one pass over the names, only when some inode lost one).
+    fn collect_unlinked(&mut self) {
+        if self.unlinked.is_empty() {
+            return;
+        }
+        for id in self.names.values().chain(self.durable_names.values()) {
+            self.unlinked.remove(id);
+        }
+        for id in std::mem::take(&mut self.unlinked) {
+            if let Some(i) = self.inodes.remove(&id) {
+                self.used_bytes -= i.data.len() as u64;
+            }
+        }
+        debug_assert!(
+            self.inodes.keys().all(|id| self.names.values().chain(self.durable_names.values()).any(|n| n == id)),
+            "every unnamed inode was collected"
+        );
     }
 
     fn collect_garbage(&mut self) {
@@ -284,17 +322,23 @@ impl DiskState {
             keep
         });
         self.used_bytes -= freed;
+        self.unlinked.clear();
     }
 
     fn rename(&mut self, from: &str, to: &str) -> Result<(), DiskError> {
         let id = self.names.remove(from).ok_or_else(|| DiskError::NotFound(from.to_string()))?;
-        self.names.insert(to.to_string(), id);
+        let replaced = self.names.insert(to.to_string(), id);
+        self.unlinked.extend(replaced);
+        self.dir_dirty.insert(from.to_string());
+        self.dir_dirty.insert(to.to_string());
         Ok(())
     }
 
     fn remove(&mut self, name: &str) -> Result<(), DiskError> {
-        self.names.remove(name).ok_or_else(|| DiskError::NotFound(name.to_string()))?;
-        self.collect_garbage();
+        let id = self.names.remove(name).ok_or_else(|| DiskError::NotFound(name.to_string()))?;
+        self.dir_dirty.insert(name.to_string());
+        self.unlinked.insert(id);
+        self.collect_unlinked();
         Ok(())
     }
 
@@ -302,6 +346,7 @@ impl DiskState {
     pub fn crash(&mut self) {
         self.stats.crashes += 1;
         self.names = self.durable_names.clone();
+        self.dir_dirty.clear();
         self.collect_garbage();
         let sector = self.cfg.sector;
         let p = self.cfg.crash_writeback;
@@ -593,6 +638,37 @@ mod tests {
         d.sync_dir();
         d.crash();
         assert!(d.names.is_empty());
+    }
+
+    #[test]
+    fn a_directory_sync_makes_the_namespace_durable_and_frees_unnamed_files() {
+        // The sync copies only the names changed since the last one; what it
+        // leaves must be what copying the whole namespace would.
+        let mut d = disk(4, 0.0);
+        for name in ["a", "b", "c"] {
+            d.create(name).unwrap();
+            d.write_at(name, 0, b"1234", "write").unwrap();
+            d.sync(name).unwrap();
+        }
+        d.sync_dir();
+        assert_eq!(d.durable_names, d.names);
+        // Rename over a durable file, remove one, create and remove a
+        // temporary: until the sync, the replaced and removed files are
+        // still durably named, the temporary is gone at once.
+        d.create("tmp").unwrap();
+        d.write_at("tmp", 0, b"xxxxxxxx", "write").unwrap();
+        d.remove("tmp").unwrap();
+        assert_eq!((d.inodes.len(), d.used_bytes), (3, 12), "a file never made durable is freed by its remove");
+        d.rename("a", "b").unwrap();
+        d.remove("c").unwrap();
+        assert_eq!(d.inodes.len(), 3, "the old b and c are still durably named");
+        d.sync_dir();
+        assert_eq!(d.durable_names, d.names);
+        assert_eq!(d.names.keys().collect::<Vec<_>>(), ["b"]);
+        assert_eq!((d.inodes.len(), d.used_bytes), (1, 4), "the sync frees what no name holds");
+        d.crash();
+        assert_eq!(d.names.keys().collect::<Vec<_>>(), ["b"]);
+        assert_eq!(d.read_at("b", 0, 4).unwrap(), b"1234");
     }
 
     #[test]

@@ -142,6 +142,25 @@ impl<M> Inbox<M> {
         }
         m
     }
+
+    /// Polls for the next message (for loops that wait on more than the
+    /// inbox); `Ready(None)` only when the transport has shut down.
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> std::task::Poll<Option<Incoming<M>>> {
+        let p = self.rx.poll_recv(cx);
+        if let std::task::Poll::Ready(Some(_)) = p {
+            self.len.fetch_sub(1, Ordering::Relaxed);
+        }
+        p
+    }
+
+    /// The next message if one is waiting, without waiting.
+    pub fn try_recv(&mut self) -> Option<Incoming<M>> {
+        let m = self.rx.try_recv().ok();
+        if m.is_some() {
+            self.len.fetch_sub(1, Ordering::Relaxed);
+        }
+        m
+    }
 }
 
 impl<M: Message> Net<M> {

@@ -23,6 +23,9 @@
 //! outcome is [`ClientError::Unknown`].
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use rand::RngExt;
@@ -31,14 +34,11 @@ use sim::net::{Inbox, Incoming, Net, NetError, RequestId};
 use sim::time::{self, SimTime};
 use sim::topology::NodeId;
 use sim::world::NodeCtx;
-use tokio::sync::mpsc;
 
 use super::raft::{self, Input, Node, Output, ReplicaId};
 use super::state::{Command, MetaState, Outcome};
 use super::storage::Storage;
 
-/// Events (ticks and messages) waiting for the replica's loop.
-pub const EVENTS_MAX: usize = 4096;
 /// Client requests one replica holds waiting for an answer.
 pub const CLIENT_PENDING_MAX: usize = 1024;
 /// Attempts one client operation makes before giving up.
@@ -187,24 +187,18 @@ async fn run_replica(ctx: &NodeCtx, cfg: ServiceConfig) -> Result<(), ReplicaErr
     let mut node = Node::new(me, &peers, cfg.raft.clone(), rec.state, ctx.rng("meta-raft"), clock.now())?;
     let (net, mut inbox): (Net<MetaMsg>, Inbox<MetaMsg>) = Net::bind(ctx).await;
 
-    let (tx, mut rx) = mpsc::channel::<Event>(EVENTS_MAX);
-    let tick_tx = tx.clone();
+    // Ticks come from their own task through a `Notify` (a tick not yet
+    // taken absorbs the next: they coalesce); messages are taken straight
+    // from the inbox (bounded by `INBOX_MAX`), ticks first.
+    let ticks = Arc::new(tokio::sync::Notify::new());
+    let tick_ref = Arc::downgrade(&ticks);
     let tick_clock = clock.clone();
     let tick = cfg.tick;
     madsim::task::spawn(async move {
         loop {
             tick_clock.sleep(tick).await;
-            match tick_tx.try_send(Event::Tick) {
-                Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => {}
-                Err(mpsc::error::TrySendError::Closed(_)) => return,
-            }
-        }
-    });
-    madsim::task::spawn(async move {
-        while let Some(m) = inbox.recv().await {
-            if tx.send(Event::Net(m)).await.is_err() {
-                return;
-            }
+            let Some(t) = tick_ref.upgrade() else { return };
+            t.notify_one();
         }
     });
 
@@ -217,7 +211,19 @@ async fn run_replica(ctx: &NodeCtx, cfg: ServiceConfig) -> Result<(), ReplicaErr
         next_id: 1,
         pending_ttl: cfg.pending_ttl,
     };
-    while let Some(ev) = rx.recv().await {
+    loop {
+        let ev = {
+            let ticked = ticks.notified();
+            let mut ticked = std::pin::pin!(ticked);
+            std::future::poll_fn(|cx| {
+                if ticked.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Some(Event::Tick));
+                }
+                inbox.poll_recv(cx).map(|m| m.map(Event::Net))
+            })
+            .await
+        };
+        let Some(ev) = ev else { break };
         let now = clock.now();
         let input = match ev {
             Event::Tick => {

@@ -9,7 +9,9 @@
 //! each zone, not on the meta node, because a node binds the metadata
 //! protocol's port once and the replica holds it there.
 //!
-//! Each round (every `heartbeat`): ping every storage node; a node silent
+//! Each round (every `heartbeat`): ping every storage node (a standby
+//! manager pings only [`STANDBY_PINGS_PER_DEAD_AFTER`] times per
+//! `dead_after`, enough to take over knowing who has been silent); a node silent
 //! for `dead_after` is dead; publish the live set at `storage/live` when it
 //! changes; scan every stream; record how many extents are under-replicated
 //! (a replica on a dead node, or fewer than three zones while three zones
@@ -38,6 +40,10 @@ use super::client::StreamClient;
 use super::{ExtentMeta, StreamConfig, StreamMeta, StreamMsg, META_ATTEMPTS_MAX, REREPLICATE_PARALLEL_MAX, STREAMS_MAX};
 use crate::meta::state::Outcome;
 
+/// A standby manager pings the storage nodes this many times per
+/// `dead_after`.
+pub const STANDBY_PINGS_PER_DEAD_AFTER: u32 = 4;
+
 /// The metadata key of the published live set.
 pub const LIVE_KEY: &str = "storage/live";
 
@@ -51,6 +57,7 @@ pub async fn serve_manager(ctx: NodeCtx, cfg: StreamConfig) {
     let start = time::now();
     let mut last_seen: BTreeMap<NodeId, SimTime> = cfg.storage.iter().map(|&n| (n, start)).collect();
     let mut published: Option<Vec<NodeId>> = None;
+    let mut standby_pinged = start;
     loop {
         time::sleep(cfg.heartbeat).await;
         let leads = match local {
@@ -58,8 +65,16 @@ pub async fn serve_manager(ctx: NodeCtx, cfg: StreamConfig) {
             None => false,
         };
         // Liveness is tracked even when not leading, so a manager that takes
-        // over knows who has been silent.
-        let answers = client.ping_all().await;
+        // over knows who has been silent; a standby pings a quarter as often
+        // as `dead_after` (so what it knows is never staler than that), the
+        // acting manager every round.
+        let now = time::now();
+        let answers = if leads || now.saturating_sub(standby_pinged) >= cfg.dead_after / STANDBY_PINGS_PER_DEAD_AFTER {
+            standby_pinged = now;
+            client.ping_all().await
+        } else {
+            BTreeMap::new()
+        };
         let now = time::now();
         for (&n, &ok) in &answers {
             if ok {

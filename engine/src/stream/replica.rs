@@ -23,15 +23,13 @@ use sim::net::{Inbox, Net, RequestId};
 use sim::topology::NodeId;
 use sim::world::NodeCtx;
 use sim::Disk;
-use tokio::sync::{mpsc, Mutex};
+use tokio::sync::Mutex;
 
 use super::format::{self, RecordLoc, HEADER_LEN, RECORD_DATA_MAX};
 use super::{ExtentId, ReplicaError, StreamConfig, StreamMsg, GROUP_MAX, READ_BYTES_MAX, REORDER_MAX};
 
 /// Attempts at reading a replica file back at startup.
 pub const RECOVERY_READ_ATTEMPTS_MAX: u32 = 3;
-/// Messages waiting between the inbox and the loop.
-pub const QUEUE_MAX: usize = 4 * GROUP_MAX;
 
 const FILE_PREFIX: &str = "x-";
 
@@ -191,21 +189,15 @@ pub async fn serve_storage(ctx: NodeCtx, cfg: StreamConfig) {
         rec.extents, rec.torn_tails, rec.damaged, rec.unreadable
     ));
     let (net, mut inbox): (Net<StreamMsg>, Inbox<StreamMsg>) = Net::bind(&ctx).await;
-    let (tx, mut rx) = mpsc::channel(QUEUE_MAX);
-    madsim::task::spawn(async move {
-        while let Some(m) = inbox.recv().await {
-            if tx.send(m).await.is_err() {
-                return;
-            }
-        }
-    });
     let node = Arc::new(Node { net, store: Arc::new(Mutex::new(store)), cfg });
-    while let Some(first) = rx.recv().await {
+    // The loop takes from the inbox itself (bounded by `INBOX_MAX`): what
+    // arrived while it wrote and synced the last group forms the next one.
+    while let Some(first) = inbox.recv().await {
         let mut group = vec![first];
         while group.len() < GROUP_MAX {
-            match rx.try_recv() {
-                Ok(m) => group.push(m),
-                Err(_) => break,
+            match inbox.try_recv() {
+                Some(m) => group.push(m),
+                None => break,
             }
         }
         node.clone().handle_group(group).await;
@@ -366,7 +358,11 @@ impl Node {
 
 impl Store {
     fn ext(&mut self, extent: &ExtentId) -> &mut Ext {
-        self.extents.entry(extent.clone()).or_insert_with(|| Ext { file: file_name(extent), ..Ext::default() })
+        // Looked up before inserting: `entry` would clone the id every time.
+        if !self.extents.contains_key(extent) {
+            self.extents.insert(extent.clone(), Ext { file: file_name(extent), ..Ext::default() });
+        }
+        self.extents.get_mut(extent).expect("inserted above")
     }
 
     /// Writes a record at the replica's end (creating its file first).

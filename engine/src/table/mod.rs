@@ -44,7 +44,10 @@
 //! stopped serving before the new owner loads, with clocks off by up to
 //! `max_skew`. Heartbeats echo the master's send time of the last grant the
 //! server received, so a server that the master hears but that does not
-//! hear the master (one-way partition) is declared dead too.
+//! hear the master (one-way partition) is declared dead too. A server
+//! heartbeats only the master whose grant it applied last, while that grant
+//! is younger than [`server::GRANTER_FRESH_BEATS`] heartbeats, and every
+//! master otherwise (at start, or once that master died or was deposed).
 //!
 //! **Master role.** Taken through the metadata store: `tbl/master/lease`
 //! holds (holder, epoch, beat). The holder renews it every heartbeat and

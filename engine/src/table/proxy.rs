@@ -246,7 +246,7 @@ impl Proxy {
             .map(|i| &m.0[i])
             .filter(|p| p.instance == instance && p.table == table && p.contains(key))
             .cloned()
-            .ok_or(TableError::Unavailable(format!("no partition holds {key:?}")))
+            .ok_or_else(|| TableError::Unavailable(format!("no partition holds {key:?}")))
     }
 
     async fn route(&self, instance: &str, op: Op, rid: Option<ReqId>, deadline: SimTime) -> Result<OpResult, TableError> {

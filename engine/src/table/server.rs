@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use sim::net::{Incoming, Net};
+use sim::topology::NodeId;
 use sim::time::{self, SimTime};
 use sim::world::NodeCtx;
 use sim::Clock;
@@ -31,6 +32,11 @@ pub const INFLIGHT_MAX: usize = 1024;
 pub const RELEASED_MAX: usize = 1024;
 /// Lost partitions a server reports at once.
 pub const LOST_MAX: usize = 256;
+/// A server heartbeats only the master whose grant it applied last, as long
+/// as that grant is younger than this many heartbeat periods; otherwise
+/// (at start, after the master died or was deposed) it heartbeats every
+/// master to find the acting one.
+pub const GRANTER_FRESH_BEATS: u32 = 2;
 
 enum Slot {
     Loading { epoch: u64 },
@@ -54,6 +60,8 @@ struct State {
     lost: Vec<(PartitionId, u64)>,
     /// (master epoch, master send time) of the newest grant.
     echo: Option<(u64, SimTime)>,
+    /// The master whose grant was applied last, and when (local clock).
+    granter: Option<(NodeId, SimTime)>,
 }
 
 struct Server {
@@ -159,20 +167,25 @@ impl Server {
     async fn heartbeat_loop(self: Arc<Self>) {
         loop {
             let sent = self.clock.now();
-            let (echo, lost) = {
+            let (echo, lost, granter) = {
                 let st = self.st.lock().expect("state lock");
-                (st.echo, st.lost.clone())
+                (st.echo, st.lost.clone(), st.granter)
+            };
+            let fresh = self.cfg.heartbeat * GRANTER_FRESH_BEATS;
+            let masters = match granter {
+                Some((m, at)) if sent.saturating_sub(at) < fresh => vec![m],
+                _ => self.cfg.masters.clone(),
             };
             // One call per master, each applying its grant on arrival: a
             // dead master's timeout does not hold up the active one's grant
             // or the next heartbeat.
-            for &m in &self.cfg.masters {
+            for m in masters {
                 let s = self.clone();
                 let msg = ControlMsg::Heartbeat { echo, lost: lost.clone() };
                 let lost = lost.clone();
                 madsim::task::spawn_local(async move {
                     if let Ok(ControlMsg::Grant { master_epoch, sent: msent, parts }) = s.net.call(m, msg, s.cfg.call_timeout).await {
-                        s.apply_grant(sent, master_epoch, msent, parts, &lost);
+                        s.apply_grant(m, sent, master_epoch, msent, parts, &lost);
                     }
                 });
             }
@@ -199,7 +212,8 @@ impl Server {
         }
     }
 
-    fn apply_grant(self: &Arc<Self>, sent_local: SimTime, master_epoch: u64, master_sent: SimTime, parts: Vec<(PartitionId, u64)>, reported: &[(PartitionId, u64)]) {
+    #[allow(clippy::too_many_arguments)]
+    fn apply_grant(self: &Arc<Self>, master: NodeId, sent_local: SimTime, master_epoch: u64, master_sent: SimTime, parts: Vec<(PartitionId, u64)>, reported: &[(PartitionId, u64)]) {
         let mut st = self.st.lock().expect("state lock");
         // An older master's grant, or one this master sent before the
         // newest applied (answers may arrive out of order), is stale.
@@ -207,6 +221,7 @@ impl Server {
             return;
         }
         st.echo = Some((master_epoch, master_sent));
+        st.granter = Some((master, self.clock.now()));
         // The master has seen the losses this heartbeat reported.
         st.lost.retain(|l| !reported.contains(l));
         let until = sent_local + self.cfg.lease.saturating_sub(self.cfg.max_skew);
