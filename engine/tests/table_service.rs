@@ -22,12 +22,13 @@ use engine::meta::service::{serve as serve_meta, ServiceConfig};
 use engine::stream::manager::serve_manager;
 use engine::stream::replica::serve_storage;
 use engine::table::client::TableClient;
-use engine::table::{master, proxy, server, FailoverCause, Op, OpResult, PartitionId, ReqId, TableConfig, TableError, TableObserverData};
+use engine::table::{master, proxy, server, DataMsg, FailoverCause, Op, OpResult, PartitionId, ReqId, ServingInterval, TableConfig, TableError, TableObserverData};
 use sim::disk::DiskConfig;
 use sim::fault::{Direction, Fault, ZoneMode};
 use sim::time::{self, SimTime};
 use sim::topology::{LinkParams, NodeId, Topology, ZoneId};
-use sim::world::World;
+use sim::net::Net;
+use sim::world::{NodeCtx, World};
 use tokio::sync::oneshot;
 
 const INSTANCE: &str = "i1";
@@ -641,6 +642,57 @@ fn losing_the_masters_zone_fails_the_master_over() {
             })
             .await;
             check_no_split_brain(&obs);
+        });
+    }
+}
+
+/// A server answers only for the partitions it owns and only for keys in
+/// their ranges: a request routed to the wrong server, or naming a key
+/// outside the partition, gets `NotServingHere` (the proxy then refreshes
+/// its map) and touches no data.
+#[test]
+fn a_server_refuses_partitions_and_keys_it_does_not_own() {
+    for seed in seeds() {
+        run(seed, move || async move {
+            cluster(seed, |_| {}, move |cl| async move {
+                setup(&cl).await;
+                // The story runs on the driver node: a transport of its own
+                // talks to the servers directly, as a misrouting proxy would.
+                let driver = cl.world.topology().nodes_with_role("driver")[0];
+                let (net, _inbox) = Net::<DataMsg>::bind(&NodeCtx { world: cl.world.clone(), id: driver }).await;
+                let mut open: BTreeMap<PartitionId, ServingInterval> = BTreeMap::new();
+                for iv in cl.obs().serving.into_iter().filter(|i| i.stopped.is_none()) {
+                    open.insert(iv.partition, iv);
+                }
+                assert_eq!(open.len(), 4, "every partition is served");
+                let get = |to: NodeId, pid: PartitionId, key: &str| {
+                    let (net, msg) = (net.clone(), DataMsg::Partition { pid, op: Op::Get { table: TABLE.into(), key: key.into() }, rid: None });
+                    async move {
+                        match net.call(to, msg, Duration::from_millis(100)).await {
+                            Ok(DataMsg::Response(r)) => r,
+                            other => panic!("no answer from node {}: {other:?}", to.0),
+                        }
+                    }
+                };
+                let mut refused = 0;
+                for p in open.values() {
+                    let own = if p.start_key.is_empty() { key(0) } else { p.start_key.clone() };
+                    let r = get(p.server, p.partition, &own).await;
+                    assert!(r.is_ok(), "partition {} answers for its own key {own}: {r:?}", p.partition);
+                    for q in open.values().filter(|q| q.partition != p.partition) {
+                        let r = get(p.server, p.partition, &q.start_key).await;
+                        assert!(matches!(r, Err(TableError::NotServingHere(x)) if x == p.partition), "partition {} refuses partition {}'s key: {r:?}", p.partition, q.partition);
+                        refused += 1;
+                        if q.server != p.server {
+                            let r = get(p.server, q.partition, &q.start_key).await;
+                            assert!(matches!(r, Err(TableError::NotServingHere(x)) if x == q.partition), "node {} refuses partition {} it does not own: {r:?}", p.server.0, q.partition);
+                            refused += 1;
+                        }
+                    }
+                }
+                assert!(cl.obs().not_serving >= refused);
+            })
+            .await;
         });
     }
 }
