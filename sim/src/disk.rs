@@ -311,20 +311,6 @@ impl DiskState {
         );
     }
 
-    fn collect_garbage(&mut self) {
-        let live: BTreeSet<u64> = self.names.values().chain(self.durable_names.values()).copied().collect();
-        let mut freed = 0;
-        self.inodes.retain(|id, i| {
-            let keep = live.contains(id);
-            if !keep {
-                freed += i.data.len() as u64;
-            }
-            keep
-        });
-        self.used_bytes -= freed;
-        self.unlinked.clear();
-    }
-
     fn rename(&mut self, from: &str, to: &str) -> Result<(), DiskError> {
         let id = self.names.remove(from).ok_or_else(|| DiskError::NotFound(from.to_string()))?;
         let replaced = self.names.insert(to.to_string(), id);
@@ -345,9 +331,12 @@ impl DiskState {
     /// Applies a crash: see the module's fault model.
     pub fn crash(&mut self) {
         self.stats.crashes += 1;
-        self.names = self.durable_names.clone();
+        // Every name the crash undoes unlinks its inode (those still named
+        // durably stay).
+        let lost = std::mem::replace(&mut self.names, self.durable_names.clone());
+        self.unlinked.extend(lost.into_values());
         self.dir_dirty.clear();
-        self.collect_garbage();
+        self.collect_unlinked();
         let sector = self.cfg.sector;
         let p = self.cfg.crash_writeback;
         let ids: Vec<u64> = self.inodes.keys().copied().collect();

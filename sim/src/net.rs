@@ -136,26 +136,23 @@ pub struct Inbox<M> {
 impl<M> Inbox<M> {
     /// The next message; `None` only when the transport has shut down.
     pub async fn recv(&mut self) -> Option<Incoming<M>> {
-        let m = self.rx.recv().await;
-        if m.is_some() {
-            self.len.fetch_sub(1, Ordering::Relaxed);
-        }
-        m
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
     }
 
     /// Polls for the next message (for loops that wait on more than the
     /// inbox); `Ready(None)` only when the transport has shut down.
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> std::task::Poll<Option<Incoming<M>>> {
-        let p = self.rx.poll_recv(cx);
-        if let std::task::Poll::Ready(Some(_)) = p {
-            self.len.fetch_sub(1, Ordering::Relaxed);
-        }
-        p
+        self.rx.poll_recv(cx).map(|m| self.taken(m))
     }
 
     /// The next message if one is waiting, without waiting.
     pub fn try_recv(&mut self) -> Option<Incoming<M>> {
         let m = self.rx.try_recv().ok();
+        self.taken(m)
+    }
+
+    /// Counts a message taken out of the inbox.
+    fn taken(&self, m: Option<Incoming<M>>) -> Option<Incoming<M>> {
         if m.is_some() {
             self.len.fetch_sub(1, Ordering::Relaxed);
         }
