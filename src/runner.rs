@@ -284,6 +284,7 @@ fn start_table_service(world: &World, scn: &Scenario) -> TableConfig {
 }
 
 async fn simulate(scn: Scenario, seed: u64, opts: RunOptions) -> RunOutput {
+    let _time = sim::time::TimeScope::enter();
     let world = World::new(seed, scn.topology.clone(), scn.disk.clone(), opts.keep_events);
     let topo = world.topology().clone();
     let servers = topo.nodes_with_role(scn.service.server_role());

@@ -175,8 +175,18 @@ impl DiskState {
     }
 
     fn inode_mut(&mut self, name: &str) -> Result<&mut Inode, DiskError> {
-        let id = *self.names.get(name).ok_or_else(|| DiskError::NotFound(name.to_string()))?;
-        Ok(self.inodes.get_mut(&id).expect("named inode exists"))
+        let id = self.inode_id(name)?;
+        Ok(self.inode_by_id(id))
+    }
+
+    /// The inode a name refers to (one lookup of the name: an operation
+    /// that needs its inode more than once looks the name up once).
+    fn inode_id(&self, name: &str) -> Result<u64, DiskError> {
+        self.names.get(name).copied().ok_or_else(|| DiskError::NotFound(name.to_string()))
+    }
+
+    fn inode_by_id(&mut self, id: u64) -> &mut Inode {
+        self.inodes.get_mut(&id).expect("named inode exists")
     }
 
     fn roll(&mut self, p: f64) -> bool {
@@ -196,7 +206,19 @@ impl DiskState {
     }
 
     fn write_at(&mut self, name: &str, offset: u64, data: &[u8], op: &'static str) -> Result<(), DiskError> {
-        let cur_len = self.inode_mut(name)?.data.len() as u64;
+        let id = self.inode_id(name)?;
+        self.write_at_id(id, name, offset, data, op)
+    }
+
+    /// Appends at the end of the file; returns the offset written at.
+    fn append(&mut self, name: &str, data: &[u8]) -> Result<u64, DiskError> {
+        let id = self.inode_id(name)?;
+        let off = self.inode_by_id(id).data.len() as u64;
+        self.write_at_id(id, name, off, data, "append").map(|()| off)
+    }
+
+    fn write_at_id(&mut self, id: u64, name: &str, offset: u64, data: &[u8], op: &'static str) -> Result<(), DiskError> {
+        let cur_len = self.inode_by_id(id).data.len() as u64;
         if self.roll(self.faults.write_error_rate) {
             self.stats.injected_errors += 1;
             return Err(DiskError::Io { op, file: name.to_string() });
@@ -219,7 +241,7 @@ impl DiskState {
             self.stats.injected_bitflips += 1;
         }
         let sector = self.cfg.sector;
-        let inode = self.inode_mut(name)?;
+        let inode = self.inode_by_id(id);
         if !data.is_empty() {
             for s in offset / sector..=(end - 1) / sector {
                 if !inode.shadow.contains_key(&s) {
@@ -264,12 +286,12 @@ impl DiskState {
     }
 
     fn sync(&mut self, name: &str) -> Result<(), DiskError> {
-        self.inode_mut(name)?;
+        let id = self.inode_id(name)?;
         if self.roll(self.faults.write_error_rate) {
             self.stats.injected_errors += 1;
             return Err(DiskError::Io { op: "sync", file: name.to_string() });
         }
-        let inode = self.inode_mut(name)?;
+        let inode = self.inode_by_id(id);
         inode.shadow.clear();
         inode.durable_len = inode.data.len() as u64;
         self.stats.syncs += 1;
@@ -452,10 +474,7 @@ impl Disk {
     /// Appends at the end of the file; returns the offset written at.
     pub async fn append(&self, name: &str, data: &[u8]) -> Result<u64, DiskError> {
         let r = self
-            .memory_op(|s| {
-                let off = s.inode_mut(name)?.data.len() as u64;
-                s.write_at(name, off, data, "append").map(|()| off)
-            })
+            .memory_op(|s| s.append(name, data))
             .await;
         self.log("append", name, *r.as_ref().unwrap_or(&0), data.len() as u64, hash_bytes(data), r.is_ok());
         r

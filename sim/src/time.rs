@@ -56,11 +56,79 @@ impl fmt::Display for SimTime {
     }
 }
 
+thread_local! {
+    /// The running simulation's madsim time handle, while a [`TimeScope`]
+    /// holds it. Reading the time through it saves cloning and dropping
+    /// madsim's handle (two reference counts) on every call: `now()` runs
+    /// about a million times in a double11 run.
+    static SCOPED: std::cell::RefCell<Option<Scoped>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Makes [`now`] and the sleeps read the current madsim runtime's time
+/// handle from a thread-local slot until dropped. Enter it inside the
+/// runtime (in the future `block_on` runs) and drop it before that future
+/// ends; without a scope they look the handle up on every call.
+#[must_use = "the scope ends when this is dropped"]
+pub struct TimeScope {
+    previous: Option<Scoped>,
+}
+
+/// A runtime's time handle and the madsim instant its time started at.
+struct Scoped {
+    handle: madsim::time::TimeHandle,
+    start: std::time::Instant,
+}
+
+impl Scoped {
+    fn of(handle: madsim::time::TimeHandle) -> Scoped {
+        let start = handle.now_instant() - handle.elapsed();
+        Scoped { handle, start }
+    }
+}
+
+impl TimeScope {
+    /// Panics outside a madsim runtime.
+    pub fn enter() -> TimeScope {
+        let s = Scoped::of(madsim::time::TimeHandle::current());
+        TimeScope { previous: SCOPED.with(|c| c.borrow_mut().replace(s)) }
+    }
+}
+
+impl Drop for TimeScope {
+    fn drop(&mut self) {
+        let previous = self.previous.take();
+        SCOPED.with(|s| *s.borrow_mut() = previous);
+    }
+}
+
+fn with_scoped<T>(f: impl FnOnce(&Scoped) -> T) -> T {
+    SCOPED.with(|s| match &*s.borrow() {
+        Some(scoped) => f(scoped),
+        None => f(&Scoped::of(madsim::time::TimeHandle::current())),
+    })
+}
+
+fn with_handle<T>(f: impl FnOnce(&madsim::time::TimeHandle) -> T) -> T {
+    SCOPED.with(|s| match &*s.borrow() {
+        Some(scoped) => f(&scoped.handle),
+        None => f(&madsim::time::TimeHandle::current()),
+    })
+}
+
+/// Model nanoseconds in a madsim duration (1 model ns per MODEL_SCALE
+/// madsim ns), in u64 arithmetic: a second is a whole number of model
+/// nanoseconds, so splitting at the second loses nothing.
+fn from_madsim(e: Duration) -> SimTime {
+    const PER_SEC: u64 = 1_000_000_000 / MODEL_SCALE as u64;
+    const _: () = assert!(1_000_000_000 % MODEL_SCALE == 0);
+    let ns = e.as_secs().checked_mul(PER_SEC).and_then(|n| n.checked_add(u64::from(e.subsec_nanos() / MODEL_SCALE)));
+    SimTime(ns.unwrap_or(u64::MAX))
+}
+
 /// Current model time (true time, the same for every node). Engine code
 /// reads time through its node's [`crate::Clock`] instead, which adds skew.
 pub fn now() -> SimTime {
-    let e = madsim::time::TimeHandle::current().elapsed();
-    SimTime(u64::try_from(e.as_nanos() / u128::from(MODEL_SCALE)).unwrap_or(u64::MAX))
+    with_handle(|h| from_madsim(h.elapsed()))
 }
 
 fn to_madsim(d: Duration) -> Duration {
@@ -69,7 +137,7 @@ fn to_madsim(d: Duration) -> Duration {
 
 /// Sleeps for a model duration (at least 1 µs of model time: madsim's floor).
 pub async fn sleep(d: Duration) {
-    madsim::time::sleep(to_madsim(d)).await
+    with_handle(|h| h.sleep(to_madsim(d))).await
 }
 
 /// Sleeps until a model time point; returns at once if it has passed.
@@ -84,9 +152,7 @@ pub async fn sleep_until(t: SimTime) {
 /// earlier: madsim's floor). The transport polls it by hand to schedule a
 /// message's arrival without a task.
 pub(crate) fn madsim_sleep_until(t: SimTime) -> madsim::time::Sleep {
-    let h = madsim::time::TimeHandle::current();
-    let start = h.now_instant() - h.elapsed();
-    h.sleep_until(start + to_madsim(t.as_duration()))
+    with_scoped(|s| s.handle.sleep_until(s.start + to_madsim(t.as_duration())))
 }
 
 /// The future's output, or `Err(Elapsed)` after a model duration.
@@ -151,6 +217,43 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn model_time_from_madsim_time_matches_the_exact_division() {
+        let cases = [0u64, 1, 999, 1000, 1001, 999_999_999, 1_000_000_000, 1_000_000_999, 123_456_789_012_345, u64::MAX];
+        for ns in cases {
+            let e = Duration::from_nanos(ns);
+            assert_eq!(from_madsim(e).0, ns / u64::from(MODEL_SCALE), "{ns} madsim ns");
+        }
+        assert_eq!(from_madsim(Duration::MAX), SimTime(u64::MAX), "saturates");
+    }
+
+    /// Inside a scope, time comes from the scoped handle; the scope ends
+    /// with its guard, and a scope from an earlier runtime never leaks
+    /// into the next one on the same thread.
+    #[test]
+    fn a_time_scope_reads_its_runtimes_clock_and_ends_with_its_guard() {
+        for run in 0..2u64 {
+            let rt = madsim::runtime::Runtime::with_seed_and_config(run, madsim::Config::default());
+            rt.block_on(async move {
+                let scope = TimeScope::enter();
+                assert!(SCOPED.with(|s| s.borrow().is_some()));
+                sleep(Duration::from_micros(250 * (run + 1))).await;
+                let inside = now();
+                let direct = from_madsim(madsim::time::TimeHandle::current().elapsed());
+                assert_eq!(inside, direct);
+                // A hand-polled sleep to a model time point ends there.
+                let until = SimTime(inside.0 + 3_000);
+                madsim_sleep_until(until).await;
+                assert_eq!(now(), until);
+                let direct = from_madsim(madsim::time::TimeHandle::current().elapsed());
+                assert!(inside.0 >= 250_000 * (run + 1), "{inside:?}");
+                drop(scope);
+                assert!(SCOPED.with(|s| s.borrow().is_none()));
+                assert_eq!(now(), direct, "the unscoped path reads the same clock");
+            });
+        }
+    }
 
     #[test]
     fn durations_round_trip() {

@@ -359,10 +359,10 @@ impl StreamClient {
         let (tx, mut rx) = mpsc::unbounded_channel();
         for &n in nodes {
             let (net, msg, tx) = (self.inner.net.clone(), msg.clone(), tx.clone());
-            madsim::task::spawn(async move {
+            madsim::task::spawn(Box::pin(async move {
                 let r = net.call(n, msg, timeout).await.ok();
                 let _ = tx.send((n, r));
-            });
+            }));
         }
         drop(tx);
         let mut out = BTreeMap::new();
@@ -975,10 +975,10 @@ impl Writer {
             let (gen, seq, epoch) = (self.gen, b.seq, self.ns.epoch);
             let (extent, offset, data, commit_len) = (open.id.clone(), b.offset, b.data.clone(), open.committed);
             let timeout = self.ns.client.inner.cfg.call_timeout;
-            madsim::task::spawn(async move {
+            madsim::task::spawn(Box::pin(async move {
                 let result = send_to_replica(&net, node, extent, epoch, offset, &data, commit_len, timeout).await;
                 let _ = tx.send(WEvent::Ack { gen, seq, node, result });
-            });
+            }));
         }
     }
 

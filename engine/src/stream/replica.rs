@@ -100,9 +100,16 @@ enum Deferred {
     Seal,
 }
 
+/// A storage node's extents by id. Looked up on every message and never
+/// iterated: a hash index (with a fixed hasher, so its layout is the same in
+/// every run) instead of a B-tree, whose search compares the long ids byte
+/// by byte about twenty times per lookup (3.8% of double11's instructions).
+/// Insertion-ordered, should anything ever iterate it.
+type Extents = indexmap::IndexMap<ExtentId, Ext, std::hash::BuildHasherDefault<std::collections::hash_map::DefaultHasher>>;
+
 struct Store {
     disk: Disk,
-    extents: BTreeMap<ExtentId, Ext>,
+    extents: Extents,
     /// Answers to held appends that were refused after all (sent with the
     /// group's answers).
     late: Vec<(NodeId, RequestId, StreamMsg)>,
@@ -119,7 +126,7 @@ pub struct Recovered {
 
 impl Store {
     async fn recover(disk: Disk) -> (Store, Recovered) {
-        let mut st = Store { disk: disk.clone(), extents: BTreeMap::new(), late: Vec::new() };
+        let mut st = Store { disk: disk.clone(), extents: Extents::default(), late: Vec::new() };
         let mut rec = Recovered::default();
         for name in disk.list(FILE_PREFIX) {
             if name.ends_with(".tmp") {
@@ -247,7 +254,7 @@ impl Node {
                     }
                 }
                 StreamMsg::Remove { extent } => {
-                    if let Some(e) = st.extents.remove(&extent) {
+                    if let Some(e) = st.extents.swap_remove(&extent) {
                         if e.file_exists {
                             let _ = st.disk.remove(&e.file).await;
                             created = true; // the namespace changed: sync it
@@ -359,10 +366,11 @@ impl Node {
 impl Store {
     fn ext(&mut self, extent: &ExtentId) -> &mut Ext {
         // Looked up before inserting: `entry` would clone the id every time.
-        if !self.extents.contains_key(extent) {
-            self.extents.insert(extent.clone(), Ext { file: file_name(extent), ..Ext::default() });
-        }
-        self.extents.get_mut(extent).expect("inserted above")
+        let i = match self.extents.get_index_of(extent) {
+            Some(i) => i,
+            None => self.extents.insert_full(extent.clone(), Ext { file: file_name(extent), ..Ext::default() }).0,
+        };
+        &mut self.extents[i]
     }
 
     /// Writes a record at the replica's end (creating its file first).

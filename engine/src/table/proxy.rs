@@ -72,14 +72,14 @@ async fn run(ctx: NodeCtx, cfg: TableConfig) {
         }
         p.inflight.fetch_add(1, Ordering::Relaxed);
         let p2 = p.clone();
-        madsim::task::spawn_local(async move {
+        madsim::task::spawn_local(Box::pin(async move {
             let r = match m.msg {
                 DataMsg::Request { instance, access_key, op, rid } => p2.request(&instance, &access_key, op, rid).await,
                 _ => Err(TableError::Refused("not a client request".into())),
             };
             p2.net.reply(m.from, req, DataMsg::Response(r)).await;
             p2.inflight.fetch_sub(1, Ordering::Relaxed);
-        });
+        }));
     }
 }
 

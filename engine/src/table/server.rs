@@ -106,11 +106,11 @@ async fn run(ctx: NodeCtx, cfg: TableConfig) {
         }
         s.inflight.fetch_add(1, Ordering::Relaxed);
         let (s2, data2) = (s.clone(), data.clone());
-        madsim::task::spawn_local(async move {
+        madsim::task::spawn_local(Box::pin(async move {
             let r = s2.handle(pid, &op, rid).await;
             data2.reply(m.from, req, DataMsg::Response(r)).await;
             s2.inflight.fetch_sub(1, Ordering::Relaxed);
-        });
+        }));
     }
 }
 
