@@ -159,38 +159,76 @@ impl Op {
 
     /// A short human-readable rendering, e.g. `write k1 = "a"` or `read k1 -> nil`.
     pub fn describe(&self) -> String {
-        fn val(v: &Option<String>) -> String {
+        let mut out = String::new();
+        self.describe_into(&mut out);
+        out
+    }
+
+    /// [`Op::describe`] appended to `out` (the workload renders two of
+    /// these per operation into the event log: one string, no copies).
+    pub fn describe_into(&self, out: &mut String) {
+        use std::fmt::Write;
+        fn val(out: &mut String, v: &Option<String>) {
             match v {
-                Some(s) => format!("{s:?}"),
-                None => "nil".to_string(),
+                Some(s) => push_debug_str(out, s),
+                None => out.push_str("nil"),
             }
         }
-        match self {
-            Op::Read { key, value } => format!("read {key} -> {}", val(value)),
-            Op::Write { key, value } => format!("write {key} = {value:?}"),
-            Op::Cas { key, expected, value } => format!("cas {key} {} -> {value:?}", val(expected)),
-            Op::Delete { key } => format!("delete {key}"),
+        // Writing into a String cannot fail.
+        let _ = match self {
+            Op::Read { key, value } => {
+                let _ = write!(out, "read {key} -> ");
+                val(out, value);
+                Ok(())
+            }
+            Op::Write { key, value } => {
+                let _ = write!(out, "write {key} = ");
+                push_debug_str(out, value);
+                Ok(())
+            }
+            Op::Cas { key, expected, value } => {
+                let _ = write!(out, "cas {key} ");
+                val(out, expected);
+                out.push_str(" -> ");
+                push_debug_str(out, value);
+                Ok(())
+            }
+            Op::Delete { key } => write!(out, "delete {key}"),
             Op::Append { pkey, seq } => match seq {
-                Some(s) => format!("append {pkey} -> seq {s}"),
-                None => format!("append {pkey}"),
+                Some(s) => write!(out, "append {pkey} -> seq {s}"),
+                None => write!(out, "append {pkey}"),
             },
             Op::Scan { start, end, count } => match count {
-                Some(c) => format!("scan [{start}, {end}) -> {c} rows"),
-                None => format!("scan [{start}, {end})"),
+                Some(c) => write!(out, "scan [{start}, {end}) -> {c} rows"),
+                None => write!(out, "scan [{start}, {end})"),
             },
             Op::StreamOpen { stream, epoch } => match epoch {
-                Some(e) => format!("stream-open {stream} -> epoch {e}"),
-                None => format!("stream-open {stream}"),
+                Some(e) => write!(out, "stream-open {stream} -> epoch {e}"),
+                None => write!(out, "stream-open {stream}"),
             },
             Op::StreamAppend { stream, value, offset } => match offset {
-                Some(o) => format!("stream-append {stream} {value:?} -> offset {o}"),
-                None => format!("stream-append {stream} {value:?}"),
+                Some(o) => write!(out, "stream-append {stream} {value:?} -> offset {o}"),
+                None => write!(out, "stream-append {stream} {value:?}"),
             },
             Op::StreamRead { stream, offset, len, value } => match value {
-                Some(v) => format!("stream-read {stream} [{offset}, +{len}) -> {} bytes {v:?}", v.len()),
-                None => format!("stream-read {stream} [{offset}, +{len})"),
+                Some(v) => write!(out, "stream-read {stream} [{offset}, +{len}) -> {} bytes {v:?}", v.len()),
+                None => write!(out, "stream-read {stream} [{offset}, +{len})"),
             },
-        }
+        };
+    }
+}
+
+/// Appends `s` as `format!("{s:?}")` would: quoted, with escapes. Printable
+/// ASCII other than `"` and `\` needs none (the workload's values are all
+/// such), so it is copied as is instead of going through the escaper.
+pub fn push_debug_str(out: &mut String, s: &str) {
+    if s.bytes().all(|b| (0x20..=0x7e).contains(&b) && b != b'"' && b != b'\\') {
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+    } else {
+        use std::fmt::Write;
+        let _ = write!(out, "{s:?}");
     }
 }
 
@@ -628,5 +666,26 @@ impl History {
             }
         }
         Ok(history)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shortcut for plain strings renders exactly what `{:?}` does.
+    #[test]
+    fn debug_strings_render_as_the_formatter_does() {
+        let mut cases: Vec<String> = (0u8..=127).map(|b| format!("a{}b", b as char)).collect();
+        cases.extend(["", "p10.1", "\"", "\\", "it's", "tab\there", "é", "\u{200b}", "line\nbreak", "\u{7f}"].map(String::from));
+        for s in cases {
+            let mut out = String::from(">");
+            push_debug_str(&mut out, &s);
+            assert_eq!(out, format!(">{s:?}"), "{s:?}");
+        }
+        let op = Op::Cas { key: "k1".into(), expected: None, value: "v\"1".into() };
+        assert_eq!(op.describe(), "cas k1 nil -> \"v\\\"1\"");
+        let op = Op::Read { key: "k2".into(), value: Some("x y".into()) };
+        assert_eq!(op.describe(), "read k2 -> \"x y\"");
     }
 }

@@ -25,6 +25,7 @@
 //! writer's seal counted, so it is not a definite failure), and liveness
 //! takes it for an answer; any other error or a timeout is `info`.
 
+use std::fmt::Write as _;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -82,13 +83,18 @@ pub struct StreamProcessSpec {
 
 fn invoke(world: &World, history: &SharedHistory, process: u64, phase: Phase, op: &Op) {
     let at = time::now();
-    world.record(Event::Client { at, process, text: format!("invoke {}", op.describe()) });
+    let mut text = String::from("invoke ");
+    op.describe_into(&mut text);
+    world.record(Event::Client { at, process, text });
     history.lock().expect("history").invoke(process, at.0, op.clone(), phase);
 }
 
 fn complete(world: &World, history: &SharedHistory, process: u64, op: Op, kind: Kind, error: Option<String>) -> (Op, Kind) {
     let at = time::now();
-    world.record(Event::Client { at, process, text: format!("{kind:?} {} {error:?}", op.describe()) });
+    let mut text = format!("{kind:?} ");
+    op.describe_into(&mut text);
+    let _ = write!(text, " {error:?}");
+    world.record(Event::Client { at, process, text });
     history.lock().expect("history").complete(process, at.0, kind, op.clone(), error);
     (op, kind)
 }

@@ -8,6 +8,7 @@
 //! Written values are unique (`p<process>.<n>`), so the checkers can tell
 //! every write apart.
 
+use std::fmt::Write as _;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -77,13 +78,18 @@ impl KeyChooser {
 
 fn invoke(world: &World, history: &SharedHistory, process: u64, phase: Phase, op: Op) {
     let at = time::now();
-    world.record(Event::Client { at, process, text: format!("invoke {}", op.describe()) });
+    let mut text = String::from("invoke ");
+    op.describe_into(&mut text);
+    world.record(Event::Client { at, process, text });
     history.lock().expect("history").invoke(process, at.0, op, phase);
 }
 
 fn complete(world: &World, history: &SharedHistory, process: u64, op: Op, kind: Kind, error: Option<String>) {
     let at = time::now();
-    world.record(Event::Client { at, process, text: format!("{kind:?} {} {error:?}", op.describe()) });
+    let mut text = format!("{kind:?} ");
+    op.describe_into(&mut text);
+    let _ = write!(text, " {error:?}");
+    world.record(Event::Client { at, process, text });
     history.lock().expect("history").complete(process, at.0, kind, op, error);
 }
 

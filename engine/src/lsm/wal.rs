@@ -41,7 +41,9 @@ impl WalBatch {
 }
 
 pub fn encode_frame_payload(batches: &[&WalBatch]) -> Vec<u8> {
-    let mut e = Enc::default();
+    // Sized up front: a frame is encoded for every group commit.
+    let size = 4 + batches.iter().map(|b| 12 + b.entries.iter().map(|(k, v)| 4 + k.len() + 1 + v.as_ref().map_or(0, |v| 4 + v.len())).sum::<usize>()).sum::<usize>();
+    let mut e = Enc(Vec::with_capacity(size));
     e.u32(batches.len() as u32);
     for b in batches {
         e.u64(b.first_seq).u32(b.entries.len() as u32);
@@ -53,6 +55,7 @@ pub fn encode_frame_payload(batches: &[&WalBatch]) -> Vec<u8> {
             };
         }
     }
+    debug_assert_eq!(e.0.len(), size, "frame size computed up front");
     e.0
 }
 

@@ -42,7 +42,9 @@ fn header(offset: u64, data: &[u8]) -> [u8; HEADER_LEN] {
 /// A data record holding `data` at `offset` of the extent.
 pub fn encode_record(offset: u64, data: &[u8]) -> Vec<u8> {
     assert!(offset != FENCE_OFFSET && data.len() <= RECORD_DATA_MAX as usize, "record out of bounds");
-    let mut out = header(offset, data).to_vec();
+    let h = header(offset, data);
+    let mut out = Vec::with_capacity(h.len() + data.len());
+    out.extend_from_slice(&h);
     out.extend_from_slice(data);
     out
 }

@@ -213,8 +213,8 @@ pub async fn serve_storage(ctx: NodeCtx, cfg: StreamConfig) {
 
 impl Node {
     async fn handle_group(self: Arc<Self>, group: Vec<sim::net::Incoming<StreamMsg>>) {
-        let mut deferred: Vec<(NodeId, RequestId, ExtentId, Deferred)> = Vec::new();
-        let mut immediate: Vec<(NodeId, RequestId, StreamMsg)> = Vec::new();
+        let mut deferred: Vec<(NodeId, RequestId, ExtentId, Deferred)> = Vec::with_capacity(group.len());
+        let mut immediate: Vec<(NodeId, RequestId, StreamMsg)> = Vec::with_capacity(group.len());
         let mut dirty: BTreeSet<ExtentId> = BTreeSet::new();
         let mut created = false;
         let mut st = self.store.lock().await;
