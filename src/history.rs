@@ -167,6 +167,11 @@ impl Op {
     /// [`Op::describe`] appended to `out` (the workload renders two of
     /// these per operation into the event log: one string, no copies).
     pub fn describe_into(&self, out: &mut String) {
+        // Writing into a String cannot fail.
+        let _ = self.render(out);
+    }
+
+    fn render(&self, out: &mut String) -> std::fmt::Result {
         use std::fmt::Write;
         fn val(out: &mut String, v: &Option<String>) {
             match v {
@@ -174,47 +179,44 @@ impl Op {
                 None => out.push_str("nil"),
             }
         }
-        // Writing into a String cannot fail.
-        let _ = match self {
+        match self {
             Op::Read { key, value } => {
-                let _ = write!(out, "read {key} -> ");
+                write!(out, "read {key} -> ")?;
                 val(out, value);
-                Ok(())
             }
             Op::Write { key, value } => {
-                let _ = write!(out, "write {key} = ");
+                write!(out, "write {key} = ")?;
                 push_debug_str(out, value);
-                Ok(())
             }
             Op::Cas { key, expected, value } => {
-                let _ = write!(out, "cas {key} ");
+                write!(out, "cas {key} ")?;
                 val(out, expected);
                 out.push_str(" -> ");
                 push_debug_str(out, value);
-                Ok(())
             }
-            Op::Delete { key } => write!(out, "delete {key}"),
+            Op::Delete { key } => write!(out, "delete {key}")?,
             Op::Append { pkey, seq } => match seq {
-                Some(s) => write!(out, "append {pkey} -> seq {s}"),
-                None => write!(out, "append {pkey}"),
+                Some(s) => write!(out, "append {pkey} -> seq {s}")?,
+                None => write!(out, "append {pkey}")?,
             },
             Op::Scan { start, end, count } => match count {
-                Some(c) => write!(out, "scan [{start}, {end}) -> {c} rows"),
-                None => write!(out, "scan [{start}, {end})"),
+                Some(c) => write!(out, "scan [{start}, {end}) -> {c} rows")?,
+                None => write!(out, "scan [{start}, {end})")?,
             },
             Op::StreamOpen { stream, epoch } => match epoch {
-                Some(e) => write!(out, "stream-open {stream} -> epoch {e}"),
-                None => write!(out, "stream-open {stream}"),
+                Some(e) => write!(out, "stream-open {stream} -> epoch {e}")?,
+                None => write!(out, "stream-open {stream}")?,
             },
             Op::StreamAppend { stream, value, offset } => match offset {
-                Some(o) => write!(out, "stream-append {stream} {value:?} -> offset {o}"),
-                None => write!(out, "stream-append {stream} {value:?}"),
+                Some(o) => write!(out, "stream-append {stream} {value:?} -> offset {o}")?,
+                None => write!(out, "stream-append {stream} {value:?}")?,
             },
             Op::StreamRead { stream, offset, len, value } => match value {
-                Some(v) => write!(out, "stream-read {stream} [{offset}, +{len}) -> {} bytes {v:?}", v.len()),
-                None => write!(out, "stream-read {stream} [{offset}, +{len})"),
+                Some(v) => write!(out, "stream-read {stream} [{offset}, +{len}) -> {} bytes {v:?}", v.len())?,
+                None => write!(out, "stream-read {stream} [{offset}, +{len})")?,
             },
-        };
+        }
+        Ok(())
     }
 }
 

@@ -25,7 +25,6 @@
 //! writer's seal counted, so it is not a definite failure), and liveness
 //! takes it for an answer; any other error or a timeout is `info`.
 
-use std::fmt::Write as _;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -34,7 +33,6 @@ use engine::stream::client::{Namespace, StreamClient};
 use engine::stream::StreamError;
 use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
-use sim::log::Event;
 use sim::time::{self, SimTime};
 use sim::world::World;
 
@@ -82,20 +80,11 @@ pub struct StreamProcessSpec {
 }
 
 fn invoke(world: &World, history: &SharedHistory, process: u64, phase: Phase, op: &Op) {
-    let at = time::now();
-    let mut text = String::from("invoke ");
-    op.describe_into(&mut text);
-    world.record(Event::Client { at, process, text });
-    history.lock().expect("history").invoke(process, at.0, op.clone(), phase);
+    crate::workload::invoke(world, history, process, phase, op.clone());
 }
 
 fn complete(world: &World, history: &SharedHistory, process: u64, op: Op, kind: Kind, error: Option<String>) -> (Op, Kind) {
-    let at = time::now();
-    let mut text = format!("{kind:?} ");
-    op.describe_into(&mut text);
-    let _ = write!(text, " {error:?}");
-    world.record(Event::Client { at, process, text });
-    history.lock().expect("history").complete(process, at.0, kind, op.clone(), error);
+    crate::workload::complete(world, history, process, op.clone(), kind, error);
     (op, kind)
 }
 

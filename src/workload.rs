@@ -76,7 +76,8 @@ impl KeyChooser {
     }
 }
 
-fn invoke(world: &World, history: &SharedHistory, process: u64, phase: Phase, op: Op) {
+/// Records an operation's invocation: the event log's text and the history.
+pub(crate) fn invoke(world: &World, history: &SharedHistory, process: u64, phase: Phase, op: Op) {
     let at = time::now();
     let mut text = String::from("invoke ");
     op.describe_into(&mut text);
@@ -84,7 +85,8 @@ fn invoke(world: &World, history: &SharedHistory, process: u64, phase: Phase, op
     history.lock().expect("history").invoke(process, at.0, op, phase);
 }
 
-fn complete(world: &World, history: &SharedHistory, process: u64, op: Op, kind: Kind, error: Option<String>) {
+/// Records an operation's completion: the event log's text and the history.
+pub(crate) fn complete(world: &World, history: &SharedHistory, process: u64, op: Op, kind: Kind, error: Option<String>) {
     let at = time::now();
     let mut text = format!("{kind:?} ");
     op.describe_into(&mut text);
