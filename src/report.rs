@@ -716,11 +716,17 @@ pub fn judge(report: &mut Report, scn: &Scenario, m: &Measured, v: crate::check:
     use crate::check::Verdict;
     let e = &scn.expect;
     if let Some(max) = e.lost_acked_writes {
-        let lost = v.durability.counts.get("lost_acked_writes").copied().unwrap_or(0);
+        // Unreachable acknowledged writes (no final read answered their key)
+        // count as lost: nothing shows they survived.
+        let count = |name: &str| v.durability.counts.get(name).copied().unwrap_or(0);
+        let lost = count("lost_acked_writes") + count("unreachable_acked_writes");
         // With a bound of 0 the durability checker must pass outright: a
         // phantom read or a resurrected delete is a durability failure too.
         let ok = lost <= max && (max > 0 || v.durability.verdict == Verdict::Pass);
-        report.expect("lost_acked_writes", format!("<= {max}"), format!("{lost} ({})", v.durability.verdict.name()), ok);
+        // The measured text names every rule the checker found broken.
+        let broken: Vec<String> = crate::check::durability::VIOLATIONS.iter().filter(|n| count(n) > 0).map(|n| format!("{n} {}", count(n))).collect();
+        let measured = if broken.is_empty() { format!("{lost} ({})", v.durability.verdict.name()) } else { format!("{lost} ({}: {})", v.durability.verdict.name(), broken.join(", ")) };
+        report.expect("lost_acked_writes", format!("<= {max}"), measured, ok);
     }
     for (name, want, r) in [
         ("linearizable", e.linearizable, &v.linearizable),

@@ -55,6 +55,8 @@ fn cases() -> Vec<Case> {
         c(history_file!("dur_lost_write_read_evidence"), [F, F, P, P], &[("lost_acked_writes", 1)]),
         c(history_file!("dur_valid_read_then_overwritten"), [P, P, P, P], &[("lost_acked_writes", 0)]),
         c(history_file!("dur_delete_resurrected"), [F, F, P, P], &[("resurrected_deletes", 1)]),
+        c(history_file!("dur_unreachable_partition"), [P, F, P, F], &[("unreachable_acked_writes", 3), ("lost_acked_writes", 0), ("final_reads", 1)]),
+        c(history_file!("dur_valid_final_retry"), [P, P, P, F], &[("unreachable_acked_writes", 0), ("final_reads", 1)]),
         // Sequences.
         c(history_file!("seq_valid"), [P, P, P, P], &[("acked_appends", 8), ("partitions", 2)]),
         c(history_file!("seq_valid_open_fills_gap"), [P, P, P, F], &[("skipped_values", 0), ("open_at_end", 1)]),
@@ -67,7 +69,8 @@ fn cases() -> Vec<Case> {
         // Liveness (no heal time: the final phase and open operations are judged).
         c(history_file!("live_valid"), [P, P, P, P], &[("judged", 2)]),
         c(history_file!("live_open_at_end"), [P, P, P, F], &[("open_at_end", 1)]),
-        c(history_file!("live_final_timeout"), [P, P, P, F], &[("info_after_bound", 1)]),
+        // The key's only final read timed out: its acknowledged write is unreachable too.
+        c(history_file!("live_final_timeout"), [P, F, P, F], &[("info_after_bound", 1), ("unreachable_acked_writes", 1)]),
     ]
 }
 

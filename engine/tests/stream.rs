@@ -848,3 +848,132 @@ fn the_manager_rereplicates_after_the_grace_period_and_restores_three_zones() {
         });
     }
 }
+
+/// A busy log is many small records: 2,000 appends one at a time, each its
+/// own record in the replica files. After the owner is gone, a new owner
+/// reads the whole stream back with the table service's 50 ms call timeout.
+/// A replica serves a read chunk with one device read, so a chunk of a
+/// thousand records costs one device latency, not a thousand (which took
+/// longer than the timeout on every replica, so the stream could never be
+/// read again).
+#[test]
+fn a_log_of_many_small_records_reads_back_within_the_call_timeout() {
+    for seed in seeds() {
+        run(seed, move || async move {
+            cluster(seed, |c| c.call_timeout = Duration::from_millis(50), move |cl| async move {
+                let ns = open(cl.agent("ctl-agent-0"), "w").await.expect("open");
+                ns.create("wal").await.expect("create");
+                let acked = append_many(&ns, "wal", 12, 2000, 1).await;
+                assert_eq!(acked.failed, 0);
+                assert!(acked.prefix_len() > engine::stream::READ_BYTES_MAX, "the log spans more than one read chunk");
+                let before = cl.cfg.observer.snapshot().read_fallbacks;
+                let next = open(cl.agent("ctl-agent-1"), "w").await.expect("a new owner opens the namespace");
+                let got = next.read("wal", 0, u64::MAX / 2).await.expect("the new owner reads the log");
+                assert_eq!(got.len() as u64, acked.prefix_len());
+                acked.check(0, &got, "new owner");
+                let after = cl.cfg.observer.snapshot().read_fallbacks;
+                assert_eq!(after, before, "the nearest replica answered every chunk in time");
+            })
+            .await;
+        });
+    }
+}
+
+/// The open extent's replica in az1 flips bits as it writes (silently: its
+/// disk says `Ok`), then its zone crashes and comes back. Recovery finds
+/// the damaged records and keeps only the good prefix, shorter than what
+/// the replica acknowledged. A new owner's seal must not trust that length:
+/// sealing there would drop acknowledged appends and hand their offsets out
+/// again. The damaged replica is then repaired by the manager.
+#[test]
+fn a_corrupt_replica_and_then_its_zone_crash_lose_no_acknowledged_append() {
+    for seed in seeds() {
+        run(seed, move || async move {
+            cluster(seed, |_| {}, move |cl| async move {
+                let ns = open(cl.agent("ctl-agent-0"), "d").await.expect("open");
+                ns.create("log").await.expect("create");
+                let mut acked = append_many(&ns, "log", 13, 20, 2).await;
+                let meta = ns.client().stream_meta("d", "log").await.unwrap().unwrap();
+                let az1 = cl.world.zone("az1").unwrap();
+                let victim = *meta.extents[0].replicas.iter().find(|&&r| cl.world.topology().zone_of(r) == az1).expect("a replica in az1");
+                let faults = DiskFaults { bitflip_write_rate: 0.05, ..Default::default() };
+                cl.world.apply(&Fault::DiskFaultsOn { node: cl.name(victim), faults }).unwrap();
+                let flipped = append_many(&ns, "log", 14, 300, 4).await;
+                cl.world.apply(&Fault::DiskFaultsOff { node: cl.name(victim) }).unwrap();
+                let tail = append_many(&ns, "log", 15, 20, 2).await;
+                assert_eq!(flipped.failed + tail.failed, 0, "the disk lies silently: nothing fails");
+                acked.appends.extend(flipped.appends);
+                acked.appends.extend(tail.appends);
+                cl.world.apply(&Fault::ZoneDown { zone: "az1".into(), mode: ZoneMode::Crash }).unwrap();
+                time::sleep(Duration::from_millis(200)).await;
+                cl.world.apply(&Fault::ZoneUp { zone: "az1".into() }).unwrap();
+                time::sleep(Duration::from_millis(300)).await;
+                let next = open(cl.agent("ctl-agent-1"), "d").await.expect("a new owner opens the namespace");
+                let meta = next.client().stream_meta("d", "log").await.unwrap().unwrap();
+                let sealed = meta.extents[0].sealed_len.expect("the owner change sealed the extent");
+                assert!(sealed >= acked.prefix_len(), "sealed at {sealed}, below the acknowledged {}", acked.prefix_len());
+                let at = next.append("log", b"after the owner change").await.expect("the new owner appends");
+                assert!(at >= acked.prefix_len(), "offset {at} handed out again (acknowledged up to {})", acked.prefix_len());
+                for a in ["az2-agent-0", "az3-agent-0"] {
+                    read_back(cl.agent(a), "d", "log", &acked, a).await;
+                }
+                // The restarted node lists the extent as suspect (damaged,
+                // or a bad tail cut) in its pongs; the manager has it
+                // copied back from the others once sealed.
+                time::sleep(Duration::from_millis(600)).await;
+                assert!(cl.cfg.observer.snapshot().repairs > 0, "the damaged replica is repaired");
+                check_sealed_replicas(&cl, "az1-agent-0", "d", "log").await;
+            })
+            .await;
+        });
+    }
+}
+
+/// Forty namespaces written at once, every storage node of az1 flipping
+/// bits as it writes, then those nodes crash and restart; new owners take
+/// every namespace over and append. No offset is acknowledged twice and
+/// every acknowledged append reads back: the stream layer's form of the
+/// same rule, with many writers per storage node.
+#[test]
+fn many_writers_with_corrupt_replicas_and_crashes_hand_no_offset_out_twice() {
+    for seed in seeds() {
+        run(seed, move || async move {
+            cluster(seed, |_| {}, move |cl| async move {
+                let names: Vec<String> = (0..40).map(|i| format!("m{i}")).collect();
+                let mut owners = Vec::new();
+                for n in &names {
+                    let ns = open(cl.agent("ctl-agent-0"), n).await.expect("open");
+                    ns.create("log").await.expect("create");
+                    owners.push(ns);
+                }
+                let az1 = cl.storage_in("az1");
+                for &n in &az1 {
+                    let faults = DiskFaults { bitflip_write_rate: 0.03, ..Default::default() };
+                    cl.world.apply(&Fault::DiskFaultsOn { node: cl.name(n), faults }).unwrap();
+                }
+                let writers: Vec<_> = owners.iter().enumerate().map(|(i, ns)| append_in_background(ns, "log", i as u8, 60, 2)).collect();
+                let mut acked = Vec::new();
+                for w in writers {
+                    acked.push(w.await.unwrap());
+                }
+                for &n in &az1 {
+                    cl.world.apply(&Fault::DiskFaultsOff { node: cl.name(n) }).unwrap();
+                    cl.world.apply(&Fault::NodeCrash { node: cl.name(n) }).unwrap();
+                }
+                time::sleep(Duration::from_millis(100)).await;
+                for &n in &az1 {
+                    cl.world.apply(&Fault::NodeRestart { node: cl.name(n) }).unwrap();
+                }
+                time::sleep(Duration::from_millis(300)).await;
+                for (n, a) in names.iter().zip(&acked) {
+                    let next = open(cl.agent("ctl-agent-1"), n).await.expect("a new owner opens the namespace");
+                    let at = next.append("log", b"after the owner change").await.expect("the new owner appends");
+                    assert!(at >= a.prefix_len(), "{n}: offset {at} handed out again (acknowledged up to {})", a.prefix_len());
+                    read_back(cl.agent("az2-agent-0"), n, "log", a, n).await;
+                }
+                assert!(cl.cfg.observer.snapshot().corrupt_replicas_detected > 0, "the bit flips damaged replicas");
+            })
+            .await;
+        });
+    }
+}

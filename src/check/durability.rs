@@ -17,6 +17,12 @@
 //!   either present or absent.
 //! - An acknowledged delete is resurrected when the final value's writer
 //!   certainly finished before the delete started.
+//! - Once the history has a final phase, a key with an acknowledged write or
+//!   delete that no final read answered (every attempt failed or timed out,
+//!   or none was made) is unreachable: its acknowledged writes count as lost
+//!   (`unreachable_acked_writes`), since nothing in the run shows they
+//!   survived. A store whose partition never comes back passes no rule above
+//!   (it answers no final read at all), so this rule is what fails it.
 
 use super::{CheckerReport, Verdict};
 use crate::history::{Op, Operation, Outcome, Phase};
@@ -48,6 +54,9 @@ fn observed<'o>(o: &Operation<'o>) -> Option<&'o str> {
     }
 }
 
+/// The counters of the rules this checker judges, each a violation.
+pub const VIOLATIONS: [&str; 6] = ["lost_acked_writes", "unreachable_acked_writes", "resurrected_deletes", "failed_write_reads", "phantom_reads", "future_reads"];
+
 pub fn check(all: &[Operation<'_>]) -> CheckerReport {
     let mut keys: BTreeMap<&str, KeyView<'_>> = BTreeMap::new();
     for (i, o) in all.iter().enumerate() {
@@ -65,9 +74,10 @@ pub fn check(all: &[Operation<'_>]) -> CheckerReport {
     }
 
     let mut report = CheckerReport::new(Verdict::Pass);
-    for name in ["lost_acked_writes", "resurrected_deletes", "failed_write_reads", "phantom_reads", "future_reads"] {
+    for name in VIOLATIONS {
         report.count(name, 0);
     }
+    let has_final = all.iter().any(|o| o.phase == Phase::Final);
     let mut final_reads = 0u64;
     let mut acked_writes = 0u64;
     for (key, view) in &keys {
@@ -127,6 +137,25 @@ pub fn check(all: &[Operation<'_>]) -> CheckerReport {
         };
         let mut lost: BTreeSet<usize> = BTreeSet::new();
         let mut resurrected: BTreeSet<usize> = BTreeSet::new();
+        if has_final {
+            let answered = view.members.iter().any(|&r| matches!(all[r].op, Op::Read { .. }) && all[r].phase == Phase::Final && all[r].outcome == Outcome::Ok);
+            let acked_deletes = view.members.iter().filter(|&&i| matches!(all[i].op, Op::Delete { .. }) && all[i].outcome == Outcome::Ok).count();
+            if !answered && acked.len() + acked_deletes > 0 {
+                let attempts: Vec<&Operation<'_>> = view.members.iter().map(|&r| &all[r]).filter(|o| o.phase == Phase::Final && matches!(o.op, Op::Read { .. })).collect();
+                let n = (acked.len() + acked_deletes) as u64;
+                report.violations("unreachable_acked_writes", n, || {
+                    let first = acked.first().map(|&w| all[w].describe()).unwrap_or_else(|| "an acknowledged delete".to_string());
+                    match attempts.last() {
+                        Some(last) => format!(
+                            "key {key:?}: {n} acknowledged write(s) and delete(s), the first {first}, are unreachable: none of the {} final reads answered, the last {}",
+                            attempts.len(),
+                            last.describe()
+                        ),
+                        None => format!("key {key:?}: {n} acknowledged write(s) and delete(s), the first {first}, are unreachable: the final phase never read the key"),
+                    }
+                });
+            }
+        }
         for &r in &view.members {
             let read = &all[r];
             let Op::Read { value, .. } = read.op else { continue };

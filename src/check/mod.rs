@@ -92,7 +92,15 @@ impl CheckerReport {
 
     /// Records a violation: counts it and keeps the first counterexample.
     fn violation(&mut self, counter: &'static str, example: impl FnOnce() -> String) {
-        *self.counts.entry(counter).or_insert(0) += 1;
+        self.violations(counter, 1, example);
+    }
+
+    /// `n` violations of one kind at once, with one counterexample.
+    fn violations(&mut self, counter: &'static str, n: u64, example: impl FnOnce() -> String) {
+        if n == 0 {
+            return;
+        }
+        *self.counts.entry(counter).or_insert(0) += n;
         self.verdict = Verdict::Fail;
         if self.counterexample.is_none() {
             self.counterexample = Some(example());

@@ -103,6 +103,14 @@ H["dur_lost_write_read_evidence"] = [("i",1,("w","k","a")), ("i",2,("w","k","b")
 H["dur_valid_read_then_overwritten"] = [("i",1,("w","k","a")), ("i",2,("w","k","b")), ("ok",2,("w","k","b")), ("i",3,("r","k","b")),
     ("ok",3,("r","k","b")), ("ok",1,("w","k","a"))] + [("final",)] + seq(9, ("r","k","a"))
 H["dur_delete_resurrected"] = seq(1, ("w","k","a")) + seq(2, ("d","k")) + [("final",)] + seq(9, ("r","k","a"))
+# The partition holding k never comes back: every final read of k fails, so
+# its two acknowledged writes and its acknowledged delete are unreachable
+# (j's final read answers and is judged as usual).
+H["dur_unreachable_partition"] = seq(1, ("w","k","a")) + seq(2, ("w","k","b")) + seq(1, ("d","k")) + seq(2, ("w","j","c")) + \
+    [("final",)] + seq(9, ("r","k",None), "fail") + seq(9, ("r","k",None), "fail") + seq(9, ("r","k",None), "info") + seq(9, ("r","j","c"))
+# A key whose final read failed once, then answered: reachable (the failed
+# final read still fails liveness, which judges every final-phase answer).
+H["dur_valid_final_retry"] = seq(1, ("w","k","a")) + [("final",)] + seq(9, ("r","k",None), "fail") + seq(9, ("r","k","a"))
 
 # ---- sequence ----
 H["seq_valid"] = seq(1, ("app","p",1)) + seq(2, ("app","p",2)) + \

@@ -193,10 +193,20 @@ impl StreamClient {
         self.meta().await.status(replica).await
     }
 
-    /// Pings every storage node at once: which answered.
-    pub(crate) async fn ping_all(&self) -> BTreeMap<NodeId, bool> {
+    /// Pings every storage node at once: the suspect extents each node
+    /// that answered listed, `None` for a node that did not answer.
+    pub(crate) async fn ping_all(&self) -> BTreeMap<NodeId, Option<Vec<ExtentId>>> {
         let answers = self.call_all(&self.inner.cfg.storage, StreamMsg::Ping, self.inner.cfg.call_timeout).await;
-        answers.into_iter().map(|(n, r)| (n, matches!(r, Some(StreamMsg::Pong)))).collect()
+        answers
+            .into_iter()
+            .map(|(n, r)| {
+                let suspect = match r {
+                    Some(StreamMsg::Pong { suspect }) => Some(suspect),
+                    _ => None,
+                };
+                (n, suspect)
+            })
+            .collect()
     }
 
     pub(crate) async fn call(&self, node: NodeId, msg: StreamMsg, timeout: Duration) -> Option<StreamMsg> {
@@ -259,9 +269,19 @@ impl StreamClient {
             }
             let mut at = pos - base;
             let stop = limit.map_or(end - base, |l| l.min(end - base));
+            let mut chunk = READ_BYTES_MAX;
             while at < stop {
-                let want = (stop - at).min(READ_BYTES_MAX);
-                let data = self.read_chunk(e, at, want, limit, exact).await?;
+                let want = (stop - at).min(chunk);
+                let data = match self.read_chunk(e, at, want, limit, exact).await {
+                    // Every replica timed out: ask for less at a time (a
+                    // replica busy with a long queue answers a small read
+                    // sooner), down to `READ_BYTES_MIN`.
+                    Err(StreamError::Unavailable(_)) if chunk > READ_BYTES_MIN => {
+                        chunk = (chunk / 4).max(READ_BYTES_MIN);
+                        continue;
+                    }
+                    r => r?,
+                };
                 let got = data.len() as u64;
                 out.extend_from_slice(&data);
                 at += got;
@@ -280,8 +300,10 @@ impl StreamClient {
 
     /// One chunk of one extent, from the nearest good replica. With
     /// `exact`, a replica answering fewer than `want` bytes is short.
+    /// `Unavailable` when every replica timed out.
     async fn read_chunk(&self, e: &ExtentMeta, offset: u64, want: u64, limit: Option<u64>, exact: bool) -> Result<Vec<u8>, StreamError> {
         let mut bad = Vec::new();
+        let mut timeouts = 0;
         for node in self.by_distance(&e.replicas) {
             let msg = StreamMsg::Read { extent: e.id.clone(), offset, len: want, limit };
             match self.inner.net.call(node, msg, self.inner.cfg.call_timeout).await {
@@ -315,8 +337,12 @@ impl StreamClient {
                 Err(_) => {
                     self.avoid(node);
                     self.observer().with(|o| o.read_fallbacks += 1);
+                    timeouts += 1;
                 }
             }
+        }
+        if timeouts == e.replicas.len() {
+            return Err(StreamError::Unavailable(format!("every replica of extent {} timed out", e.id)));
         }
         Err(StreamError::NoGoodReplica(e.id.clone()))
     }
@@ -343,14 +369,12 @@ impl StreamClient {
     /// other replicas) and swap it in.
     fn spawn_repair(&self, bad: NodeId, extent: ExtentId, len: u64, good: NodeId, all: Vec<NodeId>) {
         let net = self.inner.net.clone();
-        let obs = self.observer().clone();
         let timeout = self.inner.cfg.call_timeout * 20;
         let mut sources = vec![good];
         sources.extend(all.into_iter().filter(|&n| n != good && n != bad));
+        // The node counts the repair (`repairs`) once it swapped the copy in.
         madsim::task::spawn(async move {
-            if let Ok(StreamMsg::Done) = net.call(bad, StreamMsg::Repair { extent, len, sources }, timeout).await {
-                obs.with(|o| o.repairs += 1);
-            }
+            let _ = net.call(bad, StreamMsg::Repair { extent, len, sources }, timeout).await;
         });
     }
 
@@ -377,7 +401,7 @@ impl StreamClient {
         // A short timeout: placement waits for the slowest ping, and a dead
         // node never answers.
         let answers = self.call_all(&self.inner.cfg.storage, StreamMsg::Ping, self.inner.cfg.ping_timeout).await;
-        let live: Vec<NodeId> = answers.iter().filter(|(_, r)| matches!(r, Some(StreamMsg::Pong))).map(|(&n, _)| n).collect();
+        let live: Vec<NodeId> = answers.iter().filter(|(_, r)| matches!(r, Some(StreamMsg::Pong { .. }))).map(|(&n, _)| n).collect();
         for (&n, r) in &answers {
             if r.is_none() {
                 self.avoid(n);
@@ -464,21 +488,24 @@ impl StreamClient {
         Err(StreamError::Unavailable(format!("could not seal stream {name}")))
     }
 
-    /// Sends `Seal` to the extent's replicas until at least one answers;
-    /// the minimum durable length over those that answered.
+    /// Sends `Seal` to the extent's replicas until at least one intact
+    /// replica answers; the minimum durable length over the intact ones
+    /// that answered (see [`seal_length`]).
     async fn fence_extent(&self, e: &ExtentMeta, epoch: u64) -> Result<u64, StreamError> {
         let deadline = time::now() + self.inner.cfg.seal_deadline;
+        let mut answered: BTreeMap<NodeId, (u64, bool)> = BTreeMap::new();
         for _ in 0..SEAL_ROUNDS_MAX {
             let answers = self.call_all(&e.replicas, StreamMsg::Seal { extent: e.id.clone(), epoch }, self.inner.cfg.call_timeout).await;
-            let mut lens = Vec::new();
-            for r in answers.values() {
+            for (&n, r) in &answers {
                 match r {
-                    Some(StreamMsg::SealedAt { len }) => lens.push(*len),
+                    Some(StreamMsg::SealedAt { len, intact }) => {
+                        answered.insert(n, (*len, *intact));
+                    }
                     Some(StreamMsg::Err(ReplicaError::Fenced { fence })) if *fence > epoch => return Err(StreamError::Fenced),
                     _ => {}
                 }
             }
-            if let Some(&l) = lens.iter().min() {
+            if let Some(l) = seal_length(&answered, e.replicas.len()) {
                 return Ok(l);
             }
             if time::now() >= deadline {
@@ -488,6 +515,28 @@ impl StreamClient {
         }
         Err(StreamError::Unavailable(format!("no replica of extent {} answered the seal", e.id)))
     }
+}
+
+/// The length to seal an extent at from its replicas' answers to `Seal`
+/// (durable length, intact) by node, out of `replicas`: the minimum over
+/// the intact ones. Every acknowledged byte was synced by every replica, so
+/// an intact replica's durable length is at least the acknowledged length,
+/// and so is the minimum. A replica that is not intact may have lost
+/// acknowledged bytes (a bit flip at rest that its recovery could not tell
+/// from a torn tail, a damaged record, an unreadable file), so its length
+/// bounds nothing: sealing there would drop acknowledged bytes, and the
+/// next owner would hand their offsets out again. Only when every replica
+/// answered and none is intact is the minimum over all taken: the best
+/// left once every copy lost its tail. `None`: wait for more answers.
+pub fn seal_length(answers: &BTreeMap<NodeId, (u64, bool)>, replicas: usize) -> Option<u64> {
+    let intact = answers.values().filter(|(_, i)| *i).map(|(l, _)| *l).min();
+    if intact.is_some() {
+        return intact;
+    }
+    if answers.len() >= replicas {
+        return answers.values().map(|(l, _)| *l).min();
+    }
+    None
 }
 
 /// An open namespace: this client is its owner at `epoch`. Cheap to clone.
@@ -958,7 +1007,7 @@ impl Writer {
                     return;
                 }
                 let answers = client.call_all(&ask, StreamMsg::Ping, client.inner.cfg.call_timeout).await;
-                if answers.values().any(|r| matches!(r, Some(StreamMsg::Pong))) {
+                if answers.values().any(|r| matches!(r, Some(StreamMsg::Pong { .. }))) {
                     let _ = tx.send(WEvent::ZoneBack { gen });
                     return;
                 }
@@ -1170,6 +1219,20 @@ mod tests {
 
     fn nodes(ids: &[u32]) -> Vec<NodeId> {
         ids.iter().map(|&i| NodeId(i)).collect()
+    }
+
+    #[test]
+    fn a_seal_trusts_only_intact_replicas_until_every_replica_answered() {
+        let answers = |v: &[(u32, u64, bool)]| -> BTreeMap<NodeId, (u64, bool)> { v.iter().map(|&(n, l, i)| (NodeId(n), (l, i))).collect() };
+        // The minimum over the intact answers, whatever the others say.
+        assert_eq!(seal_length(&answers(&[(1, 900, true), (2, 700, true), (3, 100, false)]), 3), Some(700));
+        assert_eq!(seal_length(&answers(&[(1, 900, true), (3, 100, false)]), 3), Some(900));
+        // A replica that lost its tail alone decides nothing: wait.
+        assert_eq!(seal_length(&answers(&[(3, 100, false)]), 3), None);
+        assert_eq!(seal_length(&answers(&[(2, 50, false), (3, 100, false)]), 3), None);
+        assert_eq!(seal_length(&answers(&[]), 3), None);
+        // Every replica answered and none is intact: the best left.
+        assert_eq!(seal_length(&answers(&[(1, 80, false), (2, 50, false), (3, 100, false)]), 3), Some(50));
     }
 
     #[test]

@@ -76,9 +76,12 @@ pub async fn serve_manager(ctx: NodeCtx, cfg: StreamConfig) {
             BTreeMap::new()
         };
         let now = time::now();
-        for (&n, &ok) in &answers {
-            if ok {
+        // Replicas their own nodes reported damaged or short: (extent, node).
+        let mut suspect: BTreeSet<(String, NodeId)> = BTreeSet::new();
+        for (&n, a) in &answers {
+            if let Some(list) = a {
                 last_seen.insert(n, now);
+                suspect.extend(list.iter().map(|x| (x.clone(), n)));
             }
         }
         if !leads {
@@ -97,6 +100,7 @@ pub async fn serve_manager(ctx: NodeCtx, cfg: StreamConfig) {
         let live_zones: BTreeSet<ZoneId> = live.iter().map(|&n| topo.zone_of(n)).collect();
         let mut under = 0u64;
         let mut work: Vec<(String, Vec<u8>, usize, NodeId)> = Vec::new();
+        let mut repairs: Vec<(ExtentMeta, NodeId)> = Vec::new();
         for (key, bytes) in &streams {
             let Some(meta) = StreamMeta::decode(bytes) else { continue };
             for (i, e) in meta.extents.iter().enumerate() {
@@ -105,7 +109,13 @@ pub async fn serve_manager(ctx: NodeCtx, cfg: StreamConfig) {
                 if !dead.is_empty() || zones.len() < live_zones.len().min(3) {
                     under += 1;
                 }
-                if e.sealed_len.is_none() || work.len() >= REREPLICATE_PARALLEL_MAX {
+                if e.sealed_len.is_none() || work.len() + repairs.len() >= REREPLICATE_PARALLEL_MAX {
+                    continue;
+                }
+                // A live replica that reported itself damaged or short
+                // copies the sealed extent back from the others in place.
+                if let Some(&r) = e.replicas.iter().find(|&&r| dead_for(r) < cfg.dead_after && suspect.contains(&(e.id.clone(), r))) {
+                    repairs.push((e.clone(), r));
                     continue;
                 }
                 if let Some(&d) = dead.iter().find(|&&d| dead_for(d) >= cfg.rereplicate_after) {
@@ -147,13 +157,34 @@ pub async fn serve_manager(ctx: NodeCtx, cfg: StreamConfig) {
                 let _ = tx.send((e.id, old, target, moved));
             });
         }
+        for (e, bad) in repairs {
+            let (client, cfg, tx) = (client.clone(), cfg.clone(), tx.clone());
+            madsim::task::spawn(async move {
+                let repaired = repair_in_place(&client, &cfg, &e, bad).await;
+                let _ = tx.send((e.id, bad, bad, repaired));
+            });
+        }
         drop(tx);
         while let Some((id, old, target, moved)) = rx.recv().await {
-            if moved {
+            if moved && old == target {
+                ctx.note(format!("manager had the suspect replica of {id} on node {} repaired", old.0));
+            } else if moved {
                 ctx.note(format!("manager moved a replica of {id} from node {} to node {}", old.0, target.0));
             }
         }
     }
+}
+
+/// Asks `bad`, a live replica of sealed extent `e` that reported itself
+/// damaged or short, to copy the extent back from the other replicas
+/// (checked) and swap it in; a short replica that holds the whole sealed
+/// length already only clears its mark. The metadata does not change.
+async fn repair_in_place(client: &StreamClient, cfg: &StreamConfig, e: &ExtentMeta, bad: NodeId) -> bool {
+    let Some(len) = e.sealed_len else { return false };
+    let sources: Vec<NodeId> = e.replicas.iter().copied().filter(|&r| r != bad).collect();
+    let repair = StreamMsg::Repair { extent: e.id.clone(), len, sources };
+    let timeout = cfg.call_timeout * 20 + Duration::from_millis(len / 1024);
+    matches!(client.call(bad, repair, timeout).await, Some(StreamMsg::Done))
 }
 
 /// Copies sealed extent `e` to `target` and swaps it for `old` in the

@@ -18,10 +18,16 @@
 //! (`ns/{ns}`). [`client::StreamClient::open_namespace`] bumps it, then
 //! fences and seals the last open extent of every stream: each replica
 //! durably records the fence and from then on rejects appends of older
-//! epochs, and answers its durable length; the extent is sealed at the
-//! minimum length over the replicas that answered. Every acknowledged byte
-//! is on all three replicas, so it is below that length; bytes above the
-//! acknowledged length and below the seal had an unknown outcome. Every
+//! epochs, and answers its durable length and whether it is intact; the
+//! extent is sealed at the minimum length over the intact replicas that
+//! answered. Every acknowledged byte is on all three replicas, so it is
+//! below that length; bytes above the acknowledged length and below the
+//! seal had an unknown outcome. A replica whose recovery cut a bad tail,
+//! found a damaged record or could not read its file is not intact: it may
+//! have lost bytes it acknowledged (a bit flip at rest looks like a torn
+//! write), so its length bounds nothing
+//! ([`client::seal_length`]). Such replicas are listed in their node's
+//! `Pong`, and the manager has them copied back once the extent is sealed. Every
 //! metadata change an owner makes is one [`crate::meta::state::Command::Txn`]
 //! checking that `ns/{ns}` still holds its epoch and that the stream's
 //! metadata is what it last saw, so a deposed owner can change nothing.
@@ -69,6 +75,9 @@ pub const APPEND_ATTEMPTS_MAX: u32 = 3;
 pub const GROUP_MAX: usize = 256;
 /// Most bytes one read message returns.
 pub const READ_BYTES_MAX: u64 = 256 * 1024;
+/// The smallest chunk a reader shrinks its reads to when every replica
+/// timed out.
+pub const READ_BYTES_MIN: u64 = 4 * 1024;
 /// Rounds of seal messages before opening a namespace gives up on an extent.
 pub const SEAL_ROUNDS_MAX: u32 = 20;
 /// Attempts at one metadata transaction (after unknown outcomes or
@@ -88,6 +97,8 @@ pub const STREAMS_MAX: usize = crate::meta::service::SCAN_LIMIT_MAX;
 pub const EXTENTS_MAX: usize = 1024;
 /// Sealed extents one manager round re-replicates at most.
 pub const REREPLICATE_PARALLEL_MAX: usize = 8;
+/// Suspect (damaged or short) extents a storage node lists in one `Pong`.
+pub const SUSPECT_REPORT_MAX: usize = 64;
 /// Samples kept per observer series.
 pub const OBSERVER_SAMPLES_MAX: usize = 100_000;
 
@@ -224,9 +235,16 @@ pub enum StreamMsg {
     /// Liveness probe.
     Ping,
     Appended { len: u64 },
-    SealedAt { len: u64 },
+    /// The replica's durable length once sealed; `intact` is false when
+    /// the replica may have lost bytes it acknowledged (its recovery cut a
+    /// bad tail, found a damaged record or could not read the file), so
+    /// that length is no bound on what was acknowledged.
+    SealedAt { len: u64, intact: bool },
     Data { data: Vec<u8>, crc: u32 },
-    Pong,
+    /// The answer to `Ping`: the extents this node holds damaged, or
+    /// short of what they may have acknowledged (at most
+    /// [`SUSPECT_REPORT_MAX`]), for the manager to repair once sealed.
+    Pong { suspect: Vec<ExtentId> },
     Done,
     Err(ReplicaError),
 }
@@ -245,7 +263,7 @@ impl sim::net::Message for StreamMsg {
             StreamMsg::Appended { .. } => "st-appended",
             StreamMsg::SealedAt { .. } => "st-sealed",
             StreamMsg::Data { .. } => "st-data",
-            StreamMsg::Pong => "st-pong",
+            StreamMsg::Pong { .. } => "st-pong",
             StreamMsg::Done => "st-done",
             StreamMsg::Err(_) => "st-err",
         }

@@ -26,7 +26,7 @@ use sim::Disk;
 use tokio::sync::Mutex;
 
 use super::format::{self, RecordLoc, HEADER_LEN, RECORD_DATA_MAX};
-use super::{ExtentId, ReplicaError, StreamConfig, StreamMsg, GROUP_MAX, READ_BYTES_MAX, REORDER_MAX};
+use super::{ExtentId, ReplicaError, StreamConfig, StreamMsg, GROUP_MAX, SUSPECT_REPORT_MAX, READ_BYTES_MAX, REORDER_MAX};
 
 /// Attempts at reading a replica file back at startup.
 pub const RECOVERY_READ_ATTEMPTS_MAX: u32 = 3;
@@ -73,6 +73,12 @@ struct Ext {
     sealed: bool,
     /// A disk error or corruption: no appends until repaired.
     damaged: bool,
+    /// The durable length may be below what this replica acknowledged:
+    /// recovery cut a bad tail (a torn write and a bit flip in the last
+    /// synced record look alike), found a damaged record, or could not
+    /// read the file. Seals answer it (`SealedAt::intact`), so that a new
+    /// owner does not seal the extent at this length.
+    short: bool,
     commit_len: u64,
     held: BTreeMap<u64, Held>,
     repairing: bool,
@@ -89,6 +95,7 @@ impl Ext {
             fence: s.fence,
             sealed: s.sealed,
             damaged: s.corrupt_at.is_some(),
+            short: s.torn || s.corrupt_at.is_some(),
             ..Ext::default()
         }
     }
@@ -110,6 +117,9 @@ type Extents = indexmap::IndexMap<ExtentId, Ext, std::hash::BuildHasherDefault<s
 struct Store {
     disk: Disk,
     extents: Extents,
+    /// The extents held damaged or short, listed in `Pong` for the
+    /// manager's repair.
+    suspect: BTreeSet<ExtentId>,
     /// Answers to held appends that were refused after all (sent with the
     /// group's answers).
     late: Vec<(NodeId, RequestId, StreamMsg)>,
@@ -126,7 +136,7 @@ pub struct Recovered {
 
 impl Store {
     async fn recover(disk: Disk) -> (Store, Recovered) {
-        let mut st = Store { disk: disk.clone(), extents: Extents::default(), late: Vec::new() };
+        let mut st = Store { disk: disk.clone(), extents: Extents::default(), suspect: BTreeSet::new(), late: Vec::new() };
         let mut rec = Recovered::default();
         for name in disk.list(FILE_PREFIX) {
             if name.ends_with(".tmp") {
@@ -143,9 +153,12 @@ impl Store {
                 }
             }
             let Some(content) = content else {
-                // Unreadable: the replica is missing here; reads fall back
-                // and the manager re-replicates.
+                // Unreadable: the replica holds nothing it can vouch for.
+                // Kept as damaged and short, so that reads fall back, a
+                // seal does not trust its length, and the manager repairs.
                 rec.unreadable += 1;
+                st.suspect.insert(id.clone());
+                st.extents.insert(id, Ext { file: name.clone(), file_exists: true, damaged: true, short: true, ..Ext::default() });
                 continue;
             };
             let s = format::scan(&content);
@@ -158,6 +171,9 @@ impl Store {
             }
             if ext.damaged {
                 rec.damaged += 1;
+            }
+            if ext.damaged || ext.short {
+                st.suspect.insert(id.clone());
             }
             rec.extents += 1;
             st.extents.insert(id, ext);
@@ -195,6 +211,10 @@ pub async fn serve_storage(ctx: NodeCtx, cfg: StreamConfig) {
         "storage recovered {} extents, {} torn tails cut, {} damaged, {} unreadable",
         rec.extents, rec.torn_tails, rec.damaged, rec.unreadable
     ));
+    let found = (rec.damaged + rec.unreadable) as u64;
+    if found > 0 {
+        cfg.observer.with(|o| o.corrupt_replicas_detected += found);
+    }
     let (net, mut inbox): (Net<StreamMsg>, Inbox<StreamMsg>) = Net::bind(&ctx).await;
     let node = Arc::new(Node { net, store: Arc::new(Mutex::new(store)), cfg });
     // The loop takes from the inbox itself (bounded by `INBOX_MAX`): what
@@ -245,15 +265,27 @@ impl Node {
                 StreamMsg::Repair { extent, len, sources } => {
                     let Some(request) = request else { continue };
                     let busy = st.extents.get(&extent).is_some_and(|e| e.repairing);
-                    if busy {
+                    // A short replica whose good records reach the sealed
+                    // length already holds the whole extent (every record
+                    // it kept passed its checksums): nothing to copy.
+                    let whole = st.extents.get_mut(&extent).filter(|e| !e.damaged && e.len >= len);
+                    if let Some(e) = whole {
+                        e.short = false;
+                        st.suspect.remove(&extent);
+                        Some(StreamMsg::Done)
+                    } else if busy {
                         Some(StreamMsg::Err(ReplicaError::Busy))
                     } else {
+                        // Replacing a copy this node held counts as a repair;
+                        // a first copy (re-replication) does not.
+                        let held = st.extents.contains_key(&extent);
                         st.extents.entry(extent.clone()).or_insert_with(|| Ext { file: file_name(&extent), ..Ext::default() }).repairing = true;
-                        madsim::task::spawn(self.clone().repair(extent, len, sources, from, request));
+                        madsim::task::spawn(self.clone().repair(extent, len, sources, from, request, held));
                         None
                     }
                 }
                 StreamMsg::Remove { extent } => {
+                    st.suspect.remove(&extent);
                     if let Some(e) = st.extents.swap_remove(&extent) {
                         if e.file_exists {
                             let _ = st.disk.remove(&e.file).await;
@@ -262,7 +294,7 @@ impl Node {
                     }
                     Some(StreamMsg::Done)
                 }
-                StreamMsg::Ping => Some(StreamMsg::Pong),
+                StreamMsg::Ping => Some(StreamMsg::Pong { suspect: st.suspect.iter().take(SUSPECT_REPORT_MAX).cloned().collect() }),
                 // Responses are never requests; anything else is dropped.
                 _ => None,
             };
@@ -290,6 +322,9 @@ impl Node {
                 }
             }
         }
+        for id in &failed {
+            st.suspect.insert(id.clone());
+        }
         if created && st.disk.sync_dir().await.is_err() {
             failed.extend(dirty.iter().cloned());
         }
@@ -300,7 +335,7 @@ impl Node {
                 Some(e) => match d {
                     Deferred::Append { end } if e.len >= end => StreamMsg::Appended { len: e.len },
                     Deferred::Append { .. } => StreamMsg::Err(ReplicaError::Io),
-                    Deferred::Seal => StreamMsg::SealedAt { len: e.len },
+                    Deferred::Seal => StreamMsg::SealedAt { len: e.len, intact: !e.short },
                 },
             };
             immediate.push((from, request, msg));
@@ -313,7 +348,7 @@ impl Node {
     }
 
     /// Copies a sealed extent from a source replica and swaps it in.
-    async fn repair(self: Arc<Self>, extent: ExtentId, len: u64, sources: Vec<NodeId>, to: NodeId, request: RequestId) {
+    async fn repair(self: Arc<Self>, extent: ExtentId, len: u64, sources: Vec<NodeId>, to: NodeId, request: RequestId, held: bool) {
         let result = self.fetch(&extent, len, &sources).await;
         let reply = match result {
             None => StreamMsg::Err(ReplicaError::Busy),
@@ -332,6 +367,10 @@ impl Node {
                         let mut e = Ext::from_scan(file, &s);
                         e.commit_len = len;
                         st.extents.insert(extent.clone(), e);
+                        st.suspect.remove(&extent);
+                        if held {
+                            self.cfg.observer.with(|o| o.repairs += 1);
+                        }
                         StreamMsg::Done
                     }
                     Err(_) => StreamMsg::Err(ReplicaError::Io),
@@ -385,6 +424,7 @@ impl Store {
                 }
                 Err(_) => {
                     e.damaged = true;
+                    self.suspect.insert(extent.clone());
                     return Err(());
                 }
             }
@@ -393,6 +433,7 @@ impl Store {
             Ok(pos) => Ok(pos),
             Err(_) => {
                 e.damaged = true;
+                self.suspect.insert(extent.clone());
                 Err(())
             }
         }
@@ -530,14 +571,23 @@ impl Store {
             let first = e.records.range(..=offset).next_back().map_or(offset, |(&o, _)| o);
             let locs: Vec<RecordLoc> = e.records.range(first..end).map(|(_, r)| *r).collect();
             let file = e.file.clone();
+            // One device read for the whole span: the records lie in file
+            // order, and a read per record (each paying the device's
+            // latency) made a range of many small records (a busy
+            // partition's log) slower than any caller's timeout.
+            let span_lo = locs.iter().map(|l| l.pos).min().unwrap_or(0);
+            let span_hi = locs.iter().map(|l| l.pos + HEADER_LEN as u64 + u64::from(l.len)).max().unwrap_or(0);
+            let span = match self.disk.read_at(&file, span_lo, span_hi - span_lo).await {
+                Ok(b) => b,
+                Err(_) => return StreamMsg::Err(ReplicaError::Io),
+            };
             for loc in locs {
-                let bytes = match self.disk.read_at(&file, loc.pos, HEADER_LEN as u64 + u64::from(loc.len)).await {
-                    Ok(b) => b,
-                    Err(_) => return StreamMsg::Err(ReplicaError::Io),
-                };
-                let Some(data) = format::check_record(&loc, &bytes) else {
+                let at = (loc.pos - span_lo) as usize;
+                let bytes = span.get(at..at + HEADER_LEN + loc.len as usize).unwrap_or(&[]);
+                let Some(data) = format::check_record(&loc, bytes) else {
                     if let Some(e) = self.extents.get_mut(extent) {
                         e.damaged = true;
+                        self.suspect.insert(extent.clone());
                     }
                     return StreamMsg::Err(ReplicaError::Corrupt);
                 };
