@@ -1134,6 +1134,16 @@ fn replay(topo: &Topology, faults: &[TimedFault]) -> Result<(), (usize, String)>
                     return bad(format!("disk faults are already on for {node}"));
                 }
             }
+            Fault::CpuSlow { target, .. } => {
+                if !rules.insert(format!("cpu:{}", target.join(","))) {
+                    return bad("those CPUs are already slowed".into());
+                }
+            }
+            Fault::CpuRestore { target } => {
+                if !rules.remove(&format!("cpu:{}", target.join(","))) {
+                    return bad("those CPUs are not slowed".into());
+                }
+            }
             Fault::DiskFaultsOff { node } => {
                 if !rules.remove(&format!("disk:{node}")) {
                     return bad(format!("disk faults are not on for {node}"));

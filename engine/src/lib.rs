@@ -5,6 +5,7 @@
 #[cfg(not(madsim))]
 compile_error!("engine only runs inside madsim's simulation: build with `--cfg madsim` (see .cargo/config.toml; unset RUSTFLAGS)");
 
+pub mod cost;
 pub mod fs;
 pub mod join;
 pub mod lsm;

@@ -63,6 +63,10 @@ pub enum Fault {
     ClockOffset { node: String, offset_ns: i64 },
     ClockDrift { node: String, ppm: i64 },
     ClockReset { node: String },
+    /// Gray failure: the nodes of `target` (zones or nodes) run their CPUs
+    /// at `speed_permille` per mille of their speed.
+    CpuSlow { target: Target, speed_permille: u32 },
+    CpuRestore { target: Target },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -129,6 +133,8 @@ impl fmt::Display for Fault {
             }
             Fault::ClockDrift { node, ppm } => write!(f, "clock-drift {node} {ppm}ppm"),
             Fault::ClockReset { node } => write!(f, "clock-reset {node}"),
+            Fault::CpuSlow { target, speed_permille } => write!(f, "cpu-slow {} {}.{}%", set(target), speed_permille / 10, speed_permille % 10),
+            Fault::CpuRestore { target } => write!(f, "cpu-restore {}", set(target)),
         }
     }
 }
@@ -345,6 +351,21 @@ impl World {
                     c.set_drift(now, 0);
                     c.set_offset(now, 0);
                 });
+                Ok(())
+            }
+            Fault::CpuSlow { target, speed_permille } => {
+                if !(1..1000).contains(speed_permille) {
+                    return bad("cpu-slow", &set(target), "the speed must be above 0 and below 100%");
+                }
+                for n in self.resolve(target)? {
+                    self.set_cpu_speed(n, *speed_permille);
+                }
+                Ok(())
+            }
+            Fault::CpuRestore { target } => {
+                for n in self.resolve(target)? {
+                    self.set_cpu_speed(n, 1000);
+                }
                 Ok(())
             }
         }

@@ -3,7 +3,8 @@
 //! Everything the storage stack may observe of the outside world comes from
 //! here: model time ([`time`]), per-node clocks ([`clock`]), seeded random
 //! streams ([`rng`]), the zone topology ([`topology`]), typed messages on a
-//! latency-modeled network ([`net`]), simulated disks ([`disk`]), fault verbs
+//! latency-modeled network ([`net`]), simulated disks ([`disk`]) and CPUs
+//! ([`cpu`]), fault verbs
 //! ([`fault`]) and the hashed event log that gives every run its digest
 //! ([`log`]). The [`world::World`] ties them together inside one madsim
 //! runtime.
@@ -16,6 +17,7 @@ compile_error!(
 );
 
 pub mod clock;
+pub mod cpu;
 pub mod disk;
 pub mod fault;
 pub mod log;
@@ -26,6 +28,7 @@ pub mod topology;
 pub mod world;
 
 pub use clock::Clock;
+pub use cpu::{Cpu, CpuBusy, CpuConfig, CpuStats};
 pub use disk::{Disk, DiskConfig, DiskError, DiskFaults};
 pub use fault::{Direction, Fault, FaultError, Target};
 pub use log::{Digest, Event};

@@ -17,6 +17,7 @@ use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
 
 use crate::clock::{Clock, ClockState};
+use crate::cpu::{Cpu, CpuConfig, CpuState};
 use crate::disk::{Disk, DiskConfig, DiskState};
 use crate::log::{Digest, Event, EventLog};
 use crate::rng;
@@ -82,6 +83,7 @@ struct Inner {
     nodes: Mutex<Vec<NodeState>>,
     clocks: Mutex<Vec<ClockState>>,
     disks: Vec<Arc<Mutex<DiskState>>>,
+    cpus: Vec<Arc<Mutex<CpuState>>>,
     log: Mutex<EventLog>,
     /// (node, protocol tag) -> the transport that receives there.
     mailboxes: Mutex<BTreeMap<(u32, u16), Mailbox>>,
@@ -101,6 +103,7 @@ impl World {
             .iter()
             .map(|info| Arc::new(Mutex::new(DiskState::new(disk.clone(), rng::stream(seed, &format!("disk/{}", info.name))))))
             .collect();
+        let cpus = (0..n).map(|_| Arc::new(Mutex::new(CpuState::new(CpuConfig::default())))).collect();
         let w = World(Arc::new(Inner {
             seed,
             net: Mutex::new(NetState {
@@ -115,6 +118,7 @@ impl World {
             nodes: Mutex::new((0..n).map(|_| NodeState::default()).collect()),
             clocks: Mutex::new(vec![ClockState::default(); n]),
             disks,
+            cpus,
             log: Mutex::new(EventLog::new(keep_events)),
             mailboxes: Mutex::new(BTreeMap::new()),
             topo,
@@ -154,6 +158,18 @@ impl World {
 
     pub fn disk(&self, node: NodeId) -> Disk {
         Disk::new(self.0.disks[node.index()].clone(), self.clone(), node.0)
+    }
+    pub fn cpu(&self, node: NodeId) -> Cpu {
+        Cpu::new(self.0.cpus[node.index()].clone())
+    }
+    /// Gives `node` a CPU of this shape (before the run; its statistics
+    /// start over).
+    pub fn configure_cpu(&self, node: NodeId, cfg: CpuConfig) {
+        *self.0.cpus[node.index()].lock().expect("cpu lock") = CpuState::new(cfg);
+    }
+    /// Runs `node`'s CPU at `permille` of its speed (1000 = healthy).
+    pub fn set_cpu_speed(&self, node: NodeId, permille: u32) {
+        self.0.cpus[node.index()].lock().expect("cpu lock").set_speed(permille);
     }
     pub fn clock(&self, node: NodeId) -> Clock {
         Clock::new(self.clone(), node)
@@ -249,6 +265,7 @@ impl World {
         }
         madsim::runtime::Handle::current().kill(id);
         self.disk(node).crash();
+        self.0.cpus[node.index()].lock().expect("cpu lock").crash(time::now());
     }
 
     /// Restarts a crashed node from its disk.
@@ -425,6 +442,9 @@ impl NodeCtx {
     }
     pub fn disk(&self) -> Disk {
         self.world.disk(self.id)
+    }
+    pub fn cpu(&self) -> Cpu {
+        self.world.cpu(self.id)
     }
     /// A random stream for `purpose` on this node, new for each incarnation.
     pub fn rng(&self, purpose: &str) -> ChaCha8Rng {

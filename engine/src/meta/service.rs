@@ -67,6 +67,8 @@ pub struct ServiceConfig {
     pub retry_backoff: Duration,
     /// Client: an operation gives up after this long (model time).
     pub op_deadline: Duration,
+    /// CPU time of one step of the Raft core (the control lane).
+    pub step_cost: Duration,
 }
 
 impl ServiceConfig {
@@ -79,6 +81,7 @@ impl ServiceConfig {
             call_timeout: Duration::from_millis(200),
             retry_backoff: Duration::from_millis(20),
             op_deadline: Duration::from_secs(3),
+            step_cost: crate::cost::Costs::default().raft_step,
         }
     }
 }
@@ -90,6 +93,8 @@ pub enum Request {
     /// Up to `limit` (at most [`SCAN_LIMIT_MAX`]) entries whose key starts
     /// with `prefix`, in key order; linearizable like `Get`.
     Scan { prefix: String, limit: usize },
+    /// A later page of a `Scan`: entries from key `from` on.
+    ScanFrom { prefix: String, from: String, limit: usize },
     Write { command: Command },
     /// Whether the replica leads, and its term (for tests and operators).
     Status,
@@ -136,7 +141,7 @@ impl sim::net::Message for MetaMsg {
 
 enum ReadOf {
     Key(String),
-    Prefix(String, usize),
+    Prefix(String, String, usize),
 }
 
 enum Event {
@@ -186,6 +191,7 @@ async fn run_replica(ctx: &NodeCtx, cfg: ServiceConfig) -> Result<(), ReplicaErr
     let peers: Vec<ReplicaId> = cfg.replicas.iter().map(|n| n.0).filter(|&r| r != me).collect();
     let mut node = Node::new(me, &peers, cfg.raft.clone(), rec.state, ctx.rng("meta-raft"), clock.now())?;
     let (net, mut inbox): (Net<MetaMsg>, Inbox<MetaMsg>) = Net::bind(ctx).await;
+    let cpu = ctx.cpu();
 
     // Ticks come from their own task through a `Notify` (a tick not yet
     // taken absorbs the next: they coalesce); messages are taken straight
@@ -235,6 +241,7 @@ async fn run_replica(ctx: &NodeCtx, cfg: ServiceConfig) -> Result<(), ReplicaErr
                 None => continue,
             },
         };
+        cpu.run_control(cfg.step_cost).await;
         let outs = node.step(now, input);
         shell.carry_out(&mut storage, outs).await?;
     }
@@ -265,7 +272,8 @@ impl Shell {
                         return None;
                     }
                     Request::Get { key } => (Some(ReadOf::Key(key)), None),
-                    Request::Scan { prefix, limit } => (Some(ReadOf::Prefix(prefix, limit.min(SCAN_LIMIT_MAX))), None),
+                    Request::Scan { prefix, limit } => (Some(ReadOf::Prefix(prefix, String::new(), limit.min(SCAN_LIMIT_MAX))), None),
+                    Request::ScanFrom { prefix, from, limit } => (Some(ReadOf::Prefix(prefix, from, limit.min(SCAN_LIMIT_MAX))), None),
                     Request::Write { command } => (None, Some(command)),
                 };
                 if self.pending.len() >= CLIENT_PENDING_MAX {
@@ -343,7 +351,7 @@ impl Shell {
                 Output::ReadReady { id, .. } => {
                     let resp = match self.pending.get(&id).and_then(|p| p.read.as_ref()) {
                         Some(ReadOf::Key(k)) => Response::Value(self.state.get(k).map(<[u8]>::to_vec)),
-                        Some(ReadOf::Prefix(p, limit)) => Response::Entries(self.state.scan(p, *limit)),
+                        Some(ReadOf::Prefix(p, from, limit)) => Response::Entries(self.state.scan_from(p, from, *limit)),
                         None => Response::Value(None),
                     };
                     self.answer(id, resp).await;
@@ -447,6 +455,30 @@ impl MetaClient {
         match self.op(Request::Scan { prefix: prefix.to_string(), limit }, false).await? {
             Response::Entries(e) => Ok(e),
             _ => Err(ClientError::Protocol),
+        }
+    }
+
+    /// Every entry whose key starts with `prefix`, up to `max`, read in
+    /// pages of [`SCAN_LIMIT_MAX`] (each page linearizable on its own:
+    /// callers that need one snapshot check a version key around it).
+    pub async fn scan_all(&mut self, prefix: &str, max: usize) -> Result<Vec<(String, Vec<u8>)>, ClientError> {
+        let mut out: Vec<(String, Vec<u8>)> = Vec::new();
+        loop {
+            let from = match out.last() {
+                // The smallest key after the last one.
+                Some((k, _)) => format!("{k}\0"),
+                None => String::new(),
+            };
+            let want = (max - out.len()).min(SCAN_LIMIT_MAX);
+            let page = match self.op(Request::ScanFrom { prefix: prefix.to_string(), from, limit: want }, false).await? {
+                Response::Entries(e) => e,
+                _ => return Err(ClientError::Protocol),
+            };
+            let full = page.len() == want;
+            out.extend(page);
+            if !full || out.len() >= max {
+                return Ok(out);
+            }
         }
     }
 

@@ -168,8 +168,15 @@ impl MetaState {
 
     /// Up to `limit` entries whose key starts with `prefix`, in key order.
     pub fn scan(&self, prefix: &str, limit: usize) -> Vec<(String, Vec<u8>)> {
+        self.scan_from(prefix, "", limit)
+    }
+
+    /// Up to `limit` entries whose key starts with `prefix` and is at
+    /// least `from`, in key order (a page after an earlier one).
+    pub fn scan_from(&self, prefix: &str, from: &str, limit: usize) -> Vec<(String, Vec<u8>)> {
+        let start = if from > prefix { from } else { prefix };
         self.map
-            .range(prefix.to_string()..)
+            .range(start.to_string()..)
             .take_while(|(k, _)| k.starts_with(prefix))
             .take(limit)
             .map(|(k, v)| (k.clone(), v.clone()))
@@ -249,6 +256,8 @@ mod tests {
         assert_eq!(keys(s.scan("st/a/", 10)), ["st/a/1", "st/a/2", "st/a/3"]);
         assert_eq!(keys(s.scan("st/a/", 2)), ["st/a/1", "st/a/2"]);
         assert!(s.scan("zz", 10).is_empty());
+        assert_eq!(keys(s.scan_from("st/a/", "st/a/2", 10)), ["st/a/2", "st/a/3"]);
+        assert_eq!(keys(s.scan_from("st/a/", "a", 1)), ["st/a/1"], "a start before the prefix starts at the prefix");
     }
 
     #[test]

@@ -159,7 +159,7 @@ impl StreamClient {
 
     /// A free metadata session (the first, in order), or the next in
     /// round-robin order to wait for when all are busy.
-    async fn meta(&self) -> tokio::sync::MutexGuard<'_, MetaClient> {
+    pub(crate) async fn meta(&self) -> tokio::sync::MutexGuard<'_, MetaClient> {
         for m in &self.inner.meta {
             if let Ok(g) = m.try_lock() {
                 return g;
@@ -185,8 +185,9 @@ impl StreamClient {
         self.meta().await.put(key, value).await
     }
 
+    /// Every entry under `prefix`, up to `limit`, read in pages.
     pub(crate) async fn meta_scan_all(&self, prefix: &str, limit: usize) -> Result<Vec<(String, Vec<u8>)>, ClientError> {
-        self.meta().await.scan(prefix, limit).await
+        self.meta().await.scan_all(prefix, limit).await
     }
 
     pub(crate) async fn meta_status(&self, replica: NodeId) -> Option<(bool, u64, u64)> {

@@ -37,7 +37,7 @@ use sim::topology::{NodeId, ZoneId};
 use sim::world::NodeCtx;
 
 use super::client::StreamClient;
-use super::{ExtentMeta, StreamConfig, StreamMeta, StreamMsg, META_ATTEMPTS_MAX, REREPLICATE_PARALLEL_MAX, STREAMS_MAX};
+use super::{ExtentMeta, StreamConfig, StreamMeta, StreamMsg, META_ATTEMPTS_MAX, MANAGED_STREAMS_MAX, REREPLICATE_PARALLEL_MAX};
 use crate::meta::state::Outcome;
 
 /// A standby manager pings the storage nodes this many times per
@@ -96,7 +96,7 @@ pub async fn serve_manager(ctx: NodeCtx, cfg: StreamConfig) {
                 published = Some(live.clone());
             }
         }
-        let Ok(streams) = client.meta_scan_all("st/", STREAMS_MAX).await else { continue };
+        let Ok(streams) = client.meta_scan_all("st/", MANAGED_STREAMS_MAX).await else { continue };
         let live_zones: BTreeSet<ZoneId> = live.iter().map(|&n| topo.zone_of(n)).collect();
         let mut under = 0u64;
         let mut work: Vec<(String, Vec<u8>, usize, NodeId)> = Vec::new();

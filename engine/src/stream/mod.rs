@@ -93,6 +93,8 @@ pub const DEGRADED_CHECKS_MAX: u32 = 3600;
 pub const META_SESSIONS: usize = 4;
 /// Streams one namespace may hold (one `Scan`).
 pub const STREAMS_MAX: usize = crate::meta::service::SCAN_LIMIT_MAX;
+/// Streams the manager looks after (all namespaces; read in pages).
+pub const MANAGED_STREAMS_MAX: usize = 1 << 20;
 /// Extents one stream's metadata may list.
 pub const EXTENTS_MAX: usize = 1024;
 /// Sealed extents one manager round re-replicates at most.
@@ -391,6 +393,9 @@ pub struct StreamConfig {
     /// before it reads): the calls would cost two messages per replica per
     /// write and be read by nobody.
     pub commit_when_idle: bool,
+    /// What work costs on the nodes' CPUs (storage nodes and, through the
+    /// table service's configuration, the table roles).
+    pub costs: crate::cost::Costs,
     pub observer: StreamObserver,
 }
 
@@ -408,6 +413,7 @@ impl StreamConfig {
             extent_bytes_max: 4 << 20,
             seal_deadline: Duration::from_secs(5),
             commit_when_idle: true,
+            costs: crate::cost::Costs::default(),
             observer: StreamObserver::new(),
         }
     }

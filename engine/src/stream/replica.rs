@@ -202,6 +202,7 @@ struct Node {
     net: Net<StreamMsg>,
     store: Arc<Mutex<Store>>,
     cfg: StreamConfig,
+    cpu: sim::Cpu,
 }
 
 /// Runs one storage node until it crashes; restarts run it again.
@@ -216,7 +217,7 @@ pub async fn serve_storage(ctx: NodeCtx, cfg: StreamConfig) {
         cfg.observer.with(|o| o.corrupt_replicas_detected += found);
     }
     let (net, mut inbox): (Net<StreamMsg>, Inbox<StreamMsg>) = Net::bind(&ctx).await;
-    let node = Arc::new(Node { net, store: Arc::new(Mutex::new(store)), cfg });
+    let node = Arc::new(Node { net, store: Arc::new(Mutex::new(store)), cfg, cpu: ctx.cpu() });
     // The loop takes from the inbox itself (bounded by `INBOX_MAX`): what
     // arrived while it wrote and synced the last group forms the next one.
     while let Some(first) = inbox.recv().await {
@@ -232,7 +233,38 @@ pub async fn serve_storage(ctx: NodeCtx, cfg: StreamConfig) {
 }
 
 impl Node {
-    async fn handle_group(self: Arc<Self>, group: Vec<sim::net::Incoming<StreamMsg>>) {
+    /// The CPU time the data messages of a group cost (pings are control
+    /// work, answered at once on the control lane).
+    fn group_cost(&self, group: &[sim::net::Incoming<StreamMsg>]) -> std::time::Duration {
+        let c = &self.cfg.costs;
+        group
+            .iter()
+            .map(|m| match &m.msg {
+                StreamMsg::Append { data, .. } => c.storage_append + crate::cost::Costs::per_kib(c.storage_kib, data.len()),
+                StreamMsg::Read { len, .. } => c.storage_read + crate::cost::Costs::per_kib(c.storage_kib, (*len).min(READ_BYTES_MAX) as usize),
+                StreamMsg::Ping => std::time::Duration::ZERO,
+                _ => c.control,
+            })
+            .sum()
+    }
+
+    async fn handle_group(self: Arc<Self>, mut group: Vec<sim::net::Incoming<StreamMsg>>) {
+        // Pings are answered first, on the control lane: a storage node
+        // busy with data still shows it is alive.
+        let pings = group.iter().filter(|m| matches!(m.msg, StreamMsg::Ping)).count() as u32;
+        if pings > 0 {
+            self.cpu.run_control(self.cfg.costs.control * pings).await;
+            let suspect: Vec<ExtentId> = self.store.lock().await.suspect.iter().take(SUSPECT_REPORT_MAX).cloned().collect();
+            for m in group.iter().filter(|m| matches!(m.msg, StreamMsg::Ping)) {
+                if let Some(request) = m.request {
+                    self.net.reply(m.from, request, StreamMsg::Pong { suspect: suspect.clone() }).await;
+                }
+            }
+            group.retain(|m| !matches!(m.msg, StreamMsg::Ping));
+        }
+        // The group's data work waits for the node's CPU (the loop handles
+        // one group at a time, so this never queues more than one job).
+        self.cpu.run_always(self.group_cost(&group)).await;
         let mut deferred: Vec<(NodeId, RequestId, ExtentId, Deferred)> = Vec::with_capacity(group.len());
         let mut immediate: Vec<(NodeId, RequestId, StreamMsg)> = Vec::with_capacity(group.len());
         let mut dirty: BTreeSet<ExtentId> = BTreeSet::new();

@@ -5,7 +5,12 @@
 //! a request id (client id, counter) that stays the same over all retries
 //! of that write, so the partition applies it at most once; a write whose
 //! outcome could not be learned within `op_deadline` is `Unknown`. Retries
-//! are bounded by [`ATTEMPTS_MAX`] and the deadline.
+//! are bounded by [`ATTEMPTS_MAX`] and the deadline, and spaced by
+//! exponential back-off with jitter (`retry_backoff` doubling up to
+//! [`BACKOFF_GROWTH_MAX`] times, each pause drawn between half and all of
+//! it from the client's seeded stream, and never shorter than a `Busy`
+//! answer's hint), so that clients retrying together spread out and
+//! retries cannot multiply the load of an overloaded store.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -21,6 +26,8 @@ use super::*;
 
 /// Attempts one operation makes before giving up.
 pub const ATTEMPTS_MAX: u32 = 64;
+/// Times the back-off between two attempts doubles at most.
+pub const BACKOFF_GROWTH_MAX: u32 = 3;
 
 /// A client of one instance. Cheap to clone; clones share the request-id
 /// counter.
@@ -42,6 +49,8 @@ struct Inner {
     seq: AtomicU64,
     /// Index of the proxy in use.
     current: AtomicUsize,
+    /// Draws the back-off jitter.
+    rng: std::sync::Mutex<rand_chacha::ChaCha8Rng>,
 }
 
 impl TableClient {
@@ -54,6 +63,7 @@ impl TableClient {
         let mut proxies = cfg.proxies.clone();
         proxies.sort_by_key(|&p| (topo.zone_of(p) != mine, topo.link(ctx.id, p).latency, p));
         let client_id = ctx.rng("table-client").random_range(1..u64::MAX);
+        let rng = std::sync::Mutex::new(ctx.rng("table-client-backoff"));
         TableClient {
             inner: Arc::new(Inner {
                 net,
@@ -65,6 +75,7 @@ impl TableClient {
                 client_id,
                 seq: AtomicU64::new(0),
                 current: AtomicUsize::new(0),
+                rng,
             }),
             instance: instance.into(),
             access_key: access_key.into(),
@@ -143,6 +154,16 @@ impl TableClient {
         self.op_with(op, rid).await
     }
 
+    /// The pause before attempt `retry` + 1 (`retry` >= 1): `retry_backoff`
+    /// doubled `retry - 1` times (at most [`BACKOFF_GROWTH_MAX`]), drawn
+    /// between half and all of it, and at least `hint`.
+    fn backoff(&self, retry: u32, hint: Duration) -> Duration {
+        let top = self.inner.cfg.retry_backoff * (1u32 << retry.saturating_sub(1).min(BACKOFF_GROWTH_MAX));
+        let ns = u64::try_from(top.as_nanos()).unwrap_or(u64::MAX);
+        let drawn = self.inner.rng.lock().expect("rng lock").random_range(ns / 2..=ns.max(1));
+        Duration::from_nanos(drawn).max(hint)
+    }
+
     /// Runs one operation under a given request id (for tests).
     pub async fn op_with(&self, op: Op, rid: Option<ReqId>) -> Result<OpResult, TableError> {
         let i = &self.inner;
@@ -153,6 +174,7 @@ impl TableClient {
         let timeout = i.cfg.proxy_budget + i.cfg.call_timeout * 2;
         let mut maybe_applied = false;
         let mut last = TableError::Unavailable("no attempt".into());
+        let mut retries = 0u32;
         for _ in 0..ATTEMPTS_MAX {
             if time::now() >= deadline {
                 break;
@@ -166,11 +188,18 @@ impl TableClient {
                     TableError::Unknown(_) => {
                         maybe_applied = true;
                         last = e;
-                        time::sleep(i.cfg.retry_backoff).await;
+                        retries += 1;
+                        time::sleep(self.backoff(retries, Duration::ZERO)).await;
                     }
                     TableError::Unavailable(_) | TableError::NotServingHere(_) => {
                         last = e;
-                        time::sleep(i.cfg.retry_backoff).await;
+                        retries += 1;
+                        time::sleep(self.backoff(retries, Duration::ZERO)).await;
+                    }
+                    TableError::Busy { retry_after_us, .. } => {
+                        last = e;
+                        retries += 1;
+                        time::sleep(self.backoff(retries, Duration::from_micros(retry_after_us))).await;
                     }
                     TableError::ConditionFailed(_) | TableError::Refused(_) | TableError::Auth(_) | TableError::Failed(_) => {
                         // A definite answer; after an unknown attempt, a

@@ -16,6 +16,16 @@
 //!   heard dies alike. Dead owners' partitions go to live servers: the
 //!   zone with the fewest partitions first, then the server with the
 //!   fewest, then the lowest id.
+//! - Once every partition has a live owner, the partition counts are
+//!   evened out (a zone or a server that returned gets its share back):
+//!   while the most loaded live server holds at least two more partitions
+//!   than the server placement would choose, one of its partitions moves
+//!   there, as an admin move does (drained, released, assigned), with at
+//!   most [`REBALANCE_MOVES_MAX`] such moves in flight, never to a server
+//!   alive for less than [`REBALANCE_SETTLE`], and never while a new
+//!   master waits out the old grants. A move makes the difference at most
+//!   one smaller and never reverses (the source holds at least two more),
+//!   so counts converge and nothing moves back and forth.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -24,6 +34,17 @@ use sim::time::SimTime;
 use sim::topology::{NodeId, ZoneId};
 
 use super::{FailoverCause, PartitionId, PartitionInfo};
+
+/// Assignments waiting for their commit at once (placement issues no more
+/// until some are done).
+pub const ASSIGN_PENDING_MAX: usize = 1024;
+/// How long rebalancing leaves a partition where an admin move put it.
+pub const ADMIN_PIN: Duration = Duration::from_secs(60);
+/// Rebalancing moves in flight at once.
+pub const REBALANCE_MOVES_MAX: usize = 2;
+/// A server takes partitions from rebalancing only after it has been alive
+/// this long (a returning zone settles first).
+pub const REBALANCE_SETTLE: Duration = Duration::from_secs(1);
 
 /// The tunables the core needs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,6 +61,8 @@ struct Server {
     /// was first heard).
     heard: SimTime,
     dead: bool,
+    /// When it was last found alive after being unknown or dead.
+    alive_since: SimTime,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -55,6 +78,9 @@ struct Part {
     lost: bool,
     /// An `Assign` is out, waiting for its commit.
     pending: bool,
+    /// An operator placed it (an admin move): rebalancing leaves it where
+    /// it is until then.
+    pinned_until: SimTime,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -72,6 +98,8 @@ pub enum Input {
     Tick,
     /// The map as stored (after a commit, an abort or a reload).
     Map(Vec<PartitionInfo>),
+    /// One partition's entry as stored (after a commit of it).
+    Entry(PartitionInfo),
     /// An admin move: drain the partition, then assign it to `to`.
     Move { pid: PartitionId, to: NodeId },
     /// Drain a partition for a split or merge (the shell then copies).
@@ -150,7 +178,7 @@ impl Core {
         let mut out = Vec::new();
         match input {
             Input::Heartbeat { server, zone, echo, lost } => {
-                let s = self.servers.entry(server).or_insert(Server { zone, heard: now, dead: false });
+                let s = self.servers.entry(server).or_insert(Server { zone, heard: now, dead: false, alive_since: now });
                 if let Some(e) = echo.filter(|&e| e <= now) {
                     if e > s.heard {
                         s.heard = e;
@@ -158,6 +186,7 @@ impl Core {
                 }
                 if s.dead && now.saturating_sub(s.heard) < self.cfg.dead_after {
                     s.dead = false;
+                    s.alive_since = now;
                 }
                 for (pid, epoch) in lost {
                     if let Some(p) = self.parts.get_mut(&pid) {
@@ -188,33 +217,19 @@ impl Core {
                     }
                 }
                 self.place(now, &mut out);
+                self.rebalance(now, &mut out);
             }
             Input::Map(infos) => {
-                let floor = self.since + self.hold();
                 let mut next = BTreeMap::new();
                 for info in infos {
-                    let p = match self.parts.remove(&info.pid) {
-                        Some(mut p) if p.info.owner == info.owner && p.info.epoch == info.epoch => {
-                            p.info = info;
-                            p
-                        }
-                        Some(mut p) => {
-                            // A new owner or epoch (committed by this master,
-                            // after the old grants ran out): no grant of it is
-                            // out yet.
-                            p.info = info;
-                            p.granted_until = SimTime::ZERO;
-                            p.released = false;
-                            p.lost = false;
-                            p.pending = false;
-                            p.draining = None;
-                            p
-                        }
-                        None => Part { info, granted_until: floor, draining: None, released: false, lost: false, pending: false },
-                    };
+                    let p = self.merged(info);
                     next.insert(p.info.pid, p);
                 }
                 self.parts = next;
+            }
+            Input::Entry(info) => {
+                let p = self.merged(info);
+                self.parts.insert(p.info.pid, p);
             }
             Input::Move { pid, to } => {
                 if let Some(p) = self.parts.get_mut(&pid) {
@@ -259,6 +274,29 @@ impl Core {
         out
     }
 
+    /// The state of `info`'s partition once the map holds `info`.
+    fn merged(&mut self, info: PartitionInfo) -> Part {
+        let floor = self.since + self.hold();
+        match self.parts.remove(&info.pid) {
+            Some(mut p) if p.info.owner == info.owner && p.info.epoch == info.epoch => {
+                p.info = info;
+                p
+            }
+            Some(mut p) => {
+                // A new owner or epoch (committed by this master, after the
+                // old grants ran out): no grant of it is out yet.
+                p.info = info;
+                p.granted_until = SimTime::ZERO;
+                p.released = false;
+                p.lost = false;
+                p.pending = false;
+                p.draining = None;
+                p
+            }
+            None => Part { info, granted_until: floor, draining: None, released: false, lost: false, pending: false, pinned_until: SimTime::ZERO },
+        }
+    }
+
     /// Assigns partitions that need an owner.
     fn place(&mut self, now: SimTime, out: &mut Vec<Cmd>) {
         let mut load: BTreeMap<NodeId, usize> = BTreeMap::new();
@@ -273,7 +311,11 @@ impl Core {
             }
         }
         let pids: Vec<PartitionId> = self.parts.keys().copied().collect();
+        let mut pending = self.parts.values().filter(|p| p.pending).count();
         for pid in pids {
+            if pending >= ASSIGN_PENDING_MAX {
+                break;
+            }
             let p = &self.parts[&pid];
             if p.pending {
                 continue;
@@ -293,6 +335,12 @@ impl Core {
             }
             let to = match target {
                 Some(t) if self.alive(t) => t,
+                // A rebalancing move whose target died goes wherever
+                // placement chooses (its owner may have released it).
+                Some(_) if cause == FailoverCause::Rebalanced => match self.choose(&load) {
+                    Some(t) => t,
+                    None => continue,
+                },
                 Some(_) => continue,
                 None => match self.choose(&load) {
                     Some(t) => t,
@@ -308,8 +356,63 @@ impl Core {
             let last_heard = owner.and_then(|o| self.servers.get(&o)).map(|s| s.heard);
             let p = self.parts.get_mut(&pid).expect("listed");
             p.pending = true;
+            pending += 1;
+            if cause == FailoverCause::Moved {
+                p.pinned_until = now + ADMIN_PIN;
+            }
             out.push(Cmd::Assign { info: p.info.clone(), to, cause, last_heard: if cause == FailoverCause::ServerDead { last_heard } else { None } });
         }
+    }
+
+    /// Starts at most one rebalancing move (see the module doc).
+    fn rebalance(&mut self, now: SimTime, out: &mut Vec<Cmd>) {
+        if now < self.since + self.hold() {
+            return;
+        }
+        let mut load: BTreeMap<NodeId, usize> = self.live_servers().into_iter().map(|n| (n, 0)).collect();
+        let mut moving = 0;
+        for p in self.parts.values() {
+            // Failover first: nothing moves while a partition has no live
+            // owner or waits for one.
+            let owner_live = p.info.owner.is_some_and(|o| self.alive(o));
+            if !owner_live || p.pending || p.lost {
+                return;
+            }
+            match &p.draining {
+                Some(Drain { to: Some(to), cause: FailoverCause::Rebalanced }) => {
+                    moving += 1;
+                    *load.entry(*to).or_default() += 1;
+                }
+                Some(_) => return,
+                None => *load.entry(p.info.owner.expect("live owner")).or_default() += 1,
+            }
+        }
+        if moving >= REBALANCE_MOVES_MAX {
+            return;
+        }
+        let settled: BTreeMap<NodeId, usize> = load.iter().filter(|(n, _)| self.servers[n].alive_since + REBALANCE_SETTLE <= now).map(|(&n, &l)| (n, l)).collect();
+        let Some(to) = self.choose_in(&settled, &load) else { return };
+        // The most loaded server (ties: the highest id).
+        let Some((&from, &most)) = load.iter().max_by_key(|(&n, &l)| (l, n)) else { return };
+        if most < load[&to] + 2 {
+            return;
+        }
+        // Its lowest partition that is not already moving, nor pinned by
+        // an admin move.
+        let Some(pid) = self.parts.values().find(|p| p.info.owner == Some(from) && p.draining.is_none() && p.pinned_until <= now).map(|p| p.info.pid) else { return };
+        let p = self.parts.get_mut(&pid).expect("found");
+        p.draining = Some(Drain { to: Some(to), cause: FailoverCause::Rebalanced });
+        out.push(Cmd::Release { server: from, pid, epoch: p.info.epoch });
+    }
+
+    /// Of `candidates`, the server in the least loaded zone (zone loads
+    /// from `all`) with the least load, then the lowest id.
+    fn choose_in(&self, candidates: &BTreeMap<NodeId, usize>, all: &BTreeMap<NodeId, usize>) -> Option<NodeId> {
+        let mut zones: BTreeMap<ZoneId, usize> = BTreeMap::new();
+        for (n, l) in all {
+            *zones.entry(self.servers[n].zone).or_default() += l;
+        }
+        candidates.iter().map(|(&n, &l)| (zones[&self.servers[&n].zone], l, n)).min().map(|(_, _, n)| n)
     }
 
     /// The live server in the least loaded zone with the least load.
@@ -493,6 +596,136 @@ mod tests {
         let a = assigns(&c.step(t(2100), Input::Tick));
         assert_eq!(a.len(), 1);
         assert_eq!(a[0].2, FailoverCause::LeaseLost);
+    }
+
+    fn releases(out: &[Cmd]) -> Vec<(NodeId, PartitionId)> {
+        out.iter().filter_map(|c| if let Cmd::Release { server, pid, .. } = c { Some((*server, *pid)) } else { None }).collect()
+    }
+
+    /// Heartbeats every server in `live` (server, zone) at `now`, echoing
+    /// the previous beat, then ticks.
+    fn beat(c: &mut Core, now: u64, live: &[(u32, u16)]) -> Vec<Cmd> {
+        for &(s, z) in live {
+            hb(c, now, s, z, Some(now.saturating_sub(100)));
+        }
+        c.step(t(now), Input::Tick)
+    }
+
+    #[test]
+    fn a_returning_server_gets_its_share_back_a_few_moves_at_a_time() {
+        let mut c = Core::new(cfg(), t(0));
+        // Servers 1 and 2 hold six partitions each; server 3 (zone 2) is
+        // back from an outage and holds none.
+        let map: Vec<PartitionInfo> = (1..=12).map(|i| part(i, Some(if i <= 6 { 1 } else { 2 }), 1)).collect();
+        c.step(t(0), Input::Map(map));
+        let live = [(1, 0), (2, 1), (3, 2)];
+        // Nothing moves while the new master waits out the old grants, nor
+        // before the returning server has been alive REBALANCE_SETTLE.
+        for now in (0..1250).step_by(100) {
+            assert!(releases(&beat(&mut c, now, &live)).is_empty(), "moved at {now}");
+        }
+        let mut now = 1300;
+        let mut moves = Vec::new();
+        while now < 20_000 {
+            let out = beat(&mut c, now, &live);
+            for (from, pid) in releases(&out) {
+                assert!(now >= 1000, "a server alive since 0 settles at 1 s");
+                moves.push((from, pid));
+                // The owner releases at once.
+                let out = c.step(t(now), Input::Released { pid, epoch: c.partition(pid).unwrap().epoch });
+                let a = assigns(&out);
+                assert_eq!(a, vec![(pid, NodeId(3), FailoverCause::Rebalanced)]);
+                commit(&mut c, &out);
+            }
+            let in_flight = c.parts.values().filter(|p| p.draining.is_some()).count();
+            assert!(in_flight <= REBALANCE_MOVES_MAX);
+            now += 100;
+        }
+        let count = |s: u32| c.partitions().iter().filter(|p| p.owner == Some(NodeId(s))).count();
+        assert_eq!((count(1), count(2), count(3)), (4, 4, 4), "moves: {moves:?}");
+        assert_eq!(moves.len(), 4, "no move beyond what evens the counts: {moves:?}");
+    }
+
+    #[test]
+    fn rebalancing_leaves_a_partition_where_an_admin_moved_it() {
+        let mut c = Core::new(cfg(), t(0));
+        // Server 1 holds partition 1, server 2 partitions 2 and 3.
+        c.step(t(0), Input::Map(vec![part(1, Some(1), 1), part(2, Some(2), 1), part(3, Some(2), 1)]));
+        let live = [(1, 0), (2, 1)];
+        beat(&mut c, 2000, &live);
+        // An operator moves partition 1 to server 2 (now 0 against 3).
+        let out = c.step(t(2000), Input::Move { pid: 1, to: NodeId(2) });
+        assert_eq!(releases(&out), vec![(NodeId(1), 1)]);
+        let out = c.step(t(2000), Input::Released { pid: 1, epoch: 1 });
+        commit(&mut c, &out);
+        // Rebalancing evens the counts with partitions 2 and 3, never 1.
+        for now in (2100..(2000 + ADMIN_PIN.as_millis() as u64)).step_by(100) {
+            for (_, pid) in releases(&beat(&mut c, now, &live)) {
+                assert_ne!(pid, 1, "the admin's placement was undone at {now} ms");
+                let out = c.step(t(now), Input::Released { pid, epoch: c.partition(pid).unwrap().epoch });
+                commit(&mut c, &out);
+            }
+        }
+        assert_eq!(c.partition(1).unwrap().owner, Some(NodeId(2)));
+        let count = |s: u32| c.partitions().iter().filter(|p| p.owner == Some(NodeId(s))).count();
+        assert_eq!((count(1), count(2)), (1, 2));
+    }
+
+    #[test]
+    fn counts_within_one_of_each_other_never_move() {
+        let mut c = Core::new(cfg(), t(0));
+        let map: Vec<PartitionInfo> = (1..=8).map(|i| part(i, Some(1 + (i % 3) as u32), 1)).collect();
+        c.step(t(0), Input::Map(map));
+        for now in (0..30_000).step_by(100) {
+            assert!(releases(&beat(&mut c, now, &[(1, 0), (2, 1), (3, 2)])).is_empty(), "moved at {now}");
+        }
+    }
+
+    #[test]
+    fn nothing_rebalances_while_a_partition_waits_for_a_failover() {
+        let mut c = Core::new(cfg(), t(0));
+        let map: Vec<PartitionInfo> = (1..=7).map(|i| part(i, Some(if i <= 4 { 1 } else { 2 }), 1)).collect();
+        c.step(t(0), Input::Map(map));
+        // Server 2 falls silent after 100 ms; server 3 joins at 1.4 s. Once
+        // server 2 is dead, the counts seen are 4 against 0 until its
+        // partitions' failover commits: no move may start meanwhile.
+        let mut pending = Vec::new();
+        let mut now = 0;
+        while now < 3000 {
+            hb(&mut c, now, 1, 0, Some(now.saturating_sub(100)));
+            if now <= 100 {
+                hb(&mut c, now, 2, 1, Some(now.saturating_sub(100)));
+            }
+            if now >= 1400 {
+                hb(&mut c, now, 3, 2, Some(now.saturating_sub(100)));
+            }
+            let out = c.step(t(now), Input::Tick);
+            assert!(releases(&out).is_empty(), "a move started at {now} with failovers pending: {pending:?}");
+            if !assigns(&out).is_empty() {
+                assert!(pending.is_empty());
+                pending = out;
+            }
+            now += 100;
+        }
+        let a = assigns(&pending);
+        assert_eq!(a.iter().map(|x| (x.0, x.1, x.2)).collect::<Vec<_>>(), (5..=7).map(|p| (p, NodeId(3), FailoverCause::ServerDead)).collect::<Vec<_>>());
+        // The failover commits: counts 4 and 3, nothing to even out.
+        commit(&mut c, &pending);
+        let mut moved = 0;
+        while now < 6000 {
+            hb(&mut c, now, 1, 0, Some(now - 100));
+            hb(&mut c, now, 3, 2, Some(now - 100));
+            let out = c.step(t(now), Input::Tick);
+            for (from, pid) in releases(&out) {
+                assert_eq!(from, NodeId(1));
+                moved += 1;
+                let out = c.step(t(now), Input::Released { pid, epoch: c.partition(pid).unwrap().epoch });
+                commit(&mut c, &out);
+            }
+            now += 100;
+        }
+        let count = |s: u32| c.partitions().iter().filter(|p| p.owner == Some(NodeId(s))).count();
+        assert_eq!((moved, count(1), count(3)), (0, 4, 3));
     }
 
     #[test]

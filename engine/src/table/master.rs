@@ -21,15 +21,20 @@ use crate::meta::service::ClientError;
 use crate::meta::state::Outcome;
 use crate::stream::client::StreamClient;
 
+/// Partitions one `create_table` may create.
+pub const CREATE_PARTITIONS_MAX: usize = 4096;
+/// Partition entries one metadata Txn of a table's creation writes (beside
+/// the master epoch check and the map version).
+pub const CREATE_CHUNK_MAX: usize = crate::meta::state::TXN_KEYS_MAX - 4;
 /// Admin calls one master runs at once.
-/// Partitions one `create_table` may create: one metadata Txn writes them
-/// all, beside the master epoch check, the next partition id and the table.
-pub const CREATE_PARTITIONS_MAX: usize = crate::meta::state::TXN_KEYS_MAX - 4;
 pub const ADMIN_INFLIGHT_MAX: usize = 16;
 /// How long an admin call waits for a drain or a commit.
 pub const ADMIN_WAIT_MAX: Duration = Duration::from_secs(20);
 /// Attempts at one metadata transaction after unknown outcomes.
 pub const TXN_ATTEMPTS_MAX: u32 = 8;
+/// Partition assignments one metadata Txn commits (each is a check and a
+/// write, beside the master epoch and the map version).
+pub const ASSIGN_BATCH_MAX: usize = (crate::meta::state::TXN_KEYS_MAX - 4) / 2;
 
 /// The master role's lease record.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,10 +55,13 @@ struct Master {
     ctx: NodeCtx,
     cfg: TableConfig,
     clock: Clock,
+    cpu: sim::Cpu,
     client: StreamClient,
     net: Net<ControlMsg>,
     active: Mutex<Option<Active>>,
     admin: std::sync::atomic::AtomicUsize,
+    /// Map changes this master made (for the map version's value).
+    map_changes: std::sync::atomic::AtomicU64,
 }
 
 /// The master's main loop (run again after every restart).
@@ -65,7 +73,7 @@ pub async fn serve(ctx: NodeCtx, cfg: TableConfig) {
 async fn run(ctx: NodeCtx, cfg: TableConfig) {
     let client = StreamClient::bind(&ctx, cfg.stream.clone()).await;
     let (net, mut inbox) = Net::<ControlMsg>::bind(&ctx).await;
-    let m = Arc::new(Master { clock: ctx.clock(), ctx, cfg, client, net, active: Mutex::new(None), admin: Default::default() });
+    let m = Arc::new(Master { clock: ctx.clock(), cpu: ctx.cpu(), ctx, cfg, client, net, active: Mutex::new(None), admin: Default::default(), map_changes: Default::default() });
     let r = m.clone();
     madsim::task::spawn_local(async move { r.role_loop().await });
     while let Some(msg) = inbox.recv().await {
@@ -84,7 +92,10 @@ async fn run(ctx: NodeCtx, cfg: TableConfig) {
                     m2.admin.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
                 });
             }
-            _ => m.control(msg).await,
+            _ => {
+                m.cpu.run_control(m.cfg.stream.costs.control).await;
+                m.control(msg).await
+            }
         }
     }
 }
@@ -205,8 +216,7 @@ impl Master {
     }
 
     async fn load_map(&self) -> Result<Vec<PartitionInfo>, TableError> {
-        let entries = self.client.meta_scan_all(PART_PREFIX, PARTITIONS_MAX).await.map_err(|e| TableError::Unknown(format!("map: {e}")))?;
-        Ok(entries.iter().filter_map(|(_, v)| decode::<PartitionInfo>(v)).collect())
+        read_map(&mut *self.client.meta().await).await.map_err(|e| TableError::Unknown(format!("map: {e}")))
     }
 
     async fn reload(self: &Arc<Self>) {
@@ -216,6 +226,10 @@ impl Master {
     }
 
     fn execute(self: &Arc<Self>, cmds: Vec<Cmd>) {
+        // The assignments of one step are committed together, in Txns of
+        // at most ASSIGN_BATCH_MAX (a new table's thousands of partitions
+        // are placed in a few dozen Txns, not thousands).
+        let mut assigns = Vec::new();
         for c in cmds {
             match c {
                 Cmd::Grant { .. } => {}
@@ -229,16 +243,24 @@ impl Master {
                         }
                     });
                 }
-                Cmd::Assign { info, to, cause, last_heard } => {
-                    let m = self.clone();
-                    madsim::task::spawn_local(async move { m.assign(info, to, cause, last_heard).await });
-                }
+                Cmd::Assign { info, to, cause, last_heard } => assigns.push((info, to, cause, last_heard)),
             }
+        }
+        while !assigns.is_empty() {
+            let rest = assigns.split_off(assigns.len().min(ASSIGN_BATCH_MAX));
+            let batch = std::mem::replace(&mut assigns, rest);
+            let m = self.clone();
+            madsim::task::spawn_local(async move { m.assign(batch).await });
         }
     }
 
-    async fn txn(&self, epoch: u64, mut checks: Vec<(String, Option<Vec<u8>>)>, writes: Vec<(String, Option<Vec<u8>>)>) -> Result<Outcome, TableError> {
+    async fn txn(&self, epoch: u64, mut checks: Vec<(String, Option<Vec<u8>>)>, mut writes: Vec<(String, Option<Vec<u8>>)>) -> Result<Outcome, TableError> {
         checks.insert(0, (MASTER_EPOCH_KEY.into(), Some(encode(&epoch))));
+        // A change of the map changes its version, for readers that page.
+        if writes.iter().any(|(k, _)| k.starts_with(PART_PREFIX)) {
+            let v = self.map_changes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            writes.push((MAP_VERSION_KEY.into(), Some(encode(&(epoch, self.ctx.id.0, v)))));
+        }
         for _ in 0..TXN_ATTEMPTS_MAX {
             match self.client.meta_txn(checks.clone(), writes.clone()).await {
                 Ok(Outcome::TxnFailed { key, current }) => {
@@ -265,21 +287,45 @@ impl Master {
         Err(TableError::Unknown("metadata transaction outcome unknown".into()))
     }
 
-    async fn assign(self: Arc<Self>, info: PartitionInfo, to: NodeId, cause: FailoverCause, last_heard: Option<SimTime>) {
+    /// Commits a batch of assignments in one Txn (each checking its
+    /// partition's entry is still as the core saw it). The core then learns
+    /// the entries as stored; when the Txn failed (one entry changed under
+    /// it, or an unknown outcome), it reads the map again.
+    async fn assign(self: Arc<Self>, batch: Vec<(PartitionInfo, NodeId, FailoverCause, Option<SimTime>)>) {
         let Some(epoch) = self.acting() else {
-            self.step(Input::AssignDone { pid: info.pid });
+            for (info, ..) in &batch {
+                self.step(Input::AssignDone { pid: info.pid });
+            }
             return;
         };
-        let new = PartitionInfo { owner: Some(to), epoch: info.epoch + 1, ..info.clone() };
-        let k = part_key(info.pid);
-        let r = self.txn(epoch, vec![(k.clone(), Some(encode(&info)))], vec![(k, Some(encode(&new)))]).await;
-        if r == Ok(Outcome::Done) {
-            self.ctx.note(format!("partition {} to server {} epoch {} ({cause:?})", info.pid, to.0, new.epoch));
-            let at = time::now();
-            self.cfg.observer.with(|o| o.failovers.push(Failover { at, partition: info.pid, from: info.owner, to: Some(to), cause, last_heard }));
+        let mut checks = Vec::with_capacity(batch.len());
+        let mut writes = Vec::with_capacity(batch.len());
+        let mut news = Vec::with_capacity(batch.len());
+        for (info, to, ..) in &batch {
+            let new = PartitionInfo { owner: Some(*to), epoch: info.epoch + 1, ..info.clone() };
+            let k = part_key(info.pid);
+            checks.push((k.clone(), Some(encode(info))));
+            writes.push((k, Some(encode(&new))));
+            news.push(new);
         }
-        self.step(Input::AssignDone { pid: info.pid });
-        self.reload().await;
+        let done = self.txn(epoch, checks, writes).await == Ok(Outcome::Done);
+        if done {
+            let at = time::now();
+            for ((info, to, cause, last_heard), new) in batch.iter().zip(&news) {
+                self.ctx.note(format!("partition {} to server {} epoch {} ({cause:?})", info.pid, to.0, new.epoch));
+                self.cfg.observer.with(|o| o.failovers.push(Failover { at, partition: info.pid, from: info.owner, to: Some(*to), cause: *cause, last_heard: *last_heard }));
+            }
+        }
+        for (info, ..) in &batch {
+            self.step(Input::AssignDone { pid: info.pid });
+        }
+        if done {
+            for new in news {
+                self.step(Input::Entry(new));
+            }
+        } else {
+            self.reload().await;
+        }
     }
 
     async fn admin_call(self: Arc<Self>, m: Incoming<ControlMsg>) {
@@ -321,17 +367,48 @@ impl Master {
                 if let Some(b) = self.client.meta_get(&tk).await.map_err(|e| TableError::Unknown(e.to_string()))? {
                     return decode::<Vec<PartitionId>>(&b).ok_or(TableError::Failed("malformed table entry".into()));
                 }
-                let cur = self.client.meta_get(NEXT_PID_KEY).await.map_err(|e| TableError::Unknown(e.to_string()))?;
-                let first: u64 = cur.as_deref().and_then(decode).unwrap_or(1);
-                let pids: Vec<PartitionId> = (first..first + n as u64).collect();
-                let mut writes = vec![(NEXT_PID_KEY.to_string(), Some(encode(&(first + n as u64)))), (tk.clone(), Some(encode(&pids)))];
-                for (i, &pid) in pids.iter().enumerate() {
-                    let start = if i == 0 { String::new() } else { splits[i - 1].clone() };
-                    let end = splits.get(i).cloned();
-                    let info = PartitionInfo { pid, instance: instance.clone(), table: table.clone(), start, end, owner: None, epoch: 0 };
-                    writes.push((part_key(pid), Some(encode(&info))));
+                // Created in bounded transactions: the partition ids are
+                // reserved under a `creating` record first, the entries are
+                // written in chunks, and the table entry comes last (until it
+                // exists, proxies refuse the table). A retry after a crash
+                // finds the record and finishes with the same ids.
+                let ck = creating_key(&instance, &table);
+                let pids: Vec<PartitionId> = match self.client.meta_get(&ck).await.map_err(|e| TableError::Unknown(e.to_string()))? {
+                    Some(b) => decode(&b).ok_or(TableError::Failed("malformed creation record".into()))?,
+                    None => {
+                        let cur = self.client.meta_get(NEXT_PID_KEY).await.map_err(|e| TableError::Unknown(e.to_string()))?;
+                        let first: u64 = cur.as_deref().and_then(decode).unwrap_or(1);
+                        let pids: Vec<PartitionId> = (first..first + n as u64).collect();
+                        let writes = vec![(NEXT_PID_KEY.to_string(), Some(encode(&(first + n as u64)))), (ck.clone(), Some(encode(&pids)))];
+                        match self.txn(epoch, vec![(NEXT_PID_KEY.into(), cur), (tk.clone(), None), (ck.clone(), None)], writes).await? {
+                            Outcome::Done => pids,
+                            _ => return Err(TableError::Failed("concurrent change, retry".into())),
+                        }
+                    }
+                };
+                if pids.len() != n {
+                    return Err(TableError::Failed(format!("table {table} is being created with {} partitions", pids.len())));
                 }
-                match self.txn(epoch, vec![(NEXT_PID_KEY.into(), cur), (tk, None)], writes).await? {
+                let infos: Vec<PartitionInfo> = pids
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &pid)| {
+                        let start = if i == 0 { String::new() } else { splits[i - 1].clone() };
+                        PartitionInfo { pid, instance: instance.clone(), table: table.clone(), start, end: splits.get(i).cloned(), owner: None, epoch: 0 }
+                    })
+                    .collect();
+                for chunk in infos.chunks(CREATE_CHUNK_MAX) {
+                    // A chunk an interrupted attempt wrote (one Txn: whole or
+                    // not at all) may be placed already: left as it is.
+                    if self.client.meta_get(&part_key(chunk[0].pid)).await.map_err(|e| TableError::Unknown(e.to_string()))?.is_some() {
+                        continue;
+                    }
+                    let writes = chunk.iter().map(|info| (part_key(info.pid), Some(encode(info)))).collect();
+                    if self.txn(epoch, vec![(ck.clone(), Some(encode(&pids)))], writes).await? != Outcome::Done {
+                        return Err(TableError::Failed("concurrent change, retry".into()));
+                    }
+                }
+                match self.txn(epoch, vec![(ck.clone(), Some(encode(&pids))), (tk.clone(), None)], vec![(tk, Some(encode(&pids))), (ck, None)]).await? {
                     Outcome::Done => {
                         self.reload().await;
                         Ok(pids)

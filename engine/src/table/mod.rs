@@ -110,8 +110,10 @@ pub const COLUMNS_MAX: usize = 32;
 pub const NAME_BYTES_MAX: usize = 64;
 /// Most rows one scan returns.
 pub const SCAN_ROWS_MAX: u32 = 1000;
-/// Most partitions of one table at creation, and in the whole map.
-pub const PARTITIONS_MAX: usize = 512;
+/// Most partitions in the whole map.
+pub const PARTITIONS_MAX: usize = 16_384;
+/// Attempts at reading the whole map as one snapshot (see [`read_map`]).
+pub const MAP_READ_ATTEMPTS_MAX: u32 = 8;
 /// Recent request ids each partition remembers for de-duplication.
 pub const DEDUPE_MAX: usize = 4096;
 /// Samples kept per observer series.
@@ -156,6 +158,11 @@ pub const MASTER_EPOCH_KEY: &str = "tbl/master/epoch";
 pub const NEXT_PID_KEY: &str = "tbl/next-pid";
 pub const INSTANCE_PREFIX: &str = "tbl/inst/";
 pub const TABLE_PREFIX: &str = "tbl/table/";
+/// A table being created: its partition ids, until the table entry exists.
+pub const CREATING_PREFIX: &str = "tbl/creating/";
+/// Changed by every transaction that changes the partition map, so that a
+/// map read in several pages can tell it saw one snapshot.
+pub const MAP_VERSION_KEY: &str = "tbl/map-version";
 
 pub fn part_key(pid: PartitionId) -> String {
     // Zero-padded so that a prefix scan lists partitions in id order.
@@ -175,6 +182,32 @@ pub fn table_key(instance: &str, table: &str) -> String {
     k.push('/');
     k.push_str(table);
     k
+}
+
+pub fn creating_key(instance: &str, table: &str) -> String {
+    format!("{CREATING_PREFIX}{instance}/{table}")
+}
+
+/// The partition map as one snapshot. A map of one scan page is one
+/// linearizable read; a larger one is read in pages between two reads of
+/// [`MAP_VERSION_KEY`], again until they agree (at most
+/// [`MAP_READ_ATTEMPTS_MAX`] times), so that no reader mixes the map before
+/// and after a split (whose parent and children would overlap).
+pub async fn read_map(meta: &mut crate::meta::service::MetaClient) -> Result<Vec<PartitionInfo>, crate::meta::service::ClientError> {
+    let page = crate::meta::service::SCAN_LIMIT_MAX;
+    let first = meta.scan(PART_PREFIX, page).await?;
+    let decode_all = |e: &[(String, Vec<u8>)]| e.iter().filter_map(|(_, v)| decode::<PartitionInfo>(v)).collect();
+    if first.len() < page {
+        return Ok(decode_all(&first));
+    }
+    for _ in 0..MAP_READ_ATTEMPTS_MAX {
+        let before = meta.get(MAP_VERSION_KEY).await?;
+        let all = meta.scan_all(PART_PREFIX, PARTITIONS_MAX).await?;
+        if meta.get(MAP_VERSION_KEY).await? == before {
+            return Ok(decode_all(&all));
+        }
+    }
+    Err(crate::meta::service::ClientError::Unknown)
 }
 
 /// Decodes a JSON value from the metadata store; `None` if malformed.
@@ -286,6 +319,18 @@ pub enum TableError {
     /// May or may not have been applied.
     #[error("outcome unknown: {0}")]
     Unknown(String),
+    /// No capacity for the request: refused before any work was done
+    /// (definitely not applied); retry after the hint.
+    #[error("busy: {resource} (retry after {retry_after_us} us)")]
+    Busy { resource: String, retry_after_us: u64 },
+}
+
+impl TableError {
+    /// The refusal a node answers when its CPU's run queue is full.
+    pub fn busy(resource: &str, b: sim::CpuBusy, cost: Duration) -> TableError {
+        let wait = cost * b.waiting / b.cores.max(1);
+        TableError::Busy { resource: resource.to_string(), retry_after_us: u64::try_from(wait.as_micros()).unwrap_or(u64::MAX).max(1) }
+    }
 }
 
 impl TableError {
@@ -306,6 +351,9 @@ pub enum FailoverCause {
     /// load failed) and asked for it to be placed again.
     LeaseLost,
     Moved,
+    /// The master evened out the servers' partition counts (a zone or
+    /// server came back).
+    Rebalanced,
     Split,
     Merged,
 }
@@ -357,6 +405,9 @@ pub struct TableObserverData {
     pub dedupe_hits: u64,
     /// `NotServingHere` answers given by servers.
     pub not_serving: u64,
+    /// Requests refused because a table server's or proxy's CPU run queue
+    /// was full (answered `Busy` at once, no effect).
+    pub busy_refused: u64,
     /// Requests that reached a partition's data (for the auth story).
     pub data_requests: u64,
     /// (time, partition, load duration) of every partition load.

@@ -9,13 +9,21 @@
 //!   auto-increment appended;
 //! - `d` + client (BE) + seq (BE): a de-duplication record (order, result).
 //!
-//! Writes are serialized per partition (one at a time, from the condition
-//! check until the batch is durable), and each write batch holds the row
-//! change, the counter, and the request id's record with its outcome (and
-//! the deletion of the oldest record once [`DEDUPE_MAX`] are kept). A retry
-//! of a write whose record exists gets the recorded outcome without being
-//! applied again, also on a new owner after a failover, since the record is
-//! in the same batch as the write.
+//! Writes proceed together, as the seed's implicit transactions do: plain
+//! writes (put, delete) hold the partition's write lock shared only while
+//! they hand their batch to the engine, and then wait for its group commit
+//! together (many writes in one log sync); conditional writes and
+//! auto-increment appends hold it exclusively from their check of the
+//! current state until their batch is handed over, so no write slips
+//! between a check and the write it decided. The engine's log is one
+//! order, acknowledged as a prefix: a write decided on another that is not
+//! yet durable is acknowledged only after it. Each write batch holds the
+//! row change, the counter, and the request id's record with its outcome
+//! (and the deletion of the oldest record once [`DEDUPE_MAX`] are kept). A
+//! retry of a write whose record exists gets the recorded outcome without
+//! being applied again, also on a new owner after a failover, since the
+//! record is in the same batch as the write; a retry that arrives while
+//! the first attempt is still on its way to the log waits for it.
 //!
 //! A conditional write whose condition fails is recorded too (a batch with
 //! only its record), before the failure is answered: an earlier attempt of
@@ -108,6 +116,8 @@ struct Dedupe {
     by_rid: BTreeMap<ReqId, (u64, Outcome)>,
     by_order: BTreeMap<u64, ReqId>,
     next_order: u64,
+    /// Request ids being written now: a second attempt waits on this.
+    inflight: BTreeMap<ReqId, Arc<tokio::sync::Notify>>,
 }
 
 /// A loaded partition. Cheap to clone.
@@ -116,7 +126,9 @@ pub struct PartStore {
     db: Db<StreamFiles>,
     files: StreamFiles,
     dedupe: Arc<std::sync::Mutex<Dedupe>>,
-    writes: Arc<tokio::sync::Mutex<()>>,
+    /// Shared by plain writes, exclusive for conditional writes and
+    /// appends (see the module doc).
+    writes: Arc<tokio::sync::RwLock<()>>,
     observer: Option<TableObserver>,
 }
 
@@ -274,23 +286,54 @@ impl PartStore {
     }
 
     async fn write(&self, pid: PartitionId, op: &Op, rid: Option<ReqId>) -> Result<OpResult, TableError> {
-        let _serial = self.writes.lock().await;
-        // A write that held the lock before may have stopped the engine with
-        // an unknown outcome (its WAL write failed): its entries may sit in
+        if let Some(r) = rid {
+            // The recorded outcome, or wait for an attempt in flight.
+            loop {
+                let wait = {
+                    let mut d = self.dedupe.lock().expect("dedupe lock");
+                    if let Some((_, res)) = d.by_rid.get(&r) {
+                        let res = res.clone();
+                        drop(d);
+                        if let Some(o) = &self.observer {
+                            o.with(|o| o.dedupe_hits += 1);
+                        }
+                        return res;
+                    }
+                    match d.inflight.get(&r) {
+                        Some(n) => n.clone(),
+                        None => {
+                            d.inflight.insert(r, Arc::new(tokio::sync::Notify::new()));
+                            break;
+                        }
+                    }
+                };
+                let notified = wait.notified();
+                // The attempt may have finished between the lookup and now.
+                if self.dedupe.lock().expect("dedupe lock").inflight.get(&r).is_some_and(|n| Arc::ptr_eq(n, &wait)) {
+                    notified.await;
+                }
+            }
+        }
+        let r = self.write_once(pid, op, rid).await;
+        if let Some(rid) = rid {
+            let mut d = self.dedupe.lock().expect("dedupe lock");
+            if let Some(n) = d.inflight.remove(&rid) {
+                n.notify_waiters();
+            }
+        }
+        r
+    }
+
+    async fn write_once(&self, pid: PartitionId, op: &Op, rid: Option<ReqId>) -> Result<OpResult, TableError> {
+        let exclusive = matches!(op, Op::Cas { .. } | Op::Append { .. });
+        let (_shared, _exclusive) = if exclusive { (None, Some(self.writes.write().await)) } else { (Some(self.writes.read().await), None) };
+        // A write handed over before may have stopped the engine with an
+        // unknown outcome (its log write failed): its entries may sit in
         // the memtable without their request's de-duplication record, so a
         // retry of it judged here would fail on its own value. The next owner
         // recovers the truth from the log.
         if self.broken() {
             return Err(TableError::NotServingHere(pid));
-        }
-        if let Some(r) = rid {
-            let hit = self.dedupe.lock().expect("dedupe lock").by_rid.get(&r).map(|(_, res)| res.clone());
-            if let Some(res) = hit {
-                if let Some(o) = &self.observer {
-                    o.with(|o| o.dedupe_hits += 1);
-                }
-                return res;
-            }
         }
         let mut batch: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
         let result: Outcome = match op {
@@ -327,33 +370,34 @@ impl PartStore {
         if batch.is_empty() && rid.is_none() {
             return result;
         }
-        let mut evict = None;
+        // The record's order and the eviction of the oldest record are
+        // taken now, so that writes in flight together never share them.
         let mut order = 0;
         if let Some(r) = rid {
-            let d = self.dedupe.lock().expect("dedupe lock");
+            let mut d = self.dedupe.lock().expect("dedupe lock");
             order = d.next_order;
+            d.next_order += 1;
             batch.push((dedupe_key(r), Some(encode(&(order, result.clone())))));
             if d.by_rid.len() >= DEDUPE_MAX {
-                if let Some((&o, &old)) = d.by_order.first_key_value() {
+                if let Some((o, old)) = d.by_order.pop_first() {
+                    d.by_rid.remove(&old);
                     batch.push((dedupe_key(old), None));
-                    evict = Some((o, old));
+                    let _ = o;
                 }
             }
         }
         let g = self.db.lock_writes().await;
         let ticket = self.db.submit(&g, batch).await.map_err(|e| TableError::Failed(format!("not written: {e}")))?;
         drop(g);
+        // Handed over: the next write may decide on this one (it is
+        // acknowledged only after it, the log being one order).
+        drop((_shared, _exclusive));
         // From here the batch may be durable: a failure is an unknown outcome.
         ticket.wait().await.map_err(|e| TableError::Unknown(format!("write: {e}")))?;
         if let Some(r) = rid {
             let mut d = self.dedupe.lock().expect("dedupe lock");
-            if let Some((o, old)) = evict {
-                d.by_order.remove(&o);
-                d.by_rid.remove(&old);
-            }
             d.by_rid.insert(r, (order, result.clone()));
             d.by_order.insert(order, r);
-            d.next_order = order + 1;
         }
         result
     }

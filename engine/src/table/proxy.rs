@@ -24,7 +24,7 @@ pub const INFLIGHT_MAX: usize = 4096;
 /// Attempts one request makes at servers.
 pub const ATTEMPTS_MAX: u32 = 32;
 /// Partitions one scan may cross.
-pub const SCAN_PARTS_MAX: usize = PARTITIONS_MAX;
+pub const SCAN_PARTS_MAX: usize = 4096;
 /// Instances whose access keys one proxy caches.
 pub const AUTH_CACHE_MAX: usize = 1024;
 /// Oldest cached access key or table entry a proxy uses while the
@@ -47,6 +47,8 @@ struct Proxy {
     /// The cached partition map, sorted by (instance, table, start), and
     /// when it was fetched.
     map: Mutex<(Vec<PartitionInfo>, Option<SimTime>)>,
+    /// When each partition's entry was last read on its own.
+    entry_fetched: Mutex<BTreeMap<PartitionId, SimTime>>,
     inflight: AtomicUsize,
 }
 
@@ -63,16 +65,28 @@ async fn run(ctx: NodeCtx, cfg: TableConfig) {
     let mut meta_cfg = cfg.meta();
     meta_cfg.op_deadline = meta_cfg.op_deadline.min(cfg.proxy_budget / 2);
     let meta = MetaClient::bind(&ctx, meta_cfg).await;
-    let p = Arc::new(Proxy { cfg, net, meta: tokio::sync::Mutex::new(meta), auth: Mutex::default(), tables: Mutex::default(), map: Mutex::new((Vec::new(), None)), inflight: AtomicUsize::new(0) });
+    let p = Arc::new(Proxy { cfg, net, meta: tokio::sync::Mutex::new(meta), auth: Mutex::default(), tables: Mutex::default(), map: Mutex::new((Vec::new(), None)), entry_fetched: Mutex::default(), inflight: AtomicUsize::new(0) });
+    let cpu = ctx.cpu();
     while let Some(m) = inbox.recv().await {
         let Some(req) = m.request else { continue };
         if p.inflight.load(Ordering::Relaxed) >= INFLIGHT_MAX {
             p.net.reply(m.from, req, DataMsg::Response(Err(TableError::Unavailable("proxy busy".into())))).await;
             continue;
         }
+        // Admission: the request's CPU time, or a refusal at once.
+        let cost = p.cfg.stream.costs.proxy_request;
+        let end = match cpu.reserve(cost) {
+            Ok(end) => end,
+            Err(b) => {
+                p.cfg.observer.with(|o| o.busy_refused += 1);
+                p.net.reply(m.from, req, DataMsg::Response(Err(TableError::busy("proxy cpu", b, cost)))).await;
+                continue;
+            }
+        };
         p.inflight.fetch_add(1, Ordering::Relaxed);
         let p2 = p.clone();
         madsim::task::spawn_local(Box::pin(async move {
+            time::sleep_until(end).await;
             let r = match m.msg {
                 DataMsg::Request { instance, access_key, op, rid } => p2.request(&instance, &access_key, op, rid).await,
                 _ => Err(TableError::Refused("not a client request".into())),
@@ -219,8 +233,47 @@ impl Proxy {
         }
     }
 
-    async fn partition_for(&self, instance: &str, table: &str, key: &str, force: bool) -> Result<PartitionInfo, TableError> {
+    /// The partition holding `key`, from the cached map. `stale` names the
+    /// partition whose entry was found out of date (its entry alone is read
+    /// again; a partition gone from the map, split or merged, makes the
+    /// whole map be read), `force` asks for the whole map.
+    async fn partition_for(&self, instance: &str, table: &str, key: &str, force: bool, stale_pid: Option<PartitionId>) -> Result<PartitionInfo, TableError> {
         let now = time::now();
+        let mut force = force;
+        // A map of one scan page is read whole again (one read); a larger
+        // one only the stale entry, at most once per MAP_REFRESH_MIN:
+        // requests that found it stale together share one read (the proxy
+        // has one metadata session).
+        let small = self.map.lock().expect("map lock").0.len() < crate::meta::service::SCAN_LIMIT_MAX;
+        if small && stale_pid.is_some() {
+            force = true;
+        }
+        let stale_pid = stale_pid.filter(|_| !small);
+        let fresh = |t: Option<SimTime>| t.is_some_and(|t| now.saturating_sub(t) < MAP_REFRESH_MIN);
+        if let Some(pid) = stale_pid.filter(|pid| !fresh(self.entry_fetched.lock().expect("fetched lock").get(pid).copied())) {
+            let mut meta = self.meta.lock().await;
+            if !fresh(self.entry_fetched.lock().expect("fetched lock").get(&pid).copied()) {
+                let got = meta.get(&part_key(pid)).await;
+                let mut fetched = self.entry_fetched.lock().expect("fetched lock");
+                if fetched.len() >= PARTITIONS_MAX {
+                    fetched.clear();
+                }
+                fetched.insert(pid, time::now());
+                drop(fetched);
+                match got {
+                    Ok(Some(b)) => {
+                        if let Some(info) = decode::<PartitionInfo>(&b) {
+                            let mut m = self.map.lock().expect("map lock");
+                            if let Some(e) = m.0.iter_mut().find(|p| p.pid == pid) {
+                                *e = info;
+                            }
+                        }
+                    }
+                    Ok(None) => force = true,
+                    Err(_) => {}
+                }
+            }
+        }
         let stale = {
             let m = self.map.lock().expect("map lock");
             match m.1 {
@@ -229,13 +282,17 @@ impl Proxy {
             }
         };
         if stale {
-            let entries = self.meta.lock().await.scan(PART_PREFIX, PARTITIONS_MAX).await;
-            if let Ok(entries) = entries {
-                let mut parts: Vec<PartitionInfo> = entries.iter().filter_map(|(_, v)| decode(v)).collect();
-                // Sorted for the binary search below; one table's ranges never
-                // overlap in one map (every map change is one Txn).
-                parts.sort_by(|a, b| (&a.instance, &a.table, &a.start).cmp(&(&b.instance, &b.table, &b.start)));
-                *self.map.lock().expect("map lock") = (parts, Some(now));
+            let mut meta = self.meta.lock().await;
+            // One refresh at a time: requests that waited for the session
+            // while another refreshed use its map.
+            let fetched = self.map.lock().expect("map lock").1;
+            if fetched.is_none_or(|t| t < now) {
+                if let Ok(mut parts) = read_map(&mut meta).await {
+                    // Sorted for the binary search below; one table's ranges
+                    // never overlap in one map (a map read is one snapshot).
+                    parts.sort_by(|a, b| (&a.instance, &a.table, &a.start).cmp(&(&b.instance, &b.table, &b.start)));
+                    *self.map.lock().expect("map lock") = (parts, Some(time::now()));
+                }
             }
         }
         let m = self.map.lock().expect("map lock");
@@ -251,12 +308,13 @@ impl Proxy {
 
     async fn route(&self, instance: &str, op: Op, rid: Option<ReqId>, deadline: SimTime) -> Result<OpResult, TableError> {
         let mut force = false;
+        let mut stale: Option<PartitionId> = None;
         let mut last = TableError::Unavailable("no attempt".into());
         for _ in 0..ATTEMPTS_MAX {
             if time::now() >= deadline {
                 break;
             }
-            let p = match self.partition_for(instance, op.table(), op.route_key(), force).await {
+            let p = match self.partition_for(instance, op.table(), op.route_key(), force, stale.take()).await {
                 Ok(p) => p,
                 Err(e) => {
                     last = e;
@@ -267,28 +325,29 @@ impl Proxy {
             };
             let Some(owner) = p.owner else {
                 last = TableError::Unavailable(format!("partition {} has no owner", p.pid));
-                force = true;
+                stale = Some(p.pid);
                 time::sleep(self.cfg.retry_backoff).await;
                 continue;
             };
+            force = false;
             let r = self.net.call(owner, DataMsg::Partition { pid: p.pid, op: op.clone(), rid }, self.cfg.call_timeout).await;
             match r {
                 Ok(DataMsg::Response(Ok(v))) => return Ok(v),
                 Ok(DataMsg::Response(Err(TableError::NotServingHere(pid)))) => {
                     last = TableError::Unavailable(format!("partition {pid} not served by {}", owner.0));
-                    force = true;
+                    stale = Some(p.pid);
                     time::sleep(self.cfg.retry_backoff).await;
                 }
                 Ok(DataMsg::Response(Err(TableError::Unknown(e)))) if !op.is_write() => {
                     last = TableError::Unavailable(e);
-                    force = true;
+                    stale = Some(p.pid);
                 }
                 Ok(DataMsg::Response(Err(e))) => return Err(e),
                 Ok(_) => return Err(TableError::Failed("unexpected message from a server".into())),
                 Err(NetError::Timeout) if op.is_write() => return Err(TableError::Unknown(format!("server {} did not answer", owner.0))),
                 Err(_) => {
                     last = TableError::Unavailable(format!("server {} did not answer", owner.0));
-                    force = true;
+                    stale = Some(p.pid);
                 }
             }
         }

@@ -68,6 +68,7 @@ struct Server {
     ctx: NodeCtx,
     cfg: TableConfig,
     clock: Clock,
+    cpu: sim::Cpu,
     client: StreamClient,
     net: Net<ControlMsg>,
     st: Mutex<State>,
@@ -84,7 +85,7 @@ async fn run(ctx: NodeCtx, cfg: TableConfig) {
     let client = StreamClient::bind(&ctx, cfg.stream.clone()).await;
     let (net, mut inbox) = Net::<ControlMsg>::bind(&ctx).await;
     let (data, mut data_inbox) = Net::<DataMsg>::bind(&ctx).await;
-    let s = Arc::new(Server { clock: ctx.clock(), ctx, cfg, client, net, st: Mutex::new(State::default()), inflight: AtomicUsize::new(0) });
+    let s = Arc::new(Server { clock: ctx.clock(), cpu: ctx.cpu(), ctx, cfg, client, net, st: Mutex::new(State::default()), inflight: AtomicUsize::new(0) });
     s.ctx.note("table server up");
     let hb = s.clone();
     madsim::task::spawn_local(async move { hb.heartbeat_loop().await });
@@ -104,17 +105,54 @@ async fn run(ctx: NodeCtx, cfg: TableConfig) {
             data.reply(m.from, req, DataMsg::Response(Err(TableError::Failed("server busy".into())))).await;
             continue;
         }
+        // Admission: the operation's CPU time, or a refusal at once when
+        // the run queue is full (before any work: no effect).
+        let cost = op_cost(&s.cfg.stream.costs, &op);
+        let end = match s.cpu_admit(cost) {
+            Ok(end) => end,
+            Err(b) => {
+                s.cfg.observer.with(|o| o.busy_refused += 1);
+                data.reply(m.from, req, DataMsg::Response(Err(TableError::busy("table server cpu", b, cost)))).await;
+                continue;
+            }
+        };
         s.inflight.fetch_add(1, Ordering::Relaxed);
         let (s2, data2) = (s.clone(), data.clone());
         madsim::task::spawn_local(Box::pin(async move {
+            time::sleep_until(end).await;
             let r = s2.handle(pid, &op, rid).await;
+            // A scan's rows cost their share once read.
+            if let Ok(OpResult::Rows { rows, .. }) = &r {
+                let c = &s2.cfg.stream.costs;
+                let bytes: usize = rows.iter().map(|(k, v)| k.len() + v.len()).sum();
+                s2.cpu.run_always(c.server_scan_row * rows.len() as u32 + crate::cost::Costs::per_kib(c.server_kib, bytes)).await;
+            }
             data2.reply(m.from, req, DataMsg::Response(r)).await;
             s2.inflight.fetch_sub(1, Ordering::Relaxed);
         }));
     }
 }
 
+/// The CPU time of an operation at a table server (a scan's rows are
+/// charged once read).
+pub fn op_cost(c: &crate::cost::Costs, op: &Op) -> std::time::Duration {
+    use crate::cost::Costs;
+    match op {
+        Op::Get { .. } | Op::GetRow { .. } => c.server_read,
+        Op::Scan { .. } => c.server_scan,
+        Op::Put { value, columns, .. } => c.server_write + Costs::per_kib(c.server_kib, value.len() + columns.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()),
+        Op::Cas { value, .. } => c.server_read + c.server_write + Costs::per_kib(c.server_kib, value.len()),
+        Op::Append { .. } => c.server_read + c.server_write,
+        Op::Delete { .. } => c.server_write,
+    }
+}
+
 impl Server {
+    /// Reserves the CPU for a request's work: when it is done.
+    fn cpu_admit(&self, cost: std::time::Duration) -> Result<SimTime, sim::CpuBusy> {
+        self.cpu.reserve(cost)
+    }
+
     fn lease_valid(&self, st: &State, pid: PartitionId, epoch: u64) -> bool {
         st.leases.get(&(pid, epoch)).is_some_and(|&t| self.clock.now() < t)
     }
@@ -171,6 +209,7 @@ impl Server {
                 let st = self.st.lock().expect("state lock");
                 (st.echo, st.lost.clone(), st.granter)
             };
+            self.cpu.run_control(self.cfg.stream.costs.control).await;
             let fresh = self.cfg.heartbeat * GRANTER_FRESH_BEATS;
             let masters = match granter {
                 Some((m, at)) if sent.saturating_sub(at) < fresh => vec![m],
