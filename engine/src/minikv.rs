@@ -1,6 +1,8 @@
-//! minikv: the minimal service that exercises the simulated network and
-//! disks until the table store lands. It is replaced by the store, not kept
-//! beside it.
+//! minikv: the testbed's self-check. A deliberately simple key-value
+//! service whose guarantees are few and plain, so that scenarios running it
+//! check the testbed itself (the simulated network and disks, the fault
+//! machinery, the checkers) apart from the table store: when a minikv
+//! scenario fails, the testbed is at fault, not the store.
 //!
 //! Keys are spread over the server nodes by a stable hash; each key has one
 //! copy (no replication), so a key is unavailable while its server is down,
