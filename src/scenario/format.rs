@@ -145,6 +145,9 @@ pub struct ServiceDef {
     pub extent_bytes: Option<u64>,
     /// Range partitions of the workload's table.
     pub partitions: Option<u32>,
+    /// A bug the service plants on purpose (minikv: `ack-before-sync`), to
+    /// show that the checkers find it.
+    pub planted_bug: Option<String>,
 }
 
 /// The service kind of a scenario without `[service]` or without `kind`.
@@ -191,6 +194,7 @@ impl Default for ServiceDef {
             rereplicate_after: None,
             extent_bytes: None,
             partitions: None,
+            planted_bug: None,
         }
     }
 }
@@ -208,13 +212,14 @@ impl ServiceDef {
 
     /// The optional fields a kind may or may not read, in file order, and
     /// whether the scenario sets each.
-    pub fn optional_fields(&self) -> [(&'static str, bool); 5] {
+    pub fn optional_fields(&self) -> [(&'static str, bool); 6] {
         [
             ("meta_role", self.meta_role.is_some()),
             ("dead_after", self.dead_after.is_some()),
             ("rereplicate_after", self.rereplicate_after.is_some()),
             ("extent_bytes", self.extent_bytes.is_some()),
             ("partitions", self.partitions.is_some()),
+            ("planted_bug", self.planted_bug.is_some()),
         ]
     }
 }
