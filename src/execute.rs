@@ -1,8 +1,11 @@
-//! One run from scenario to judged report: simulate, measure, check.
+//! One run from scenario to judged report: simulate, measure (the common
+//! measurements, then the service's sections), check, judge (the common
+//! expectations, then the service's own).
 
 use crate::check::{self, CheckConfig, LIVENESS_BOUND_NS_DEFAULT};
 use crate::report::{self, Report};
-use crate::runner::{self, RunError, RunOptions, RunOutput};
+use crate::run::deploy::catalog;
+use crate::run::{self, RunError, RunOptions, RunOutput};
 use crate::scenario::Scenario;
 
 pub struct Executed {
@@ -11,19 +14,11 @@ pub struct Executed {
 }
 
 pub fn execute(scn: &Scenario, seed: u64, opts: &RunOptions) -> Result<Executed, RunError> {
-    let output = runner::run(scn, seed, opts)?;
-    // minikv's partitions are its servers.
-    let topo = &scn.topology;
-    let mut servers = topo.nodes_with_role(scn.service.server_role());
-    servers.sort();
-    // The unit a key is unavailable with: its minikv server, or its table
-    // partition (partitions may move between servers, so not the server).
-    let splits = crate::tableload::split_points(scn.workloads.first().map(|w| w.keys).unwrap_or(1), scn.service.partitions.unwrap_or(crate::scenario::DEFAULT_PARTITIONS));
-    let partition_of = |key: &str| match scn.service.kind {
-        crate::scenario::ServiceKind::Table => format!("{}/{}", crate::tableload::TABLE, splits.partition_point(|s| s.as_str() <= key)),
-        _ => topo.node(engine::minikv::owner(&servers, key)).name.clone(),
-    };
-    let (mut report, measured) = report::build(scn, &output, &partition_of);
+    let output = run::run(scn, seed, opts)?;
+    let service = catalog::service(scn.service.kind());
+    let ops = output.history.operations();
+    let (mut report, measured) = report::build(scn, &output, &ops, &*service.availability_unit(scn));
+    service.report(scn, &output, &ops, &mut report);
     let config = CheckConfig {
         heal_at_ns: Some(output.heal_at.0),
         liveness_bound_ns: scn.expect.liveness_bound.map(|d| d.0.as_nanos() as u64).unwrap_or(LIVENESS_BOUND_NS_DEFAULT),
@@ -31,6 +26,7 @@ pub fn execute(scn: &Scenario, seed: u64, opts: &RunOptions) -> Result<Executed,
     };
     let verdicts = check::check_all(&output.history, &config);
     report::judge(&mut report, scn, &measured, verdicts);
+    service.judge(scn, &output, &mut report);
     Ok(Executed { report, output })
 }
 

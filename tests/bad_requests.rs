@@ -6,11 +6,12 @@
 use std::path::Path;
 
 use tablesim::execute::execute;
-use tablesim::runner::RunOptions;
+use engine::table::TableObserver;
+use tablesim::run::RunOptions;
 use tablesim::scenario;
 
 fn load(name: &str) -> scenario::Scenario {
-    scenario::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios").join(name)).unwrap_or_else(|e| panic!("{e}"))
+    tablesim::load_scenario(&Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios").join(name)).unwrap_or_else(|e| panic!("{e}"))
 }
 
 #[test]
@@ -48,7 +49,7 @@ fn the_master_zone_fault_hits_the_zone_of_the_active_master() {
     let scn = load("table-master-zone-loss.toml");
     let done = execute(&scn, scn.seed, &RunOptions::default()).unwrap();
     let r = &done.report;
-    let obs = done.output.table.as_ref().expect("table observer").snapshot();
+    let obs = done.output.observers.get::<TableObserver>().expect("table observer").snapshot();
     let fault_at = done.output.faults[0].at;
     let (_, master, _) = *obs.master_takeovers.iter().rfind(|t| t.0 <= fault_at).expect("a master before the fault");
     let zone = scn.topology.zone_name(scn.topology.zone_of(master));

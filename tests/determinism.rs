@@ -4,15 +4,14 @@
 use std::path::Path;
 use std::process::Command;
 
-use tablesim::runner::{run, RunOptions};
-use tablesim::scenario;
+use tablesim::run::{run, RunOptions};
 
 #[test]
 fn same_seed_same_digest_and_other_seed_other_digest_for_every_scenario() {
     let mut dir: Vec<_> = std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios")).unwrap().map(|e| e.unwrap().path()).collect();
     dir.sort();
     for path in dir.iter().filter(|p| p.extension().is_some_and(|x| x == "toml")) {
-        let scn = scenario::load(path).unwrap();
+        let scn = tablesim::load_scenario(path).unwrap();
         let a = run(&scn, 7, &RunOptions::default()).unwrap();
         let b = run(&scn, 7, &RunOptions::default()).unwrap();
         let c = run(&scn, 8, &RunOptions::default()).unwrap();

@@ -6,8 +6,8 @@ use std::path::Path;
 use std::process::Command;
 
 use tablesim::execute::execute;
-use tablesim::runner::RunOptions;
-use tablesim::scenario::parse;
+use tablesim::parse_scenario as parse;
+use tablesim::run::RunOptions;
 
 const OPEN_FAULT: &str = r#"name = "open-fault"
 description = "a zone goes down and the scenario never brings it back"
@@ -94,11 +94,11 @@ fn fault_windows_pair_each_fault_with_what_undid_it() {
 fn the_main_end_hook_sees_the_end_of_the_main_phase_and_changes_nothing() {
     use std::sync::{Arc, Mutex};
     let scn = parse(Path::new("open-fault.toml"), OPEN_FAULT.as_bytes()).unwrap();
-    let plain = tablesim::runner::run(&scn, 3, &RunOptions::default()).unwrap();
+    let plain = tablesim::run::run(&scn, 3, &RunOptions::default()).unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let s = seen.clone();
     let opts = RunOptions { on_main_end: Some(Arc::new(move |t| s.lock().unwrap().push(t))), ..RunOptions::default() };
-    let hooked = tablesim::runner::run(&scn, 3, &opts).unwrap();
+    let hooked = tablesim::run::run(&scn, 3, &opts).unwrap();
     assert_eq!(*seen.lock().unwrap(), [plain.main_end], "called once, at the end of the main phase");
     assert_eq!(plain.main_end.to_string(), "2s");
     assert_eq!(hooked.digest, plain.digest);

@@ -5,7 +5,8 @@
 use std::path::Path;
 use std::process::Command;
 
-use tablesim::scenario::{parse, ScenarioError};
+use tablesim::parse_scenario as parse;
+use tablesim::scenario::ScenarioError;
 
 const GOOD: &str = r#"name = "t"
 description = "d"

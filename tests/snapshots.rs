@@ -6,8 +6,7 @@
 use std::path::PathBuf;
 
 use tablesim::execute::execute;
-use tablesim::runner::RunOptions;
-use tablesim::scenario;
+use tablesim::run::RunOptions;
 
 fn scenarios() -> Vec<PathBuf> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scenarios");
@@ -24,7 +23,7 @@ fn scenarios() -> Vec<PathBuf> {
 #[test]
 fn every_scenario_report_matches_its_snapshot() {
     for path in scenarios() {
-        let scn = scenario::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        let scn = tablesim::load_scenario(&path).unwrap_or_else(|e| panic!("{e}"));
         let done = execute(&scn, scn.seed, &RunOptions::default()).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         assert!(done.report.pass, "{} fails its expectations at its default seed:\n{}", path.display(), done.report.summary());
         insta::with_settings!({ snapshot_path => "../snapshots", prepend_module_to_snapshot => false, omit_expression => true }, {

@@ -1,6 +1,8 @@
-//! minikv: the minimal service that exercises the simulated network and
-//! disks until the table store lands. It is replaced by the store, not kept
-//! beside it.
+//! minikv: the testbed's self-check. A deliberately simple key-value
+//! service whose guarantees are few and plain, so that scenarios running it
+//! check the testbed itself (the simulated network and disks, the fault
+//! machinery, the checkers) apart from the table store: when a minikv
+//! scenario fails, the testbed is at fault, not the store.
 //!
 //! Keys are spread over the server nodes by a stable hash; each key has one
 //! copy (no replication), so a key is unavailable while its server is down,
@@ -17,6 +19,9 @@
 //! Invariants: memory holds exactly the acknowledged state plus nothing
 //! else; auto-increment values per partition key are assigned in commit
 //! order, +1 consecutive, and recovered from the WAL after a crash.
+//!
+//! Its bugs are known, so the checkers must find them: a [`PlantedBug`]
+//! (off unless a scenario asks for one) breaks one guarantee on purpose.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -94,6 +99,30 @@ pub const SCAN_LIMIT_MAX: u32 = 10_000;
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
     pub group_commit_max: usize,
+    /// A bug to plant (none by default).
+    pub planted_bug: Option<PlantedBug>,
+}
+
+/// A bug planted on purpose, to show that the checkers find what it breaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PlantedBug {
+    /// A batch is applied and acknowledged before its WAL records are
+    /// synced: a crash in between loses acknowledged writes.
+    AckBeforeSync,
+}
+
+impl PlantedBug {
+    pub const ALL: [PlantedBug; 1] = [PlantedBug::AckBeforeSync];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            PlantedBug::AckBeforeSync => "ack-before-sync",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<PlantedBug> {
+        PlantedBug::ALL.into_iter().find(|b| b.name() == name)
+    }
 }
 
 /// One WAL record: the effect of one acknowledged write.
@@ -412,19 +441,17 @@ async fn committer(net: Net<KvMsg>, disk: Disk, wal: String, state: std::sync::A
         for r in records.iter().flatten() {
             r.encode(&mut buf);
         }
+        if cfg.planted_bug == Some(PlantedBug::AckBeforeSync) {
+            apply_and_reply(&net, &state, &records, batch, replies).await;
+            if !buf.is_empty() {
+                // Whatever the disk says, the batch was acknowledged already.
+                let _ = write_durably(&disk, &wal, &buf).await;
+            }
+            continue;
+        }
         let durable = if buf.is_empty() { Ok(()) } else { write_durably(&disk, &wal, &buf).await };
         match durable {
-            Ok(()) => {
-                {
-                    let mut st = state.lock().expect("state");
-                    for r in records.iter().flatten() {
-                        st.apply(r);
-                    }
-                }
-                for (w, reply) in batch.into_iter().zip(replies) {
-                    net.reply(w.from, w.req, reply).await;
-                }
-            }
+            Ok(()) => apply_and_reply(&net, &state, &records, batch, replies).await,
             Err(WalFailure::NothingWritten(e)) => {
                 for w in batch {
                     net.reply(w.from, w.req, KvMsg::Refused(format!("wal append failed: {e}"))).await;
@@ -437,6 +464,19 @@ async fn committer(net: Net<KvMsg>, disk: Disk, wal: String, state: std::sync::A
                 }
             }
         }
+    }
+}
+
+/// Applies a batch's records to the state, then answers its writes.
+async fn apply_and_reply(net: &Net<KvMsg>, state: &std::sync::Mutex<State>, records: &[Option<Record>], batch: Vec<Write>, replies: Vec<KvMsg>) {
+    {
+        let mut st = state.lock().expect("state");
+        for r in records.iter().flatten() {
+            st.apply(r);
+        }
+    }
+    for (w, reply) in batch.into_iter().zip(replies) {
+        net.reply(w.from, w.req, reply).await;
     }
 }
 

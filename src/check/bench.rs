@@ -6,7 +6,7 @@
 //! operations end `info`: those take effect or not, and report no result.
 
 use super::linearizable::{self, Budget, KeyVerdict, LinearizableConfig};
-use super::{CheckerReport, Verdict};
+use super::verdict::{CheckerReport, Verdict};
 use crate::history::{History, Kind, Op, Phase};
 use serde::Serialize;
 use std::collections::BTreeMap;

@@ -24,7 +24,7 @@
 //!   survived. A store whose partition never comes back passes no rule above
 //!   (it answers no final read at all), so this rule is what fails it.
 
-use super::{CheckerReport, Verdict};
+use super::verdict::{CheckerReport, Verdict};
 use crate::history::{Op, Operation, Outcome, Phase};
 use std::collections::{BTreeMap, BTreeSet};
 

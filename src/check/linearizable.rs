@@ -18,7 +18,7 @@
 //! for memory) turns hopeless searches into
 //! `Unknown` instead of hanging.
 
-use super::{CheckerReport, Verdict};
+use super::verdict::{CheckerReport, Verdict};
 use crate::history::{Op, Operation, Outcome};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};

@@ -10,7 +10,7 @@
 //! open refused because another writer took the stream over (recorded
 //! `info` or `fail` with an error starting `fenced`).
 
-use super::{CheckerReport, Verdict};
+use super::verdict::{CheckerReport, Verdict};
 use crate::history::{Op, Operation, Outcome, Phase};
 
 /// The error text (prefix) of a stream append refused because its writer was fenced.

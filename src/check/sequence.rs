@@ -11,7 +11,7 @@
 //!   the lowest value up; the sets of eligible appends grow with the value, so
 //!   the greedy matching is maximal.
 
-use super::{CheckerReport, Verdict};
+use super::verdict::{CheckerReport, Verdict};
 use crate::history::{Op, Operation, Outcome};
 use std::collections::BTreeMap;
 

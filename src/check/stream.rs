@@ -30,7 +30,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{CheckerReport, Verdict};
+use super::verdict::{CheckerReport, Verdict};
 use crate::history::{Op, Operation, Outcome, Phase};
 
 /// Largest stream end (bytes) the checker tracks; beyond it the verdict is unknown.

@@ -1,8 +1,7 @@
-//! The stream layer (issue 5, part 2): append-only **streams** made of
-//! **extents**, each extent with three replicas on storage nodes in three
-//! zones, acknowledged only when all three replicas hold the bytes on disk
-//! (RPO 0). Stream and extent metadata live in the metadata store
-//! ([`crate::meta`]).
+//! The stream layer: append-only **streams** made of **extents**, each
+//! extent with three replicas on storage nodes in three zones, acknowledged
+//! only when all three replicas hold the bytes on disk (RPO 0). Stream and
+//! extent metadata live in the metadata store ([`crate::meta`]).
 //!
 //! - [`format`]: the replica file format (framed, checksummed records and
 //!   fence records) and its recovery scan; pure, no I/O.

@@ -1,5 +1,5 @@
-//! The table service (issue 6, engine part): range partitions of tables
-//! served by table servers, placed by a master, reached through proxies.
+//! The table service: range partitions of tables served by table servers,
+//! placed by a master, reached through proxies.
 //!
 //! - [`core`]: the master's pure core (failure detector, leases, zone-aware
 //!   placement): events in, commands out; unit-tested directly.

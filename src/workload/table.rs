@@ -1,7 +1,7 @@
 //! The key-value workload against the table store: [`TableKv`] puts the
-//! table client behind [`KvService`], so the processes, histories and
-//! checkers of minikv scenarios run unchanged against the real store, and
-//! [`setup`] creates the instance and the table they use.
+//! table client behind [`KvService`], so the same processes, histories and
+//! checkers run against minikv and the table store, and [`setup`] creates
+//! the instance and the table they use.
 //!
 //! Rows: a workload's row keys (`k00000042`) and auto-increment partition
 //! keys (`u0007`) live in one table, [`TABLE`], split into
@@ -14,9 +14,9 @@ use sim::time;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::badreq::{self, BadAnswer, BadKind, BadLog, BadRequest};
+use super::badreq::{self, BadAnswer, BadKind, BadLog, BadRequest};
+use super::kv::{key_name, Answer, KvService};
 use crate::history::Op;
-use crate::workload::{key_name, Answer, KvService};
 
 /// The instance, its access key and the table every workload uses.
 pub const INSTANCE: &str = "tablesim";

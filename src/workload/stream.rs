@@ -36,10 +36,10 @@ use rand_chacha::ChaCha8Rng;
 use sim::time::{self, SimTime};
 use sim::world::World;
 
+use super::{next_arrival, SharedHistory};
 use crate::check::liveness::FENCED;
 use crate::history::{Kind, Op, Phase};
 use crate::scenario::WorkloadDef;
-use crate::workload::SharedHistory;
 
 /// The one file each stream namespace holds.
 pub const STREAM_FILE: &str = "log";
@@ -80,11 +80,11 @@ pub struct StreamProcessSpec {
 }
 
 fn invoke(world: &World, history: &SharedHistory, process: u64, phase: Phase, op: &Op) {
-    crate::workload::invoke(world, history, process, phase, op.clone());
+    super::invoke(world, history, process, phase, op.clone());
 }
 
 fn complete(world: &World, history: &SharedHistory, process: u64, op: Op, kind: Kind, error: Option<String>) -> (Op, Kind) {
-    crate::workload::complete(world, history, process, op.clone(), kind, error);
+    super::complete(world, history, process, op.clone(), kind, error);
     (op, kind)
 }
 
@@ -186,7 +186,7 @@ pub async fn run_process(world: World, client: StreamClient, history: SharedHist
     let mut counter = 0u64;
     let caller = Caller { world: &world, client: &client, history: &history, process: spec.process, phase: Phase::Main, timeout };
     loop {
-        next = crate::workload::next_arrival(next, spec.rate, &mut rng);
+        next = next_arrival(next, spec.rate, &mut rng);
         if next >= stop {
             return;
         }

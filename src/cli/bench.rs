@@ -11,6 +11,7 @@
 //! message rate measured just before each run.
 #![allow(clippy::disallowed_methods)] // wall-clock measurement and a thread per runtime, outside the simulation
 
+use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -21,8 +22,8 @@ use sim::time;
 use sim::topology::{LinkParams, NodeId, Topology, ZoneId};
 use sim::world::World;
 
-use crate::report::round2;
-use crate::runner::{self, RunOptions, RunOutput};
+use crate::report::measure::round2;
+use crate::run::{self, RunOptions, RunOutput};
 use crate::scenario::Scenario;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -373,20 +374,20 @@ fn cpu_since(c0: Option<u64>, t0: Instant) -> Duration {
     }
 }
 
-/// One whole run of `scn` at `seed` on a fresh thread, as `runner::run`
+/// One whole run of `scn` at `seed` on a fresh thread, as `run::run`
 /// does it; returns what it observed, the thread's CPU time and its CPU
 /// time when the main phase ended.
 fn scenario_run(scn: &Scenario, seed: u64) -> (RunOutput, Duration, Duration) {
     let scn = scn.clone();
     std::thread::Builder::new()
         .name(format!("bench-sim-{seed}"))
-        .stack_size(runner::SIM_THREAD_STACK)
+        .stack_size(run::SIM_THREAD_STACK)
         .spawn(move || {
             let (c0, t0) = (thread_cpu_ns(), Instant::now());
             let at_main_end = Arc::new(Mutex::new(Duration::ZERO));
             let m = at_main_end.clone();
             let opts = RunOptions { on_main_end: Some(Arc::new(move |_| *m.lock().unwrap() = cpu_since(c0, t0))), ..RunOptions::default() };
-            let out = runner::run_on_this_thread(scn, seed, opts);
+            let out = run::run_on_this_thread(scn, seed, opts);
             let main = *at_main_end.lock().unwrap();
             (out, cpu_since(c0, t0), main)
         })
@@ -396,7 +397,7 @@ fn scenario_run(scn: &Scenario, seed: u64) -> (RunOutput, Duration, Duration) {
 }
 
 /// The reference scenario of the README.
-pub const REFERENCE_SCENARIO: &str = include_str!("../scenarios/double11.toml");
+pub const REFERENCE_SCENARIO: &str = include_str!("../../scenarios/double11.toml");
 
 /// Runs `scn` at `seeds`, each after a raw madsim ping-pong of
 /// `round_trips` (so that the ratio compares the same machine state).
@@ -500,4 +501,29 @@ pub fn run(round_trips: u64, disk_n: u64, reference_runs: Option<(&Scenario, &[u
         disk_read_ops_per_s: rate(DiskPhase::Read),
         disk_sync_ops_per_s: rate(DiskPhase::WriteSync),
     }
+}
+
+/// `tablesim bench`: the whole bench (the reference scenario `scn` run
+/// `scenario_runs` times from its default seed), then the linearizability
+/// checker's (unless `checker_ops` is 0), printed as YAML.
+pub fn command(round_trips: u64, disk_ops: u64, checker_ops: u64, scn: &Scenario, scenario_runs: u64) -> ExitCode {
+    let seeds: Vec<u64> = (0..scenario_runs).map(|i| scn.seed + i).collect();
+    let f = run(round_trips, disk_ops, (!seeds.is_empty()).then_some((scn, seeds.as_slice())));
+    println!("# simulated world\n{}", serde_yaml_ng::to_string(&f).expect("figures serialise"));
+    if let Some(r) = &f.reference {
+        println!(
+            "# {} (medians of {} runs): {}x simulated per CPU second over the whole run, {}x over the main phase; {} delivered messages per CPU second, {} of raw madsim's\n",
+            r.scenario,
+            r.runs.len(),
+            r.time_compression,
+            r.main_time_compression,
+            r.msgs_delivered_per_s,
+            r.msgs_vs_raw_msgs
+        );
+    }
+    if checker_ops > 0 {
+        let c = crate::check::bench::bench_linearizability(1, checker_ops, crate::check::linearizable::Budget::default());
+        println!("# linearizability checker\n{}", serde_yaml_ng::to_string(&c).expect("figures serialise"));
+    }
+    ExitCode::SUCCESS
 }

@@ -1,31 +1,23 @@
-//! Workloads: client processes that drive the service and record every
-//! operation (invocation and completion) for the checkers and the report.
-//!
-//! Each process has at most one operation open (as in Jepsen), draws from
-//! its own random stream (`workload/<name>/<process>`), and issues
-//! operations at its share of the workload's rate with exponential gaps,
-//! falling behind (closed loop) when the service is slower than the rate.
-//! Written values are unique (`p<process>.<n>`), so the checkers can tell
-//! every write apart.
+//! The key-value workload: processes that read, write, cas, delete,
+//! append (auto-increment) and scan keys chosen uniformly or by Zipf, then
+//! the final read-back of every key written. The service sits behind
+//! [`KvService`]. Written values are unique (`p<process>.<n>`), so the
+//! checkers can tell every write apart.
 
-use std::fmt::Write as _;
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use engine::minikv::{ClientError, KvClient, KvMsg};
 use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
 use sim::log::Event;
 use sim::time::{self, SimTime};
 use sim::world::World;
 
-use crate::badreq::{self, BadAnswer, BadKind, BadRequest};
-use crate::history::{History, Kind, Op, Phase};
+use super::badreq::{self, BadAnswer, BadKind, BadRequest};
+use super::{complete, invoke, next_arrival, SharedHistory};
+use crate::history::{Kind, Op, Phase};
 use crate::scenario::{Distribution, HotOp, WorkloadDef};
-
-/// Every operation of a run, in the order the runner observed it.
-pub type SharedHistory = Arc<Mutex<History>>;
 
 /// Operations the final phase reads back, per key, before giving up.
 pub const FINAL_READ_ATTEMPTS_MAX: u32 = 50;
@@ -74,25 +66,6 @@ impl KeyChooser {
         let u: f64 = rng.random();
         self.cdf.partition_point(|&c| c < u).min(self.cdf.len() - 1) as u64
     }
-}
-
-/// Records an operation's invocation: the event log's text and the history.
-pub(crate) fn invoke(world: &World, history: &SharedHistory, process: u64, phase: Phase, op: Op) {
-    let at = time::now();
-    let mut text = String::from("invoke ");
-    op.describe_into(&mut text);
-    world.record(Event::Client { at, process, text });
-    history.lock().expect("history").invoke(process, at.0, op, phase);
-}
-
-/// Records an operation's completion: the event log's text and the history.
-pub(crate) fn complete(world: &World, history: &SharedHistory, process: u64, op: Op, kind: Kind, error: Option<String>) {
-    let at = time::now();
-    let mut text = format!("{kind:?} ");
-    op.describe_into(&mut text);
-    let _ = write!(text, " {error:?}");
-    world.record(Event::Client { at, process, text });
-    history.lock().expect("history").complete(process, at.0, kind, op, error);
 }
 
 /// What one process runs.
@@ -194,7 +167,7 @@ fn mark(op: Op, process: u64, counter: u64) -> Op {
 }
 
 /// Sends one bad request and records it in the event log (not in the
-/// history: see [`crate::badreq`]).
+/// history: see [`super::badreq`]).
 async fn send_bad<S: KvService>(world: &World, client: &S, process: u64, req: BadRequest) {
     world.record(Event::Client { at: time::now(), process, text: format!("invoke bad {} #{} {}", req.kind.name(), req.variant, req.op.describe()) });
     let answer = client.bad(&req).await;
@@ -220,50 +193,17 @@ pub enum Answer {
 }
 
 /// A key-value service as the workload drives it: one operation in, its
-/// outcome out. The minikv client implements it here; the table store's
-/// client does too.
+/// outcome out ([`super::minikv`] and [`super::table`] implement it).
 pub trait KvService: Clone + 'static {
     fn call(&self, op: &Op, value_size: u32) -> impl std::future::Future<Output = Answer>;
 
-    /// Sends a request the service must refuse (see [`crate::badreq`]).
+    /// Sends a request the service must refuse (see [`super::badreq`]).
     /// Only the table store takes bad requests (scenario validation
     /// allows them nowhere else); any other service leaves them unanswered.
     fn bad(&self, req: &BadRequest) -> impl std::future::Future<Output = BadAnswer> {
         let kind = req.kind;
         async move { BadAnswer::Unanswered(format!("this service takes no bad requests ({})", kind.name())) }
     }
-}
-
-impl KvService for KvClient {
-    async fn call(&self, op: &Op, size: u32) -> Answer {
-        let (route_key, msg) = match op {
-            Op::StreamOpen { .. } | Op::StreamAppend { .. } | Op::StreamRead { .. } => return Answer::Failed("minikv serves no streams".into()),
-            Op::Read { key, .. } => (key.clone(), KvMsg::Get { key: key.clone() }),
-            Op::Write { key, value } => (key.clone(), KvMsg::Put { key: key.clone(), value: value.clone(), size }),
-            Op::Cas { key, expected, value } => (key.clone(), KvMsg::Cas { key: key.clone(), expected: expected.clone(), value: value.clone(), size }),
-            Op::Delete { key } => (key.clone(), KvMsg::Delete { key: key.clone() }),
-            Op::Append { pkey, .. } => (pkey.clone(), KvMsg::Append { pkey: pkey.clone() }),
-            Op::Scan { start, end, .. } => (start.clone(), KvMsg::Scan { start: start.clone(), end: end.clone(), limit: 100 }),
-        };
-        match (op.clone(), self.request(&route_key, msg).await) {
-            (Op::Read { key, .. }, Ok(KvMsg::Value(v))) => Answer::Ok(Op::Read { key, value: v }),
-            (Op::Append { pkey, .. }, Ok(KvMsg::Seq(s))) => Answer::Ok(Op::Append { pkey, seq: Some(s) }),
-            (Op::Scan { start, end, .. }, Ok(KvMsg::Rows(n))) => Answer::Ok(Op::Scan { start, end, count: Some(n) }),
-            (op @ (Op::Write { .. } | Op::Cas { .. } | Op::Delete { .. }), Ok(KvMsg::Done)) => Answer::Ok(op),
-            (_, Ok(other)) => Answer::Unknown(format!("unexpected response {other:?}")),
-            (_, Err(ClientError::Failed(e))) => Answer::Failed(e),
-            (_, Err(ClientError::Unknown(e))) => Answer::Unknown(e),
-        }
-    }
-}
-
-/// When a process with Poisson arrivals at `rate` per second starts its
-/// next operation. A process that fell behind (its operations were slow)
-/// starts its next operation now rather than working off a backlog in a
-/// burst.
-pub fn next_arrival(prev: SimTime, rate: f64, rng: &mut ChaCha8Rng) -> SimTime {
-    let gap = -(1.0 - rng.random::<f64>()).ln() / rate;
-    prev.max(time::now()) + Duration::from_nanos((gap * 1e9) as u64)
 }
 
 /// Invokes one operation, records it, and returns it with its outputs.

@@ -1,0 +1,164 @@
+//! The `tablesim` command line: the subcommands, their arguments, and the
+//! scenario each one loads. `main.rs` only sets the allocator up and calls
+//! [`main`].
+//!
+//! Exit codes: 0 every expectation held; 1 an expectation failed, a run
+//! diverged or panicked (the replay command is printed); 2 bad input.
+#![allow(clippy::disallowed_methods)] // the CLI lives outside the simulation: real files, threads, wall clock
+
+pub mod bench;
+mod files;
+mod runs;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::scenario::Scenario;
+
+#[derive(Parser)]
+#[command(name = "tablesim", version, about = "Deterministic simulation testbed for a three-zone distributed table store")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a scenario once and write its report.
+    Run {
+        scenario: PathBuf,
+        /// Seed of the run (default: the scenario's).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Where report.yaml, report.json and history.jsonl go (default target/tablesim/NAME-SEED).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Print tracing events (RUST_LOG filters them; default info).
+        #[arg(long)]
+        trace: bool,
+    },
+    /// Run a scenario twice with one seed and compare the event logs.
+    CheckDeterminism {
+        scenario: PathBuf,
+        #[arg(long)]
+        seed: Option<u64>,
+    },
+    /// Run a scenario over a range of seeds in parallel.
+    Sweep {
+        scenario: PathBuf,
+        /// Seeds as A..B (B excluded).
+        #[arg(long, value_parser = parse_range)]
+        seeds: (u64, u64),
+        /// Parallel runs (default: available cores).
+        #[arg(long)]
+        jobs: Option<usize>,
+    },
+    /// Crash-test the LSM engine: random operations, crashes, torn writes and
+    /// disk faults against an expected-state oracle, one seed after another.
+    Crashtest {
+        /// Seeds as A..B (B excluded).
+        #[arg(long, value_parser = parse_range)]
+        seeds: (u64, u64),
+        /// Parallel runs (default: available cores).
+        #[arg(long)]
+        jobs: Option<usize>,
+    },
+    /// Parse and validate scenario files.
+    Validate {
+        #[arg(required = true)]
+        scenarios: Vec<PathBuf>,
+    },
+    /// List the shipped scenarios.
+    List {
+        #[arg(long, default_value = "scenarios")]
+        dir: PathBuf,
+    },
+    /// Re-check a saved history (history.jsonl) offline with the run's checkers.
+    Check {
+        history: PathBuf,
+        /// Only this checker: linearizable, durability, sequence, liveness.
+        #[arg(long)]
+        checker: Option<String>,
+        /// Model time the last fault healed (liveness), e.g. "5s".
+        #[arg(long, value_parser = parse_dur)]
+        heal_at: Option<std::time::Duration>,
+        /// Operations invoked this long after healing must succeed (liveness).
+        #[arg(long, value_parser = parse_dur)]
+        liveness_bound: Option<std::time::Duration>,
+    },
+    /// Measure the simulated world's speed and the checkers'.
+    Bench {
+        #[arg(long, default_value_t = 100_000)]
+        round_trips: u64,
+        #[arg(long, default_value_t = 100_000)]
+        disk_ops: u64,
+        /// Operations of the linearizability benchmark history (0 skips it).
+        #[arg(long, default_value_t = 1_000_000)]
+        checker_ops: u64,
+        /// The reference scenario run whole (default: scenarios/double11.toml as built in).
+        #[arg(long)]
+        scenario: Option<PathBuf>,
+        /// Runs of the reference scenario, from its default seed up (0 skips them).
+        #[arg(long, default_value_t = 3)]
+        scenario_runs: u64,
+    },
+}
+
+fn parse_dur(s: &str) -> Result<std::time::Duration, String> {
+    sim::time::parse_duration(s)
+}
+
+fn parse_range(s: &str) -> Result<(u64, u64), String> {
+    let (a, b) = s.split_once("..").ok_or_else(|| format!("`{s}` is not a range A..B"))?;
+    let a: u64 = a.trim().parse().map_err(|_| format!("`{a}` is not a seed"))?;
+    let b: u64 = b.trim().parse().map_err(|_| format!("`{b}` is not a seed"))?;
+    if b <= a {
+        return Err(format!("the range {a}..{b} is empty"));
+    }
+    Ok((a, b))
+}
+
+fn load(path: &Path) -> Result<Scenario, ExitCode> {
+    crate::load_scenario(path).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(2)
+    })
+}
+
+/// Parses the arguments and runs the command.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Run { scenario, seed, out, trace } => match load(&scenario) {
+            Ok(scn) => runs::run(&scenario, scn, seed, out, trace),
+            Err(c) => c,
+        },
+        Cmd::CheckDeterminism { scenario, seed } => match load(&scenario) {
+            Ok(scn) => runs::determinism(&scenario, scn, seed),
+            Err(c) => c,
+        },
+        Cmd::Sweep { scenario, seeds, jobs } => match load(&scenario) {
+            Ok(scn) => runs::sweep(&scenario, scn, seeds, jobs),
+            Err(c) => c,
+        },
+        Cmd::Crashtest { seeds, jobs } => runs::crashtest(seeds, jobs),
+        Cmd::Validate { scenarios } => files::validate(scenarios),
+        Cmd::List { dir } => files::list(&dir),
+        Cmd::Check { history, checker, heal_at, liveness_bound } => files::check(&history, checker.as_deref(), heal_at, liveness_bound),
+        Cmd::Bench { round_trips, disk_ops, checker_ops, scenario, scenario_runs } => {
+            let scn = match &scenario {
+                Some(p) => load(p),
+                None => crate::parse_scenario(Path::new("scenarios/double11.toml"), bench::REFERENCE_SCENARIO.as_bytes()).map_err(|e| {
+                    eprintln!("error: {e}");
+                    ExitCode::from(2)
+                }),
+            };
+            match scn {
+                Ok(scn) => bench::command(round_trips, disk_ops, checker_ops, &scn, scenario_runs),
+                Err(c) => c,
+            }
+        }
+    }
+}

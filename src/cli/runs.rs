@@ -1,0 +1,171 @@
+//! The commands that run scenarios (`run`, `check-determinism`, `sweep`)
+//! and the engine's crash sweep (`crashtest`), with the replay command a
+//! failure prints.
+#![allow(clippy::disallowed_methods)] // outside the simulation: real files, threads
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+
+use crate::execute;
+use crate::run::{self, RunOptions};
+use crate::scenario::Scenario;
+
+fn replay_command(path: &Path, seed: u64) -> String {
+    format!("cargo run --release -- run {} --seed {seed}", path.display())
+}
+
+/// `run`: one run at a seed, its summary, its report written.
+pub(super) fn run(path: &Path, scn: Scenario, seed: Option<u64>, out: Option<PathBuf>, trace: bool) -> ExitCode {
+    if trace {
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        // No timestamp: inside the simulation the clock is madsim's scaled
+        // fake time; every event carries model time in its `at` field.
+        use std::io::IsTerminal;
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).without_time().with_ansi(std::io::stderr().is_terminal()).init();
+    }
+    let seed = seed.unwrap_or(scn.seed);
+    let done = match execute::execute(&scn, seed, &RunOptions::default()) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: seed {seed}: {e}");
+            eprintln!("replay: {}", replay_command(path, seed));
+            return ExitCode::from(1);
+        }
+    };
+    println!("{}", done.report.summary());
+    let dir = out.unwrap_or_else(|| PathBuf::from(format!("target/tablesim/{}-{seed}", scn.name)));
+    if let Err(e) = write_outputs(&dir, &done) {
+        eprintln!("error: writing the report to {}: {e:#}", dir.display());
+        return ExitCode::from(2);
+    }
+    println!("  report: {}/report.yaml", dir.display());
+    if done.report.pass {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("expectations failed; replay: {}", replay_command(path, seed));
+        ExitCode::from(1)
+    }
+}
+
+fn write_outputs(dir: &Path, done: &execute::Executed) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::write(dir.join("report.yaml"), serde_yaml_ng::to_string(&done.report)?)?;
+    std::fs::write(dir.join("report.json"), serde_json::to_string_pretty(&done.report)? + "\n")?;
+    let mut f = std::io::BufWriter::new(std::fs::File::create(dir.join("history.jsonl"))?);
+    done.write_history(&mut f)?;
+    Ok(())
+}
+
+/// Runs `run(seed)` for every seed of `a..b` on `jobs` threads (default:
+/// the cores) with a progress bar drawn outside the simulations; returns
+/// the failures (`run` gave a reason) sorted by seed.
+fn run_seeds_in_parallel(
+    (a, b): (u64, u64),
+    jobs: Option<usize>,
+    run: impl Fn(u64) -> Option<String> + Send + Sync + 'static,
+) -> Vec<(u64, String)> {
+    let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)).max(1);
+    let next = Arc::new(AtomicU64::new(a));
+    let failures: Arc<Mutex<Vec<(u64, String)>>> = Arc::new(Mutex::new(Vec::new()));
+    let run = Arc::new(run);
+    let bar = indicatif::ProgressBar::new(b - a);
+    bar.set_style(indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} seeds  {msg}  [{elapsed_precise}, eta {eta}]").expect("template"));
+    let workers: Vec<_> = (0..jobs)
+        .map(|_| {
+            let (next, failures, bar, run) = (next.clone(), failures.clone(), bar.clone(), run.clone());
+            std::thread::spawn(move || loop {
+                let seed = next.fetch_add(1, Ordering::SeqCst);
+                if seed >= b {
+                    return;
+                }
+                if let Some(why) = run(seed) {
+                    let mut f = failures.lock().expect("failures");
+                    f.push((seed, why));
+                    bar.set_message(format!("{} failed", f.len()));
+                }
+                bar.inc(1);
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().expect("seed worker");
+    }
+    bar.finish();
+    let mut failures = failures.lock().expect("failures").clone();
+    failures.sort();
+    failures
+}
+
+/// `check-determinism`: two runs of one seed, their event logs compared.
+pub(super) fn determinism(path: &Path, scn: Scenario, seed: Option<u64>) -> ExitCode {
+    let seed = seed.unwrap_or(scn.seed);
+    let opts = RunOptions { keep_events: true, ..RunOptions::default() };
+    let (a, b) = match (run::run(&scn, seed, &opts), run::run(&scn, seed, &opts)) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("error: seed {seed}: {e}\nreplay: {}", replay_command(path, seed));
+            return ExitCode::from(1);
+        }
+    };
+    if a.digest == b.digest {
+        println!("deterministic: seed {seed}, digest {} over {} events, twice", a.digest, a.digest.events);
+        return ExitCode::SUCCESS;
+    }
+    eprintln!("NOT deterministic: seed {seed}: digests {} ({} events) and {} ({} events)", a.digest, a.digest.events, b.digest, b.digest.events);
+    match sim::log::first_divergence(&a.events, &b.events) {
+        Some(i) => {
+            eprintln!("first divergence at event #{i}:");
+            for j in i.saturating_sub(3)..i {
+                if let Some(e) = a.events.get(j) {
+                    eprintln!("    both: {e}");
+                }
+            }
+            eprintln!("  run 1: {}", a.events.get(i).map(|e| e.to_string()).unwrap_or_else(|| "(log ended)".into()));
+            eprintln!("  run 2: {}", b.events.get(i).map(|e| e.to_string()).unwrap_or_else(|| "(log ended)".into()));
+        }
+        None => eprintln!("the kept events agree; the divergence lies past the first {} events", sim::log::KEPT_EVENTS_MAX),
+    }
+    eprintln!("replay: cargo run --release -- check-determinism {} --seed {seed}", path.display());
+    ExitCode::from(1)
+}
+
+/// `sweep`: a range of seeds in parallel, the failures with their replay.
+pub(super) fn sweep(path: &Path, scn: Scenario, (a, b): (u64, u64), jobs: Option<usize>) -> ExitCode {
+    let scn = Arc::new(scn);
+    let scn_w = scn.clone();
+    let failures = run_seeds_in_parallel((a, b), jobs, move |seed| match execute::execute(&scn_w, seed, &RunOptions::default()) {
+        Ok(d) if d.report.pass => None,
+        Ok(d) => Some(d.report.expectations.iter().filter(|e| !e.pass).map(|e| format!("{} {} (expected {})", e.name, e.measured, e.expected)).collect::<Vec<_>>().join("; ")),
+        Err(e) => Some(e.to_string()),
+    });
+    println!("{} seeds of {}: {} passed, {} failed", b - a, scn.name, (b - a) - failures.len() as u64, failures.len());
+    for (seed, why) in &failures {
+        println!("  seed {seed:<8} {why}\n           replay: {}", replay_command(path, *seed));
+    }
+    ExitCode::from(if failures.is_empty() { 0 } else { 1 })
+}
+
+/// `crashtest`: the LSM engine's crash sweep over a range of seeds.
+pub(super) fn crashtest((a, b): (u64, u64), jobs: Option<usize>) -> ExitCode {
+    use engine::lsm::crashtest::{run_seed, CrashConfig, CrashTotals};
+    let totals = Arc::new(Mutex::new(CrashTotals::default()));
+    let t = totals.clone();
+    let failures = run_seeds_in_parallel((a, b), jobs, move |seed| match run_seed(seed, &CrashConfig::default()) {
+        Ok(s) => {
+            t.lock().expect("totals").add(&s);
+            None
+        }
+        Err(f) => Some(f.to_string()),
+    });
+    let totals = totals.lock().expect("totals").clone();
+    println!("{}", serde_yaml_ng::to_string(&totals).expect("totals serialise"));
+    println!("{} seeds: {} passed, {} failed", b - a, (b - a) - failures.len() as u64, failures.len());
+    for (seed, why) in &failures {
+        println!("  {why}\n           replay: cargo run --release -- crashtest --seeds {seed}..{}", seed + 1);
+    }
+    ExitCode::from(if failures.is_empty() { 0 } else { 1 })
+}

@@ -1,0 +1,463 @@
+//! The report of a run: what happened, measured, and judged against the
+//! scenario's expectations.
+//!
+//! [`build`] measures what every run has (operations, latency,
+//! availability, phases, the final read-back, counters); the service adds
+//! its sections (`streams`, `table`) and judges its own expectations after
+//! [`judge`] has judged the common ones (`run::deploy`). The shape of every
+//! section lives here, in one file each.
+//!
+//! Reports hold no wall-clock values and no raw nanoseconds: durations are
+//! printed with three significant decimals (`1.234ms`) and ratios with four,
+//! so a snapshot changes only when behaviour changes.
+
+pub mod measure;
+pub mod phases;
+pub mod streams;
+pub mod table;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Serialize;
+use sim::time::{fmt_duration, SimTime};
+
+use crate::check::{durability, Verdict, Verdicts};
+use crate::history::{Operation, Outcome, Phase};
+use crate::run::output::RunOutput;
+use crate::scenario::Scenario;
+use crate::workload::badreq::{self, BadRequestFigures};
+use crate::workload::SERVICE_STARTUP;
+pub use measure::{Counts, Latency};
+use measure::{answered, latency_of, max_unavailability, round4};
+pub use phases::{fault_windows, phases, FaultWindow, PhaseFigures};
+pub use streams::{Stall, StreamFigures};
+pub use table::{healthy_write, HealthyWrite, TableFigures};
+
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct FaultLine {
+    pub at: String,
+    pub fault: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
+}
+
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct Availability {
+    /// Operations the service answered (ok, or a definite answer such as a
+    /// cas mismatch) over all main-phase operations.
+    pub overall: f64,
+    /// The same per second of the main phase, by invocation time.
+    pub per_second: Vec<f64>,
+    /// The longest time one partition was seen unavailable (see `max_unavailability`).
+    pub max_unavailability: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worst_window: Option<String>,
+}
+
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct Expectation {
+    pub name: String,
+    pub expected: String,
+    pub measured: String,
+    pub pass: bool,
+}
+
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct Report {
+    pub scenario: String,
+    pub seed: u64,
+    pub digest: String,
+    pub events: u64,
+    pub simulated: String,
+    pub topology: Vec<String>,
+    pub faults: Vec<FaultLine>,
+    /// Operations by kind and outcome (main phase).
+    pub operations: BTreeMap<String, Counts>,
+    /// Latency of successful main-phase operations, by kind.
+    pub latency: BTreeMap<String, Latency>,
+    pub availability: Availability,
+    /// The main phase cut at every fault boundary: before the first fault,
+    /// during each, after each (see [`phases()`]).
+    pub phases: Vec<PhaseFigures>,
+    pub final_reads: Counts,
+    pub final_phase_complete: bool,
+    pub network: sim::world::NetStats,
+    pub disks: sim::disk::DiskStats,
+    /// Services on the stream layer: stalls, replication and repair figures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub streams: Option<StreamFigures>,
+    /// Table scenarios: failovers, time to recover, master takeovers,
+    /// refusals.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub table: Option<TableFigures>,
+    /// Table scenarios whose workloads send bad requests: sent, refused by
+    /// reason, accepted (must be 0), and sightings of their values.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bad_requests: Option<BadRequestFigures>,
+    /// The checkers' verdicts over the run's history.
+    pub checks: Option<Verdicts>,
+    pub expectations: Vec<Expectation>,
+    pub pass: bool,
+}
+
+
+/// The common measurements the expectations are judged on.
+pub struct Measured {
+    pub availability: f64,
+    pub max_unavailability: Duration,
+}
+
+/// Seconds of the main phase, counted whole (at least one): the length of
+/// the report's per-second series.
+pub fn main_seconds(scn: &Scenario) -> usize {
+    scn.duration.as_secs_f64().ceil().max(1.0) as usize
+}
+
+/// Builds the report's common measurements (everything but the checkers
+/// and the service's own sections) from the run and its operations
+/// (`out.history.operations()`). `partition_of` names the unit that
+/// serves a key.
+pub fn build(scn: &Scenario, out: &RunOutput, ops: &[Operation<'_>], partition_of: &dyn Fn(&str) -> String) -> (Report, Measured) {
+    let mut operations: BTreeMap<String, Counts> = BTreeMap::new();
+    let mut lat: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    let mut final_reads = Counts::default();
+    let secs = main_seconds(scn);
+    let mut per_sec = vec![(0u64, 0u64); secs];
+    let (mut answered_n, mut total_n) = (0u64, 0u64);
+    for r in ops {
+        let counts = if r.phase == Phase::Final { &mut final_reads } else { operations.entry(r.op.name().to_string()).or_default() };
+        match r.outcome {
+            Outcome::Ok => counts.ok += 1,
+            Outcome::Fail => counts.fail += 1,
+            Outcome::Info | Outcome::Open => counts.info += 1,
+        }
+        if r.phase != Phase::Main {
+            continue;
+        }
+        if let (Outcome::Ok, Some(c)) = (r.outcome, r.complete_ns) {
+            lat.entry(r.op.name().to_string()).or_default().push(c - r.invoke_ns);
+        }
+        total_n += 1;
+        let a = answered(r);
+        answered_n += u64::from(a);
+        let s = ((r.invoke_ns / 1_000_000_000) as usize).min(secs - 1);
+        per_sec[s].1 += 1;
+        per_sec[s].0 += u64::from(a);
+    }
+    let latency = lat.into_iter().map(|(k, v)| (k, latency_of(v))).collect();
+    let overall = if total_n == 0 { 1.0 } else { answered_n as f64 / total_n as f64 };
+    let (unavail, window) = max_unavailability(ops, out.main_end, partition_of);
+    let report = Report {
+        scenario: scn.name.clone(),
+        seed: out.seed,
+        digest: out.digest.to_string(),
+        events: out.digest.events,
+        simulated: fmt_duration(out.end.as_duration()),
+        topology: scn.topology.describe().lines().map(str::to_string).collect(),
+        faults: out.faults.iter().map(|f| FaultLine { at: f.at.to_string(), fault: f.text.clone(), refused: f.error.clone() }).collect(),
+        operations,
+        latency,
+        availability: Availability {
+            overall: round4(overall),
+            per_second: per_sec.iter().map(|&(a, t)| if t == 0 { 1.0 } else { round4(a as f64 / t as f64) }).collect(),
+            max_unavailability: fmt_duration(unavail),
+            worst_window: window,
+        },
+        phases: phases(ops, &fault_windows(scn, out), SimTime::from_duration(SERVICE_STARTUP), out.main_end),
+        final_reads,
+        final_phase_complete: out.final_phase_complete,
+        network: out.net.clone(),
+        disks: out.disk.clone(),
+        streams: None,
+        table: None,
+        bad_requests: out.bad_requests.as_ref().map(|log| badreq::figures(log, ops)),
+        checks: None,
+        expectations: Vec::new(),
+        pass: true,
+    };
+    (report, Measured { availability: overall, max_unavailability: unavail })
+}
+
+impl Report {
+    pub fn expect(&mut self, name: &str, expected: String, measured: String, pass: bool) {
+        self.pass &= pass;
+        self.expectations.push(Expectation { name: name.into(), expected, measured, pass });
+    }
+
+    /// A readable summary for stdout.
+    pub fn summary(&self) -> String {
+        use std::fmt::Write as _;
+        let mut s = String::new();
+        let _ = writeln!(s, "scenario {}  seed {}  digest {}  ({} events, {} simulated)", self.scenario, self.seed, self.digest, self.events, self.simulated);
+        for f in &self.faults {
+            let _ = writeln!(s, "  fault {:>10}  {}{}", f.at, f.fault, f.refused.as_ref().map(|r| format!("  (refused: {r})")).unwrap_or_default());
+        }
+        for (k, c) in &self.operations {
+            let l = self.latency.get(k);
+            let _ = writeln!(
+                s,
+                "  {k:<7} ok {:>7}  fail {:>6}  info {:>6}   p50 {:>9}  p99 {:>9}",
+                c.ok,
+                c.fail,
+                c.info,
+                l.map(|l| l.p50.as_str()).unwrap_or("-"),
+                l.map(|l| l.p99.as_str()).unwrap_or("-")
+            );
+        }
+        let _ = writeln!(s, "  availability {:.4}  longest unavailability {}", self.availability.overall, self.availability.max_unavailability);
+        for p in &self.phases {
+            let lat = |k: &str| p.latency.get(k).map_or("-", |l| l.p99.as_str());
+            let _ = writeln!(
+                s,
+                "  phase [{}, {}) {}: ok/s {:.1} answered/s {:.1} availability {:.4}  read p99 {}  write p99 {}",
+                p.from,
+                p.to,
+                p.phase,
+                p.ok_per_s,
+                p.answered_per_s,
+                p.availability,
+                lat("reads"),
+                lat("writes")
+            );
+        }
+        if let Some(h) = self.table.as_ref().and_then(|t| t.healthy_write.as_ref()) {
+            let _ = writeln!(s, "  healthy writes: p50 {} over {} writes, modeled {} (inter-zone round trip + sync), ratio {:.2}", h.p50, h.writes, h.modeled, h.ratio);
+        }
+        let _ = writeln!(s, "  final reads: ok {} fail {} info {}", self.final_reads.ok, self.final_reads.fail, self.final_reads.info);
+        if let Some(v) = &self.checks {
+            for l in v.summary_lines() {
+                let _ = writeln!(s, "  check {l}");
+            }
+        }
+        for e in &self.expectations {
+            let _ = writeln!(s, "  [{}] {:<20} expected {:<10} measured {}", if e.pass { "pass" } else { "FAIL" }, e.name, e.expected, e.measured);
+        }
+        let _ = write!(s, "  verdict: {}", if self.pass { "pass" } else { "FAIL" });
+        s
+    }
+}
+
+
+/// Judges the common expectations of the scenario: the checkers' verdicts,
+/// then the run's own measurements (the service judges its own after).
+pub fn judge(report: &mut Report, scn: &Scenario, m: &Measured, v: Verdicts) {
+    let e = &scn.expect;
+    if let Some(max) = e.lost_acked_writes {
+        // Unreachable acknowledged writes (no final read answered their key)
+        // count as lost: nothing shows they survived.
+        let count = |name: &str| v.durability.counts.get(name).copied().unwrap_or(0);
+        let lost = count("lost_acked_writes") + count("unreachable_acked_writes");
+        // With a bound of 0 the durability checker must pass outright: a
+        // phantom read or a resurrected delete is a durability failure too.
+        let ok = lost <= max && (max > 0 || v.durability.verdict == Verdict::Pass);
+        // The measured text names every rule the checker found broken.
+        let broken: Vec<String> = durability::VIOLATIONS.iter().filter(|n| count(n) > 0).map(|n| format!("{n} {}", count(n))).collect();
+        let measured = if broken.is_empty() { format!("{lost} ({})", v.durability.verdict.name()) } else { format!("{lost} ({}: {})", v.durability.verdict.name(), broken.join(", ")) };
+        report.expect("lost_acked_writes", format!("<= {max}"), measured, ok);
+    }
+    for (name, want, r) in [
+        ("linearizable", e.linearizable, &v.linearizable),
+        ("sequence_ok", e.sequence_ok, &v.sequence),
+        ("live", e.live, &v.liveness),
+        ("streams_ok", e.streams_ok, &v.stream),
+    ] {
+        if let Some(want) = want {
+            let holds = r.verdict == Verdict::Pass;
+            // An undecided checker proves nothing either way: it fails the
+            // expectation whichever way it was set.
+            let pass = r.verdict != Verdict::Unknown && r.verdict != Verdict::Skipped && holds == want;
+            report.expect(name, want.to_string(), r.verdict.name().to_string(), pass);
+        }
+    }
+    report.checks = Some(v);
+    // Durability judges keys by their final read: a read-back that did not
+    // finish would let lost writes go unseen, so it always fails the run.
+    if !report.final_phase_complete {
+        report.expect("final_reads_complete", "true".into(), "false".into(), false);
+    }
+    judge_measured(report, scn, m);
+}
+
+fn judge_measured(report: &mut Report, scn: &Scenario, m: &Measured) {
+    if let Some(min) = scn.expect.min_availability {
+        report.expect("min_availability", format!(">= {min}"), format!("{:.4}", m.availability), m.availability >= min);
+    }
+    if let Some(max) = scn.expect.max_unavailability {
+        report.expect("max_unavailability", format!("<= {}", fmt_duration(max.0)), fmt_duration(m.max_unavailability), m.max_unavailability <= max.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::{History, Kind, Op};
+
+    const MS: u64 = 1_000_000;
+    const S: u64 = 1_000_000_000;
+
+    /// One operation: invoked at `at`, completed `took` later as `kind`
+    /// (never, with `None`), with an optional error.
+    struct Spec {
+        at: u64,
+        done: Option<(u64, Kind, Option<&'static str>)>,
+        op: Op,
+        phase: Phase,
+    }
+
+    fn read(at: u64, took: u64) -> Spec {
+        Spec { at, done: Some((took, Kind::Ok, None)), op: Op::Read { key: "k".into(), value: None }, phase: Phase::Main }
+    }
+
+    fn write(at: u64, done: Option<(u64, Kind, Option<&'static str>)>) -> Spec {
+        Spec { at, done, op: Op::Write { key: "k".into(), value: format!("v{at}") }, phase: Phase::Main }
+    }
+
+    /// A well-formed history of `specs`, one process each, entries in time order.
+    fn history(specs: Vec<Spec>) -> History {
+        let mut events: Vec<(u64, usize, bool)> = Vec::new();
+        for (i, s) in specs.iter().enumerate() {
+            events.push((s.at, i, false));
+            if let Some((took, ..)) = s.done {
+                events.push((s.at + took, i, true));
+            }
+        }
+        events.sort_unstable();
+        let mut h = History::new();
+        for (t, i, completion) in events {
+            let s = &specs[i];
+            if completion {
+                let (_, kind, error) = s.done.expect("a completion");
+                let op = match (&s.op, kind) {
+                    (Op::Append { pkey, .. }, Kind::Ok) => Op::Append { pkey: pkey.clone(), seq: Some(1) },
+                    (op, _) => op.clone(),
+                };
+                h.complete(i as u64, t, kind, op, error.map(str::to_string));
+            } else {
+                h.invoke(i as u64, t, s.op.clone(), s.phase);
+            }
+        }
+        h
+    }
+
+    fn window(from: u64, to: Option<u64>, text: &str) -> FaultWindow {
+        FaultWindow { from: SimTime(from), to: to.map(SimTime), text: text.into() }
+    }
+
+    #[test]
+    fn phases_cut_at_every_fault_boundary_and_measure_each_piece() {
+        let h = history(vec![
+            // Before [1s, 2s): four reads (1, 2, 3, 100 ms) and a write
+            // invoked before the start, which counts in the first phase.
+            write(S / 2, Some((5 * MS, Kind::Ok, None))),
+            read(S, MS),
+            read(S + 200 * MS, 2 * MS),
+            read(S + 400 * MS, 3 * MS),
+            // Invoked before A began, completed during it: still `before`.
+            read(2 * S - 1, 100 * MS),
+            // During A [2s, 3s): a cas mismatch (answered), a refusal (not
+            // answered), a timeout (not answered, completes in a later phase).
+            Spec { at: 2 * S + 100 * MS, done: Some((MS, Kind::Fail, Some("cas mismatch"))), op: Op::Cas { key: "k".into(), expected: None, value: "c".into() }, phase: Phase::Main },
+            write(2 * S + 200 * MS, Some((MS, Kind::Fail, Some("not serving")))),
+            write(2 * S + 500 * MS, Some((S, Kind::Info, Some("timeout")))),
+            // During A + B [3s, 4s): invoked exactly at the boundary.
+            write(3 * S, Some((7 * MS, Kind::Ok, None))),
+            // During B [4s, 6s): nothing. After B [6s, 8s): a scan and a read.
+            Spec { at: 7 * S, done: Some((4 * MS, Kind::Ok, None)), op: Op::Scan { start: "a".into(), end: "z".into(), count: None }, phase: Phase::Main },
+            read(7 * S + 500 * MS, 2 * MS),
+            // During C [8s, 10s): an append, and a write that never completes.
+            Spec { at: 9 * S, done: Some((3 * MS, Kind::Ok, None)), op: Op::Append { pkey: "p".into(), seq: None }, phase: Phase::Main },
+            write(9 * S + 900 * MS, None),
+            // The final phase is not the main phase's.
+            Spec { at: 9 * S + 950 * MS, done: Some((MS, Kind::Ok, None)), op: Op::Read { key: "k".into(), value: None }, phase: Phase::Final },
+        ]);
+        let windows = [window(2 * S, Some(4 * S), "A"), window(3 * S, Some(6 * S), "B"), window(8 * S, None, "C")];
+        let ops = h.operations();
+        let p = phases(&ops, &windows, SimTime(S), SimTime(10 * S));
+        let names: Vec<(&str, &str, &str)> = p.iter().map(|p| (p.phase.as_str(), p.from.as_str(), p.to.as_str())).collect();
+        assert_eq!(
+            names,
+            [("before", "1s", "2s"), ("during A", "2s", "3s"), ("during A + B", "3s", "4s"), ("during B", "4s", "6s"), ("after B", "6s", "8s"), ("during C", "8s", "10s")]
+        );
+
+        let before = &p[0];
+        assert_eq!(before.operations, Counts { ok: 5, fail: 0, info: 0 });
+        assert_eq!((before.answered, before.answered_per_s, before.ok_per_s, before.availability), (5, 5.0, 5.0, 1.0));
+        let reads = &before.latency["reads"];
+        assert_eq!((reads.count, reads.p50.as_str(), reads.p99.as_str(), reads.max.as_str()), (4, "3ms", "100ms", "100ms"));
+        assert_eq!(before.latency["writes"].max, "5ms");
+
+        let a = &p[1];
+        assert_eq!(a.operations, Counts { ok: 0, fail: 2, info: 1 });
+        assert_eq!((a.answered, a.answered_per_s, a.ok_per_s, a.availability), (1, 1.0, 0.0, 0.3333));
+        assert!(a.latency.is_empty(), "no successful operation, no latency");
+
+        assert_eq!(p[2].operations, Counts { ok: 1, fail: 0, info: 0 });
+        assert_eq!(p[2].latency["writes"].p50, "7ms");
+
+        let b = &p[3];
+        assert_eq!((b.operations.clone(), b.answered_per_s, b.availability), (Counts::default(), 0.0, 1.0));
+
+        let after = &p[4];
+        assert_eq!((after.operations.ok, after.ok_per_s), (2, 1.0), "two in two seconds");
+        // Of two, p50 is the upper one (the rank (n - 1) * p rounds half up).
+        assert_eq!((after.latency["reads"].p50.as_str(), after.latency["reads"].max.as_str()), ("4ms", "4ms"));
+
+        let c = &p[5];
+        assert_eq!(c.operations, Counts { ok: 1, fail: 0, info: 1 }, "the open write counts as unknown; the final read not at all");
+        assert_eq!((c.availability, c.ok_per_s), (0.5, 0.5));
+
+        // Every main-phase operation is in exactly one phase.
+        let total: u64 = p.iter().map(|p| p.operations.ok + p.operations.fail + p.operations.info).sum();
+        assert_eq!(total, 13);
+    }
+
+    #[test]
+    fn healthy_writes_are_the_successful_writes_before_the_first_fault_against_the_modeled_cost() {
+        let h = history(vec![
+            // Before the start (start-up), a read, a failed write, and a
+            // write after the first fault: none counts.
+            write(S / 2, Some((50 * MS, Kind::Ok, None))),
+            read(S + 100 * MS, MS),
+            write(S + 200 * MS, Some((9 * MS, Kind::Fail, Some("not serving")))),
+            write(3 * S, Some((900 * MS, Kind::Ok, None))),
+            // Three writes, a cas and an append before it: p50 5 ms.
+            write(S, Some((4 * MS, Kind::Ok, None))),
+            write(S + 300 * MS, Some((5 * MS, Kind::Ok, None))),
+            Spec { at: S + 400 * MS, done: Some((6 * MS, Kind::Ok, None)), op: Op::Cas { key: "k".into(), expected: None, value: "c".into() }, phase: Phase::Main },
+            Spec { at: S + 500 * MS, done: Some((5 * MS, Kind::Ok, None)), op: Op::Append { pkey: "p".into(), seq: None }, phase: Phase::Main },
+            write(2 * S, Some((20 * MS, Kind::Ok, None))),
+        ]);
+        let ops = h.operations();
+        let lp = |us: u64| sim::topology::LinkParams { latency: Duration::from_micros(us), jitter: Duration::ZERO, loss: 0.0 };
+        let mut topo = sim::Topology::new(&["a".to_string(), "b".to_string(), "c".to_string()], lp(100), lp(1000));
+        // One slower pair: its round trip is the modeled one.
+        topo.set_link(sim::ZoneId(0), sim::ZoneId(2), lp(1500));
+        let disk = sim::DiskConfig { sync_latency: Duration::from_micros(500), ..sim::DiskConfig::default() };
+        let hw = healthy_write(&ops, SimTime(S), SimTime(3 * S), &topo, &disk).expect("writes before the fault");
+        assert_eq!(hw, HealthyWrite { writes: 5, p50: "5ms".into(), modeled: "3.5ms".into(), ratio: 1.43 });
+        assert_eq!(healthy_write(&ops, SimTime(S), SimTime(S), &topo, &disk), None, "a fault at the start leaves no healthy write");
+    }
+
+    #[test]
+    fn phases_without_faults_or_with_faults_at_the_edges() {
+        let h = history(vec![read(S, MS), read(2 * S, 3 * MS)]);
+        let ops = h.operations();
+        // No fault: one phase, the whole main phase.
+        let p = phases(&ops, &[], SimTime(0), SimTime(4 * S));
+        assert_eq!(p.len(), 1);
+        assert_eq!((p[0].phase.as_str(), p[0].ok_per_s, p[0].latency["reads"].p50.as_str()), ("before", 0.5, "3ms"));
+        // A fault from the start, healed at the end: one phase, during it;
+        // two faults healed at once both name the phase after.
+        let w = [window(0, Some(4 * S), "X")];
+        assert_eq!(phases(&ops, &w, SimTime(0), SimTime(4 * S)).iter().map(|p| p.phase.clone()).collect::<Vec<_>>(), ["during X"]);
+        let w = [window(S, Some(3 * S), "X"), window(S, Some(3 * S), "Y")];
+        let names: Vec<String> = phases(&ops, &w, SimTime(0), SimTime(4 * S)).into_iter().map(|p| format!("{} [{}, {})", p.phase, p.from, p.to)).collect();
+        assert_eq!(names, ["before [0ns, 1s)", "during X + Y [1s, 3s)", "after X + Y [3s, 4s)"]);
+        // The one that ended last names it.
+        let w = [window(S, Some(2 * S), "X"), window(S, Some(3 * S), "Y")];
+        let names: Vec<String> = phases(&ops, &w, SimTime(0), SimTime(4 * S)).into_iter().map(|p| p.phase).collect();
+        assert_eq!(names, ["before", "during X + Y", "during Y", "after Y"]);
+    }
+}
+

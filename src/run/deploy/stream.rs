@@ -1,0 +1,268 @@
+//! The stream layer as a service: metadata replicas (one Raft group, a
+//! replica per zone), stream managers (one per zone, the one whose zone's
+//! replica leads acts) and storage nodes holding three replicas of every
+//! extent in three zones; stream workloads write and read through
+//! `StreamClient`. The table service runs on the same layer and uses the
+//! pieces here for it.
+
+use std::collections::BTreeMap;
+
+use engine::stream::client::StreamClient;
+use engine::stream::{SealCause, StreamConfig, StreamObserver};
+use sim::time::{fmt_duration, SimTime};
+use sim::topology::{NodeId, Topology, ZoneId};
+use sim::world::{NodeCtx, World};
+
+use super::{hashed_owner, Deployment, Service};
+use crate::history::{Op, Operation};
+use crate::report::{main_seconds, Report, StreamFigures};
+use crate::run::output::{Observers, RunOutput};
+use crate::scenario::{DynamicTarget, Refusal, Role, Scenario, ServiceDef, ServiceRules, WorkloadKind};
+use crate::workload::clients::ClientNode;
+use crate::workload::SERVICE_STARTUP;
+
+/// The role of the metadata replicas unless `meta_role` names another.
+pub const META_ROLE: &str = "meta";
+/// The role of the stream managers' nodes (one per zone).
+pub const MANAGER_ROLE: &str = "manager";
+/// The role of the storage nodes.
+pub const STORAGE_ROLE: &str = "storage";
+
+/// The zone whose metadata replica leads when the fault fires.
+pub const META_LEADER: DynamicTarget = DynamicTarget {
+    name: "meta-leader",
+    offered_by: "names the zone of the metadata leader: the stream service only (and the table service on it)",
+    shown: false,
+};
+
+/// The `[service]` fields the stream layer reads.
+pub const FIELDS: &[&str] = &["meta_role", "dead_after", "rereplicate_after", "extent_bytes"];
+
+pub struct Stream;
+
+impl ServiceRules for Stream {
+    fn kind(&self) -> &'static str {
+        "stream"
+    }
+
+    fn roles(&self, def: &ServiceDef) -> Vec<Role> {
+        let storage = def.server_role_or(STORAGE_ROLE);
+        let mut roles = vec![Role::serving(storage)];
+        roles.extend(layer_roles(def, storage));
+        roles
+    }
+
+    fn fields(&self) -> &'static [&'static str] {
+        FIELDS
+    }
+
+    fn check(&self, def: &ServiceDef) -> Result<(), Refusal> {
+        check_fields(def)
+    }
+
+    fn workload(&self) -> WorkloadKind {
+        WorkloadKind::Stream
+    }
+
+    fn expectations(&self) -> &'static [&'static str] {
+        &["streams_ok", "max_append_stall", "rereplicated", "replicated_at_end"]
+    }
+
+    fn dynamic_targets(&self) -> &'static [DynamicTarget] {
+        &[META_LEADER]
+    }
+}
+
+/// The stream layer's roles beside its storage nodes' (`storage`, which
+/// must be at least three): metadata replicas and managers.
+pub(super) fn layer_roles(def: &ServiceDef, storage: &str) -> Vec<Role> {
+    let meta = def.meta_role.as_deref().unwrap_or(META_ROLE);
+    vec![
+        Role { name: meta.to_string(), min: 1, missing: format!("the stream service needs metadata replicas: nodes of role `{meta}`") },
+        Role { name: MANAGER_ROLE.to_string(), min: 1, missing: format!("the stream service needs stream managers: nodes of role `{MANAGER_ROLE}` (one per zone)") },
+        Role { name: storage.to_string(), min: 3, missing: format!("an extent has three replicas on three `{storage}` nodes: give at least three") },
+    ]
+}
+
+/// Checks the stream layer's fields.
+pub(super) fn check_fields(def: &ServiceDef) -> Result<(), Refusal> {
+    if def.extent_bytes == Some(0) {
+        return Err(Refusal::new("service.extent_bytes", "must be at least 1"));
+    }
+    for (name, d) in [("dead_after", def.dead_after), ("rereplicate_after", def.rereplicate_after)] {
+        if d.is_some_and(|d| d.0.is_zero()) {
+            return Err(Refusal::new(format!("service.{name}"), "must be positive"));
+        }
+    }
+    Ok(())
+}
+
+/// Sets the stream layer's knobs the scenario gives.
+pub(super) fn apply_fields(cfg: &mut StreamConfig, def: &ServiceDef) {
+    if let Some(d) = def.dead_after {
+        cfg.dead_after = d.0;
+    }
+    if let Some(d) = def.rereplicate_after {
+        cfg.rereplicate_after = d.0;
+    }
+    if let Some(b) = def.extent_bytes {
+        cfg.extent_bytes_max = b;
+    }
+}
+
+/// Starts the stream layer: a metadata replica on every replica node of
+/// `cfg`, a stream manager on every `manager` node, the extent service on
+/// every storage node of `cfg`.
+pub(super) fn start_layer(world: &World, cfg: &StreamConfig) {
+    for &m in &cfg.meta.replicas {
+        let meta = cfg.meta.clone();
+        world.start_node(m, move |ctx| engine::meta::service::serve(ctx, meta.clone()));
+    }
+    for &m in &world.topology().nodes_with_role(MANAGER_ROLE) {
+        let cfg = cfg.clone();
+        world.start_node(m, move |ctx| engine::stream::manager::serve_manager(ctx, cfg.clone()));
+    }
+    for &s in &cfg.storage {
+        let cfg = cfg.clone();
+        world.start_node(s, move |ctx| engine::stream::replica::serve_storage(ctx, cfg.clone()));
+    }
+}
+
+/// The zone of the metadata leader the stream layer last saw.
+pub(super) fn meta_leader_zone(obs: &StreamObserver, topology: &Topology) -> Option<ZoneId> {
+    obs.snapshot().meta_leader.map(|n| topology.zone_of(n))
+}
+
+/// Whether some extent still lacks three replicas in three zones.
+pub(super) fn under_replicated(obs: &StreamObserver) -> bool {
+    obs.snapshot().under_replicated.last().map(|s| s.1) != Some(0)
+}
+
+/// The report's `streams` section: the stream layer's figures and, when
+/// the history holds appends, their stalls per window of the fault
+/// timeline (a table scenario has the layer beneath but no appends).
+pub(super) fn report_section(scn: &Scenario, out: &RunOutput, ops: &[Operation<'_>]) -> Option<StreamFigures> {
+    let obs = out.observers.get::<StreamObserver>()?;
+    let mut f = figures(obs, out, main_seconds(scn));
+    if ops.iter().any(|o| matches!(o.op, Op::StreamAppend { .. })) {
+        f.add_stalls(ops, out, SimTime::from_duration(SERVICE_STARTUP));
+    }
+    Some(f)
+}
+
+impl Service for Stream {
+    fn rules(&self) -> &dyn ServiceRules {
+        self
+    }
+
+    fn deploy(&self, world: &World, scn: &Scenario) -> Box<dyn Deployment> {
+        let topo = world.topology();
+        let metas = topo.nodes_with_role(scn.service.meta_role.as_deref().unwrap_or(META_ROLE));
+        let storage = topo.nodes_with_role(scn.service.server_role_or(STORAGE_ROLE));
+        let mut cfg = StreamConfig::new(metas, storage);
+        apply_fields(&mut cfg, &scn.service);
+        start_layer(world, &cfg);
+        Box::new(Running { cfg })
+    }
+
+    /// Streams are grouped by the stable hash of their names over the
+    /// storage nodes (a group is named after one; a stream's extents live
+    /// on three).
+    fn availability_unit<'a>(&self, scn: &'a Scenario) -> Box<dyn Fn(&str) -> String + 'a> {
+        hashed_owner(scn, scn.service.server_role_or(STORAGE_ROLE))
+    }
+
+    fn report(&self, scn: &Scenario, out: &RunOutput, ops: &[Operation<'_>], report: &mut Report) {
+        report.streams = report_section(scn, out, ops);
+    }
+
+    fn judge(&self, scn: &Scenario, _out: &RunOutput, report: &mut Report) {
+        let e = &scn.expect;
+        let figures = report.streams.clone().unwrap_or_default();
+        if let (Some(max), Some(got)) = (e.max_append_stall, figures.max_append_stall_time) {
+            report.expect("max_append_stall", format!("<= {}", fmt_duration(max.0)), fmt_duration(got), got <= max.0);
+        }
+        if let Some(want) = e.rereplicated {
+            let did = figures.bytes_rereplicated > 0;
+            report.expect("rereplicated", want.to_string(), format!("{} bytes", figures.bytes_rereplicated), did == want);
+        }
+        if let Some(want) = e.replicated_at_end {
+            let did = figures.under_replicated_at_end == 0;
+            report.expect("replicated_at_end", want.to_string(), format!("{} extents under-replicated", figures.under_replicated_at_end), did == want);
+        }
+    }
+}
+
+struct Running {
+    cfg: StreamConfig,
+}
+
+impl Deployment for Running {
+    fn start_client(&self, world: &World, node: NodeId, share: ClientNode) {
+        let cfg = self.cfg.clone();
+        world.start_node(node, move |ctx| client_main(ctx, share.clone(), cfg.clone()));
+    }
+
+    fn resolve_target(&self, topology: &Topology, name: &str) -> Option<ZoneId> {
+        (name == META_LEADER.name).then(|| meta_leader_zone(&self.cfg.observer, topology)).flatten()
+    }
+
+    /// Re-replication brings every extent back to three zones.
+    fn settling(&self) -> bool {
+        under_replicated(&self.cfg.observer)
+    }
+
+    fn observers(&self) -> Observers {
+        Observers::default().with(self.cfg.observer.clone())
+    }
+}
+
+/// A client node: a stream client for the node's stream processes.
+async fn client_main(ctx: NodeCtx, share: ClientNode, cfg: StreamConfig) {
+    let client = StreamClient::bind(&ctx, cfg).await;
+    share.run_streams(ctx, client).await
+}
+
+/// The stream layer's own observations, per second and at the end.
+fn figures(obs: &StreamObserver, out: &RunOutput, secs: usize) -> StreamFigures {
+    let d = obs.snapshot();
+    let mut per_second = vec![0u64; secs];
+    for &(t, n) in &d.under_replicated {
+        let s = ((t.0 / 1_000_000_000) as usize).min(secs - 1);
+        per_second[s] = per_second[s].max(n);
+    }
+    let at_end = d.under_replicated.last().map(|&(_, n)| n).unwrap_or(0);
+    // The first sample after the last heal from which every sample is zero.
+    let mut fully = None;
+    for &(t, n) in d.under_replicated.iter().filter(|(t, _)| *t >= out.heal_at) {
+        if n == 0 {
+            fully.get_or_insert(t);
+        } else {
+            fully = None;
+        }
+    }
+    let mut seals = BTreeMap::new();
+    for (_, cause) in &d.seals {
+        let name = match cause {
+            SealCause::ReplicaFailed => "replica_failed",
+            SealCause::Full => "extent_full",
+            SealCause::OwnerChange => "owner_change",
+            SealCause::ZoneBack => "zone_back",
+        };
+        *seals.entry(name.to_string()).or_insert(0) += 1;
+    }
+    StreamFigures {
+        stalls: Vec::new(),
+        max_append_stall: String::new(),
+        max_append_stall_time: None,
+        under_replicated_per_second: per_second,
+        under_replicated_at_end: at_end,
+        fully_replicated_after_heal: fully.map(|t| fmt_duration(t.saturating_sub(out.heal_at))),
+        bytes_rereplicated: d.bytes_rereplicated,
+        seals,
+        corrupt_replicas_detected: d.corrupt_replicas_detected,
+        replicas_repaired: d.repairs,
+        fenced_appends_refused: d.fenced_appends_rejected,
+        read_fallbacks: d.read_fallbacks,
+    }
+}

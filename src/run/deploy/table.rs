@@ -1,0 +1,299 @@
+//! The table store as a service: the stream layer (metadata replicas,
+//! stream managers, storage nodes), then masters, table servers and
+//! proxies in every zone. Key-value workloads drive one table, split into
+//! `partitions` range partitions, through the table client; its report
+//! adds failovers, time to recover, master takeovers and refusals.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use engine::table::client::TableClient;
+use engine::table::{FailoverCause, TableConfig, TableObserver};
+use sim::time::{self, fmt_duration, SimTime};
+use sim::topology::{NodeId, Topology, ZoneId};
+use sim::world::{NodeCtx, World};
+
+use super::stream::{self, META_LEADER, STORAGE_ROLE};
+use super::{Deployment, Service};
+use crate::history::Operation;
+use crate::report::measure::latency_of;
+use crate::report::{healthy_write, HealthyWrite, Report, TableFigures};
+use crate::run::output::{Observers, RunOutput};
+use crate::scenario::{DynamicTarget, Refusal, Role, Scenario, ServiceDef, ServiceRules, WorkloadDef, WorkloadFeature, WorkloadKind};
+use crate::workload::clients::ClientNode;
+use crate::workload::table::{self as kv_table, split_points, wide_row_bytes, TableKv, ACCESS_KEY, INSTANCE, TABLE};
+use crate::workload::SERVICE_STARTUP;
+
+/// The role of the table servers unless `server_role` names another.
+pub const TABLE_SERVER_ROLE: &str = "table";
+/// The role of the masters' nodes (the one holding the master lease acts).
+pub const MASTER_ROLE: &str = "master";
+/// The role of the proxies' nodes.
+pub const PROXY_ROLE: &str = "proxy";
+/// Partitions of a table when `service.partitions` is not given.
+pub const DEFAULT_PARTITIONS: u32 = 8;
+
+/// The zone of the latest master takeover when the fault fires.
+pub const MASTER_ZONE: DynamicTarget = DynamicTarget {
+    name: "master-zone",
+    offered_by: "names the zone of the active table master: `kind = \"table\"` scenarios only",
+    shown: true,
+};
+
+pub struct Table;
+
+impl ServiceRules for Table {
+    fn kind(&self) -> &'static str {
+        "table"
+    }
+
+    fn roles(&self, def: &ServiceDef) -> Vec<Role> {
+        let mut roles = vec![Role::serving(def.server_role_or(TABLE_SERVER_ROLE))];
+        roles.extend(stream::layer_roles(def, STORAGE_ROLE));
+        for role in [MASTER_ROLE, PROXY_ROLE] {
+            roles.push(Role { name: role.to_string(), min: 1, missing: format!("the table service needs nodes of role `{role}`") });
+        }
+        roles
+    }
+
+    fn fields(&self) -> &'static [&'static str] {
+        &["meta_role", "dead_after", "rereplicate_after", "extent_bytes", "partitions"]
+    }
+
+    fn check(&self, def: &ServiceDef) -> Result<(), Refusal> {
+        let max = engine::table::master::CREATE_PARTITIONS_MAX as u32;
+        if def.partitions.is_some_and(|p| p == 0 || p > max) {
+            return Err(Refusal::new("service.partitions", format!("must be 1..={max}")));
+        }
+        stream::check_fields(def)
+    }
+
+    fn workload(&self) -> WorkloadKind {
+        WorkloadKind::Kv
+    }
+
+    fn features(&self) -> &'static [WorkloadFeature] {
+        &[WorkloadFeature::BadRequests, WorkloadFeature::WideRows]
+    }
+
+    /// Wide rows must fit the store's limits.
+    fn check_workload(&self, w: &WorkloadDef) -> Result<(), Refusal> {
+        if w.columns as usize > engine::table::COLUMNS_MAX {
+            return Err(Refusal::new("columns", format!("{} columns over the table store's {} per row", w.columns, engine::table::COLUMNS_MAX)));
+        }
+        let row_bytes = wide_row_bytes(w.value_size as usize, w.columns);
+        if w.columns > 0 && row_bytes > engine::table::ROW_BYTES_MAX {
+            let message = format!("{} columns of {} bytes make rows of up to {row_bytes} bytes, over the table store's {}", w.columns, w.value_size, engine::table::ROW_BYTES_MAX);
+            return Err(Refusal::new("columns", message));
+        }
+        Ok(())
+    }
+
+    fn expectations(&self) -> &'static [&'static str] {
+        &["bad_requests_accepted", "min_bad_requests_refused", "bad_values_seen", "min_master_takeovers", "max_time_to_recover"]
+    }
+
+    fn dynamic_targets(&self) -> &'static [DynamicTarget] {
+        &[META_LEADER, MASTER_ZONE]
+    }
+}
+
+impl Service for Table {
+    fn rules(&self) -> &dyn ServiceRules {
+        self
+    }
+
+    /// The stream layer, then a master on every `master` node, a table
+    /// server on every server node and a proxy on every `proxy` node.
+    fn deploy(&self, world: &World, scn: &Scenario) -> Box<dyn Deployment> {
+        let topo = world.topology();
+        let role = |r: &str| topo.nodes_with_role(r);
+        let metas = role(scn.service.meta_role.as_deref().unwrap_or(stream::META_ROLE));
+        let meta_cfg = engine::meta::service::ServiceConfig::new(metas);
+        let mut cfg = TableConfig::new(meta_cfg, role(STORAGE_ROLE), role(MASTER_ROLE), role(scn.service.server_role_or(TABLE_SERVER_ROLE)), role(PROXY_ROLE));
+        stream::apply_fields(&mut cfg.stream, &scn.service);
+        // A client operation gives up (with an unknown outcome for a write)
+        // after the workload's timeout.
+        if let Some(t) = scn.workloads.iter().map(|w| w.timeout.0).max() {
+            cfg.op_deadline = t;
+        }
+        stream::start_layer(world, &cfg.stream);
+        for &m in &cfg.masters {
+            let c = cfg.clone();
+            world.start_node(m, move |ctx| engine::table::master::serve(ctx, c.clone()));
+        }
+        for &s in &cfg.servers {
+            let c = cfg.clone();
+            world.start_node(s, move |ctx| engine::table::server::serve(ctx, c.clone()));
+        }
+        for &p in &cfg.proxies {
+            let c = cfg.clone();
+            world.start_node(p, move |ctx| engine::table::proxy::serve(ctx, c.clone()));
+        }
+        let setup = TableSetup {
+            keys: scn.workloads.first().map(|w| w.keys).unwrap_or(1),
+            partitions: scn.service.partitions.unwrap_or(DEFAULT_PARTITIONS),
+            columns: scn.workloads.iter().map(|w| w.columns).max().unwrap_or(0),
+        };
+        Box::new(Running { cfg, setup, ready: Arc::new(AtomicBool::new(false)) })
+    }
+
+    /// A key is unavailable with its range partition (partitions move
+    /// between servers, so not with a server).
+    fn availability_unit<'a>(&self, scn: &'a Scenario) -> Box<dyn Fn(&str) -> String + 'a> {
+        let splits = split_points(scn.workloads.first().map(|w| w.keys).unwrap_or(1), scn.service.partitions.unwrap_or(DEFAULT_PARTITIONS));
+        Box::new(move |key| format!("{TABLE}/{}", splits.partition_point(|s| s.as_str() <= key)))
+    }
+
+    fn report(&self, scn: &Scenario, out: &RunOutput, ops: &[Operation<'_>], report: &mut Report) {
+        report.streams = stream::report_section(scn, out, ops);
+        report.table = out.observers.get::<TableObserver>().map(|t| {
+            let first_fault = out.faults.first().map(|f| f.at).unwrap_or(out.main_end);
+            figures(t, healthy_write(ops, SimTime::from_duration(SERVICE_STARTUP), first_fault, &scn.topology, &scn.disk))
+        });
+    }
+
+    fn judge(&self, scn: &Scenario, out: &RunOutput, report: &mut Report) {
+        let e = &scn.expect;
+        if let Some(max) = e.max_time_to_recover {
+            let table = report.table.as_ref();
+            let (slowest, what) = match table.and_then(|t| t.slowest_recovery_time.zip(t.slowest_recovery.clone())) {
+                Some((d, w)) => (d, w),
+                None => (Duration::ZERO, "no failover to recover from".into()),
+            };
+            report.expect("max_time_to_recover", format!("<= {}", fmt_duration(max.0)), what, slowest <= max.0);
+        }
+        if let Some(min) = e.min_master_takeovers {
+            // From the first fault as applied (a fault's time is when it fired).
+            let first_fault = out.faults.first().map(|f| f.at).unwrap_or(out.end);
+            let (after, at, all) = out
+                .observers
+                .get::<TableObserver>()
+                .map(|t| {
+                    let takeovers = t.snapshot().master_takeovers;
+                    (takeovers.iter().filter(|(at, _, _)| *at >= first_fault).count() as u64, first_fault, takeovers.len() as u64)
+                })
+                .unwrap_or((0, SimTime::ZERO, 0));
+            report.expect("min_master_takeovers", format!(">= {min}"), format!("{after} from {at} on ({all} in all)"), after >= min);
+        }
+        let bad = report.bad_requests.clone();
+        let bad_figure = |f: fn(&crate::workload::badreq::BadRequestFigures) -> u64| bad.as_ref().map(f).unwrap_or(0);
+        if let Some(max) = e.bad_requests_accepted {
+            let (accepted, sent) = (bad_figure(|b| b.accepted), bad_figure(|b| b.sent));
+            report.expect("bad_requests_accepted", format!("<= {max}"), format!("{accepted} of {sent}"), accepted <= max);
+        }
+        if let Some(min) = e.min_bad_requests_refused {
+            let (refused, sent) = (bad_figure(|b| b.refused), bad_figure(|b| b.sent));
+            report.expect("min_bad_requests_refused", format!(">= {min}"), format!("{refused} of {sent}"), refused >= min);
+        }
+        if let Some(max) = e.bad_values_seen {
+            let seen = bad_figure(|b| b.values_seen);
+            report.expect("bad_values_seen", format!("<= {max}"), seen.to_string(), seen <= max);
+        }
+    }
+}
+
+/// What the table's set-up needs: its keys and partitions, and the
+/// columns per row (the workloads agree: validated).
+#[derive(Clone, Copy)]
+struct TableSetup {
+    keys: u64,
+    partitions: u32,
+    columns: u32,
+}
+
+struct Running {
+    cfg: TableConfig,
+    setup: TableSetup,
+    /// The instance and the table exist.
+    ready: Arc<AtomicBool>,
+}
+
+impl Deployment for Running {
+    fn start_client(&self, world: &World, node: NodeId, share: ClientNode) {
+        let (cfg, setup, ready) = (self.cfg.clone(), self.setup, self.ready.clone());
+        world.start_node(node, move |ctx| client_main(ctx, share.clone(), cfg.clone(), setup, ready.clone()));
+    }
+
+    fn resolve_target(&self, topology: &Topology, name: &str) -> Option<ZoneId> {
+        if name == META_LEADER.name {
+            stream::meta_leader_zone(&self.cfg.stream.observer, topology)
+        } else if name == MASTER_ZONE.name {
+            self.cfg.observer.snapshot().master_takeovers.last().map(|t| topology.zone_of(t.1))
+        } else {
+            None
+        }
+    }
+
+    /// Re-replication brings every extent back to three zones.
+    fn settling(&self) -> bool {
+        stream::under_replicated(&self.cfg.stream.observer)
+    }
+
+    fn observers(&self) -> Observers {
+        Observers::default().with(self.cfg.stream.observer.clone()).with(self.cfg.observer.clone())
+    }
+}
+
+/// A client node of the table service: the first one creates the instance
+/// and the table (and, when a workload sends bad requests, a second
+/// instance); every one waits for that, then runs its processes.
+async fn client_main(ctx: NodeCtx, share: ClientNode, cfg: TableConfig, setup: TableSetup, ready: Arc<AtomicBool>) {
+    let client = TableClient::bind(&ctx, &cfg, INSTANCE, ACCESS_KEY).await;
+    if share.is_first() && !ready.load(Ordering::SeqCst) {
+        match kv_table::setup(&client, setup.keys, setup.partitions, share.bad_requests.is_some()).await {
+            Ok(n) => ctx.note(format!("table {TABLE} created with {n} partitions")),
+            Err(e) => ctx.note(e),
+        }
+        ready.store(true, Ordering::SeqCst);
+    }
+    while !ready.load(Ordering::SeqCst) {
+        time::sleep(Duration::from_millis(5)).await;
+    }
+    let bad = share.bad_requests.clone();
+    share.run_kv(ctx, TableKv::new(client, bad, setup.columns)).await
+}
+
+/// The table section: failovers and recovery from the observer, and the
+/// healthy-write figures computed from the history.
+fn figures(obs: &TableObserver, healthy_write: Option<HealthyWrite>) -> TableFigures {
+    let d = obs.snapshot();
+    let topo_name = |n: sim::NodeId| format!("node {}", n.0);
+    let mut failovers = BTreeMap::new();
+    let mut recover: Vec<(Duration, String)> = Vec::new();
+    for f in &d.failovers {
+        *failovers.entry(format!("{:?}", f.cause)).or_insert(0) += 1;
+        if !matches!(f.cause, FailoverCause::ServerDead | FailoverCause::LeaseLost) {
+            continue;
+        }
+        // The old owner's last sign of service before the failover (its
+        // last answer or the last renewal of its lease, whichever is
+        // later), and the first interval of the partition that began after.
+        let last = d.serving.iter().filter(|iv| iv.partition == f.partition && iv.start <= f.at).map(|iv| iv.last_served.max(iv.renewed)).max();
+        let next = d.serving.iter().filter(|iv| iv.partition == f.partition && iv.start >= f.at).map(|iv| iv.start).min();
+        if let (Some(last), Some(next)) = (last, next) {
+            let what = format!("partition {} {} -> {} at {}", f.partition, f.from.map_or("-".into(), topo_name), f.to.map_or("-".into(), topo_name), f.at);
+            recover.push((next.saturating_sub(last), what));
+        }
+    }
+    let slowest = recover.iter().max_by_key(|(d, w)| (*d, std::cmp::Reverse(w.clone())));
+    let slowest_recovery = slowest.map(|(d, w)| format!("{} for {w}", fmt_duration(*d)));
+    let slowest_recovery_time = slowest.map(|(d, _)| *d);
+    let v: Vec<u64> = recover.into_iter().map(|(d, _)| d.as_nanos() as u64).collect();
+    let time_to_recover = (!v.is_empty()).then(|| latency_of(v));
+    TableFigures {
+        slowest_recovery_time,
+        failovers,
+        time_to_recover,
+        slowest_recovery,
+        master_takeovers: d.master_takeovers.len() as u64,
+        auth_refused: d.auth_refused.clone(),
+        invalid_refused: d.invalid_refused,
+        dedupe_hits: d.dedupe_hits,
+        not_serving_answers: d.not_serving,
+        partition_loads: d.loads.len() as u64,
+        healthy_write,
+    }
+}

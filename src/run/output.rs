@@ -1,0 +1,96 @@
+//! What a run takes besides its scenario and seed, and what it returns.
+
+use std::any::Any;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sim::disk::DiskStats;
+use sim::log::{Digest, Event};
+use sim::time::SimTime;
+use sim::world::NetStats;
+
+use crate::history::History;
+use crate::workload::badreq::BadLogData;
+
+/// Longest the final phase may take (model time) before the run ends anyway.
+pub const FINAL_PHASE_MAX: Duration = Duration::from_secs(120);
+/// After the final phase, the longest the run waits for the service to
+/// settle (e.g. every extent back to three replicas in three zones).
+pub const SETTLE_MAX: Duration = Duration::from_secs(30);
+/// The error of an operation whose client process crashed while it was open.
+pub const CLIENT_CRASHED: &str = "client process crashed with the operation open";
+/// Stack of a simulation thread (the engine's futures nest deeply).
+pub const SIM_THREAD_STACK: usize = 64 << 20;
+
+#[derive(Clone, Default)]
+pub struct RunOptions {
+    /// Keep the event log in memory (for divergence reports).
+    pub keep_events: bool,
+    /// Called on the simulation thread when the main phase ends (the bench
+    /// reads the thread's CPU time there); it must not touch the world.
+    pub on_main_end: Option<MainEndHook>,
+}
+
+/// See [`RunOptions::on_main_end`]; gets the model time.
+pub type MainEndHook = Arc<dyn Fn(SimTime) + Send + Sync>;
+
+impl std::fmt::Debug for RunOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunOptions").field("keep_events", &self.keep_events).field("on_main_end", &self.on_main_end.is_some()).finish()
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct AppliedFault {
+    pub at: SimTime,
+    pub text: String,
+    /// Why the world refused it, if it did.
+    pub error: Option<String>,
+}
+
+pub struct RunOutput {
+    pub seed: u64,
+    pub digest: Digest,
+    /// Every client operation; processes that died leave theirs open.
+    pub history: History,
+    pub faults: Vec<AppliedFault>,
+    /// When the last fault was healed (zero when there were none).
+    pub heal_at: SimTime,
+    /// When the main phase ended and the final phase began.
+    pub main_end: SimTime,
+    pub end: SimTime,
+    pub final_phase_complete: bool,
+    pub net: NetStats,
+    pub disk: DiskStats,
+    pub events: Vec<Event>,
+    /// What the service observed (its observers, by type: the stream
+    /// layer's, the table service's, ...).
+    pub observers: Observers,
+    /// What the bad requests met (scenarios whose workloads send them).
+    pub bad_requests: Option<BadLogData>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("the simulation panicked: {0}")]
+    Panicked(String),
+}
+
+/// The observers a deployment hands back with a run, looked up by type;
+/// the deployment reads its own into the report, tests read them directly.
+#[derive(Default)]
+pub struct Observers(Vec<Box<dyn Any + Send>>);
+
+impl Observers {
+    /// Adds an observer (at most one of each type).
+    pub fn with<T: Any + Send>(mut self, observer: T) -> Observers {
+        assert!(self.get::<T>().is_none(), "one observer of each type");
+        self.0.push(Box::new(observer));
+        self
+    }
+
+    /// The observer of type `T`, if the service has one.
+    pub fn get<T: Any>(&self) -> Option<&T> {
+        self.0.iter().find_map(|o| o.downcast_ref::<T>())
+    }
+}

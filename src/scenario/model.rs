@@ -1,0 +1,79 @@
+//! A validated scenario, ready to run, and the error that refuses a file.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use sim::disk::DiskConfig;
+use sim::fault::Fault;
+use sim::topology::Topology;
+
+use super::format::{ExpectDef, HotOp, ServiceDef, WorkloadDef};
+
+/// A fault verb at a time, after validation.
+#[derive(Clone, Debug)]
+pub struct TimedFault {
+    pub at: Duration,
+    pub fault: Fault,
+    /// 1-based line of the `[[fault]]` entry that asked for it.
+    pub line: usize,
+}
+
+#[derive(Clone, Debug)]
+pub struct Hotspot {
+    pub at: Duration,
+    pub until: Duration,
+    pub lo: u64,
+    pub hi: u64,
+    pub op: HotOp,
+    pub rate: f64,
+    pub clients: u32,
+}
+
+/// A validated scenario, ready to run.
+#[derive(Clone, Debug)]
+pub struct Scenario {
+    pub path: PathBuf,
+    pub name: String,
+    pub description: String,
+    pub seed: u64,
+    pub duration: Duration,
+    pub topology: Topology,
+    pub disk: DiskConfig,
+    pub service: ServiceDef,
+    pub workloads: Vec<WorkloadDef>,
+    pub faults: Vec<TimedFault>,
+    pub hotspots: Vec<Hotspot>,
+    pub expect: ExpectDef,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScenarioError {
+    pub file: PathBuf,
+    pub line: usize,
+    pub column: usize,
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for ScenarioError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let field = if self.field.is_empty() || self.field == "." { String::new() } else { format!("{}: ", self.field) };
+        if self.line == 0 {
+            write!(f, "{}: {field}{}", self.file.display(), self.message)
+        } else {
+            write!(f, "{}:{}:{}: {field}{}", self.file.display(), self.line, self.column, self.message)
+        }
+    }
+}
+
+impl std::error::Error for ScenarioError {}
+
+/// 1-based line and column of a byte offset.
+pub(super) fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text.as_bytes()[..offset];
+    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+    let col = offset - before.iter().rposition(|&b| b == b'\n').map(|p| p + 1).unwrap_or(0) + 1;
+    (line, col)
+}
