@@ -325,3 +325,31 @@ fn wide_rows_are_refused_beyond_the_stores_limits_and_off_the_table_service() {
     assert_eq!(e.field, "workload[0].columns", "{e}");
     assert!(e.message.contains("table"), "{e}");
 }
+
+#[test]
+fn resources_name_known_roles_limits_and_the_service_s_costs() {
+    let d = double11();
+    let with = |r: &str| format!("{d}\n[resources]\n{r}\n");
+    let ok = parse(Path::new("d.toml"), with("cores = { table = 1, proxy = 2 }\nqueue_max = { table = 64 }\ncosts = { server_read = \"300us\" }").as_bytes()).expect("valid resources");
+    assert_eq!((ok.resources.cpu("table").cores, ok.resources.cpu("table").queue_max, ok.resources.cpu("proxy").cores), (1, 64, 2));
+    assert_eq!(ok.resources.cpu("storage"), sim::cpu::CpuConfig::default(), "roles not named keep the defaults");
+    let line = d.lines().count() + 2;
+    check(&with("cores = { tabel = 1 }"), line, "resources.cores.tabel", "no role `tabel`");
+    check(&with("cores = { table = 0 }"), line, "resources.cores.table", "use 1 to");
+    check(&with("costs = { server_reed = \"1us\" }"), line, "resources.costs.server_reed", "has no cost `server_reed`");
+    check(&with("costs = { server_read = \"2s\" }"), line, "resources.costs.server_read", "over the limit");
+    // minikv charges no work.
+    check(&format!("{GOOD}\n[resources]\ncosts = {{ server_read = \"1us\" }}\n"), GOOD.lines().count() + 2, "resources.costs.server_read", "it charges no work");
+}
+
+#[test]
+fn cpu_slow_needs_a_speed_in_the_open_unit_interval() {
+    let d = double11();
+    let fault = |extra: &str| format!("{d}\n[[fault]]\nat = \"2s\"\nuntil = \"3s\"\nverb = \"cpu-slow\"\ntarget = \"az1\"\n{extra}\n");
+    let s = parse(Path::new("d.toml"), fault("speed = 0.2").as_bytes()).expect("valid cpu-slow");
+    assert!(s.faults.iter().any(|f| f.fault == sim::Fault::CpuSlow { target: vec!["az1".into()], speed_permille: 200 }));
+    assert!(s.faults.iter().any(|f| f.fault == sim::Fault::CpuRestore { target: vec!["az1".into()] }));
+    let line = d.lines().count() + 5;
+    check(&fault(""), line, "fault[1].speed", "needs `speed`");
+    check(&fault("speed = 1.5"), line + 2, "fault[1].speed", "not a speed in (0, 1)");
+}

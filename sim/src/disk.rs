@@ -143,6 +143,9 @@ pub struct DiskState {
     /// Inodes that lost a name since the last collection (may be garbage).
     unlinked: BTreeSet<u64>,
     busy_until: SimTime,
+    /// Device busy nanoseconds per second of model time (at most
+    /// [`crate::cpu::CPU_STATS_SECONDS_MAX`] seconds).
+    busy_seconds: BTreeMap<u64, u64>,
     stats: DiskStats,
     /// Bytes of every inode's data: kept as writes, crashes and garbage
     /// collection change it, so a write's space check is O(1) (every inode
@@ -164,6 +167,7 @@ impl DiskState {
             dir_dirty: BTreeSet::new(),
             unlinked: BTreeSet::new(),
             busy_until: SimTime::ZERO,
+            busy_seconds: BTreeMap::new(),
             stats: DiskStats::default(),
             used_bytes: 0,
         }
@@ -449,6 +453,15 @@ impl Disk {
             let cost = cost * s.faults.slow_factor.max(1);
             let start = s.busy_until.max(time::now());
             s.busy_until = start + cost;
+            let (mut at, end) = (start.as_nanos(), s.busy_until.as_nanos());
+            while at < end {
+                let sec = at / 1_000_000_000;
+                let upto = ((sec + 1) * 1_000_000_000).min(end);
+                if sec < crate::cpu::CPU_STATS_SECONDS_MAX {
+                    *s.busy_seconds.entry(sec).or_default() += upto - at;
+                }
+                at = upto;
+            }
             s.busy_until
         };
         time::sleep_until(finish).await;
@@ -553,6 +566,11 @@ impl Disk {
 
     pub fn stats(&self) -> DiskStats {
         self.lock().stats.clone()
+    }
+
+    /// The device's busy nanoseconds in second `s` of model time.
+    pub fn busy_in_second(&self, s: u64) -> u64 {
+        self.lock().busy_seconds.get(&s).copied().unwrap_or(0)
     }
 
     /// Loses unsynced state as a crash does; the device queue empties.

@@ -84,6 +84,8 @@ pub struct Report {
     pub final_phase_complete: bool,
     pub network: sim::world::NetStats,
     pub disks: sim::disk::DiskStats,
+    /// CPU and disk use per role, per second of the main phase.
+    pub resources: Vec<crate::run::output::RoleUsage>,
     /// Services on the stream layer: stalls, replication and repair figures.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub streams: Option<StreamFigures>,
@@ -169,6 +171,7 @@ pub fn build(scn: &Scenario, out: &RunOutput, ops: &[Operation<'_>], partition_o
         final_phase_complete: out.final_phase_complete,
         network: out.net.clone(),
         disks: out.disk.clone(),
+        resources: out.usage.clone(),
         streams: None,
         table: None,
         bad_requests: out.bad_requests.as_ref().map(|log| badreq::figures(log, ops)),

@@ -62,12 +62,44 @@ pub struct RunOutput {
     pub final_phase_complete: bool,
     pub net: NetStats,
     pub disk: DiskStats,
+    /// CPU and disk use of each role's nodes.
+    pub usage: Vec<RoleUsage>,
     pub events: Vec<Event>,
     /// What the service observed (its observers, by type: the stream
     /// layer's, the table service's, ...).
     pub observers: Observers,
     /// What the bad requests met (scenarios whose workloads send them).
     pub bad_requests: Option<BadLogData>,
+}
+
+/// How busy one role's nodes were, per second of the main phase.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct RoleUsage {
+    pub role: String,
+    pub nodes: usize,
+    pub cores: u32,
+    /// Data-lane CPU utilisation (0 to 1) per second: the mean over the
+    /// role's nodes, and the busiest node's (one line in reports).
+    #[serde(serialize_with = "series")]
+    pub cpu_mean: Vec<f64>,
+    #[serde(serialize_with = "series")]
+    pub cpu_max: Vec<f64>,
+    /// Control-lane utilisation of one core, the busiest node's busiest
+    /// second.
+    pub control_max: f64,
+    /// The longest CPU run queue any node of the role had.
+    pub run_queue_max: u32,
+    /// Data jobs refused for a full run queue.
+    pub refused: u64,
+    /// Disk device utilisation per second, the busiest node's.
+    #[serde(serialize_with = "series")]
+    pub disk_max: Vec<f64>,
+}
+
+/// A per-second series as one line of two-decimal values.
+fn series<S: serde::Serializer>(v: &[f64], s: S) -> Result<S::Ok, S::Error> {
+    let text: Vec<String> = v.iter().map(|x| format!("{x:.2}")).collect();
+    s.serialize_str(&text.join(" "))
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -62,6 +62,9 @@ async fn simulate(scn: Scenario, seed: u64, opts: RunOptions) -> RunOutput {
     let _time = sim::time::TimeScope::enter();
     let world = World::new(seed, scn.topology.clone(), scn.disk.clone(), opts.keep_events);
     let topo = world.topology().clone();
+    for n in topo.nodes() {
+        world.configure_cpu(n.id, scn.resources.cpu(&n.role));
+    }
     let service = catalog::service(scn.service.kind());
     let deployment = service.deploy(&world, &scn);
 
@@ -155,6 +158,7 @@ async fn simulate(scn: Scenario, seed: u64, opts: RunOptions) -> RunOutput {
         disk.sectors_lost_at_crash += s.sectors_lost_at_crash;
         disk.sectors_torn_kept_at_crash += s.sectors_torn_kept_at_crash;
     }
+    let usage = role_usage(&world, crate::report::main_seconds(&scn));
     let out = RunOutput {
         seed,
         digest: world.digest(),
@@ -166,6 +170,7 @@ async fn simulate(scn: Scenario, seed: u64, opts: RunOptions) -> RunOutput {
         final_phase_complete: control.final_done(),
         net: world.net_stats(),
         disk,
+        usage,
         events: world.take_events(),
         observers: deployment.observers(),
         bad_requests: bad_log.map(|l| l.snapshot()),
@@ -215,4 +220,35 @@ impl DynamicTargets<'_> {
             other => (other.clone(), other.to_string()),
         }
     }
+}
+
+/// CPU and disk use of each role's nodes over the first `secs` seconds.
+fn role_usage(world: &World, secs: usize) -> Vec<crate::run::output::RoleUsage> {
+    let topo = world.topology();
+    let mut roles: Vec<String> = topo.nodes().iter().map(|n| n.role.clone()).collect();
+    roles.sort();
+    roles.dedup();
+    let r4 = |x: f64| (x * 10_000.0).round() / 10_000.0;
+    roles
+        .into_iter()
+        .map(|role| {
+            let nodes = topo.nodes_with_role(&role);
+            let stats: Vec<sim::cpu::CpuStats> = nodes.iter().map(|&n| world.cpu(n).stats()).collect();
+            let disks: Vec<sim::disk::Disk> = nodes.iter().map(|&n| world.disk(n)).collect();
+            let mut u = crate::run::output::RoleUsage { role, nodes: nodes.len(), cores: stats.first().map_or(0, |s| s.cores), ..Default::default() };
+            for s in 0..secs as u64 {
+                let per: Vec<f64> = stats.iter().map(|c| c.utilisation(s)).collect();
+                u.cpu_mean.push(r4(per.iter().sum::<f64>() / per.len().max(1) as f64));
+                u.cpu_max.push(r4(per.iter().copied().fold(0.0, f64::max)));
+                u.disk_max.push(r4(disks.iter().map(|d| d.busy_in_second(s) as f64 / 1e9).fold(0.0, f64::max)));
+            }
+            for c in &stats {
+                u.run_queue_max = u.run_queue_max.max(c.seconds.values().map(|x| x.queue_max).max().unwrap_or(0));
+                u.refused += c.refused;
+                u.control_max = u.control_max.max(c.seconds.values().map(|x| x.control_ns as f64 / 1e9).fold(0.0, f64::max));
+            }
+            u.control_max = r4(u.control_max);
+            u
+        })
+        .collect()
 }

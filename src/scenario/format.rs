@@ -74,6 +74,24 @@ pub struct ScenarioFile {
     pub hotspot: Vec<Spanned<HotspotDef>>,
     #[serde(default)]
     pub expect: ExpectDef,
+    pub resources: Option<Spanned<ResourcesDef>>,
+}
+
+/// `[resources]`: the CPU of each role's nodes and what work costs.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ResourcesDef {
+    /// Cores of each role's nodes, e.g. `{ table = 2 }` (default 4).
+    #[serde(default)]
+    pub cores: BTreeMap<String, u32>,
+    /// Data jobs that may wait for a core on each role's nodes (default
+    /// 1024); one more is refused at once ("busy").
+    #[serde(default)]
+    pub queue_max: BTreeMap<String, u32>,
+    /// CPU time of each kind of work the service charges, by name, e.g.
+    /// `server_read = "30us"` (the kinds and defaults are the service's).
+    #[serde(default)]
+    pub costs: BTreeMap<String, Dur>,
 }
 
 fn default_seed() -> u64 {

@@ -45,6 +45,24 @@ pub struct Scenario {
     pub faults: Vec<TimedFault>,
     pub hotspots: Vec<Hotspot>,
     pub expect: ExpectDef,
+    pub resources: Resources,
+}
+
+/// The CPUs of the nodes and what work costs, after validation.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Resources {
+    pub cores: std::collections::BTreeMap<String, u32>,
+    pub queue_max: std::collections::BTreeMap<String, u32>,
+    /// By the names the service gives them ([`super::ServiceRules::costs`]).
+    pub costs: std::collections::BTreeMap<String, Duration>,
+}
+
+impl Resources {
+    /// The CPU of a node of `role`.
+    pub fn cpu(&self, role: &str) -> sim::cpu::CpuConfig {
+        let d = sim::cpu::CpuConfig::default();
+        sim::cpu::CpuConfig { cores: self.cores.get(role).copied().unwrap_or(d.cores), queue_max: self.queue_max.get(role).copied().unwrap_or(d.queue_max) }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

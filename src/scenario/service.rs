@@ -46,6 +46,12 @@ pub trait ServiceRules: Sync {
         &[]
     }
 
+    /// The kinds of work it charges its nodes' CPUs for: the names a
+    /// scenario's `[resources.costs]` may set.
+    fn costs(&self) -> &'static [&'static str] {
+        &[]
+    }
+
     /// The `zone-down` targets it names when their fault fires.
     fn dynamic_targets(&self) -> &'static [DynamicTarget] {
         &[]

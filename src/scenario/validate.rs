@@ -16,6 +16,9 @@ use super::model::{line_col, Hotspot, Scenario, ScenarioError, TimedFault};
 use super::service::{ServiceRules, WorkloadFeature};
 use super::timeline::{fault_pair, replay, Targets};
 
+/// The largest CPU cost one kind of work may be given.
+pub const RESOURCE_COST_MAX: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Validates a parsed file against the service kinds `services` (the
 /// scenario's `kind` must be one of them).
 pub(super) fn validate(path: &Path, text: &str, f: ScenarioFile, services: &[&dyn ServiceRules]) -> Result<Scenario, ScenarioError> {
@@ -139,6 +142,39 @@ pub(super) fn validate(path: &Path, text: &str, f: ScenarioFile, services: &[&dy
             return Err(err(0..0, "disk.crash_writeback".into(), format!("{p} is not a probability in [0, 1]")));
         }
         disk.crash_writeback = p;
+    }
+
+    // Resources.
+    let mut resources = super::model::Resources::default();
+    if let Some(r) = &f.resources {
+        let span = r.span();
+        let r = r.get_ref();
+        let roles: Vec<String> = {
+            let mut v: Vec<String> = topology.nodes().iter().map(|n| n.role.clone()).collect();
+            v.sort();
+            v.dedup();
+            v
+        };
+        for (what, map, max) in [("cores", &r.cores, sim::cpu::CPU_CORES_MAX), ("queue_max", &r.queue_max, sim::cpu::CPU_QUEUE_MAX_LIMIT)] {
+            for (role, &n) in map {
+                if !roles.contains(role) {
+                    return Err(err(span.clone(), format!("resources.{what}.{role}"), format!("no role `{role}` in [topology.nodes] (roles: {})", roles.join(", "))));
+                }
+                if n == 0 || n > max {
+                    return Err(err(span.clone(), format!("resources.{what}.{role}"), format!("{n}: use 1 to {max}")));
+                }
+            }
+        }
+        for (name, d) in &r.costs {
+            if !service.costs().contains(&name.as_str()) {
+                let known = if service.costs().is_empty() { "it charges no work".to_string() } else { format!("it charges {}", service.costs().join(", ")) };
+                return Err(err(span.clone(), format!("resources.costs.{name}"), format!("`kind = \"{kind}\"` has no cost `{name}` ({known})")));
+            }
+            if d.0 > RESOURCE_COST_MAX {
+                return Err(err(span.clone(), format!("resources.costs.{name}"), format!("{} is over the limit of {}", fmt_duration(d.0), fmt_duration(RESOURCE_COST_MAX))));
+            }
+        }
+        resources = super::model::Resources { cores: r.cores.clone(), queue_max: r.queue_max.clone(), costs: r.costs.iter().map(|(k, v)| (k.clone(), v.0)).collect() };
     }
 
     // Workloads.
@@ -288,5 +324,6 @@ pub(super) fn validate(path: &Path, text: &str, f: ScenarioFile, services: &[&dy
         faults,
         hotspots,
         expect: f.expect,
+        resources,
     })
 }

@@ -71,6 +71,37 @@ impl ServiceRules for Stream {
     fn dynamic_targets(&self) -> &'static [DynamicTarget] {
         &[META_LEADER]
     }
+
+    fn costs(&self) -> &'static [&'static str] {
+        LAYER_COSTS
+    }
+}
+
+/// The work the stream layer charges its nodes' CPUs for.
+pub(super) const LAYER_COSTS: &[&str] = &["storage_append", "storage_read", "storage_kib", "control", "raft_step"];
+
+/// Sets the costs a scenario gives (names from the service's `costs()`,
+/// checked by validation) in the layer's configuration.
+pub(super) fn apply_costs(cfg: &mut StreamConfig, given: &std::collections::BTreeMap<String, std::time::Duration>) {
+    let c = &mut cfg.costs;
+    for (name, &d) in given {
+        let slot = match name.as_str() {
+            "proxy_request" => &mut c.proxy_request,
+            "server_read" => &mut c.server_read,
+            "server_write" => &mut c.server_write,
+            "server_scan" => &mut c.server_scan,
+            "server_scan_row" => &mut c.server_scan_row,
+            "server_kib" => &mut c.server_kib,
+            "storage_append" => &mut c.storage_append,
+            "storage_read" => &mut c.storage_read,
+            "storage_kib" => &mut c.storage_kib,
+            "control" => &mut c.control,
+            "raft_step" => &mut c.raft_step,
+            other => unreachable!("validation refused the cost `{other}`"),
+        };
+        *slot = d;
+    }
+    cfg.meta.step_cost = c.raft_step;
 }
 
 /// The stream layer's roles beside its storage nodes' (`storage`, which
@@ -161,6 +192,7 @@ impl Service for Stream {
         let storage = topo.nodes_with_role(scn.service.server_role_or(STORAGE_ROLE));
         let mut cfg = StreamConfig::new(metas, storage);
         apply_fields(&mut cfg, &scn.service);
+        apply_costs(&mut cfg, &scn.resources.costs);
         start_layer(world, &cfg);
         Box::new(Running { cfg })
     }

@@ -98,6 +98,22 @@ impl ServiceRules for Table {
     fn dynamic_targets(&self) -> &'static [DynamicTarget] {
         &[META_LEADER, MASTER_ZONE]
     }
+
+    fn costs(&self) -> &'static [&'static str] {
+        &[
+            "proxy_request",
+            "server_read",
+            "server_write",
+            "server_scan",
+            "server_scan_row",
+            "server_kib",
+            "storage_append",
+            "storage_read",
+            "storage_kib",
+            "control",
+            "raft_step",
+        ]
+    }
 }
 
 impl Service for Table {
@@ -114,6 +130,7 @@ impl Service for Table {
         let meta_cfg = engine::meta::service::ServiceConfig::new(metas);
         let mut cfg = TableConfig::new(meta_cfg, role(STORAGE_ROLE), role(MASTER_ROLE), role(scn.service.server_role_or(TABLE_SERVER_ROLE)), role(PROXY_ROLE));
         stream::apply_fields(&mut cfg.stream, &scn.service);
+        stream::apply_costs(&mut cfg.stream, &scn.resources.costs);
         // A client operation gives up (with an unknown outcome for a write)
         // after the workload's timeout.
         if let Some(t) = scn.workloads.iter().map(|w| w.timeout.0).max() {
