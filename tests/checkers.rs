@@ -570,3 +570,19 @@ fn runner_api_reports_misuse_without_panicking() {
     assert_eq!(h.len(), 2);
     assert_eq!(h.entries()[1].phase, Phase::Final);
 }
+
+/// A store that refuses for lack of capacity answers: a `busy` failure after
+/// healing is counted, not a liveness violation; any other failure is one.
+#[test]
+fn a_busy_refusal_is_an_answer_for_liveness() {
+    let line = |i: u64, t: &str, f: &str, err: Option<&str>| {
+        let e = err.map(|e| format!(",\"error\":\"{e}\"")).unwrap_or_default();
+        format!("{{\"index\":{i},\"type\":\"{t}\",\"process\":1,\"time_ns\":{},\"op\":{{\"f\":\"{f}\",\"key\":\"k\",\"value\":null}},\"phase\":\"final\"{e}}}", (i + 1) * 10)
+    };
+    let busy = [line(0, "invoke", "read", None), line(1, "fail", "read", Some("busy: table server cpu (retry after 40 us)"))].join("\n");
+    let v = check_text(&busy);
+    assert_eq!(v.liveness.verdict, P, "{}", v.summary_lines().join("\n"));
+    assert_eq!(v.count("busy_after_bound"), Some(1));
+    let down = [line(0, "invoke", "read", None), line(1, "fail", "read", Some("unavailable: no partition holds k"))].join("\n");
+    assert_eq!(check_text(&down).liveness.verdict, F);
+}

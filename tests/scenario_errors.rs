@@ -328,7 +328,11 @@ fn wide_rows_are_refused_beyond_the_stores_limits_and_off_the_table_service() {
 
 #[test]
 fn resources_name_known_roles_limits_and_the_service_s_costs() {
-    let d = double11();
+    // The reference scenario without its own `[resources]` table.
+    let full = double11();
+    let start = full.find("[resources]").expect("double11 sets resources");
+    let end = full[start..].find("\n[").map_or(full.len(), |e| start + e + 1);
+    let d = format!("{}{}", &full[..start], &full[end..]);
     let with = |r: &str| format!("{d}\n[resources]\n{r}\n");
     let ok = parse(Path::new("d.toml"), with("cores = { table = 1, proxy = 2 }\nqueue_max = { table = 64 }\ncosts = { server_read = \"300us\" }").as_bytes()).expect("valid resources");
     assert_eq!((ok.resources.cpu("table").cores, ok.resources.cpu("table").queue_max, ok.resources.cpu("proxy").cores), (1, 64, 2));
@@ -344,7 +348,7 @@ fn resources_name_known_roles_limits_and_the_service_s_costs() {
 
 #[test]
 fn cpu_slow_needs_a_speed_in_the_open_unit_interval() {
-    let d = double11();
+    let d = double11().replace("[resources]", "[resources.unused]").split("[resources.unused]").next().expect("text").to_string();
     let fault = |extra: &str| format!("{d}\n[[fault]]\nat = \"2s\"\nuntil = \"3s\"\nverb = \"cpu-slow\"\ntarget = \"az1\"\n{extra}\n");
     let s = parse(Path::new("d.toml"), fault("speed = 0.2").as_bytes()).expect("valid cpu-slow");
     assert!(s.faults.iter().any(|f| f.fault == sim::Fault::CpuSlow { target: vec!["az1".into()], speed_permille: 200 }));

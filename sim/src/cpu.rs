@@ -6,10 +6,12 @@
 //!   by the engine where the work happens ([`Cpu::run`]); the caller waits
 //!   until its work has run, so a busy node answers late.
 //! - **Data work** (requests and what they cause) queues first come, first
-//!   served for the core that frees first. At most `queue_max` jobs wait;
-//!   past that a job is refused at once with [`CpuBusy`] and has cost
-//!   nothing, so the caller can answer "server busy" with no effect
-//!   (admission control instead of a queue that grows without bound).
+//!   served for the core that frees first. At most `queue_max` jobs wait,
+//!   and none would wait longer than `wait_max`; past either a job is
+//!   refused at once with [`CpuBusy`] and has cost nothing, so the caller
+//!   can answer "server busy" with no effect (admission control instead of
+//!   a queue that grows without bound, and of requests served after their
+//!   sender gave up on them: the work of congestion collapse).
 //! - **Control work** (heartbeats, lease renewals, grants, Raft) runs on
 //!   its own lane ([`Cpu::run_control`]): it never waits behind data work,
 //!   as if the scheduler gave it priority and preempted data work for its
@@ -48,11 +50,14 @@ pub struct CpuConfig {
     pub cores: u32,
     /// Data jobs that may wait for a core; one more is refused.
     pub queue_max: u32,
+    /// The longest a data job may wait for a core; one that would wait
+    /// longer is refused.
+    pub wait_max: Duration,
 }
 
 impl Default for CpuConfig {
     fn default() -> Self {
-        CpuConfig { cores: 4, queue_max: 1024 }
+        CpuConfig { cores: 4, queue_max: 1024, wait_max: Duration::from_millis(50) }
     }
 }
 
@@ -112,7 +117,7 @@ impl CpuState {
     pub fn new(cfg: CpuConfig) -> CpuState {
         let cores = cfg.cores.clamp(1, CPU_CORES_MAX);
         CpuState {
-            cfg: CpuConfig { cores, queue_max: cfg.queue_max.min(CPU_QUEUE_MAX_LIMIT) },
+            cfg: CpuConfig { cores, queue_max: cfg.queue_max.min(CPU_QUEUE_MAX_LIMIT), wait_max: cfg.wait_max },
             speed_permille: 1000,
             cores: vec![SimTime::ZERO; cores as usize],
             control_until: SimTime::ZERO,
@@ -155,7 +160,7 @@ impl CpuState {
     pub fn admit(&mut self, now: SimTime, cost: Duration) -> Result<SimTime, CpuBusy> {
         let waiting = self.waiting(now);
         let free = self.cores.iter().copied().min().expect("at least one core");
-        if free > now && waiting >= self.cfg.queue_max {
+        if free > now && (waiting >= self.cfg.queue_max || free.saturating_sub(now) > self.cfg.wait_max) {
             self.stats.refused += 1;
             if let Some(sec) = self.second(now.as_nanos() / 1_000_000_000) {
                 sec.refused += 1;
@@ -314,7 +319,7 @@ mod tests {
 
     #[test]
     fn jobs_run_first_come_first_served_on_the_core_that_frees_first() {
-        let mut c = CpuState::new(CpuConfig { cores: 2, queue_max: 10 });
+        let mut c = CpuState::new(CpuConfig { cores: 2, queue_max: 10, wait_max: Duration::from_secs(10) });
         assert_eq!(c.admit(at(0), ms(10)), Ok(at(10)));
         assert_eq!(c.admit(at(0), ms(4)), Ok(at(4)));
         // Both cores busy: the next job waits for the one free at 4 ms.
@@ -328,7 +333,7 @@ mod tests {
 
     #[test]
     fn a_full_queue_refuses_at_no_cost() {
-        let mut c = CpuState::new(CpuConfig { cores: 1, queue_max: 2 });
+        let mut c = CpuState::new(CpuConfig { cores: 1, queue_max: 2, wait_max: Duration::from_secs(10) });
         assert!(c.admit(at(0), ms(10)).is_ok());
         assert!(c.admit(at(0), ms(10)).is_ok());
         assert!(c.admit(at(0), ms(10)).is_ok());
@@ -341,8 +346,17 @@ mod tests {
     }
 
     #[test]
+    fn a_job_that_would_wait_too_long_is_refused() {
+        let mut c = CpuState::new(CpuConfig { cores: 1, queue_max: 100, wait_max: ms(5) });
+        assert_eq!(c.admit(at(0), ms(4)), Ok(at(4)));
+        assert_eq!(c.admit(at(0), ms(2)), Ok(at(6)), "waits 4 ms");
+        assert_eq!(c.admit(at(0), ms(2)), Err(CpuBusy { waiting: 1, cores: 1 }), "would wait 6 ms");
+        assert_eq!(c.admit(at(2), ms(2)), Ok(at(8)), "now it would wait 4 ms");
+    }
+
+    #[test]
     fn control_work_never_waits_behind_data_work() {
-        let mut c = CpuState::new(CpuConfig { cores: 1, queue_max: 100 });
+        let mut c = CpuState::new(CpuConfig { cores: 1, queue_max: 100, wait_max: Duration::from_secs(10) });
         for _ in 0..50 {
             c.admit(at(0), ms(10)).unwrap();
         }
@@ -353,7 +367,7 @@ mod tests {
 
     #[test]
     fn a_slow_cpu_takes_longer_and_a_crash_forgets_the_queue() {
-        let mut c = CpuState::new(CpuConfig { cores: 1, queue_max: 100 });
+        let mut c = CpuState::new(CpuConfig { cores: 1, queue_max: 100, wait_max: Duration::from_secs(10) });
         c.set_speed(200);
         assert_eq!(c.admit(at(0), ms(2)), Ok(at(10)));
         assert_eq!(c.admit(at(0), ms(2)), Ok(at(20)));
@@ -365,7 +379,7 @@ mod tests {
 
     #[test]
     fn busy_time_is_split_over_the_seconds_it_spans() {
-        let mut c = CpuState::new(CpuConfig { cores: 2, queue_max: 100 });
+        let mut c = CpuState::new(CpuConfig { cores: 2, queue_max: 100, wait_max: Duration::from_secs(10) });
         c.admit(SimTime(900_000_000), ms(300)).unwrap();
         c.admit_control(SimTime(999_000_000), ms(2));
         let s = c.stats();

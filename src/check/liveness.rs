@@ -8,21 +8,27 @@
 //! A `cas` that completes `fail` found another value: that is an answer, not an
 //! outage, so it never counts as an offender; nor does a stream append or
 //! open refused because another writer took the stream over (recorded
-//! `info` or `fail` with an error starting `fenced`).
+//! `info` or `fail` with an error starting `fenced`), nor an operation the
+//! store refused for lack of capacity (`fail` with an error starting
+//! `busy`): a saturated store answers, it is not down. Those are counted
+//! (`busy_after_bound`); the load expectations judge capacity.
 
 use super::verdict::{CheckerReport, Verdict};
 use crate::history::{Op, Operation, Outcome, Phase};
 
 /// The error text (prefix) of a stream append refused because its writer was fenced.
 pub const FENCED: &str = "fenced";
+/// The error text (prefix) of an operation refused for lack of capacity.
+pub const BUSY: &str = "busy";
 
 pub fn check(all: &[Operation<'_>], heal_at_ns: Option<u64>, bound_ns: u64) -> CheckerReport {
     let deadline = heal_at_ns.map(|h| h.saturating_add(bound_ns));
     let mut report = CheckerReport::new(Verdict::Pass);
-    for name in ["judged", "failed_after_bound", "info_after_bound", "open_at_end"] {
+    for name in ["judged", "failed_after_bound", "info_after_bound", "open_at_end", "busy_after_bound"] {
         report.count(name, 0);
     }
     let mut judged = 0u64;
+    let mut busy = 0u64;
     for o in all {
         let after_bound = match deadline {
             Some(d) => o.invoke_ns >= d,
@@ -38,6 +44,10 @@ pub fn check(all: &[Operation<'_>], heal_at_ns: Option<u64>, bound_ns: u64) -> C
         judged += 1;
         let fenced = matches!(o.op, Op::StreamAppend { .. } | Op::StreamOpen { .. }) && o.error.is_some_and(|e| e.starts_with(FENCED));
         if fenced {
+            continue;
+        }
+        if o.outcome == Outcome::Fail && o.error.is_some_and(|e| e.starts_with(BUSY)) {
+            busy += 1;
             continue;
         }
         let cas_answer = o.outcome == Outcome::Fail && matches!(o.op, Op::Cas { .. });
@@ -56,6 +66,7 @@ pub fn check(all: &[Operation<'_>], heal_at_ns: Option<u64>, bound_ns: u64) -> C
         });
     }
     report.count("judged", judged);
+    report.count("busy_after_bound", busy);
     if deadline.is_none() {
         report.note = Some("no heal time given: judged the final phase and open operations".to_string());
     }

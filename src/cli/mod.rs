@@ -7,6 +7,7 @@
 #![allow(clippy::disallowed_methods)] // the CLI lives outside the simulation: real files, threads, wall clock
 
 pub mod bench;
+pub mod curve;
 mod files;
 mod runs;
 
@@ -88,6 +89,23 @@ enum Cmd {
         #[arg(long, value_parser = parse_dur)]
         liveness_bound: Option<std::time::Duration>,
     },
+    /// The capacity curve: the scenario at several multiples of its rate
+    /// (open loop), with and without its faults: goodput, latency,
+    /// refusals and availability per step.
+    Curve {
+        scenario: PathBuf,
+        /// Rate multipliers, e.g. 1,2,4,8,16.
+        #[arg(long, default_value = "1,2,4,8,16,32")]
+        rates: String,
+        /// Which runs: with the scenario's faults, without, or both.
+        #[arg(long, value_enum, default_value = "both")]
+        faults: FaultsArg,
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Parallel runs (default: available cores).
+        #[arg(long)]
+        jobs: Option<usize>,
+    },
     /// Measure the simulated world's speed and the checkers'.
     Bench {
         #[arg(long, default_value_t = 100_000)]
@@ -104,6 +122,13 @@ enum Cmd {
         #[arg(long, default_value_t = 3)]
         scenario_runs: u64,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum FaultsArg {
+    With,
+    Without,
+    Both,
 }
 
 fn parse_dur(s: &str) -> Result<std::time::Duration, String> {
@@ -144,6 +169,23 @@ pub fn main() -> ExitCode {
             Err(c) => c,
         },
         Cmd::Crashtest { seeds, jobs } => runs::crashtest(seeds, jobs),
+        Cmd::Curve { scenario, rates, faults, seed, jobs } => match (load(&scenario), curve::parse_steps(&rates)) {
+            (Err(c), _) => c,
+            (_, Err(e)) => {
+                eprintln!("error: --rates: {e}");
+                ExitCode::from(2)
+            }
+            (Ok(scn), Ok(rates)) => {
+                let (with, without) = match faults {
+                    FaultsArg::With => (true, false),
+                    FaultsArg::Without => (false, true),
+                    FaultsArg::Both => (true, true),
+                };
+                let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+                let seed = seed.unwrap_or(scn.seed);
+                curve::command(&scn, &rates, with, without, seed, jobs)
+            }
+        },
         Cmd::Validate { scenarios } => files::validate(scenarios),
         Cmd::List { dir } => files::list(&dir),
         Cmd::Check { history, checker, heal_at, liveness_bound } => files::check(&history, checker.as_deref(), heal_at, liveness_bound),

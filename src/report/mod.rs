@@ -49,7 +49,10 @@ pub struct Availability {
     pub overall: f64,
     /// The same per second of the main phase, by invocation time.
     pub per_second: Vec<f64>,
-    /// The longest time one partition was seen unavailable (see `max_unavailability`).
+    /// The longest span in which operations on one partition (or unit)
+    /// were tried and none was answered, as the clients saw it (zero when
+    /// no operation was tried in a gap: the table section's `unserved`
+    /// spans are the servers' view).
     pub max_unavailability: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub worst_window: Option<String>,
@@ -86,6 +89,9 @@ pub struct Report {
     pub disks: sim::disk::DiskStats,
     /// CPU and disk use per role, per second of the main phase.
     pub resources: Vec<crate::run::output::RoleUsage>,
+    /// Open-loop workloads: the load offered against the load served.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub load: Option<LoadFigures>,
     /// Services on the stream layer: stalls, replication and repair figures.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub streams: Option<StreamFigures>,
@@ -108,7 +114,16 @@ pub struct Report {
 pub struct Measured {
     pub availability: f64,
     pub max_unavailability: Duration,
+    /// Successful main-phase operations by invocation time (ns).
+    pub ok_at: Vec<u64>,
+    /// When the last fault healed and the main phase ended (ns).
+    pub heal_ns: u64,
+    pub main_end_ns: u64,
 }
+
+/// How long after healing the store has to get its goodput back when the
+/// scenario does not say.
+pub const RECOVERY_WINDOW_DEFAULT: Duration = Duration::from_secs(10);
 
 /// Seconds of the main phase, counted whole (at least one): the length of
 /// the report's per-second series.
@@ -172,6 +187,7 @@ pub fn build(scn: &Scenario, out: &RunOutput, ops: &[Operation<'_>], partition_o
         network: out.net.clone(),
         disks: out.disk.clone(),
         resources: out.usage.clone(),
+        load: load_figures(scn, out, ops),
         streams: None,
         table: None,
         bad_requests: out.bad_requests.as_ref().map(|log| badreq::figures(log, ops)),
@@ -179,7 +195,44 @@ pub fn build(scn: &Scenario, out: &RunOutput, ops: &[Operation<'_>], partition_o
         expectations: Vec::new(),
         pass: true,
     };
-    (report, Measured { availability: overall, max_unavailability: unavail })
+    let ok_at = ops.iter().filter(|r| r.phase == Phase::Main && r.outcome == Outcome::Ok).map(|r| r.invoke_ns).collect();
+    (report, Measured { availability: overall, max_unavailability: unavail, ok_at, heal_ns: out.heal_at.0, main_end_ns: out.main_end.0 })
+}
+
+/// Offered against served load (open-loop workloads; see
+/// `WorkloadDef::open_loop`), per second of the main phase and overall.
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct LoadFigures {
+    /// Arrivals per second: what the workloads offered.
+    pub offered_per_s: f64,
+    /// Operations sent per second (arrivals not shed).
+    pub sent_per_s: f64,
+    /// Arrivals shed at the client: every lane of the process was busy.
+    pub shed_at_client: u64,
+    /// Successful operations per second (goodput).
+    pub ok_per_s: f64,
+    /// Per second: arrivals, arrivals shed, successes.
+    pub offered: String,
+    pub shed: String,
+    pub ok: String,
+}
+
+fn load_figures(scn: &Scenario, out: &RunOutput, ops: &[Operation<'_>]) -> Option<LoadFigures> {
+    if !scn.workloads.iter().any(|w| w.open_loop) {
+        return None;
+    }
+    let secs = main_seconds(scn);
+    let mut ok = vec![0u64; secs];
+    for r in ops.iter().filter(|r| r.phase == Phase::Main && r.outcome == Outcome::Ok) {
+        ok[((r.invoke_ns / 1_000_000_000) as usize).min(secs - 1)] += 1;
+    }
+    let arrivals: Vec<u64> = (0..secs as u64).map(|s| out.offered.get(&s).map_or(0, |x| x.0)).collect();
+    let shed: Vec<u64> = (0..secs as u64).map(|s| out.offered.get(&s).map_or(0, |x| x.1)).collect();
+    let span = scn.duration.as_secs_f64().max(1e-9);
+    let line = |v: &[u64]| v.iter().map(u64::to_string).collect::<Vec<_>>().join(" ");
+    let (a, sh, k) = (arrivals.iter().sum::<u64>(), shed.iter().sum::<u64>(), ok.iter().sum::<u64>());
+    let r1 = |x: f64| (x * 10.0).round() / 10.0;
+    Some(LoadFigures { offered_per_s: r1(a as f64 / span), sent_per_s: r1((a - sh) as f64 / span), shed_at_client: sh, ok_per_s: r1(k as f64 / span), offered: line(&arrivals), shed: line(&shed), ok: line(&ok) })
 }
 
 impl Report {
@@ -208,7 +261,11 @@ impl Report {
                 l.map(|l| l.p99.as_str()).unwrap_or("-")
             );
         }
-        let _ = writeln!(s, "  availability {:.4}  longest unavailability {}", self.availability.overall, self.availability.max_unavailability);
+        let _ = writeln!(s, "  availability {:.4}  longest unavailability {} (clients' view: tried and unanswered)", self.availability.overall, self.availability.max_unavailability);
+        if let Some(l) = self.table.as_ref().and_then(|t| t.longest_unserved.as_ref()) {
+            let n = self.table.as_ref().and_then(|t| t.unserved.as_ref()).map_or(0, |u| u.count);
+            let _ = writeln!(s, "  longest unserved {l} (servers' view, {n} spans in all)");
+        }
         for p in &self.phases {
             let lat = |k: &str| p.latency.get(k).map_or("-", |l| l.p99.as_str());
             let _ = writeln!(
@@ -223,6 +280,9 @@ impl Report {
                 lat("reads"),
                 lat("writes")
             );
+        }
+        if let Some(l) = &self.load {
+            let _ = writeln!(s, "  load: offered {:.1}/s, sent {:.1}/s ({} shed at the client), ok {:.1}/s", l.offered_per_s, l.sent_per_s, l.shed_at_client, l.ok_per_s);
         }
         if let Some(h) = self.table.as_ref().and_then(|t| t.healthy_write.as_ref()) {
             let _ = writeln!(s, "  healthy writes: p50 {} over {} writes, modeled {} (inter-zone round trip + sync), ratio {:.2}", h.p50, h.writes, h.modeled, h.ratio);
@@ -282,7 +342,27 @@ pub fn judge(report: &mut Report, scn: &Scenario, m: &Measured, v: Verdicts) {
     judge_measured(report, scn, m);
 }
 
+/// Successful operations per second invoked in `[from, to)` (ns).
+fn goodput(ok_at: &[u64], from: u64, to: u64) -> f64 {
+    let n = ok_at.iter().filter(|&&t| t >= from && t < to).count();
+    n as f64 / ((to.saturating_sub(from)) as f64 / 1e9).max(1e-9)
+}
+
 fn judge_measured(report: &mut Report, scn: &Scenario, m: &Measured) {
+    if let Some(min) = scn.expect.min_recovered_goodput {
+        let window = scn.expect.recovery_window.map_or(RECOVERY_WINDOW_DEFAULT, |w| w.0);
+        let start = SERVICE_STARTUP.as_nanos() as u64;
+        let first = scn.faults.first().map_or(m.main_end_ns, |f| f.at.as_nanos() as u64);
+        let from = m.heal_ns.saturating_add(window.as_nanos() as u64);
+        let (before, after) = (goodput(&m.ok_at, start, first), goodput(&m.ok_at, from, m.main_end_ns));
+        if from >= m.main_end_ns || first <= start {
+            let why = format!("no time to judge: the run needs time before the first fault and after the heal + {}", fmt_duration(window));
+            report.expect("min_recovered_goodput", format!(">= {min}"), why, false);
+        } else {
+            let ratio = after / before.max(1e-9);
+            report.expect("min_recovered_goodput", format!(">= {min}"), format!("{ratio:.3} ({after:.1} ok/s from heal + {} against {before:.1} ok/s before the first fault)", fmt_duration(window)), ratio >= min);
+        }
+    }
     if let Some(min) = scn.expect.min_availability {
         report.expect("min_availability", format!(">= {min}"), format!("{:.4}", m.availability), m.availability >= min);
     }

@@ -23,9 +23,21 @@ pub struct TableFigures {
     pub time_to_recover: Option<Latency>,
     /// The worst one: partition, from, to.
     pub slowest_recovery: Option<String>,
-    /// The worst one's time to recover (for `max_time_to_recover`).
+    /// The worst one's time to recover.
     #[serde(skip)]
     pub slowest_recovery_time: Option<Duration>,
+    /// Every span, after a partition was first served, in which no server
+    /// served it, whatever the cause (a failover, a server that crashed and
+    /// reloaded its own partitions, a move, a lease that lapsed): from the
+    /// last sign of service (last answer, lease renewal or stop) to the
+    /// next server's first moment of serving, or to the end of the main
+    /// phase. `max_time_to_recover` judges the longest.
+    pub unserved: Option<Latency>,
+    /// The longest unserved span: partition, when, why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub longest_unserved: Option<String>,
+    #[serde(skip)]
+    pub longest_unserved_time: Option<Duration>,
     pub master_takeovers: u64,
     /// Requests the proxies refused, by reason.
     pub auth_refused: BTreeMap<String, u64>,

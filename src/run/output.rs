@@ -64,6 +64,8 @@ pub struct RunOutput {
     pub disk: DiskStats,
     /// CPU and disk use of each role's nodes.
     pub usage: Vec<RoleUsage>,
+    /// Open-loop workloads: (arrivals, shed at the client) per second.
+    pub offered: std::collections::BTreeMap<u64, (u64, u64)>,
     pub events: Vec<Event>,
     /// What the service observed (its observers, by type: the stream
     /// layer's, the table service's, ...).

@@ -168,6 +168,7 @@ async fn simulate(scn: Scenario, seed: u64, opts: RunOptions) -> RunOutput {
         main_end,
         end,
         final_phase_complete: control.final_done(),
+        offered: control.offered(),
         net: world.net_stats(),
         disk,
         usage,

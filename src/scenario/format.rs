@@ -337,6 +337,24 @@ pub struct WorkloadDef {
     /// (columns of two writes mixed) reads as a value nobody wrote.
     #[serde(default)]
     pub columns: u32,
+    /// Open loop: operations arrive on schedule whatever the answers. Each
+    /// client process keeps up to `outstanding_max` operations open (each
+    /// its own history process); an arrival that finds them all open is
+    /// shed at the client and counted as offered but not sent. Latency is
+    /// then measured from the scheduled arrival, so overload shows in the
+    /// figures instead of lowering the offered rate (closed loop, the
+    /// default, issues the next operation only after the last answer).
+    #[serde(default)]
+    pub open_loop: bool,
+    #[serde(default = "default_outstanding_max")]
+    pub outstanding_max: u32,
+}
+
+/// The most operations one open-loop client process keeps open.
+pub const OUTSTANDING_MAX_LIMIT: u32 = 1024;
+
+fn default_outstanding_max() -> u32 {
+    16
 }
 
 fn default_dist() -> Distribution {
@@ -440,11 +458,18 @@ pub struct ExpectDef {
     /// Table: the longest any failover after a server died or lost its
     /// lease may take to recover (the report's `time_to_recover`).
     pub max_time_to_recover: Option<Dur>,
+    /// Load: the goodput (successful operations per second) from
+    /// `recovery_window` after the last fault healed to the end of the main
+    /// phase, at least this fraction of the goodput before the first fault.
+    pub min_recovered_goodput: Option<f64>,
+    /// How long after healing the store has to get its goodput back
+    /// (default 10 s).
+    pub recovery_window: Option<Dur>,
 }
 
 impl ExpectDef {
     /// Every expectation, in file order, and whether the scenario sets it.
-    pub fn fields(&self) -> [(&'static str, bool); 16] {
+    pub fn fields(&self) -> [(&'static str, bool); 18] {
         [
             ("lost_acked_writes", self.lost_acked_writes.is_some()),
             ("linearizable", self.linearizable.is_some()),
@@ -462,6 +487,8 @@ impl ExpectDef {
             ("bad_values_seen", self.bad_values_seen.is_some()),
             ("min_master_takeovers", self.min_master_takeovers.is_some()),
             ("max_time_to_recover", self.max_time_to_recover.is_some()),
+            ("min_recovered_goodput", self.min_recovered_goodput.is_some()),
+            ("recovery_window", self.recovery_window.is_some()),
         ]
     }
 }

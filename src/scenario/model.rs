@@ -61,7 +61,7 @@ impl Resources {
     /// The CPU of a node of `role`.
     pub fn cpu(&self, role: &str) -> sim::cpu::CpuConfig {
         let d = sim::cpu::CpuConfig::default();
-        sim::cpu::CpuConfig { cores: self.cores.get(role).copied().unwrap_or(d.cores), queue_max: self.queue_max.get(role).copied().unwrap_or(d.queue_max) }
+        sim::cpu::CpuConfig { cores: self.cores.get(role).copied().unwrap_or(d.cores), queue_max: self.queue_max.get(role).copied().unwrap_or(d.queue_max), ..d }
     }
 }
 

@@ -193,6 +193,12 @@ pub(super) fn validate(path: &Path, text: &str, f: ScenarioFile, services: &[&dy
         if wd.clients == 0 || wd.clients > 10_000 {
             return bad("clients", format!("{} clients: use 1 to 10000", wd.clients));
         }
+        if wd.outstanding_max == 0 || wd.outstanding_max > super::format::OUTSTANDING_MAX_LIMIT {
+            return bad("outstanding_max", format!("{}: use 1 to {}", wd.outstanding_max, super::format::OUTSTANDING_MAX_LIMIT));
+        }
+        if wd.open_loop && wd.kind == WorkloadKind::Stream {
+            return bad("open_loop", "stream workloads run closed loop only".into());
+        }
         if wd.keys == 0 {
             return bad("keys", "at least one key is needed".into());
         }

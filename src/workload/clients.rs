@@ -26,6 +26,9 @@ use crate::scenario::{Scenario, WorkloadKind};
 
 /// Process ids of a restarted client node start at `incarnation * this`.
 const PROCESS_ID_STRIDE: u64 = 1_000_000;
+/// An open-loop process's lanes are history processes `process + l * this`
+/// (l = 1, 2, ...), far above every process id.
+const LANE_ID_STRIDE: u64 = 1 << 32;
 /// The operation timeout of a run without workloads.
 const OP_TIMEOUT_DEFAULT: Duration = Duration::from_millis(500);
 
@@ -39,6 +42,8 @@ pub struct Clients {
     /// Streams: when each stream last had an append acknowledged, over all
     /// processes (the workload's view, not the system's).
     stream_progress: SharedProgress,
+    /// Open-loop arrivals and sheds.
+    offered: kv::OfferedLog,
 }
 
 impl Clients {
@@ -57,6 +62,11 @@ impl Clients {
     /// Whether the final read-back is done.
     pub fn final_done(&self) -> bool {
         self.final_done.load(Ordering::SeqCst)
+    }
+
+    /// Open-loop arrivals and arrivals shed at the client, per second.
+    pub fn offered(&self) -> std::collections::BTreeMap<u64, (u64, u64)> {
+        self.offered.snapshot()
     }
 
     /// The processes of a plan this incarnation of the node still runs:
@@ -129,6 +139,7 @@ pub struct ClientNode {
 pub fn spread(scn: &Scenario, nodes: usize, history: &SharedHistory, bad_requests: Option<BadLog>) -> (Arc<Clients>, Vec<ClientNode>) {
     let mut plans: Vec<ClientPlan> = (0..nodes).map(|i| ClientPlan { processes: Vec::new(), streams: Vec::new(), final_reader: i == 0 }).collect();
     let mut next_process = 0u64;
+    let offered = kv::OfferedLog::default();
     let op_timeout = scn.workloads.first().map(|w| w.timeout.0).unwrap_or(OP_TIMEOUT_DEFAULT);
     for w in scn.workloads.iter().filter(|w| w.kind == WorkloadKind::Stream) {
         let def = Arc::new(w.clone());
@@ -156,7 +167,7 @@ pub fn spread(scn: &Scenario, nodes: usize, history: &SharedHistory, bad_request
         let def = Arc::new(w.clone());
         let chooser = Arc::new(KeyChooser::new(w.keys, w.distribution, w.zipf_theta));
         for _ in 0..w.clients {
-            let (def, chooser) = (def.clone(), chooser.clone());
+            let (def, chooser, offered) = (def.clone(), chooser.clone(), offered.clone());
             let duration = scn.duration;
             let make: MakeSpec = Arc::new(move |process| ProcessSpec {
                 process,
@@ -167,6 +178,8 @@ pub fn spread(scn: &Scenario, nodes: usize, history: &SharedHistory, bad_request
                 hot: None,
                 start: SERVICE_STARTUP,
                 stop: duration,
+                lanes: if def.open_loop { (1..=u64::from(def.outstanding_max)).map(|l| process + l * LANE_ID_STRIDE).collect() } else { Vec::new() },
+                offered: def.open_loop.then(|| offered.clone()),
             });
             plans[(next_process as usize) % nodes].processes.push((next_process, make));
             next_process += 1;
@@ -187,12 +200,14 @@ pub fn spread(scn: &Scenario, nodes: usize, history: &SharedHistory, bad_request
                 hot: Some((h.op, h.lo, h.hi)),
                 start: h.at.max(SERVICE_STARTUP),
                 stop: h.until,
+                lanes: Vec::new(),
+                offered: None,
             });
             plans[(next_process as usize) % nodes].processes.push((next_process, make));
             next_process += 1;
         }
     }
-    let clients = Arc::new(Clients { final_keys: Mutex::new(None), final_done: AtomicBool::new(false), processes: Mutex::new(BTreeMap::new()), stream_progress: Arc::new(Mutex::new(BTreeMap::new())) });
+    let clients = Arc::new(Clients { final_keys: Mutex::new(None), final_done: AtomicBool::new(false), processes: Mutex::new(BTreeMap::new()), stream_progress: Arc::new(Mutex::new(BTreeMap::new())), offered });
     let nodes = plans.into_iter().map(|plan| ClientNode { plan, history: history.clone(), clients: clients.clone(), op_timeout, bad_requests: bad_requests.clone() }).collect();
     (clients, nodes)
 }
@@ -209,6 +224,10 @@ impl ClientNode {
     pub async fn run_kv<S: KvService + 'static>(self, ctx: NodeCtx, client: S) {
         let incarnation = ctx.world.incarnation(ctx.id);
         for (process, spec) in self.clients.starting(&ctx, &self.plan.processes, |s| (&mut s.start, s.stop)) {
+            // An open-loop process's lanes are processes of the node too.
+            for &lane in &spec.lanes {
+                self.clients.processes.lock().expect("control").insert(lane, (ctx.id, incarnation));
+            }
             let rng = ctx.world.rng(&format!("workload/{}/{process}", spec.workload));
             madsim::task::spawn_local(kv::run_process(ctx.world.clone(), client.clone(), self.history.clone(), spec, rng));
         }

@@ -81,78 +81,179 @@ pub struct ProcessSpec {
     pub rate: f64,
     pub start: Duration,
     pub stop: Duration,
+    /// Open loop: the history processes of the lanes (empty: closed loop).
+    pub lanes: Vec<u64>,
+    /// Open loop: where arrivals and sheds are counted.
+    pub offered: Option<OfferedLog>,
 }
 
-/// Runs one client process until its stop time.
+/// Arrivals and arrivals shed at the client, per second of model time, over
+/// every open-loop process of a run.
+#[derive(Clone, Default)]
+pub struct OfferedLog(Arc<std::sync::Mutex<BTreeMap<u64, (u64, u64)>>>);
+
+impl OfferedLog {
+    fn arrival(&self, at: SimTime, shed: bool) {
+        let mut m = self.0.lock().expect("offered");
+        let e = m.entry(at.as_nanos() / 1_000_000_000).or_default();
+        e.0 += 1;
+        e.1 += u64::from(shed);
+    }
+
+    /// (arrivals, shed) per second, by second.
+    pub fn snapshot(&self) -> BTreeMap<u64, (u64, u64)> {
+        self.0.lock().expect("offered").clone()
+    }
+}
+
+/// What a process sends next: an operation for the history, or a bad
+/// request (kept out of it).
+enum Next {
+    Op(Op),
+    Bad(BadRequest),
+}
+
+/// Draws a process's operations from its random stream.
+struct Generator {
+    process: u64,
+    counter: u64,
+    weights: Vec<(&'static str, f64)>,
+    total: f64,
+    bad_fraction: f64,
+    bad_sent: u64,
+    hot: Option<(HotOp, u64, u64)>,
+    chooser: Arc<KeyChooser>,
+}
+
+impl Generator {
+    fn new(spec: &ProcessSpec, rng: &mut ChaCha8Rng) -> Generator {
+        let weights = spec.def.mix.weights().to_vec();
+        let total: f64 = weights.iter().map(|(_, w)| w).sum();
+        // Bad requests cycle through the kinds from a point of the process's
+        // own random stream (drawn only when the workload sends any, so other
+        // scenarios' streams are unchanged).
+        let bad_fraction = spec.def.bad_requests;
+        let bad_sent = if bad_fraction > 0.0 { rng.random_range(0..BadKind::ALL.len() as u64) } else { 0 };
+        Generator { process: spec.process, counter: 0, weights, total, bad_fraction, bad_sent, hot: spec.hot, chooser: spec.chooser.clone() }
+    }
+
+    fn next(&mut self, rng: &mut ChaCha8Rng, known: &BTreeMap<String, Option<String>>) -> Next {
+        if let Some((hop, lo, hi)) = self.hot {
+            let key = key_name(rng.random_range(lo..=hi));
+            return Next::Op(match hop {
+                HotOp::Read => Op::Read { key, value: None },
+                HotOp::Write => {
+                    self.counter += 1;
+                    Op::Write { key, value: format!("p{}.{}", self.process, self.counter) }
+                }
+            });
+        }
+        let mut x = rng.random::<f64>() * self.total;
+        let kind = self.weights.iter().find(|(_, w)| {
+            if x < *w {
+                true
+            } else {
+                x -= w;
+                false
+            }
+        }).map(|(k, _)| *k).unwrap_or("read");
+        let idx = self.chooser.pick(rng);
+        let key = key_name(idx);
+        self.counter += 1;
+        let value = format!("p{}.{}", self.process, self.counter);
+        let op = match kind {
+            "write" => Op::Write { key, value },
+            "cas" => Op::Cas { expected: known.get(&key).cloned().unwrap_or(None), key, value },
+            "delete" => Op::Delete { key },
+            "append" => Op::Append { pkey: format!("u{:04}", idx % APPEND_PKEYS), seq: None },
+            "scan" => Op::Scan { start: key, end: key_name(idx + 50), count: None },
+            _ => Op::Read { key, value: None },
+        };
+        if self.bad_fraction > 0.0 && rng.random::<f64>() < self.bad_fraction {
+            let req = BadRequest { kind: BadKind::ALL[(self.bad_sent % BadKind::ALL.len() as u64) as usize], variant: self.bad_sent, op: mark(op, self.process, self.counter) };
+            self.bad_sent += 1;
+            return Next::Bad(req);
+        }
+        Next::Op(op)
+    }
+}
+
+/// Learns a key's value from a successful operation (for `cas`).
+fn learn(known: &mut BTreeMap<String, Option<String>>, op: &Op) {
+    match op {
+        Op::Read { key, value } => remember(known, key, value.clone()),
+        Op::Write { key, value } | Op::Cas { key, value, .. } => remember(known, key, Some(value.clone())),
+        Op::Delete { key } => remember(known, key, None),
+        _ => {}
+    }
+}
+
+/// Runs one client process until its stop time: closed loop (one
+/// operation at a time) or, with lanes, open loop.
 pub async fn run_process<S: KvService>(world: World, client: S, history: SharedHistory, spec: ProcessSpec, mut rng: ChaCha8Rng) {
+    if !spec.lanes.is_empty() {
+        return run_open(world, client, history, spec, rng).await;
+    }
     let mut next = SimTime::from_duration(spec.start);
     let stop = SimTime::from_duration(spec.stop);
-    let mut counter = 0u64;
     let mut known: BTreeMap<String, Option<String>> = BTreeMap::new();
-    let weights = spec.def.mix.weights();
-    let total: f64 = weights.iter().map(|(_, w)| w).sum();
-    // Bad requests cycle through the kinds from a point of the process's
-    // own random stream (drawn only when the workload sends any, so other
-    // scenarios' streams are unchanged).
-    let bad_fraction = spec.def.bad_requests;
-    let mut bad_sent = if bad_fraction > 0.0 { rng.random_range(0..BadKind::ALL.len() as u64) } else { 0 };
+    let mut gen = Generator::new(&spec, &mut rng);
     loop {
         next = next_arrival(next, spec.rate, &mut rng);
         if next >= stop {
             return;
         }
         time::sleep_until(next).await;
-        let op = match spec.hot {
-            Some((hop, lo, hi)) => {
-                let key = key_name(rng.random_range(lo..=hi));
-                match hop {
-                    HotOp::Read => Op::Read { key, value: None },
-                    HotOp::Write => {
-                        counter += 1;
-                        Op::Write { key, value: format!("p{}.{counter}", spec.process) }
-                    }
-                }
-            }
-            None => {
-                let mut x = rng.random::<f64>() * total;
-                let kind = weights.iter().find(|(_, w)| {
-                    if x < *w {
-                        true
-                    } else {
-                        x -= w;
-                        false
-                    }
-                }).map(|(k, _)| *k).unwrap_or("read");
-                let idx = spec.chooser.pick(&mut rng);
-                let key = key_name(idx);
-                counter += 1;
-                let value = format!("p{}.{counter}", spec.process);
-                let op = match kind {
-                    "write" => Op::Write { key, value },
-                    "cas" => Op::Cas { expected: known.get(&key).cloned().unwrap_or(None), key, value },
-                    "delete" => Op::Delete { key },
-                    "append" => Op::Append { pkey: format!("u{:04}", idx % APPEND_PKEYS), seq: None },
-                    "scan" => Op::Scan { start: key, end: key_name(idx + 50), count: None },
-                    _ => Op::Read { key, value: None },
-                };
-                if bad_fraction > 0.0 && rng.random::<f64>() < bad_fraction {
-                    let req = BadRequest { kind: BadKind::ALL[(bad_sent % BadKind::ALL.len() as u64) as usize], variant: bad_sent, op: mark(op, spec.process, counter) };
-                    bad_sent += 1;
-                    send_bad(&world, &client, spec.process, req).await;
-                    continue;
-                }
-                op
+        let op = match gen.next(&mut rng, &known) {
+            Next::Op(op) => op,
+            Next::Bad(req) => {
+                send_bad(&world, &client, spec.process, req).await;
+                continue;
             }
         };
         let (op, kind) = execute(&world, &client, &history, spec.process, Phase::Main, op, spec.def.value_size).await;
         if kind == Kind::Ok {
-            match &op {
-                Op::Read { key, value } => remember(&mut known, key, value.clone()),
-                Op::Write { key, value } | Op::Cas { key, value, .. } => remember(&mut known, key, Some(value.clone())),
-                Op::Delete { key } => remember(&mut known, key, None),
-                _ => {}
-            }
+            learn(&mut known, &op);
         }
+    }
+}
+
+/// The open loop: arrivals on schedule (Poisson at the process's rate,
+/// never delayed by answers); each goes out at once on a free lane (a
+/// history process of its own), or is shed at the client when every lane
+/// has an operation open. `offered` counts arrivals and sheds per second.
+async fn run_open<S: KvService>(world: World, client: S, history: SharedHistory, spec: ProcessSpec, mut rng: ChaCha8Rng) {
+    let mut next = SimTime::from_duration(spec.start);
+    let stop = SimTime::from_duration(spec.stop);
+    let known: Arc<std::sync::Mutex<BTreeMap<String, Option<String>>>> = Arc::default();
+    let free: Arc<std::sync::Mutex<Vec<u64>>> = Arc::new(std::sync::Mutex::new(spec.lanes.iter().rev().copied().collect()));
+    let mut gen = Generator::new(&spec, &mut rng);
+    loop {
+        let gap = -(1.0 - rng.random::<f64>()).ln() / spec.rate;
+        next = next + Duration::from_nanos((gap * 1e9) as u64);
+        if next >= stop {
+            return;
+        }
+        time::sleep_until(next).await;
+        let lane = free.lock().expect("lanes").pop();
+        if let Some(o) = &spec.offered {
+            o.arrival(next, lane.is_none());
+        }
+        let Some(lane) = lane else { continue };
+        let next_op = gen.next(&mut rng, &known.lock().expect("known"));
+        let (world, client, history, known, free, size) = (world.clone(), client.clone(), history.clone(), known.clone(), free.clone(), spec.def.value_size);
+        madsim::task::spawn_local(async move {
+            match next_op {
+                Next::Bad(req) => send_bad(&world, &client, lane, req).await,
+                Next::Op(op) => {
+                    let (op, kind) = execute(&world, &client, &history, lane, Phase::Main, op, size).await;
+                    if kind == Kind::Ok {
+                        learn(&mut known.lock().expect("known"), &op);
+                    }
+                }
+            }
+            free.lock().expect("lanes").push(lane);
+        });
     }
 }
 

@@ -40,6 +40,22 @@ use super::{FailoverCause, PartitionId, PartitionInfo};
 pub const ASSIGN_PENDING_MAX: usize = 1024;
 /// How long rebalancing leaves a partition where an admin move put it.
 pub const ADMIN_PIN: Duration = Duration::from_secs(60);
+/// Weight of a new load report in a partition's moving average (heartbeats
+/// come every 100 ms: about a second of memory).
+pub const LOAD_AVERAGING: f64 = 0.1;
+/// Least time between two moves for load.
+pub const LOAD_MOVE_GAP: Duration = Duration::from_secs(2);
+/// A partition moved for load stays put this long (no back and forth).
+pub const LOAD_MOVE_COOLDOWN: Duration = Duration::from_secs(60);
+/// Servers whose loads differ by less than this fraction of the mean
+/// server load are balanced.
+pub const LOAD_IMBALANCE_MIN: f64 = 0.25;
+/// A move for load must lower the busier server's load by at least this
+/// fraction of it.
+pub const LOAD_GAIN_MIN: f64 = 0.1;
+/// Below this load (µs of CPU per second: 2% of a core) a server is idle
+/// enough that nothing moves for load.
+pub const LOAD_FLOOR: f64 = 20_000.0;
 /// Rebalancing moves in flight at once.
 pub const REBALANCE_MOVES_MAX: usize = 2;
 /// A server takes partitions from rebalancing only after it has been alive
@@ -63,9 +79,11 @@ struct Server {
     dead: bool,
     /// When it was last found alive after being unknown or dead.
     alive_since: SimTime,
+    /// When its last load report came (the interval of the next one).
+    load_at: Option<SimTime>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 struct Part {
     info: PartitionInfo,
     /// The owner may serve the partition until then (master clock).
@@ -81,6 +99,11 @@ struct Part {
     /// An operator placed it (an admin move): rebalancing leaves it where
     /// it is until then.
     pinned_until: SimTime,
+    /// The CPU its requests cost its owner, µs per second (a moving
+    /// average of the owner's reports).
+    rate: f64,
+    /// When rebalancing last moved it.
+    moved_at: Option<SimTime>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -94,7 +117,9 @@ struct Drain {
 pub enum Input {
     /// A server's heartbeat: `echo` is the send time of the newest grant it
     /// received from this master; `lost` the (pid, epoch) it gave up.
-    Heartbeat { server: NodeId, zone: ZoneId, echo: Option<SimTime>, lost: Vec<(PartitionId, u64)> },
+    /// `load`: the CPU time (µs) each of its partitions' requests cost it
+    /// since its last heartbeat.
+    Heartbeat { server: NodeId, zone: ZoneId, echo: Option<SimTime>, lost: Vec<(PartitionId, u64)>, load: Vec<(PartitionId, u64)> },
     Tick,
     /// The map as stored (after a commit, an abort or a reload).
     Map(Vec<PartitionInfo>),
@@ -130,6 +155,8 @@ pub enum Cmd {
 pub struct Core {
     cfg: CoreConfig,
     since: SimTime,
+    /// When rebalancing last moved a partition for load.
+    last_load_move: Option<SimTime>,
     servers: BTreeMap<NodeId, Server>,
     parts: BTreeMap<PartitionId, Part>,
 }
@@ -137,7 +164,7 @@ pub struct Core {
 impl Core {
     /// A core for a master that became active at `now`.
     pub fn new(cfg: CoreConfig, now: SimTime) -> Core {
-        Core { cfg, since: now, servers: BTreeMap::new(), parts: BTreeMap::new() }
+        Core { cfg, since: now, last_load_move: None, servers: BTreeMap::new(), parts: BTreeMap::new() }
     }
 
     fn hold(&self) -> Duration {
@@ -177,8 +204,20 @@ impl Core {
     pub fn step(&mut self, now: SimTime, input: Input) -> Vec<Cmd> {
         let mut out = Vec::new();
         match input {
-            Input::Heartbeat { server, zone, echo, lost } => {
-                let s = self.servers.entry(server).or_insert(Server { zone, heard: now, dead: false, alive_since: now });
+            Input::Heartbeat { server, zone, echo, lost, load } => {
+                let s = self.servers.entry(server).or_insert(Server { zone, heard: now, dead: false, alive_since: now, load_at: None });
+                // The load its partitions cost it since its last report, as
+                // a rate, into each partition's moving average.
+                if let Some(since) = s.load_at.filter(|&t| t < now) {
+                    let secs = now.saturating_sub(since).as_secs_f64();
+                    let reported: BTreeMap<PartitionId, u64> = load.into_iter().collect();
+                    for p in self.parts.values_mut().filter(|p| p.info.owner == Some(server)) {
+                        let sample = reported.get(&p.info.pid).copied().unwrap_or(0) as f64 / secs;
+                        p.rate += LOAD_AVERAGING * (sample - p.rate);
+                    }
+                }
+                let s = self.servers.get_mut(&server).expect("inserted");
+                s.load_at = Some(now);
                 if let Some(e) = echo.filter(|&e| e <= now) {
                     if e > s.heard {
                         s.heard = e;
@@ -293,7 +332,7 @@ impl Core {
                 p.draining = None;
                 p
             }
-            None => Part { info, granted_until: floor, draining: None, released: false, lost: false, pending: false, pinned_until: SimTime::ZERO },
+            None => Part { info, granted_until: floor, draining: None, released: false, lost: false, pending: false, pinned_until: SimTime::ZERO, rate: 0.0, moved_at: None },
         }
     }
 
@@ -369,7 +408,8 @@ impl Core {
         if now < self.since + self.hold() {
             return;
         }
-        let mut load: BTreeMap<NodeId, usize> = self.live_servers().into_iter().map(|n| (n, 0)).collect();
+        let mut count: BTreeMap<NodeId, usize> = self.live_servers().into_iter().map(|n| (n, 0)).collect();
+        let mut load: BTreeMap<NodeId, f64> = count.keys().map(|&n| (n, 0.0)).collect();
         let mut moving = 0;
         for p in self.parts.values() {
             // Failover first: nothing moves while a partition has no live
@@ -378,30 +418,68 @@ impl Core {
             if !owner_live || p.pending || p.lost {
                 return;
             }
-            match &p.draining {
+            let at = match &p.draining {
                 Some(Drain { to: Some(to), cause: FailoverCause::Rebalanced }) => {
                     moving += 1;
-                    *load.entry(*to).or_default() += 1;
+                    *to
                 }
                 Some(_) => return,
-                None => *load.entry(p.info.owner.expect("live owner")).or_default() += 1,
-            }
+                None => p.info.owner.expect("live owner"),
+            };
+            *count.entry(at).or_default() += 1;
+            *load.entry(at).or_default() += p.rate;
         }
         if moving >= REBALANCE_MOVES_MAX {
             return;
         }
-        let settled: BTreeMap<NodeId, usize> = load.iter().filter(|(n, _)| self.servers[n].alive_since + REBALANCE_SETTLE <= now).map(|(&n, &l)| (n, l)).collect();
-        let Some(to) = self.choose_in(&settled, &load) else { return };
-        // The most loaded server (ties: the highest id).
-        let Some((&from, &most)) = load.iter().max_by_key(|(&n, &l)| (l, n)) else { return };
-        if most < load[&to] + 2 {
+        let settled = |n: &NodeId| self.servers[n].alive_since + REBALANCE_SETTLE <= now;
+        let movable = |p: &Part, from: NodeId| p.info.owner == Some(from) && p.draining.is_none() && p.pinned_until <= now && p.moved_at.is_none_or(|t| t + LOAD_MOVE_COOLDOWN <= now);
+        // Counts: a server with two partitions fewer (a zone that came
+        // back) gets the coldest partition of the fullest server, unless
+        // it is busier than that server already.
+        let settled_counts: BTreeMap<NodeId, usize> = count.iter().filter(|(n, _)| settled(n)).map(|(&n, &c)| (n, c)).collect();
+        if let (Some(to), Some((&from, &most))) = (self.choose_in(&settled_counts, &count), count.iter().max_by_key(|(&n, &c)| (c, n))) {
+            if most >= count[&to] + 2 && load[&to] <= load[&from] {
+                let coldest = self.parts.values().filter(|p| movable(p, from)).min_by(|a, b| a.rate.total_cmp(&b.rate).then(a.info.pid.cmp(&b.info.pid))).map(|p| p.info.pid);
+                if let Some(pid) = coldest {
+                    self.start_move(pid, from, to, now, out);
+                    return;
+                }
+            }
+        }
+        // Load: the busiest server gives the partition that best evens it
+        // with the least busy one, at most one move per LOAD_MOVE_GAP.
+        if moving > 0 || self.last_load_move.is_some_and(|t| t + LOAD_MOVE_GAP > now) {
             return;
         }
-        // Its lowest partition that is not already moving, nor pinned by
-        // an admin move.
-        let Some(pid) = self.parts.values().find(|p| p.info.owner == Some(from) && p.draining.is_none() && p.pinned_until <= now).map(|p| p.info.pid) else { return };
+        let mean = load.values().sum::<f64>() / load.len().max(1) as f64;
+        let Some((&from, &high)) = load.iter().max_by(|a, b| a.1.total_cmp(b.1).then(a.0.cmp(b.0))) else { return };
+        let Some((&to, &low)) = load.iter().filter(|(n, _)| settled(n)).min_by(|a, b| a.1.total_cmp(b.1).then(a.0.cmp(b.0))) else { return };
+        let gap = high - low;
+        if high < LOAD_FLOOR || gap < LOAD_IMBALANCE_MIN * mean || from == to {
+            return;
+        }
+        // Moving rate r leaves the two at high - r and low + r: the gain is
+        // min(r, gap - r), best for r near gap / 2, none for r >= gap.
+        let best = self
+            .parts
+            .values()
+            .filter(|p| movable(p, from) && p.rate < gap)
+            .map(|p| (p.rate.min(gap - p.rate), p.info.pid))
+            .max_by(|a, b| a.0.total_cmp(&b.0).then(b.1.cmp(&a.1)));
+        if let Some((gain, pid)) = best {
+            if gain >= LOAD_GAIN_MIN * high {
+                self.last_load_move = Some(now);
+                self.start_move(pid, from, to, now, out);
+            }
+        }
+    }
+
+    /// Drains `pid` from `from` for a rebalancing move to `to`.
+    fn start_move(&mut self, pid: PartitionId, from: NodeId, to: NodeId, now: SimTime, out: &mut Vec<Cmd>) {
         let p = self.parts.get_mut(&pid).expect("found");
         p.draining = Some(Drain { to: Some(to), cause: FailoverCause::Rebalanced });
+        p.moved_at = Some(now);
         out.push(Cmd::Release { server: from, pid, epoch: p.info.epoch });
     }
 
@@ -444,7 +522,7 @@ mod tests {
     }
 
     fn hb(c: &mut Core, now: u64, server: u32, zone: u16, echo: Option<u64>) -> Vec<(PartitionId, u64)> {
-        let out = c.step(t(now), Input::Heartbeat { server: NodeId(server), zone: ZoneId(zone), echo: echo.map(t), lost: vec![] });
+        let out = c.step(t(now), Input::Heartbeat { server: NodeId(server), zone: ZoneId(zone), echo: echo.map(t), lost: vec![], load: vec![] });
         match &out[..] {
             [Cmd::Grant { parts, .. }] => parts.clone(),
             other => panic!("{other:?}"),
@@ -589,9 +667,9 @@ mod tests {
         c.step(t(0), Input::Map(vec![part(1, Some(1), 4)]));
         hb(&mut c, 2000, 2, 1, None);
         // A report for an old epoch changes nothing.
-        c.step(t(2000), Input::Heartbeat { server: NodeId(1), zone: ZoneId(0), echo: None, lost: vec![(1, 3)] });
+        c.step(t(2000), Input::Heartbeat { server: NodeId(1), zone: ZoneId(0), echo: None, lost: vec![(1, 3)], load: vec![] });
         assert!(assigns(&c.step(t(2000), Input::Tick)).is_empty());
-        let out = c.step(t(2100), Input::Heartbeat { server: NodeId(1), zone: ZoneId(0), echo: Some(t(2000)), lost: vec![(1, 4)] });
+        let out = c.step(t(2100), Input::Heartbeat { server: NodeId(1), zone: ZoneId(0), echo: Some(t(2000)), lost: vec![(1, 4)], load: vec![] });
         assert_eq!(out, vec![Cmd::Grant { server: NodeId(1), parts: vec![] }]);
         let a = assigns(&c.step(t(2100), Input::Tick));
         assert_eq!(a.len(), 1);
@@ -669,6 +747,68 @@ mod tests {
         assert_eq!(c.partition(1).unwrap().owner, Some(NodeId(2)));
         let count = |s: u32| c.partitions().iter().filter(|p| p.owner == Some(NodeId(s))).count();
         assert_eq!((count(1), count(2)), (1, 2));
+    }
+
+    /// Heartbeats every live server every 100 ms from `from` to `to` (ms)
+    /// with each partition's load at `rate(pid)` µs of CPU per second,
+    /// releasing and committing every move at once; the moves made.
+    fn run_loaded(c: &mut Core, from: u64, to: u64, live: &[(u32, u16)], rate: &dyn Fn(PartitionId) -> u64) -> Vec<(u64, PartitionId, NodeId, NodeId)> {
+        let mut moves = Vec::new();
+        for now in (from..to).step_by(100) {
+            for &(s, z) in live {
+                let load: Vec<(PartitionId, u64)> = c.partitions().iter().filter(|p| p.owner == Some(NodeId(s))).map(|p| (p.pid, rate(p.pid) / 10)).collect();
+                c.step(t(now), Input::Heartbeat { server: NodeId(s), zone: ZoneId(z), echo: Some(t(now.saturating_sub(100))), lost: vec![], load });
+            }
+            let out = c.step(t(now), Input::Tick);
+            for (from_server, pid) in releases(&out) {
+                let out = c.step(t(now), Input::Released { pid, epoch: c.partition(pid).unwrap().epoch });
+                let a = assigns(&out);
+                assert_eq!(a.len(), 1);
+                moves.push((now, pid, from_server, a[0].1));
+                commit(c, &out);
+            }
+        }
+        moves
+    }
+
+    #[test]
+    fn the_busiest_server_gives_the_partitions_that_even_the_load() {
+        let mut c = Core::new(cfg(), t(0));
+        // Three partitions each on three servers; partition 1 alone costs
+        // as much as six others.
+        c.step(t(0), Input::Map((1..=9).map(|i| part(i, Some(1 + ((i - 1) / 3) as u32), 1)).collect()));
+        let rate = |pid: PartitionId| if pid == 1 { 600_000 } else { 100_000 };
+        let moves = run_loaded(&mut c, 0, 30_000, &[(1, 0), (2, 1), (3, 2)], &rate);
+        // Server 1 keeps the hot partition alone; partitions 2 and 3 go to
+        // the other two, at least LOAD_MOVE_GAP apart; the hot one never moves.
+        let moved: Vec<(PartitionId, NodeId, NodeId)> = moves.iter().map(|m| (m.1, m.2, m.3)).collect();
+        assert_eq!(moved.len(), 2, "{moves:?}");
+        assert!(moved.iter().all(|&(pid, from, _)| from == NodeId(1) && pid != 1), "{moves:?}");
+        assert!(moves[1].0 - moves[0].0 >= LOAD_MOVE_GAP.as_millis() as u64);
+        let owners: Vec<NodeId> = c.partitions().iter().filter(|p| p.owner == Some(NodeId(1))).map(|p| NodeId(p.pid as u32)).collect();
+        assert_eq!(owners, vec![NodeId(1)], "server 1 holds partition 1 only");
+    }
+
+    #[test]
+    fn a_steady_load_settles_and_nothing_moves_back_and_forth() {
+        let mut c = Core::new(cfg(), t(0));
+        c.step(t(0), Input::Map((1..=24).map(|i| part(i, Some(1 + (i % 4) as u32), 1)).collect()));
+        // Skewed and lumpy: partition costs from 10 to 400 ms per second.
+        let rate = |pid: PartitionId| 10_000 + (pid * pid * 7919 % 390) * 1000;
+        let moves = run_loaded(&mut c, 0, 600_000, &[(1, 0), (2, 1), (3, 2), (4, 0)], &rate);
+        assert!(!moves.is_empty(), "the initial placement is uneven: something must move");
+        let mut seen: BTreeMap<PartitionId, Vec<(NodeId, NodeId)>> = BTreeMap::new();
+        for &(_, pid, from, to) in &moves {
+            let hops = seen.entry(pid).or_default();
+            assert!(!hops.iter().any(|&(f, t2)| f == to && t2 == from), "partition {pid} moved back: {moves:?}");
+            hops.push((from, to));
+        }
+        assert!(moves.iter().all(|m| m.0 < 120_000), "still moving after two minutes: {moves:?}");
+        let load = |s: u32| c.partitions().iter().filter(|p| p.owner == Some(NodeId(s))).map(|p| rate(p.pid)).sum::<u64>() as f64;
+        let loads: Vec<f64> = (1..=4).map(load).collect();
+        let mean = loads.iter().sum::<f64>() / 4.0;
+        let max = loads.iter().copied().fold(0.0, f64::max);
+        assert!(max <= mean * 1.3, "loads {loads:?} after {} moves", moves.len());
     }
 
     #[test]

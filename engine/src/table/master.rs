@@ -120,11 +120,11 @@ impl Master {
     async fn control(self: &Arc<Self>, m: Incoming<ControlMsg>) {
         let Some(req) = m.request else { return };
         let answer = match (m.msg, self.acting()) {
-            (ControlMsg::Heartbeat { echo, lost }, Some(epoch)) => {
+            (ControlMsg::Heartbeat { echo, lost, load }, Some(epoch)) => {
                 let echo = echo.filter(|(e, _)| *e == epoch).map(|(_, t)| t);
                 let zone = self.ctx.world.topology().zone_of(m.from);
                 let sent = self.clock.now();
-                let cmds = if self.cfg.servers.contains(&m.from) { self.step(Input::Heartbeat { server: m.from, zone, echo, lost }) } else { Vec::new() };
+                let cmds = if self.cfg.servers.contains(&m.from) { self.step(Input::Heartbeat { server: m.from, zone, echo, lost, load }) } else { Vec::new() };
                 let parts = cmds.into_iter().find_map(|c| if let Cmd::Grant { parts, .. } = c { Some(parts) } else { None }).unwrap_or_default();
                 ControlMsg::Grant { master_epoch: epoch, sent, parts }
             }

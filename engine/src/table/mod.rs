@@ -118,6 +118,8 @@ pub const MAP_READ_ATTEMPTS_MAX: u32 = 8;
 pub const DEDUPE_MAX: usize = 4096;
 /// Samples kept per observer series.
 pub const OBSERVER_SAMPLES_MAX: usize = 100_000;
+/// Partitions one heartbeat reports the load of.
+pub const LOAD_REPORT_MAX: usize = 8192;
 
 /// A partition's id (unique over all tables, never reused).
 pub type PartitionId = u64;
@@ -560,7 +562,9 @@ pub enum ControlMsg {
     /// Server to masters. `echo` is the master send time (master clock) of
     /// the last grant the server received from `master_epoch`; `lost` lists
     /// partitions it was granted but could not load.
-    Heartbeat { echo: Option<(u64, SimTime)>, lost: Vec<(PartitionId, u64)> },
+    /// `load` is the CPU time (µs) each partition's requests cost the
+    /// server since its last heartbeat (at most [`LOAD_REPORT_MAX`]).
+    Heartbeat { echo: Option<(u64, SimTime)>, lost: Vec<(PartitionId, u64)>, load: Vec<(PartitionId, u64)> },
     /// Master to server: the partitions (pid, owner epoch) the server owns.
     Grant { master_epoch: u64, sent: SimTime, parts: Vec<(PartitionId, u64)> },
     NotMaster,

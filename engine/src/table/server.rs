@@ -62,6 +62,9 @@ struct State {
     echo: Option<(u64, SimTime)>,
     /// The master whose grant was applied last, and when (local clock).
     granter: Option<(NodeId, SimTime)>,
+    /// CPU time (µs) each partition's requests cost since the last
+    /// heartbeat (the master balances by it).
+    load: BTreeMap<PartitionId, u64>,
 }
 
 struct Server {
@@ -109,7 +112,13 @@ async fn run(ctx: NodeCtx, cfg: TableConfig) {
         // the run queue is full (before any work: no effect).
         let cost = op_cost(&s.cfg.stream.costs, &op);
         let end = match s.cpu_admit(cost) {
-            Ok(end) => end,
+            Ok(end) => {
+                let mut st = s.st.lock().expect("state lock");
+                if st.load.len() < LOAD_REPORT_MAX || st.load.contains_key(&pid) {
+                    *st.load.entry(pid).or_default() += u64::try_from(cost.as_micros()).unwrap_or(u64::MAX);
+                }
+                end
+            }
             Err(b) => {
                 s.cfg.observer.with(|o| o.busy_refused += 1);
                 data.reply(m.from, req, DataMsg::Response(Err(TableError::busy("table server cpu", b, cost)))).await;
@@ -205,9 +214,10 @@ impl Server {
     async fn heartbeat_loop(self: Arc<Self>) {
         loop {
             let sent = self.clock.now();
-            let (echo, lost, granter) = {
-                let st = self.st.lock().expect("state lock");
-                (st.echo, st.lost.clone(), st.granter)
+            let (echo, lost, granter, load) = {
+                let mut st = self.st.lock().expect("state lock");
+                let load: Vec<(PartitionId, u64)> = std::mem::take(&mut st.load).into_iter().collect();
+                (st.echo, st.lost.clone(), st.granter, load)
             };
             self.cpu.run_control(self.cfg.stream.costs.control).await;
             let fresh = self.cfg.heartbeat * GRANTER_FRESH_BEATS;
@@ -220,7 +230,7 @@ impl Server {
             // or the next heartbeat.
             for m in masters {
                 let s = self.clone();
-                let msg = ControlMsg::Heartbeat { echo, lost: lost.clone() };
+                let msg = ControlMsg::Heartbeat { echo, lost: lost.clone(), load: load.clone() };
                 let lost = lost.clone();
                 madsim::task::spawn_local(async move {
                     if let Ok(ControlMsg::Grant { master_epoch, sent: msent, parts }) = s.net.call(m, msg, s.cfg.call_timeout).await {

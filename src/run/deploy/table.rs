@@ -168,17 +168,18 @@ impl Service for Table {
         report.streams = stream::report_section(scn, out, ops);
         report.table = out.observers.get::<TableObserver>().map(|t| {
             let first_fault = out.faults.first().map(|f| f.at).unwrap_or(out.main_end);
-            figures(t, healthy_write(ops, SimTime::from_duration(SERVICE_STARTUP), first_fault, &scn.topology, &scn.disk))
+            figures(t, healthy_write(ops, SimTime::from_duration(SERVICE_STARTUP), first_fault, &scn.topology, &scn.disk), out.main_end)
         });
     }
 
     fn judge(&self, scn: &Scenario, out: &RunOutput, report: &mut Report) {
         let e = &scn.expect;
         if let Some(max) = e.max_time_to_recover {
+            // Every unserved span counts, whatever its cause.
             let table = report.table.as_ref();
-            let (slowest, what) = match table.and_then(|t| t.slowest_recovery_time.zip(t.slowest_recovery.clone())) {
+            let (slowest, what) = match table.and_then(|t| t.longest_unserved_time.zip(t.longest_unserved.clone())) {
                 Some((d, w)) => (d, w),
-                None => (Duration::ZERO, "no failover to recover from".into()),
+                None => (Duration::ZERO, "no partition was ever unserved".into()),
             };
             report.expect("max_time_to_recover", format!("<= {}", fmt_duration(max.0)), what, slowest <= max.0);
         }
@@ -275,8 +276,9 @@ async fn client_main(ctx: NodeCtx, share: ClientNode, cfg: TableConfig, setup: T
 
 /// The table section: failovers and recovery from the observer, and the
 /// healthy-write figures computed from the history.
-fn figures(obs: &TableObserver, healthy_write: Option<HealthyWrite>) -> TableFigures {
+fn figures(obs: &TableObserver, healthy_write: Option<HealthyWrite>, main_end: SimTime) -> TableFigures {
     let d = obs.snapshot();
+    let (unserved, longest_unserved, longest_unserved_time) = unserved_spans(&d, main_end);
     let topo_name = |n: sim::NodeId| format!("node {}", n.0);
     let mut failovers = BTreeMap::new();
     let mut recover: Vec<(Duration, String)> = Vec::new();
@@ -312,5 +314,44 @@ fn figures(obs: &TableObserver, healthy_write: Option<HealthyWrite>) -> TableFig
         not_serving_answers: d.not_serving,
         partition_loads: d.loads.len() as u64,
         healthy_write,
+        unserved,
+        longest_unserved,
+        longest_unserved_time,
     }
+}
+
+/// The spans in which no server served a partition, after it was first
+/// served and before `main_end` (see `TableFigures::unserved`): their
+/// distribution and the longest, named with its partition, time and cause.
+fn unserved_spans(d: &engine::table::TableObserverData, main_end: SimTime) -> (Option<crate::report::measure::Latency>, Option<String>, Option<Duration>) {
+    let mut by_part: BTreeMap<u64, Vec<(SimTime, SimTime)>> = BTreeMap::new();
+    for iv in &d.serving {
+        let end = iv.stopped.unwrap_or(iv.last_served.max(iv.renewed));
+        by_part.entry(iv.partition).or_default().push((iv.start, end.max(iv.start)));
+    }
+    let mut spans: Vec<(Duration, u64, SimTime, SimTime)> = Vec::new();
+    for (pid, mut ivs) in by_part {
+        ivs.sort();
+        let mut covered = ivs[0].1;
+        for &(start, end) in &ivs[1..] {
+            if start > covered && covered < main_end {
+                spans.push((start.min(main_end).saturating_sub(covered), pid, covered, start));
+            }
+            covered = covered.max(end);
+        }
+        // Unserved at the end: a partition whose last server stopped (its
+        // lease ran out, or it crashed) and nobody took over.
+        let still_served = d.serving.iter().any(|iv| iv.partition == pid && iv.stopped.is_none() && iv.renewed.max(iv.last_served) >= covered);
+        if covered < main_end && !still_served {
+            spans.push((main_end.saturating_sub(covered), pid, covered, main_end));
+        }
+    }
+    let spans: Vec<_> = spans.into_iter().filter(|s| !s.0.is_zero()).collect();
+    let worst = spans.iter().max_by_key(|s| (s.0, std::cmp::Reverse(s.1)));
+    let longest = worst.map(|&(len, pid, from, to)| {
+        let cause = d.failovers.iter().filter(|f| f.partition == pid && f.at >= from && f.at <= to).map(|f| format!("{:?}", f.cause)).next().unwrap_or_else(|| "no failover: the owner came back".into());
+        (format!("{} for partition {pid} from {from} ({cause})", fmt_duration(len)), len)
+    });
+    let lat = (!spans.is_empty()).then(|| latency_of(spans.iter().map(|s| s.0.as_nanos() as u64).collect()));
+    (lat, longest.as_ref().map(|l| l.0.clone()), longest.map(|l| l.1))
 }
