@@ -552,3 +552,33 @@ fn a_torn_log_tail_is_dropped_and_a_corrupt_log_keeps_its_replica_down() {
         });
     }
 }
+
+/// One replica's disk fails a third of its writes and syncs while another
+/// replica is down: the failing replica retries its log records instead of
+/// stopping, so the two that are up keep a quorum and writes go on. (A
+/// replica that stopped at its first failed write left one replica of
+/// three, and the metadata store, down for good.)
+#[test]
+fn a_replica_whose_disk_fails_some_writes_keeps_the_quorum() {
+    for seed in SEEDS {
+        run(seed, move || async move {
+            cluster(seed, Plan::default(), |w, mut c, cfg| async move {
+                let l = leader(&c, &cfg).await;
+                let others: Vec<NodeId> = cfg.replicas.iter().copied().filter(|&r| r != l).collect();
+                // The leader's disk fails writes; one follower is down.
+                let faults = sim::disk::DiskFaults { write_error_rate: 0.33, ..Default::default() };
+                w.apply(&Fault::DiskFaultsOn { node: node_name(&w, l), faults }).unwrap();
+                w.apply(&Fault::NodeCrash { node: node_name(&w, others[0]) }).unwrap();
+                let mut h = History::default();
+                for i in 0..30 {
+                    h.step(&mut c, "f", i).await;
+                }
+                assert!(h.acked.len() >= 25, "writes go on with a failing disk and a replica down: {} acknowledged", h.acked.len());
+                w.apply(&Fault::DiskFaultsOff { node: node_name(&w, l) }).unwrap();
+                w.apply(&Fault::NodeRestart { node: node_name(&w, others[0]) }).unwrap();
+                h.verify_all(&mut c).await;
+            })
+            .await;
+        });
+    }
+}

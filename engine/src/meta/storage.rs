@@ -30,6 +30,13 @@ const TMP_FILE: &str = "meta.raft.tmp";
 pub const RECORD_BYTES_MAX: u32 = 16 << 20;
 /// Largest log file recovery reads.
 pub const FILE_BYTES_MAX: u64 = 4 << 30;
+/// Attempts at one append, and at one sync, of a record before the replica
+/// gives up (a disk failing some writes is retried: a failed append changed
+/// nothing, a failed sync left the bytes unsynced, and both can be tried
+/// again; giving up stops the replica until its node restarts).
+pub const PERSIST_ATTEMPTS_MAX: u32 = 64;
+/// The pause between two attempts.
+pub const PERSIST_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(2);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -91,9 +98,24 @@ impl Storage {
     /// Makes one `Persist` output durable: append one record and sync.
     pub async fn persist(&mut self, term: u64, vote: Option<ReplicaId>, log: Option<&LogWrite>) -> Result<(), StorageError> {
         let frame = encode_frame(term, vote, log)?;
-        self.disk.append(LOG_FILE, &frame).await?;
-        self.disk.sync(LOG_FILE).await?;
-        Ok(())
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.disk.append(LOG_FILE, &frame).await {
+                Ok(_) => break,
+                Err(e) if attempt >= PERSIST_ATTEMPTS_MAX => return Err(e.into()),
+                Err(_) => sim::time::sleep(PERSIST_RETRY_PAUSE).await,
+            }
+        }
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.disk.sync(LOG_FILE).await {
+                Ok(()) => return Ok(()),
+                Err(e) if attempt >= PERSIST_ATTEMPTS_MAX => return Err(e.into()),
+                Err(_) => sim::time::sleep(PERSIST_RETRY_PAUSE).await,
+            }
+        }
     }
 }
 
