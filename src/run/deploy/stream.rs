@@ -35,6 +35,9 @@ pub const META_LEADER: DynamicTarget = DynamicTarget {
     shown: false,
 };
 
+/// The stream layer's promise that needs three zones.
+pub(super) const THREE_ZONES: (usize, &str) = (3, "keeps every extent's three replicas in three zones and a metadata replica in each");
+
 /// The `[service]` fields the stream layer reads.
 pub const FIELDS: &[&str] = &["meta_role", "dead_after", "rereplicate_after", "extent_bytes"];
 
@@ -45,11 +48,16 @@ impl ServiceRules for Stream {
         "stream"
     }
 
+    /// The storage nodes first (they serve data), then the rest of the
+    /// layer.
     fn roles(&self, def: &ServiceDef) -> Vec<Role> {
-        let storage = def.server_role_or(STORAGE_ROLE);
-        let mut roles = vec![Role::serving(storage)];
-        roles.extend(layer_roles(def, storage));
+        let mut roles = layer_roles(def, def.server_role_or(STORAGE_ROLE));
+        roles.rotate_right(1);
         roles
+    }
+
+    fn zones_needed(&self) -> Option<(usize, &'static str)> {
+        Some(THREE_ZONES)
     }
 
     fn fields(&self) -> &'static [&'static str] {

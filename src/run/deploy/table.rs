@@ -58,6 +58,10 @@ impl ServiceRules for Table {
         roles
     }
 
+    fn zones_needed(&self) -> Option<(usize, &'static str)> {
+        Some(stream::THREE_ZONES)
+    }
+
     fn fields(&self) -> &'static [&'static str] {
         &["meta_role", "dead_after", "rereplicate_after", "extent_bytes", "partitions"]
     }
