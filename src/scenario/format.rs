@@ -477,11 +477,18 @@ pub struct ExpectDef {
     /// Table: the longest any failover after a server died or lost its
     /// lease may take to recover (the report's `time_to_recover`).
     pub max_time_to_recover: Option<Dur>,
+    /// Fewest operations each workload must complete successfully in the
+    /// main phase (default 1: a workload that did nothing fails the run;
+    /// 0 turns the check off).
+    pub min_workload_ops: Option<u64>,
+    /// Fewest operations each fault window must see invoked (default 1: a
+    /// fault no operation met fails the run; 0 turns the check off).
+    pub min_fault_window_ops: Option<u64>,
 }
 
 impl ExpectDef {
     /// Every expectation, in file order, and whether the scenario sets it.
-    pub fn fields(&self) -> [(&'static str, bool); 16] {
+    pub fn fields(&self) -> [(&'static str, bool); 18] {
         [
             ("lost_acked_writes", self.lost_acked_writes.is_some()),
             ("linearizable", self.linearizable.is_some()),
@@ -499,6 +506,8 @@ impl ExpectDef {
             ("bad_values_seen", self.bad_values_seen.is_some()),
             ("min_master_takeovers", self.min_master_takeovers.is_some()),
             ("max_time_to_recover", self.max_time_to_recover.is_some()),
+            ("min_workload_ops", self.min_workload_ops.is_some()),
+            ("min_fault_window_ops", self.min_fault_window_ops.is_some()),
         ]
     }
 }

@@ -70,7 +70,8 @@ pub fn read_capped(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
 /// Parses and validates scenario text for one of `services`; `path` is
 /// only used in messages.
 pub fn parse(path: &Path, bytes: &[u8], services: &[&dyn ServiceRules]) -> Result<Scenario, ScenarioError> {
-    let whole = |message: String| ScenarioError { file: path.to_path_buf(), line: 0, column: 0, field: String::new(), message };
+    // A refusal of the whole file names its first line.
+    let whole = |message: String| ScenarioError { file: path.to_path_buf(), line: 1, column: 1, field: String::new(), message };
     if bytes.len() > SCENARIO_BYTES_MAX {
         return Err(whole(format!("the file is over {SCENARIO_BYTES_MAX} bytes, the limit of a scenario file")));
     }
@@ -84,8 +85,9 @@ pub fn parse(path: &Path, bytes: &[u8], services: &[&dyn ServiceRules]) -> Resul
             message: "not a text file (invalid UTF-8): a scenario file is TOML text".into(),
         }
     })?;
-    if text.contains('\0') {
-        return Err(whole("not a text file (contains NUL bytes): a scenario file is TOML text".into()));
+    if let Some(at) = text.find('\0') {
+        let (line, column) = line_col(text, at);
+        return Err(ScenarioError { line, column, ..whole("not a text file (contains NUL bytes): a scenario file is TOML text".into()) });
     }
     if text.trim().is_empty() {
         return Err(whole("the file is empty: a scenario needs at least name, description, duration and [topology]".into()));
