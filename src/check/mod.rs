@@ -233,7 +233,11 @@ pub fn check_file_with(path: &std::path::Path, config: &CheckConfig) -> anyhow::
     if bytes.len() as u64 > HISTORY_BYTES_MAX {
         anyhow::bail!("history {} is over {HISTORY_BYTES_MAX} bytes, the limit of a history file", path.display());
     }
-    let text = String::from_utf8(bytes).map_err(|e| anyhow::anyhow!("invalid history {}: not UTF-8 text (byte {})", path.display(), e.utf8_error().valid_up_to()))?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        let line = valid.iter().filter(|&&b| b == b'\n').count() + 1;
+        anyhow::anyhow!("invalid history {}: line {line}: not UTF-8 text", path.display())
+    })?;
     let history = History::parse_jsonl(&text)
         .with_context(|| format!("invalid history {}", path.display()))?;
     if history.entries().is_empty() {

@@ -121,6 +121,12 @@ pub(super) fn validate(path: &Path, text: &str, spans: &FieldSpans<'_>, f: Scena
             return Err(err(0..0, field.into(), format!("role `{}` is already the role of another part of the {kind} service (its roles: {})", shown(&role.name), roles.join(", "))));
         }
     }
+    for role in roles.keys().chain(needed.iter().map(|r| &r.name)) {
+        if let Err(m) = check_role(role) {
+            let field = if roles.contains_key(role) { format!("topology.nodes.{}", shown(role)) } else if f.service.meta_role.as_ref() == Some(role) { "service.meta_role".into() } else { "service.server_role".into() };
+            return Err(err(f.topology.nodes.span(), field, m));
+        }
+    }
     for role in roles.keys() {
         if role != CLIENT_ROLE && !needed.iter().any(|r| &r.name == role) {
             let known: Vec<String> = needed.iter().map(|r| format!("`{}`", shown(&r.name))).chain([format!("`{CLIENT_ROLE}`")]).collect();
@@ -439,14 +445,18 @@ fn check_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A role's name: it is part of its nodes' names (`az1-table-0`), so it
+/// is short and made of letters, digits and `_`.
+fn check_role(role: &str) -> Result<(), String> {
+    if role.is_empty() || role.chars().count() > limits::NAME_CHARS_MAX || !role.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(format!("role `{}` must be 1 to {} letters, digits and `_`", shown(role), limits::NAME_CHARS_MAX));
+    }
+    Ok(())
+}
+
 /// The bounds of the `[service]` fields any kind may read (each kind
 /// checks what else its values mean).
 fn check_service_bounds(s: &super::format::ServiceDef) -> Result<(), (String, String)> {
-    for (name, role) in [("server_role", &s.server_role), ("meta_role", &s.meta_role)] {
-        if let Some(r) = role.as_deref().filter(|r| r.is_empty() || r.chars().count() > limits::NAME_CHARS_MAX) {
-            return Err((format!("service.{name}"), format!("`{}` must be 1 to {} characters", shown(r), limits::NAME_CHARS_MAX)));
-        }
-    }
     if let Some(b) = s.extent_bytes.filter(|&b| b > limits::EXTENT_BYTES_MAX) {
         return Err(("service.extent_bytes".into(), format!("{b}: at most {}", limits::EXTENT_BYTES_MAX)));
     }
