@@ -519,3 +519,14 @@ fn names_are_plain_and_never_echoed_raw() {
         assert_eq!(e.lines().count(), 1, "{e}");
     }
 }
+
+#[test]
+fn the_zipf_tables_of_a_run_are_bounded_together() {
+    let w = |name: &str| format!("\n[[workload]]\nname = \"{name}\"\nclients = 1\nrate = 10\nkeys = 10000000\ndistribution = \"zipf\"\nmix = {{ read = 1.0 }}\n");
+    let two = format!("{}{}{}", GOOD.split("[[fault]]").next().unwrap(), w("a"), w("b"));
+    parse(Path::new("ok.toml"), two.as_bytes()).expect("two tables of 4000000 ranks");
+    let three = format!("{two}{}", w("c"));
+    let e = err(&three);
+    assert_eq!(e.field, "workload[3].keys", "{e}");
+    assert!(e.message.contains("rank 12000000 keys: at most 8000000"), "{e}");
+}

@@ -47,6 +47,12 @@ pub const RATE_MAX: f64 = 100_000.0;
 pub const KEYS_MAX: u64 = 10_000_000;
 /// Zipf's exponent.
 pub const ZIPF_THETA_MAX: f64 = 10.0;
+/// Ranks of one Zipf table (a workload of more keys draws from its hottest
+/// this many).
+pub const ZIPF_KEYS_MAX: u64 = 4_000_000;
+/// Ranks of every Zipf table of a run together (eight bytes each; the
+/// hotspots share their workload's).
+pub const ZIPF_KEYS_MAX_PER_RUN: u64 = 8_000_000;
 /// Bytes of value payload per write.
 pub const VALUE_BYTES_MAX: u32 = 64 * 1024;
 /// Rows a scan asks for.

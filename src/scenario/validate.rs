@@ -256,6 +256,7 @@ pub(super) fn validate(path: &Path, text: &str, spans: &FieldSpans<'_>, f: Scena
     }
     let mut workloads = Vec::new();
     let mut budget = Budget::default();
+    let mut zipf_keys = 0u64;
     for (i, w) in f.workload.iter().enumerate() {
         let field = format!("workload[{i}]");
         let wd = w.get_ref();
@@ -277,6 +278,12 @@ pub(super) fn validate(path: &Path, text: &str, spans: &FieldSpans<'_>, f: Scena
         }
         if wd.distribution == Distribution::Zipf && !(wd.zipf_theta > 0.0 && wd.zipf_theta <= limits::ZIPF_THETA_MAX) {
             return bad("zipf_theta", format!("{} must be above 0 and at most {}", wd.zipf_theta, limits::ZIPF_THETA_MAX));
+        }
+        if wd.distribution == Distribution::Zipf {
+            zipf_keys += wd.keys.min(limits::ZIPF_KEYS_MAX);
+            if zipf_keys > limits::ZIPF_KEYS_MAX_PER_RUN {
+                return bad("keys", format!("the run's Zipf workloads rank {zipf_keys} keys: at most {}", limits::ZIPF_KEYS_MAX_PER_RUN));
+            }
         }
         if wd.value_size > limits::VALUE_BYTES_MAX {
             return bad("value_size", format!("{} bytes: at most {}", wd.value_size, limits::VALUE_BYTES_MAX));

@@ -209,10 +209,12 @@ pub fn spread(scn: &Scenario, nodes: usize, history: &SharedHistory, bad_request
             next_process += 1;
         }
     }
+    // The hotspots add load to the first workload's keys: they share one
+    // key chooser (a Zipf table can be large).
+    let hot_chooser = scn.workloads.first().filter(|_| !scn.hotspots.is_empty()).map(|base| Arc::new(KeyChooser::new(base.keys, base.distribution, base.zipf_theta)));
     for (i, h) in scn.hotspots.iter().enumerate() {
-        let Some(base) = scn.workloads.first() else { break };
+        let (Some(base), Some(chooser)) = (scn.workloads.first(), hot_chooser.clone()) else { break };
         let def = Arc::new(base.clone());
-        let chooser = Arc::new(KeyChooser::new(base.keys, base.distribution, base.zipf_theta));
         for _ in 0..h.clients {
             let (def, chooser, h) = (def.clone(), chooser.clone(), h.clone());
             let make: MakeSpec = Arc::new(move |process| ProcessSpec {
