@@ -433,9 +433,7 @@ fn a_run_whose_workloads_add_up_past_the_run_s_bounds_is_refused() {
 
 #[test]
 fn the_node_limit_is_checked_before_any_node_is_built() {
-    let t = GOOD.replace("kv = 1,", "kv = 4294967295, ghost = 4294967295,").replace("nodes = {", "nodes = {");
     let started = std::time::Instant::now();
-    let _ = err(&t);
     let t = GOOD.replace("kv = 1,", "kv = 4294967295,");
     let e = err(&t);
     assert!(e.message.contains("at most 1024"), "{e}");
