@@ -503,6 +503,7 @@ fn fields_a_verb_does_not_read_are_refused() {
 fn names_are_plain_and_never_echoed_raw() {
     check(&GOOD.replace("name = \"t\"", "name = \"../../etc\""), 1, "name", "must be 1 to 64 letters");
     check(&GOOD.replace("name = \"kv\"", "name = \"a\\nb\""), 12, "workload[0].name", "`a\\nb`");
+    check(&GOOD.replace("description = \"d\"", "description = \"red \\u001b[31m alert\""), 2, "description", "control character \\u{1b}");
     let long = "z".repeat(100_000);
     for text in [
         GOOD.replace("target = \"az2\"", &format!("target = \"{long}\"")),

@@ -41,6 +41,10 @@ pub(super) fn validate(path: &Path, text: &str, spans: &FieldSpans<'_>, f: Scena
     if f.description.chars().count() > limits::DESCRIPTION_CHARS_MAX {
         return Err(err(0..0, "description".into(), format!("over {} characters", limits::DESCRIPTION_CHARS_MAX)));
     }
+    // `list` prints it: no terminal control characters.
+    if let Some(c) = f.description.chars().find(|c| c.is_control() && !matches!(c, '\n' | '\t')) {
+        return Err(err(0..0, "description".into(), format!("contains the control character {}", c.escape_unicode())));
+    }
     let duration = f.duration.get_ref().0;
     if duration.is_zero() {
         return Err(err(f.duration.span(), "duration".into(), "the run must last longer than zero".into()));
