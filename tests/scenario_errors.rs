@@ -80,8 +80,9 @@ fn fault_after_the_end() {
 
 #[test]
 fn zero_or_negative_rates() {
-    check(&GOOD.replace("rate = 100", "rate = 0"), 11, "workload[0].rate", "not a positive rate");
-    check(&GOOD.replace("rate = 100", "rate = -5"), 11, "workload[0].rate", "not a positive rate");
+    // The field's own line, not its table's.
+    check(&GOOD.replace("rate = 100", "rate = 0"), 14, "workload[0].rate", "not a rate above 0");
+    check(&GOOD.replace("rate = 100", "rate = -5"), 14, "workload[0].rate", "not a rate above 0");
 }
 
 #[test]
@@ -337,13 +338,14 @@ fn resources_name_known_roles_limits_and_the_service_s_costs() {
     let ok = parse(Path::new("d.toml"), with("cores = { table = 1, proxy = 2 }\nqueue_max = { table = 64 }\ncosts = { server_read = \"300us\" }").as_bytes()).expect("valid resources");
     assert_eq!((ok.resources.cpu("table").cores, ok.resources.cpu("table").queue_max, ok.resources.cpu("proxy").cores), (1, 64, 2));
     assert_eq!(ok.resources.cpu("storage"), sim::cpu::CpuConfig::default(), "roles not named keep the defaults");
-    let line = d.lines().count() + 2;
+    // The line of the value itself (the table's header is one line up).
+    let line = d.lines().count() + 3;
     check(&with("cores = { tabel = 1 }"), line, "resources.cores.tabel", "no role `tabel`");
     check(&with("cores = { table = 0 }"), line, "resources.cores.table", "use 1 to");
     check(&with("costs = { server_reed = \"1us\" }"), line, "resources.costs.server_reed", "has no cost `server_reed`");
     check(&with("costs = { server_read = \"2s\" }"), line, "resources.costs.server_read", "over the limit");
     // minikv charges no work.
-    check(&format!("{GOOD}\n[resources]\ncosts = {{ server_read = \"1us\" }}\n"), GOOD.lines().count() + 2, "resources.costs.server_read", "it charges no work");
+    check(&format!("{GOOD}\n[resources]\ncosts = {{ server_read = \"1us\" }}\n"), GOOD.lines().count() + 3, "resources.costs.server_read", "it charges no work");
 }
 
 #[test]
@@ -356,4 +358,178 @@ fn cpu_slow_needs_a_speed_in_the_open_unit_interval() {
     let line = d.lines().count() + 5;
     check(&fault(""), line, "fault[1].speed", "needs `speed`");
     check(&fault("speed = 1.5"), line + 2, "fault[1].speed", "not a speed in (0, 1)");
+}
+
+/// `GOOD` with `line` added at the end of its `[topology]` table, and
+/// the line number it lands on.
+fn with_topology(line: &str) -> (String, usize) {
+    (GOOD.replace("inter_zone_latency = \"1ms\"\n", &format!("inter_zone_latency = \"1ms\"\n{line}\n")), 10)
+}
+
+/// `GOOD` with a table appended (`[service]`, `[disk]`, `[expect]`): the
+/// field is on the line after the header.
+fn with_table(header: &str, field: &str) -> (String, usize) {
+    (format!("{GOOD}\n{header}\n{field}\n"), GOOD.lines().count() + 3)
+}
+
+#[test]
+fn service_disk_and_expect_values_are_refused_at_their_own_line() {
+    let (t, line) = with_table("[service]", "group_commit_max = 0");
+    check(&t, line, "service.group_commit_max", "use 1 to 4096");
+    let (t, line) = with_table("[service]", "planted_bug = \"gremlins\"");
+    check(&t, line, "service.planted_bug", "unknown bug `gremlins`");
+    let (t, line) = with_table("[disk]", "sector = 3");
+    check(&t, line, "disk.sector", "not a power of two");
+    let (t, line) = with_table("[disk]", "crash_writeback = 1.5");
+    check(&t, line, "disk.crash_writeback", "[0, 1]");
+    let (t, line) = with_table("[expect]", "min_availability = 2.0");
+    check(&t, line, "expect.min_availability", "not a fraction in [0, 1]");
+    let (t, line) = with_table("[expect]", "min_availability = nan");
+    check(&t, line, "expect.min_availability", "not a fraction in [0, 1]");
+    let (t, line) = with_table("[expect]", "liveness_bound = \"2h\"");
+    check(&t, line, "expect.liveness_bound", "over the limit of 3600s");
+    // A field further down its table.
+    let t = format!("{GOOD}\n[expect]\nlive = true\n\nmin_availability = -1\n");
+    check(&t, GOOD.lines().count() + 5, "expect.min_availability", "[0, 1]");
+}
+
+#[test]
+fn disk_sizes_whose_byte_count_would_overflow_are_refused() {
+    for (field, value) in [("bandwidth_mib_s", "17592186044416"), ("capacity_mib", "17592186044416"), ("bandwidth_mib_s", "0"), ("capacity_mib", "0")] {
+        let (t, line) = with_table("[disk]", &format!("{field} = {value}"));
+        check(&t, line, &format!("disk.{field}"), "use 1 to 1048576");
+    }
+    let (t, _) = with_table("[disk]", "bandwidth_mib_s = 1048576\ncapacity_mib = 1048576");
+    let s = parse(Path::new("ok.toml"), t.as_bytes()).expect("at the limits");
+    assert_eq!((s.disk.bandwidth, s.disk.capacity), (1 << 40, 1 << 40));
+}
+
+#[test]
+fn every_size_count_rate_and_duration_has_a_limit() {
+    let cases: [(&str, &str, usize, &str, &str); 12] = [
+        ("duration = \"10s\"", "duration = \"2h\"", 3, "duration", "over the limit of 3600s"),
+        ("rate = 100", "rate = 1e9", 14, "workload[0].rate", "at most 100000"),
+        ("clients = 2", "clients = 10001", 13, "workload[0].clients", "use 1 to 10000"),
+        ("keys = 10", "keys = 18446744073709551615", 15, "workload[0].keys", "use 1 to 10000000"),
+        ("keys = 10", "keys = 10\nvalue_size = 1000000000", 16, "workload[0].value_size", "at most 65536"),
+        ("keys = 10", "keys = 10\ntimeout = \"277777h\"", 16, "workload[0].timeout", "over the limit of 60s"),
+        ("keys = 10", "keys = 10\nscan_limit = 0", 16, "workload[0].scan_limit", "use 1 to 10000"),
+        ("keys = 10", "keys = 10\ndistribution = \"zipf\"\nzipf_theta = 1e300", 17, "workload[0].zipf_theta", "at most 10"),
+        ("intra_zone_latency = \"100us\"", "intra_zone_latency = \"1h\"", 8, "topology.intra_zone_latency", "over the limit of 10s"),
+        ("kv = 1,", "kv = 4294967295,", 7, "topology.nodes", "at most 1024"),
+        ("zones = [\"az1\", \"az2\", \"az3\"]", "zones = [\"az1\", \"az2\", \"az3\", \"a4\", \"a5\", \"a6\", \"a7\", \"a8\", \"a9\", \"a10\", \"a11\", \"a12\", \"a13\", \"a14\", \"a15\", \"a16\", \"a17\"]", 6, "topology.zones", "at most 16"),
+        ("duration = \"10s\"", "duration = \"100000000000000000000000000000000000h\"", 3, "duration", "a duration of 37 characters"),
+    ];
+    for (from, to, line, field, words) in cases {
+        assert!(GOOD.contains(from), "{from}");
+        check(&GOOD.replace(from, to), line, field, words);
+    }
+}
+
+#[test]
+fn a_run_whose_workloads_add_up_past_the_run_s_bounds_is_refused() {
+    // Each field within its own limit, together too many.
+    let t = GOOD.replace("rate = 100", "rate = 100000").replace("duration = \"10s\"", "duration = \"60s\"");
+    check(&t, 14, "workload[0].rate", "plans 6000000 operations");
+    let t = GOOD.replace("rate = 100", "rate = 10000\nvalue_size = 65536").replace("duration = \"10s\"", "duration = \"60s\"");
+    check(&t, 15, "workload[0].value_size", "MiB of values");
+}
+
+#[test]
+fn the_node_limit_is_checked_before_any_node_is_built() {
+    let started = std::time::Instant::now();
+    let t = GOOD.replace("kv = 1,", "kv = 4294967295,");
+    let e = err(&t);
+    assert!(e.message.contains("at most 1024"), "{e}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(2), "refused at once");
+}
+
+#[test]
+fn a_typo_in_a_role_name_is_an_unknown_role() {
+    check(&GOOD.replace("client = 1", "clinet = 1, client = 1"), 7, "topology.nodes.clinet", "has no role `clinet`");
+    let text = double11().replace("proxy = 1,", "proxy = 1, proxie = 1,");
+    let e = err(&text);
+    assert_eq!(e.field, "topology.nodes.proxie", "{e}");
+    assert!(e.message.contains("`proxy`") && e.message.contains("`client`"), "the message lists the roles: {e}");
+}
+
+#[test]
+fn roles_that_collide_are_refused() {
+    let (t, line) = with_table("[service]", "server_role = \"client\"");
+    check(&t.replace("kv = 1,", ""), line, "service.server_role", "already the role of another part");
+    let text = double11().replace("[service]\n", "[service]\nmeta_role = \"proxy\"\n");
+    let e = err(&text);
+    assert_eq!(e.field, "service.meta_role", "{e}");
+    let text = double11().replace("[service]\n", "[service]\nserver_role = \"storage\"\n");
+    let e = err(&text);
+    assert_eq!(e.field, "service.server_role", "{e}");
+    assert!(e.message.contains("`storage`"), "{e}");
+}
+
+#[test]
+fn the_three_zone_stores_are_refused_on_fewer_zones() {
+    let text = stream_scenario().replace("zones = [\"az1\", \"az2\", \"az3\"]", "zones = [\"az1\", \"az2\"]").replace("storage = 1", "storage = 2");
+    let e = err(&text);
+    assert_eq!((e.line, e.field.as_str()), (7, "topology.zones"), "{e}");
+    assert!(e.message.contains("three replicas in three zones") && e.message.contains("at least 3"), "{e}");
+    let text = double11().replace("zones = [\"az1\", \"az2\", \"az3\"]", "zones = [\"az1\", \"az2\"]");
+    let e = err(&text);
+    assert_eq!(e.field, "topology.zones", "{e}");
+    // minikv promises nothing of zones.
+    parse(Path::new("one.toml"), GOOD.replace("zones = [\"az1\", \"az2\", \"az3\"]", "zones = [\"az1\", \"az2\"]").as_bytes()).expect("minikv on two zones");
+}
+
+#[test]
+fn a_link_joins_exactly_two_different_zones() {
+    let (t, line) = with_topology("[[topology.link]]\nzones = [\"az1\", \"az2\", \"az3\"]\nlatency = \"2ms\"");
+    check(&t, line + 1, "topology.link[0].zones", "two different zones (3 given)");
+    let (t, line) = with_topology("[[topology.link]]\nzones = [\"az1\", \"az1\"]\nlatency = \"2ms\"");
+    check(&t, line + 1, "topology.link[0].zones", "two different zones");
+    let (t, _) = with_topology("[[topology.link]]\nzones = [\"az1\", \"az3\"]\nlatency = \"2ms\"");
+    parse(Path::new("ok.toml"), t.as_bytes()).expect("a link of two zones");
+}
+
+#[test]
+fn fields_a_verb_does_not_read_are_refused() {
+    let fault = |body: &str| format!("{GOOD}\n[[fault]]\nat = \"5s\"\n{body}\n");
+    let line = GOOD.lines().count() + 4;
+    check(&fault("verb = \"partition\"\nfrom = \"az1\"\ntarget = \"az2\""), line + 2, "fault[1].target", "`partition` does not read `target`");
+    check(&fault("verb = \"node-crash\"\ntarget = \"az1-kv-0\"\nmode = \"crash\""), line + 2, "fault[1].mode", "does not read `mode`");
+    check(&fault("verb = \"loss\"\nrate = 0.1\nextra = \"5ms\""), line + 2, "fault[1].extra", "does not read `extra`");
+    check(&GOOD.replace("target = \"az2\"", "target = \"az2\"\nmode = \"melt\""), 23, "fault[0].mode", "unknown mode `melt`");
+    check(&fault("verb = \"latency-spike\"\nextra = \"1h\""), line + 1, "fault[1].extra", "over the limit of 10s");
+    check(&fault("verb = \"clock-drift\"\ntarget = \"az1-kv-0\"\nppm = 5000000"), line + 2, "fault[1].ppm", "use -999999 to 999999");
+    check(&fault("verb = \"clock-offset\"\ntarget = \"az1-kv-0\"\noffset = \"-2h\""), line + 2, "fault[1].offset", "over the limit of 3600s");
+    check(&fault("verb = \"disk-faults\"\ntarget = \"az1-kv-0\"\nslow_factor = 0"), line + 2, "fault[1].slow_factor", "use 1 to 1000");
+}
+
+#[test]
+fn names_are_plain_and_never_echoed_raw() {
+    check(&GOOD.replace("name = \"t\"", "name = \"../../etc\""), 1, "name", "must be 1 to 64 letters");
+    check(&GOOD.replace("name = \"kv\"", "name = \"a\\nb\""), 12, "workload[0].name", "`a\\nb`");
+    check(&GOOD.replace("description = \"d\"", "description = \"red \\u001b[31m alert\""), 2, "description", "control character \\u{1b}");
+    let long = "z".repeat(100_000);
+    for text in [
+        GOOD.replace("target = \"az2\"", &format!("target = \"{long}\"")),
+        GOOD.replace("kv = 1,", &format!("{long} = 1,")),
+        GOOD.replace("verb = \"zone-down\"", &format!("verb = \"{long}\"")),
+        GOOD.replace("rate = 100", &format!("{long} = 1")),
+        GOOD.replace("name = \"t\"", &format!("name = \"{long}\"")),
+        GOOD.replace("target = \"az2\"", "target = \"az\\nzone\""),
+    ] {
+        let e = err(&text).to_string();
+        assert!(e.len() < 600, "the message is short: {} characters", e.len());
+        assert_eq!(e.lines().count(), 1, "{e}");
+    }
+}
+
+#[test]
+fn the_zipf_tables_of_a_run_are_bounded_together() {
+    let w = |name: &str| format!("\n[[workload]]\nname = \"{name}\"\nclients = 1\nrate = 10\nkeys = 10000000\ndistribution = \"zipf\"\nmix = {{ read = 1.0 }}\n");
+    let two = format!("{}{}{}", GOOD.split("[[fault]]").next().unwrap(), w("a"), w("b"));
+    parse(Path::new("ok.toml"), two.as_bytes()).expect("two tables of 4000000 ranks");
+    let three = format!("{two}{}", w("c"));
+    let e = err(&three);
+    assert_eq!(e.field, "workload[3].keys", "{e}");
+    assert!(e.message.contains("rank 12000000 keys: at most 8000000"), "{e}");
 }

@@ -213,14 +213,35 @@ pub fn check_file(path: &std::path::Path, only: Option<&str>) -> anyhow::Result<
     check_file_with(path, &config)
 }
 
+/// The largest history file `check_file` reads (it is read through this
+/// cap, never whole first): a run's history at the scenario format's
+/// bound on operations fits well within it.
+pub const HISTORY_BYTES_MAX: u64 = 1 << 30;
+
 /// Like `check_file`, with an explicit config (heal time, bounds, budgets).
+/// A history without an operation is refused: there is nothing to judge,
+/// and a verdict of `pass` would say more than it knows.
 // The CLI reads a real file outside the simulation.
 #[allow(clippy::disallowed_methods)]
 pub fn check_file_with(path: &std::path::Path, config: &CheckConfig) -> anyhow::Result<Verdicts> {
     use anyhow::Context;
-    let text = std::fs::read_to_string(path)
+    use std::io::Read as _;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(HISTORY_BYTES_MAX + 1).read_to_end(&mut bytes))
         .with_context(|| format!("cannot read history {}", path.display()))?;
+    if bytes.len() as u64 > HISTORY_BYTES_MAX {
+        anyhow::bail!("history {} is over {HISTORY_BYTES_MAX} bytes, the limit of a history file", path.display());
+    }
+    let text = String::from_utf8(bytes).map_err(|e| {
+        let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        let line = valid.iter().filter(|&&b| b == b'\n').count() + 1;
+        anyhow::anyhow!("invalid history {}: line {line}: not UTF-8 text", path.display())
+    })?;
     let history = History::parse_jsonl(&text)
         .with_context(|| format!("invalid history {}", path.display()))?;
+    if history.entries().is_empty() {
+        anyhow::bail!("history {} is empty: no operation to check", path.display());
+    }
     Ok(check_all(&history, config))
 }

@@ -71,7 +71,7 @@ pub fn step(scn: &Scenario, m: f64, faults: bool, seed: u64) -> Result<Step, Str
     let load = done.report.load.clone();
     let ok_at: Vec<u64> = main.iter().filter(|o| o.outcome == Outcome::Ok).map(|o| o.invoke_ns).collect();
     let rate = |from: u64, to: u64| if to > from { ok_at.iter().filter(|&&t| t >= from && t < to).count() as f64 / ((to - from) as f64 / 1e9) } else { 0.0 };
-    let first = s.faults.first().map_or(done.output.main_end.0, |f| f.at.as_nanos() as u64);
+    let first = s.faults.first().map_or(done.output.main_end.0, |f| done.output.main_start.0 + f.at.as_nanos() as u64);
     let from = done.output.heal_at.0 + crate::report::RECOVERY_WINDOW_DEFAULT.as_nanos() as u64;
     let r1 = |x: f64| (x * 10.0).round() / 10.0;
     Ok(Step {
@@ -85,7 +85,7 @@ pub fn step(scn: &Scenario, m: f64, faults: bool, seed: u64) -> Result<Step, Str
         store_refusals: done.report.resources.iter().map(|r| r.refused).sum(),
         shed_at_client: load.as_ref().map_or(0, |l| l.shed_at_client),
         availability: done.report.availability.overall,
-        ok_per_s_before: r1(rate(crate::workload::SERVICE_STARTUP.as_nanos() as u64, first)),
+        ok_per_s_before: r1(rate(done.output.workloads_start().0, first)),
         ok_per_s_recovered: (faults && !s.faults.is_empty() && from < done.output.main_end.0).then(|| r1(rate(from, done.output.main_end.0))),
     })
 }

@@ -52,8 +52,8 @@ enum Cmd {
         /// Seeds as A..B (B excluded).
         #[arg(long, value_parser = parse_range)]
         seeds: (u64, u64),
-        /// Parallel runs (default: available cores).
-        #[arg(long)]
+        /// Parallel runs, 1 to 64 (default: available cores).
+        #[arg(long, value_parser = parse_jobs)]
         jobs: Option<usize>,
     },
     /// Crash-test the LSM engine: random operations, crashes, torn writes and
@@ -62,8 +62,8 @@ enum Cmd {
         /// Seeds as A..B (B excluded).
         #[arg(long, value_parser = parse_range)]
         seeds: (u64, u64),
-        /// Parallel runs (default: available cores).
-        #[arg(long)]
+        /// Parallel runs, 1 to 64 (default: available cores).
+        #[arg(long, value_parser = parse_jobs)]
         jobs: Option<usize>,
     },
     /// Parse and validate scenario files.
@@ -135,8 +135,18 @@ fn parse_dur(s: &str) -> Result<std::time::Duration, String> {
     sim::time::parse_duration(s)
 }
 
+/// The most parallel runs `--jobs` may ask for.
+pub const JOBS_MAX: usize = 64;
+
+fn parse_jobs(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if (1..=JOBS_MAX).contains(&n) => Ok(n),
+        _ => Err(format!("`{}` is not a number of parallel runs from 1 to {JOBS_MAX}", crate::scenario::limits::shown(s))),
+    }
+}
+
 fn parse_range(s: &str) -> Result<(u64, u64), String> {
-    let (a, b) = s.split_once("..").ok_or_else(|| format!("`{s}` is not a range A..B"))?;
+    let (a, b) = s.split_once("..").ok_or_else(|| format!("`{}` is not a range A..B", crate::scenario::limits::shown(s)))?;
     let a: u64 = a.trim().parse().map_err(|_| format!("`{a}` is not a seed"))?;
     let b: u64 = b.trim().parse().map_err(|_| format!("`{b}` is not a seed"))?;
     if b <= a {

@@ -28,6 +28,13 @@ pub(super) fn run(path: &Path, scn: Scenario, seed: Option<u64>, out: Option<Pat
         tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).without_time().with_ansi(std::io::stderr().is_terminal()).init();
     }
     let seed = seed.unwrap_or(scn.seed);
+    // The report's folder is made before the run, so that a bad `--out`
+    // (a file, a folder that cannot be made) is refused without running.
+    let dir = out.unwrap_or_else(|| PathBuf::from(format!("target/tablesim/{}-{seed}", scn.name)));
+    if let Err(e) = std::fs::create_dir_all(&dir) {
+        eprintln!("error: --out {}: cannot make the report's folder there: {e}", dir.display());
+        return ExitCode::from(2);
+    }
     let done = match execute::execute(&scn, seed, &RunOptions::default()) {
         Ok(d) => d,
         Err(e) => {
@@ -37,7 +44,6 @@ pub(super) fn run(path: &Path, scn: Scenario, seed: Option<u64>, out: Option<Pat
         }
     };
     println!("{}", done.report.summary());
-    let dir = out.unwrap_or_else(|| PathBuf::from(format!("target/tablesim/{}-{seed}", scn.name)));
     if let Err(e) = write_outputs(&dir, &done) {
         eprintln!("error: writing the report to {}: {e:#}", dir.display());
         return ExitCode::from(2);
@@ -62,7 +68,9 @@ fn write_outputs(dir: &Path, done: &execute::Executed) -> anyhow::Result<()> {
 
 /// Runs `run(seed)` for every seed of `a..b` on `jobs` threads (default:
 /// the cores) with a progress bar drawn outside the simulations; returns
-/// the failures (`run` gave a reason) sorted by seed.
+/// the failures (`run` gave a reason) sorted by seed. The workers take
+/// seeds from one counter that stops at `b` (it never wraps, even for a
+/// range that ends at `u64::MAX`).
 fn run_seeds_in_parallel(
     (a, b): (u64, u64),
     jobs: Option<usize>,
@@ -78,10 +86,9 @@ fn run_seeds_in_parallel(
         .map(|_| {
             let (next, failures, bar, run) = (next.clone(), failures.clone(), bar.clone(), run.clone());
             std::thread::spawn(move || loop {
-                let seed = next.fetch_add(1, Ordering::SeqCst);
-                if seed >= b {
+                let Ok(seed) = next.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |s| (s < b).then(|| s + 1)) else {
                     return;
-                }
+                };
                 if let Some(why) = run(seed) {
                     let mut f = failures.lock().expect("failures");
                     f.push((seed, why));

@@ -27,7 +27,6 @@ use crate::history::{Operation, Outcome, Phase};
 use crate::run::output::RunOutput;
 use crate::scenario::Scenario;
 use crate::workload::badreq::{self, BadRequestFigures};
-use crate::workload::SERVICE_STARTUP;
 pub use measure::{Counts, Latency};
 use measure::{answered, latency_of, max_unavailability, round4};
 pub use phases::{fault_windows, phases, FaultWindow, PhaseFigures};
@@ -73,6 +72,9 @@ pub struct Report {
     pub digest: String,
     pub events: u64,
     pub simulated: String,
+    /// When the main phase began (model time): once the service was set
+    /// up, on a whole second. Fault times count from it.
+    pub main_start: String,
     pub topology: Vec<String>,
     pub faults: Vec<FaultLine>,
     /// Operations by kind and outcome (main phase).
@@ -114,11 +116,21 @@ pub struct Report {
 pub struct Measured {
     pub availability: f64,
     pub max_unavailability: Duration,
+    /// Why the service could not be set up (no main phase then).
+    pub setup_error: Option<String>,
+    /// Each workload's operations that succeeded in the main phase, in
+    /// scenario order.
+    pub workload_ok: Vec<(String, u64)>,
+    /// Each fault window (its text, from, to) and the main-phase
+    /// operations invoked in it.
+    pub window_ops: Vec<(String, SimTime, SimTime, u64)>,
     /// Successful main-phase operations by invocation time (ns).
     pub ok_at: Vec<u64>,
     /// When the last fault healed and the main phase ended (ns).
     pub heal_ns: u64,
     pub main_end_ns: u64,
+    /// When the main phase began (ns).
+    pub main_start_ns: u64,
 }
 
 /// How long after healing the store has to get its goodput back when the
@@ -158,11 +170,27 @@ pub fn build(scn: &Scenario, out: &RunOutput, ops: &[Operation<'_>], partition_o
         total_n += 1;
         let a = answered(r);
         answered_n += u64::from(a);
-        let s = ((r.invoke_ns / 1_000_000_000) as usize).min(secs - 1);
+        let s = ((r.invoke_ns.saturating_sub(out.main_start.0) / 1_000_000_000) as usize).min(secs - 1);
         per_sec[s].1 += 1;
         per_sec[s].0 += u64::from(a);
     }
     let latency = lat.into_iter().map(|(k, v)| (k, latency_of(v))).collect();
+    let mut workload_ok: Vec<(String, u64)> = scn.workloads.iter().map(|w| (w.name.clone(), 0)).collect();
+    for r in ops.iter().filter(|r| r.phase == Phase::Main && r.outcome == Outcome::Ok) {
+        let name = out.process_workloads.get(&r.process);
+        if let Some((_, n)) = workload_ok.iter_mut().find(|(w, _)| Some(w) == name) {
+            *n += 1;
+        }
+    }
+    let windows = fault_windows(scn, out);
+    let window_ops = windows
+        .iter()
+        .map(|w| {
+            let to = w.to.unwrap_or(out.main_end).min(out.main_end);
+            let n = ops.iter().filter(|r| r.phase == Phase::Main && (w.from.0..to.0).contains(&r.invoke_ns)).count() as u64;
+            (w.text.clone(), w.from, to, n)
+        })
+        .collect();
     let overall = if total_n == 0 { 1.0 } else { answered_n as f64 / total_n as f64 };
     let (unavail, window) = max_unavailability(ops, out.main_end, partition_of);
     let report = Report {
@@ -171,6 +199,7 @@ pub fn build(scn: &Scenario, out: &RunOutput, ops: &[Operation<'_>], partition_o
         digest: out.digest.to_string(),
         events: out.digest.events,
         simulated: fmt_duration(out.end.as_duration()),
+        main_start: out.main_start.to_string(),
         topology: scn.topology.describe().lines().map(str::to_string).collect(),
         faults: out.faults.iter().map(|f| FaultLine { at: f.at.to_string(), fault: f.text.clone(), refused: f.error.clone() }).collect(),
         operations,
@@ -181,7 +210,8 @@ pub fn build(scn: &Scenario, out: &RunOutput, ops: &[Operation<'_>], partition_o
             max_unavailability: fmt_duration(unavail),
             worst_window: window,
         },
-        phases: phases(ops, &fault_windows(scn, out), SimTime::from_duration(SERVICE_STARTUP), out.main_end),
+        // A run whose set-up failed has no main phase to cut.
+        phases: if out.setup_error.is_none() { phases(ops, &windows, out.workloads_start(), out.main_end) } else { Vec::new() },
         final_reads,
         final_phase_complete: out.final_phase_complete,
         network: out.net.clone(),
@@ -196,7 +226,8 @@ pub fn build(scn: &Scenario, out: &RunOutput, ops: &[Operation<'_>], partition_o
         pass: true,
     };
     let ok_at = ops.iter().filter(|r| r.phase == Phase::Main && r.outcome == Outcome::Ok).map(|r| r.invoke_ns).collect();
-    (report, Measured { availability: overall, max_unavailability: unavail, ok_at, heal_ns: out.heal_at.0, main_end_ns: out.main_end.0 })
+    let measured = Measured { availability: overall, max_unavailability: unavail, setup_error: out.setup_error.clone(), workload_ok, window_ops, ok_at, heal_ns: out.heal_at.0, main_end_ns: out.main_end.0, main_start_ns: out.main_start.0 };
+    (report, measured)
 }
 
 /// Offered against served load (open-loop workloads; see
@@ -224,10 +255,12 @@ fn load_figures(scn: &Scenario, out: &RunOutput, ops: &[Operation<'_>]) -> Optio
     let secs = main_seconds(scn);
     let mut ok = vec![0u64; secs];
     for r in ops.iter().filter(|r| r.phase == Phase::Main && r.outcome == Outcome::Ok) {
-        ok[((r.invoke_ns / 1_000_000_000) as usize).min(secs - 1)] += 1;
+        ok[((r.invoke_ns.saturating_sub(out.main_start.0) / 1_000_000_000) as usize).min(secs - 1)] += 1;
     }
-    let arrivals: Vec<u64> = (0..secs as u64).map(|s| out.offered.get(&s).map_or(0, |x| x.0)).collect();
-    let shed: Vec<u64> = (0..secs as u64).map(|s| out.offered.get(&s).map_or(0, |x| x.1)).collect();
+    // The main phase starts on a whole second of the world's clock.
+    let first = out.main_start.as_duration().as_secs();
+    let arrivals: Vec<u64> = (first..first + secs as u64).map(|s| out.offered.get(&s).map_or(0, |x| x.0)).collect();
+    let shed: Vec<u64> = (first..first + secs as u64).map(|s| out.offered.get(&s).map_or(0, |x| x.1)).collect();
     let span = scn.duration.as_secs_f64().max(1e-9);
     let line = |v: &[u64]| v.iter().map(u64::to_string).collect::<Vec<_>>().join(" ");
     let (a, sh, k) = (arrivals.iter().sum::<u64>(), shed.iter().sum::<u64>(), ok.iter().sum::<u64>());
@@ -246,6 +279,7 @@ impl Report {
         use std::fmt::Write as _;
         let mut s = String::new();
         let _ = writeln!(s, "scenario {}  seed {}  digest {}  ({} events, {} simulated)", self.scenario, self.seed, self.digest, self.events, self.simulated);
+        let _ = writeln!(s, "  main phase from {}", self.main_start);
         for f in &self.faults {
             let _ = writeln!(s, "  fault {:>10}  {}{}", f.at, f.fault, f.refused.as_ref().map(|r| format!("  (refused: {r})")).unwrap_or_default());
         }
@@ -335,11 +369,41 @@ pub fn judge(report: &mut Report, scn: &Scenario, m: &Measured, v: Verdicts) {
     }
     report.checks = Some(v);
     // Durability judges keys by their final read: a read-back that did not
-    // finish would let lost writes go unseen, so it always fails the run.
-    if !report.final_phase_complete {
+    // finish would let lost writes go unseen, so it always fails the run
+    // (a run whose set-up failed has no final phase: `set_up` says why).
+    if !report.final_phase_complete && m.setup_error.is_none() {
         report.expect("final_reads_complete", "true".into(), "false".into(), false);
     }
     judge_measured(report, scn, m);
+    judge_not_vacuous(report, scn, m);
+}
+
+/// The expectations every run has, whatever its scenario says: the
+/// service was set up before the main phase, every workload got
+/// operations done, every fault window met operations. Without them a run
+/// that tested nothing would pass.
+fn judge_not_vacuous(report: &mut Report, scn: &Scenario, m: &Measured) {
+    let limit = fmt_duration(crate::run::SETUP_MAX);
+    match &m.setup_error {
+        None => report.expect("set_up", format!("within {limit}"), format!("main phase from {}", report.main_start), true),
+        Some(why) => report.expect("set_up", format!("within {limit}"), why.clone(), false),
+    }
+    let min = scn.expect.min_workload_ops.unwrap_or(1);
+    if min > 0 {
+        let measured = if m.workload_ok.is_empty() { "no workload".to_string() } else { m.workload_ok.iter().map(|(w, n)| format!("{w} {n}")).collect::<Vec<_>>().join(", ") };
+        let pass = !m.workload_ok.is_empty() && m.workload_ok.iter().all(|(_, n)| *n >= min);
+        report.expect("min_workload_ops", format!(">= {min} ok per workload"), measured, pass);
+    }
+    let min = scn.expect.min_fault_window_ops.unwrap_or(1);
+    if min > 0 {
+        let short: Vec<String> = m.window_ops.iter().filter(|w| w.3 < min).map(|(text, from, to, n)| format!("{n} in {text} [{from}, {to})")).collect();
+        let measured = match m.window_ops.iter().min_by_key(|w| w.3) {
+            None => "no fault window".to_string(),
+            Some(_) if !short.is_empty() => short.join("; "),
+            Some((text, _, _, n)) => format!("fewest {n}, in {text}"),
+        };
+        report.expect("min_fault_window_ops", format!(">= {min} per fault window"), measured, short.is_empty());
+    }
 }
 
 /// Successful operations per second invoked in `[from, to)` (ns).
@@ -351,8 +415,8 @@ fn goodput(ok_at: &[u64], from: u64, to: u64) -> f64 {
 fn judge_measured(report: &mut Report, scn: &Scenario, m: &Measured) {
     if let Some(min) = scn.expect.min_recovered_goodput {
         let window = scn.expect.recovery_window.map_or(RECOVERY_WINDOW_DEFAULT, |w| w.0);
-        let start = SERVICE_STARTUP.as_nanos() as u64;
-        let first = scn.faults.first().map_or(m.main_end_ns, |f| f.at.as_nanos() as u64);
+        let start = m.main_start_ns + crate::workload::SERVICE_STARTUP.as_nanos() as u64;
+        let first = scn.faults.first().map_or(m.main_end_ns, |f| m.main_start_ns + f.at.as_nanos() as u64);
         let from = m.heal_ns.saturating_add(window.as_nanos() as u64);
         let (before, after) = (goodput(&m.ok_at, start, first), goodput(&m.ok_at, from, m.main_end_ns));
         if from >= m.main_end_ns || first <= start {
@@ -375,6 +439,7 @@ fn judge_measured(report: &mut Report, scn: &Scenario, m: &Measured) {
 mod tests {
     use super::*;
     use crate::history::{History, Kind, Op};
+    use sim::time::SimTime;
 
     const MS: u64 = 1_000_000;
     const S: u64 = 1_000_000_000;

@@ -11,5 +11,5 @@ pub mod deploy;
 pub mod output;
 pub mod runner;
 
-pub use output::{AppliedFault, MainEndHook, Observers, RunError, RunOptions, RunOutput, CLIENT_CRASHED, FINAL_PHASE_MAX, SETTLE_MAX, SIM_THREAD_STACK};
+pub use output::{AppliedFault, MainEndHook, Observers, RunError, RunOptions, RunOutput, CLIENT_CRASHED, FINAL_PHASE_MAX, SETTLE_MAX, SETUP_MAX, SIM_THREAD_STACK};
 pub use runner::{run, run_on_this_thread};

@@ -11,9 +11,13 @@ use sim::world::NetStats;
 
 use crate::history::History;
 use crate::workload::badreq::BadLogData;
+use crate::workload::SERVICE_STARTUP;
 
 /// Longest the final phase may take (model time) before the run ends anyway.
 pub const FINAL_PHASE_MAX: Duration = Duration::from_secs(120);
+/// The longest a deployment's set-up may take (model time) before the run
+/// ends with it failed, without a main phase.
+pub const SETUP_MAX: Duration = Duration::from_secs(30);
 /// After the final phase, the longest the run waits for the service to
 /// settle (e.g. every extent back to three replicas in three zones).
 pub const SETTLE_MAX: Duration = Duration::from_secs(30);
@@ -53,9 +57,18 @@ pub struct RunOutput {
     pub digest: Digest,
     /// Every client operation; processes that died leave theirs open.
     pub history: History,
+    /// The workload (or `hotspot<i>`) of every process.
+    pub process_workloads: std::collections::BTreeMap<u64, String>,
     pub faults: Vec<AppliedFault>,
     /// When the last fault was healed (zero when there were none).
     pub heal_at: SimTime,
+    /// When the main phase began: the deployment was set up (a whole
+    /// second; zero for a service that needs no set-up). Fault times and
+    /// workload windows count from it.
+    pub main_start: SimTime,
+    /// Why the deployment could not be set up (the run then has no main
+    /// phase).
+    pub setup_error: Option<String>,
     /// When the main phase ended and the final phase began.
     pub main_end: SimTime,
     pub end: SimTime,
@@ -72,6 +85,13 @@ pub struct RunOutput {
     pub observers: Observers,
     /// What the bad requests met (scenarios whose workloads send them).
     pub bad_requests: Option<BadLogData>,
+}
+
+impl RunOutput {
+    /// When the workloads began: [`SERVICE_STARTUP`] into the main phase.
+    pub fn workloads_start(&self) -> SimTime {
+        self.main_start + SERVICE_STARTUP
+    }
 }
 
 /// How busy one role's nodes were, per second of the main phase.

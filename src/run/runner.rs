@@ -2,12 +2,18 @@
 //!
 //! The runner knows the world, the fault timeline, the workloads and the
 //! deployment interface; the service comes from the catalog by the
-//! scenario's kind. Phases: the main phase runs the workloads while the
-//! fault timeline plays; at the scenario's end every fault still in place
+//! scenario's kind. Phases: set-up (the deployment's, e.g. creating the
+//! table; at most [`SETUP_MAX`], a service that needs none is set up at
+//! once) ends before the main phase begins, on the next whole second (so
+//! the report's per-second figures count seconds of the main phase); the
+//! main phase runs the workloads while the fault timeline plays, both
+//! timed from its start; at the scenario's end every fault still in place
 //! is healed, and the final phase reads back every key the run wrote
 //! (retrying until each answers or [`FINAL_PHASE_MAX`] passes); then the
-//! service may settle (for [`SETTLE_MAX`] at most). The run returns what it
-//! observed; checking and reporting happen outside the simulation.
+//! service may settle (for [`SETTLE_MAX`] at most). A set-up that fails or
+//! runs out of time ends the run there, with no main phase. The run
+//! returns what it observed; checking and reporting happen outside the
+//! simulation.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -18,8 +24,8 @@ use sim::fault::Fault;
 use sim::time::{self, SimTime};
 use sim::world::World;
 
-use super::deploy::{catalog, Deployment};
-use super::output::{AppliedFault, RunError, RunOptions, RunOutput, CLIENT_CRASHED, FINAL_PHASE_MAX, SETTLE_MAX, SIM_THREAD_STACK};
+use super::deploy::{catalog, Deployment, SetUp};
+use super::output::{AppliedFault, RunError, RunOptions, RunOutput, CLIENT_CRASHED, FINAL_PHASE_MAX, SETTLE_MAX, SETUP_MAX, SIM_THREAD_STACK};
 use crate::history::{History, Kind, Op};
 use crate::scenario::{heal_all, DynamicTarget, Scenario, CLIENT_ROLE};
 use crate::workload::badreq::BadLog;
@@ -28,6 +34,8 @@ use crate::workload::SharedHistory;
 
 /// Slack after the longest operation timeout before the final phase.
 const IN_FLIGHT_MARGIN: Duration = Duration::from_millis(1);
+/// How often the runner looks whether the deployment is set up.
+const SETUP_POLL: Duration = Duration::from_millis(10);
 
 /// Runs `scn` with `seed` on a fresh thread (std's `HashMap` order and
 /// madsim's state are only deterministic on a fresh thread).
@@ -78,18 +86,35 @@ async fn simulate(scn: Scenario, seed: u64, opts: RunOptions) -> RunOutput {
         deployment.start_client(&world, c, share);
     }
 
-    // The fault timeline.
+    // Set-up, before the main phase and its faults.
+    let setup_error = loop {
+        match deployment.set_up() {
+            SetUp::Ready => break None,
+            SetUp::Failed(why) => break Some(why),
+            SetUp::Pending if time::now().as_duration() >= SETUP_MAX => {
+                break Some(format!("not set up within {} (the limit of set-up)", sim::time::fmt_duration(SETUP_MAX)));
+            }
+            SetUp::Pending => time::sleep(SETUP_POLL).await,
+        }
+    };
+    let main_start = SimTime::from_duration(Duration::from_secs(time::now().as_duration().as_nanos().div_ceil(1_000_000_000) as u64));
     let mut faults = Vec::new();
     let mut heal_at = SimTime::ZERO;
+    if let Some(why) = setup_error {
+        return finish(&world, &scn, seed, Partial { main_start: time::now(), main_end: time::now(), setup_error: Some(why), faults, heal_at, final_phase_complete: false }, &control, &rec, &*deployment, bad_log);
+    }
+    control.begin_main(main_start);
+
+    // The fault timeline, timed from the main phase's start.
     let mut targets = DynamicTargets { offered: service.rules().dynamic_targets(), deployment: &*deployment, resolved: BTreeMap::new() };
     for tf in &scn.faults {
-        time::sleep_until(SimTime::from_duration(tf.at)).await;
+        time::sleep_until(main_start + tf.at).await;
         let (fault, text) = targets.resolve(&tf.fault, &world);
         let r = world.apply(&fault);
         faults.push(AppliedFault { at: time::now(), text, error: r.err().map(|e| e.to_string()) });
         heal_at = time::now();
     }
-    time::sleep_until(SimTime::from_duration(scn.duration)).await;
+    time::sleep_until(main_start + scn.duration).await;
     let main_end = time::now();
     if let Some(hook) = &opts.on_main_end {
         hook(main_end);
@@ -132,6 +157,24 @@ async fn simulate(scn: Scenario, seed: u64, opts: RunOptions) -> RunOutput {
     while time::now() < settle_end && deployment.settling() {
         time::sleep(Duration::from_millis(100)).await;
     }
+    let final_phase_complete = control.final_done();
+    finish(&world, &scn, seed, Partial { main_start, main_end, setup_error: None, faults, heal_at, final_phase_complete }, &control, &rec, &*deployment, bad_log)
+}
+
+/// What the phases of a run left for its output.
+struct Partial {
+    main_start: SimTime,
+    main_end: SimTime,
+    setup_error: Option<String>,
+    faults: Vec<AppliedFault>,
+    heal_at: SimTime,
+    final_phase_complete: bool,
+}
+
+/// The run's output, gathered at its end; the world is shut down.
+#[allow(clippy::too_many_arguments)]
+fn finish(world: &World, scn: &Scenario, seed: u64, p: Partial, control: &clients::Clients, rec: &SharedHistory, deployment: &dyn Deployment, bad_log: Option<BadLog>) -> RunOutput {
+    let topo = world.topology();
     let end = time::now();
     let mut history = std::mem::take(&mut *rec.lock().expect("history"));
     // As in Jepsen, the open operation of a process that crashed (its node
@@ -158,16 +201,19 @@ async fn simulate(scn: Scenario, seed: u64, opts: RunOptions) -> RunOutput {
         disk.sectors_lost_at_crash += s.sectors_lost_at_crash;
         disk.sectors_torn_kept_at_crash += s.sectors_torn_kept_at_crash;
     }
-    let usage = role_usage(&world, crate::report::main_seconds(&scn));
+    let usage = role_usage(world, p.main_start, crate::report::main_seconds(scn));
     let out = RunOutput {
         seed,
         digest: world.digest(),
         history,
-        faults,
-        heal_at,
-        main_end,
+        process_workloads: control.workloads(),
+        faults: p.faults,
+        heal_at: p.heal_at,
+        main_start: p.main_start,
+        setup_error: p.setup_error,
+        main_end: p.main_end,
         end,
-        final_phase_complete: control.final_done(),
+        final_phase_complete: p.final_phase_complete,
         offered: control.offered(),
         net: world.net_stats(),
         disk,
@@ -223,8 +269,10 @@ impl DynamicTargets<'_> {
     }
 }
 
-/// CPU and disk use of each role's nodes over the first `secs` seconds.
-fn role_usage(world: &World, secs: usize) -> Vec<crate::run::output::RoleUsage> {
+/// CPU and disk use of each role's nodes over the `secs` seconds from
+/// `from` (a whole second).
+fn role_usage(world: &World, from: SimTime, secs: usize) -> Vec<crate::run::output::RoleUsage> {
+    let first = from.as_duration().as_secs();
     let topo = world.topology();
     let mut roles: Vec<String> = topo.nodes().iter().map(|n| n.role.clone()).collect();
     roles.sort();
@@ -237,7 +285,7 @@ fn role_usage(world: &World, secs: usize) -> Vec<crate::run::output::RoleUsage> 
             let stats: Vec<sim::cpu::CpuStats> = nodes.iter().map(|&n| world.cpu(n).stats()).collect();
             let disks: Vec<sim::disk::Disk> = nodes.iter().map(|&n| world.disk(n)).collect();
             let mut u = crate::run::output::RoleUsage { role, nodes: nodes.len(), cores: stats.first().map_or(0, |s| s.cores), ..Default::default() };
-            for s in 0..secs as u64 {
+            for s in first..first + secs as u64 {
                 let per: Vec<f64> = stats.iter().map(|c| c.utilisation(s)).collect();
                 u.cpu_mean.push(r4(per.iter().sum::<f64>() / per.len().max(1) as f64));
                 u.cpu_max.push(r4(per.iter().copied().fold(0.0, f64::max)));

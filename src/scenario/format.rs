@@ -15,8 +15,18 @@ pub struct Dur(pub Duration);
 impl<'de> Deserialize<'de> for Dur {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        parse_duration(&s).map(Dur).map_err(serde::de::Error::custom)
+        duration_text(&s).map(Dur).map_err(serde::de::Error::custom)
     }
+}
+
+/// A duration as written, refused whole when it is too long to be one
+/// (the parser's message quotes it).
+fn duration_text(s: &str) -> Result<Duration, String> {
+    let n = s.chars().count();
+    if n > super::limits::DURATION_CHARS_MAX {
+        return Err(format!("a duration of {n} characters (e.g. \"150us\", at most {})", super::limits::DURATION_CHARS_MAX));
+    }
+    parse_duration(s)
 }
 
 /// A signed duration (clock offsets): `-200ms`, `1.5s`.
@@ -30,7 +40,7 @@ impl<'de> Deserialize<'de> for SignedDur {
             Some(r) => (true, r),
             None => (false, s.trim()),
         };
-        let d = parse_duration(rest).map_err(serde::de::Error::custom)?;
+        let d = duration_text(rest).map_err(serde::de::Error::custom)?;
         let ns = i64::try_from(d.as_nanos()).map_err(|_| serde::de::Error::custom("offset too large"))?;
         Ok(SignedDur(if neg { -ns } else { ns }))
     }
@@ -120,7 +130,8 @@ fn zero_dur() -> Dur {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LinkDef {
-    pub zones: Spanned<[String; 2]>,
+    /// Two different zones (validation refuses any other count).
+    pub zones: Spanned<Vec<String>>,
     pub latency: Dur,
     pub jitter: Option<Dur>,
     pub loss: Option<f64>,
@@ -401,6 +412,32 @@ pub struct FaultDef {
     pub speed: Option<Spanned<f64>>,
 }
 
+impl FaultDef {
+    /// The fields beside `at`, `until` and `verb`, in file order, and
+    /// whether the entry sets each (a verb refuses those it does not read).
+    pub fn optional_fields(&self) -> [(&'static str, bool); 17] {
+        [
+            ("target", self.target.is_some()),
+            ("from", self.from.is_some()),
+            ("to", self.to.is_some()),
+            ("mode", self.mode.is_some()),
+            ("direction", self.direction.is_some()),
+            ("rate", self.rate.is_some()),
+            ("extra", self.extra.is_some()),
+            ("offset", self.offset.is_some()),
+            ("ppm", self.ppm.is_some()),
+            ("read_error_rate", self.read_error_rate.is_some()),
+            ("write_error_rate", self.write_error_rate.is_some()),
+            ("bitflip_read_rate", self.bitflip_read_rate.is_some()),
+            ("bitflip_write_rate", self.bitflip_write_rate.is_some()),
+            ("misdirect_rate", self.misdirect_rate.is_some()),
+            ("full", self.full.is_some()),
+            ("slow_factor", self.slow_factor.is_some()),
+            ("speed", self.speed.is_some()),
+        ]
+    }
+}
+
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum HotOp {
@@ -465,11 +502,18 @@ pub struct ExpectDef {
     /// How long after healing the store has to get its goodput back
     /// (default 10 s).
     pub recovery_window: Option<Dur>,
+    /// Fewest operations each workload must complete successfully in the
+    /// main phase (default 1: a workload that did nothing fails the run;
+    /// 0 turns the check off).
+    pub min_workload_ops: Option<u64>,
+    /// Fewest operations each fault window must see invoked (default 1: a
+    /// fault no operation met fails the run; 0 turns the check off).
+    pub min_fault_window_ops: Option<u64>,
 }
 
 impl ExpectDef {
     /// Every expectation, in file order, and whether the scenario sets it.
-    pub fn fields(&self) -> [(&'static str, bool); 18] {
+    pub fn fields(&self) -> [(&'static str, bool); 20] {
         [
             ("lost_acked_writes", self.lost_acked_writes.is_some()),
             ("linearizable", self.linearizable.is_some()),
@@ -489,6 +533,8 @@ impl ExpectDef {
             ("max_time_to_recover", self.max_time_to_recover.is_some()),
             ("min_recovered_goodput", self.min_recovered_goodput.is_some()),
             ("recovery_window", self.recovery_window.is_some()),
+            ("min_workload_ops", self.min_workload_ops.is_some()),
+            ("min_fault_window_ops", self.min_fault_window_ops.is_some()),
         ]
     }
 }

@@ -13,8 +13,18 @@ pub trait ServiceRules: Sync {
 
     /// The nodes it needs, in the order a scenario is checked: each role
     /// with the fewest nodes of it over all zones. The first is the role
-    /// whose nodes serve data (`server_role` renames it).
+    /// whose nodes serve data (`server_role` renames it). Each part of the
+    /// service has a role of its own: a name twice (or `client`) is a
+    /// collision validation refuses, and `[topology.nodes]` may name only
+    /// these roles and `client`.
     fn roles(&self, def: &ServiceDef) -> Vec<Role>;
+
+    /// The fewest zones its promises need, and why (`None`: any number);
+    /// a scenario on fewer zones is refused, since a run could not show
+    /// what the service promises.
+    fn zones_needed(&self) -> Option<(usize, &'static str)> {
+        None
+    }
 
     /// The optional `[service]` fields it reads
     /// ([`ServiceDef::optional_fields`]); a scenario may set no other.

@@ -10,6 +10,8 @@ use sim::fault::{Direction, Fault, ZoneMode};
 use sim::topology::Topology;
 
 use super::format::{FaultDef, Names};
+use super::limits::{self, shown};
+use sim::time::fmt_duration;
 use super::model::{ScenarioError, TimedFault};
 use super::service::DynamicTarget;
 
@@ -33,10 +35,48 @@ impl Targets<'_> {
     }
 }
 
+/// Every verb, and the fields beside `at`, `until` and `verb` it reads.
+const VERBS: [(&str, &[&str]); 21] = [
+    ("zone-down", &["target", "mode"]),
+    ("zone-up", &["target"]),
+    ("node-crash", &["target"]),
+    ("node-restart", &["target"]),
+    ("node-pause", &["target"]),
+    ("node-resume", &["target"]),
+    ("partition", &["from", "to", "direction"]),
+    ("heal", &["from", "to", "direction"]),
+    ("clog", &["from", "to"]),
+    ("unclog", &["from", "to"]),
+    ("loss", &["from", "to", "rate"]),
+    ("loss-off", &["from", "to"]),
+    ("latency-spike", &["from", "to", "extra"]),
+    ("latency-clear", &["from", "to"]),
+    ("disk-faults", &["target", "read_error_rate", "write_error_rate", "bitflip_read_rate", "bitflip_write_rate", "misdirect_rate", "full", "slow_factor"]),
+    ("disk-faults-off", &["target"]),
+    ("clock-offset", &["target", "offset"]),
+    ("clock-drift", &["target", "ppm"]),
+    ("clock-reset", &["target"]),
+    ("cpu-slow", &["target", "speed"]),
+    ("cpu-restore", &["target"]),
+];
+
 /// The verb of a `[[fault]]` entry and, for entries with `until`, its inverse.
 pub(super) fn fault_pair(topo: &Topology, fd: &FaultDef, i: usize, targets: &Targets<'_>, err: &ErrFn<'_>) -> Result<(Fault, Option<Fault>), ScenarioError> {
     let verb = fd.verb.get_ref().as_str();
     let field = |s: &str| format!("fault[{i}].{s}");
+    let Some((_, reads)) = VERBS.iter().find(|(v, _)| *v == verb) else {
+        let verbs: Vec<&str> = VERBS.iter().map(|(v, _)| *v).collect();
+        return Err(err(fd.verb.span(), field("verb"), format!("unknown verb `{}` ({})", shown(verb), verbs.join(", "))));
+    };
+    if let Some((name, _)) = fd.optional_fields().into_iter().find(|(name, set)| *set && !reads.contains(name)) {
+        let uses = if reads.is_empty() { "no other field".to_string() } else { reads.iter().map(|r| format!("`{r}`")).collect::<Vec<_>>().join(", ") };
+        return Err(err(fd.verb.span(), field(name), format!("`{verb}` does not read `{name}` (it reads {uses})")));
+    }
+    for (name, set) in [("from", &fd.from), ("to", &fd.to)] {
+        if let Some(s) = set.as_ref().filter(|s| s.get_ref().to_vec().len() > limits::FAULT_NAMES_MAX) {
+            return Err(err(s.span(), field(name), format!("{} names: at most {}", s.get_ref().to_vec().len(), limits::FAULT_NAMES_MAX)));
+        }
+    }
     let zone_names: Vec<&str> = topo.zones().map(|z| topo.zone_name(z)).collect();
     let target = |want_zone: bool, want_node: bool| -> Result<String, ScenarioError> {
         let t = fd.target.as_ref().ok_or_else(|| err(fd.verb.span(), field("target"), format!("`{verb}` needs a `target`")))?;
@@ -47,9 +87,9 @@ pub(super) fn fault_pair(topo: &Topology, fd: &FaultDef, i: usize, targets: &Tar
             return Ok(name.clone());
         }
         let what = match (want_zone, want_node) {
-            (true, false) => format!("unknown zone `{name}` (zones: {})", zone_names.join(", ")),
-            (false, true) => format!("unknown node `{name}` (nodes are named zone-role-index, e.g. `{}`)", topo.nodes()[0].name),
-            _ => format!("unknown zone or node `{name}`"),
+            (true, false) => format!("unknown zone `{}` (zones: {})", shown(name), zone_names.join(", ")),
+            (false, true) => format!("unknown node `{}` (nodes are named zone-role-index, e.g. `{}`)", shown(name), topo.nodes()[0].name),
+            _ => format!("unknown zone or node `{}`", shown(name)),
         };
         Err(err(t.span(), field("target"), what))
     };
@@ -58,7 +98,7 @@ pub(super) fn fault_pair(topo: &Topology, fd: &FaultDef, i: usize, targets: &Tar
         let v = s.get_ref().to_vec();
         for n in &v {
             if topo.zone_by_name(n).is_none() && topo.node_by_name(n).is_none() {
-                return Err(err(s.span(), field(name), format!("unknown zone or node `{n}` (zones: {})", zone_names.join(", "))));
+                return Err(err(s.span(), field(name), format!("unknown zone or node `{}` (zones: {})", shown(n), zone_names.join(", "))));
             }
         }
         Ok(v)
@@ -73,7 +113,7 @@ pub(super) fn fault_pair(topo: &Topology, fd: &FaultDef, i: usize, targets: &Tar
     let direction = match fd.direction.as_ref().map(|d| (d.get_ref().as_str(), d.span())) {
         None | Some(("both", _)) => Direction::Both,
         Some(("one-way", _)) => Direction::OneWay,
-        Some((other, span)) => return Err(err(span, field("direction"), format!("unknown direction `{other}` (both, one-way)"))),
+        Some((other, span)) => return Err(err(span, field("direction"), format!("unknown direction `{}` (both, one-way)", shown(other)))),
     };
     let (a, b) = (set(&fd.from, "from")?, set(&fd.to, "to")?);
     Ok(match verb {
@@ -86,7 +126,7 @@ pub(super) fn fault_pair(topo: &Topology, fd: &FaultDef, i: usize, targets: &Tar
             let mode = match fd.mode.as_ref().map(|m| (m.get_ref().as_str(), m.span())) {
                 None | Some(("crash", _)) => ZoneMode::Crash,
                 Some(("isolate", _)) => ZoneMode::Isolate,
-                Some((other, span)) => return Err(err(span, field("mode"), format!("unknown mode `{other}` (crash, isolate)"))),
+                Some((other, span)) => return Err(err(span, field("mode"), format!("unknown mode `{}` (crash, isolate)", shown(other)))),
             };
             (Fault::ZoneDown { zone: dynamic.into(), mode }, Some(Fault::ZoneUp { zone: dynamic.into() }))
         }
@@ -95,7 +135,7 @@ pub(super) fn fault_pair(topo: &Topology, fd: &FaultDef, i: usize, targets: &Tar
             let mode = match fd.mode.as_ref().map(|m| (m.get_ref().as_str(), m.span())) {
                 None | Some(("crash", _)) => ZoneMode::Crash,
                 Some(("isolate", _)) => ZoneMode::Isolate,
-                Some((other, span)) => return Err(err(span, field("mode"), format!("unknown mode `{other}` (crash, isolate)"))),
+                Some((other, span)) => return Err(err(span, field("mode"), format!("unknown mode `{}` (crash, isolate)", shown(other)))),
             };
             (Fault::ZoneDown { zone: zone.clone(), mode }, Some(Fault::ZoneUp { zone }))
         }
@@ -122,6 +162,9 @@ pub(super) fn fault_pair(topo: &Topology, fd: &FaultDef, i: usize, targets: &Tar
         "loss-off" => (Fault::LossOff { a, b }, None),
         "latency-spike" => {
             let extra = fd.extra.ok_or_else(|| err(fd.verb.span(), field("extra"), "`latency-spike` needs `extra` (e.g. \"5ms\")".into()))?.0;
+            if extra > limits::LATENCY_MAX {
+                return Err(err(fd.verb.span(), field("extra"), format!("{} is over the limit of {}", fmt_duration(extra), fmt_duration(limits::LATENCY_MAX))));
+            }
             (Fault::LatencySpike { a: a.clone(), b: b.clone(), extra }, Some(Fault::LatencyClear { a, b }))
         }
         "latency-clear" => (Fault::LatencyClear { a, b }, None),
@@ -136,6 +179,9 @@ pub(super) fn fault_pair(topo: &Topology, fd: &FaultDef, i: usize, targets: &Tar
                 full: fd.full.unwrap_or(false),
                 slow_factor: fd.slow_factor.unwrap_or(1),
             };
+            if faults.slow_factor == 0 || faults.slow_factor > limits::DISK_SLOW_FACTOR_MAX {
+                return Err(err(fd.verb.span(), field("slow_factor"), format!("{}: use 1 to {}", faults.slow_factor, limits::DISK_SLOW_FACTOR_MAX)));
+            }
             if faults == (DiskFaults { slow_factor: 1, ..DiskFaults::default() }) {
                 return Err(err(fd.verb.span(), field("verb"), "`disk-faults` sets no fault: give a rate, `full` or `slow_factor`".into()));
             }
@@ -145,13 +191,17 @@ pub(super) fn fault_pair(topo: &Topology, fd: &FaultDef, i: usize, targets: &Tar
         "clock-offset" => {
             let node = target(false, true)?;
             let offset = fd.offset.ok_or_else(|| err(fd.verb.span(), field("offset"), "`clock-offset` needs `offset` (e.g. \"-200ms\")".into()))?;
+            if offset.0.unsigned_abs() > limits::CLOCK_OFFSET_MAX.as_nanos() as u64 {
+                return Err(err(fd.verb.span(), field("offset"), format!("over the limit of {} either way", fmt_duration(limits::CLOCK_OFFSET_MAX))));
+            }
             (Fault::ClockOffset { node: node.clone(), offset_ns: offset.0 }, Some(Fault::ClockReset { node }))
         }
         "clock-drift" => {
             let node = target(false, true)?;
             let ppm = fd.ppm.as_ref().ok_or_else(|| err(fd.verb.span(), field("ppm"), "`clock-drift` needs `ppm`".into()))?;
-            if *ppm.get_ref() <= -1_000_000 {
-                return Err(err(ppm.span(), field("ppm"), "a clock cannot stop or run backwards: ppm must exceed -1000000".into()));
+            if ppm.get_ref().unsigned_abs() > limits::CLOCK_DRIFT_PPM_MAX as u64 {
+                let max = limits::CLOCK_DRIFT_PPM_MAX;
+                return Err(err(ppm.span(), field("ppm"), format!("{}: use -{max} to {max} (a clock cannot stop or run backwards)", ppm.get_ref())));
             }
             (Fault::ClockDrift { node: node.clone(), ppm: *ppm.get_ref() }, Some(Fault::ClockReset { node }))
         }
@@ -167,17 +217,7 @@ pub(super) fn fault_pair(topo: &Topology, fd: &FaultDef, i: usize, targets: &Tar
             (Fault::CpuSlow { target: vec![t.clone()], speed_permille }, Some(Fault::CpuRestore { target: vec![t] }))
         }
         "cpu-restore" => (Fault::CpuRestore { target: vec![target(true, true)?] }, None),
-        other => {
-            return Err(err(
-                fd.verb.span(),
-                field("verb"),
-                format!(
-                    "unknown verb `{other}` (zone-down, zone-up, node-crash, node-restart, node-pause, node-resume, partition, heal, clog, unclog, \
-                     loss, loss-off, latency-spike, latency-clear, disk-faults, disk-faults-off, clock-offset, clock-drift, clock-reset, \
-                     cpu-slow, cpu-restore)"
-                ),
-            ))
-        }
+        other => unreachable!("`{other}` is in VERBS"),
     })
 }
 

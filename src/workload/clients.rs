@@ -6,7 +6,10 @@
 //! A process gets its id from its client node's incarnation, so a
 //! restarted client node starts fresh processes (those whose time has not
 //! passed); the first client node also reads everything back in the final
-//! phase, once the runner has said what to read.
+//! phase, once the runner has said what to read. A process's start and
+//! stop are relative to the main phase, which begins once the service is
+//! set up: a client node starts its processes when the runner has said
+//! when that is ([`Clients::begin_main`]).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use engine::stream::client::StreamClient;
-use sim::time;
+use sim::time::{self, SimTime};
 use sim::topology::NodeId;
 use sim::world::NodeCtx;
 
@@ -31,14 +34,21 @@ const PROCESS_ID_STRIDE: u64 = 1_000_000;
 const LANE_ID_STRIDE: u64 = 1 << 32;
 /// The operation timeout of a run without workloads.
 const OP_TIMEOUT_DEFAULT: Duration = Duration::from_millis(500);
+/// How often a client node bound before the main phase looks whether it
+/// has begun.
+const MAIN_START_POLL: Duration = Duration::from_millis(5);
 
 /// The client side of a run, shared by every client node: which processes
 /// ran where, and the final read-back's turn.
 pub struct Clients {
+    /// When the main phase began (the service set up), once it has.
+    main_start: Mutex<Option<SimTime>>,
     final_keys: Mutex<Option<Vec<String>>>,
     final_done: AtomicBool,
     /// Every process started: its client node and that node's incarnation.
     processes: Mutex<BTreeMap<u64, (NodeId, u64)>>,
+    /// The workload (or `hotspot<i>`) of every process started.
+    workloads: Mutex<BTreeMap<u64, String>>,
     /// Streams: when each stream last had an append acknowledged, over all
     /// processes (the workload's view, not the system's).
     stream_progress: SharedProgress,
@@ -51,6 +61,28 @@ impl Clients {
     /// incarnation then.
     pub fn processes(&self) -> Vec<(u64, (NodeId, u64))> {
         self.processes.lock().expect("control").iter().map(|(&p, &n)| (p, n)).collect()
+    }
+
+    /// The workload (or `hotspot<i>`) of every process started so far.
+    pub fn workloads(&self) -> BTreeMap<u64, String> {
+        self.workloads.lock().expect("control").clone()
+    }
+
+    /// Starts the main phase at `at`: the client nodes start their
+    /// processes, their windows counted from it.
+    pub fn begin_main(&self, at: SimTime) {
+        *self.main_start.lock().expect("control") = Some(at);
+    }
+
+    /// When the main phase began, once the runner has said (a client node
+    /// bound before waits for it).
+    async fn main_start(&self) -> SimTime {
+        loop {
+            if let Some(at) = *self.main_start.lock().expect("control") {
+                return at;
+            }
+            time::sleep(MAIN_START_POLL).await;
+        }
     }
 
     /// Starts the final phase: the first client node reads these keys (or
@@ -69,23 +101,28 @@ impl Clients {
         self.offered.snapshot()
     }
 
-    /// The processes of a plan this incarnation of the node still runs:
-    /// each gets its id (from the node's incarnation), starts no earlier
-    /// than now, and is registered; those whose window has passed are left
-    /// out. `window` gives a spec's start (to move) and stop.
-    fn starting<T>(&self, ctx: &NodeCtx, plan: &[(u64, Make<T>)], window: impl Fn(&mut T) -> (&mut Duration, Duration)) -> Vec<(u64, T)> {
+    /// The processes of a plan this incarnation of the node still runs,
+    /// once the main phase has begun: each gets its id (from the node's
+    /// incarnation), its window moved from the main phase's time to the
+    /// world's and starting no earlier than now, and is registered; those
+    /// whose window has passed are left out. `window` gives a spec's
+    /// start and stop (to move) and its workload's name.
+    async fn starting<T>(&self, ctx: &NodeCtx, plan: &[(u64, Make<T>)], window: impl Fn(&mut T) -> (&mut Duration, &mut Duration, String)) -> Vec<(u64, T)> {
+        let main_start = self.main_start().await.as_duration();
         let incarnation = ctx.world.incarnation(ctx.id);
         let now = time::now().as_duration();
         let mut out = Vec::new();
         for (index, make) in plan {
             let process = incarnation * PROCESS_ID_STRIDE + index;
             let mut spec = make(process);
-            let (start, stop) = window(&mut spec);
-            *start = (*start).max(now);
-            if *start >= stop {
+            let (start, stop, workload) = window(&mut spec);
+            *start = (main_start + *start).max(now);
+            *stop += main_start;
+            if *start >= *stop {
                 continue;
             }
             self.processes.lock().expect("control").insert(process, (ctx.id, incarnation));
+            self.workloads.lock().expect("control").insert(process, workload);
             out.push((process, spec));
         }
         out
@@ -185,10 +222,12 @@ pub fn spread(scn: &Scenario, nodes: usize, history: &SharedHistory, bad_request
             next_process += 1;
         }
     }
+    // The hotspots add load to the first workload's keys: they share one
+    // key chooser (a Zipf table can be large).
+    let hot_chooser = scn.workloads.first().filter(|_| !scn.hotspots.is_empty()).map(|base| Arc::new(KeyChooser::new(base.keys, base.distribution, base.zipf_theta)));
     for (i, h) in scn.hotspots.iter().enumerate() {
-        let Some(base) = scn.workloads.first() else { break };
+        let (Some(base), Some(chooser)) = (scn.workloads.first(), hot_chooser.clone()) else { break };
         let def = Arc::new(base.clone());
-        let chooser = Arc::new(KeyChooser::new(base.keys, base.distribution, base.zipf_theta));
         for _ in 0..h.clients {
             let (def, chooser, h) = (def.clone(), chooser.clone(), h.clone());
             let make: MakeSpec = Arc::new(move |process| ProcessSpec {
@@ -207,7 +246,15 @@ pub fn spread(scn: &Scenario, nodes: usize, history: &SharedHistory, bad_request
             next_process += 1;
         }
     }
-    let clients = Arc::new(Clients { final_keys: Mutex::new(None), final_done: AtomicBool::new(false), processes: Mutex::new(BTreeMap::new()), stream_progress: Arc::new(Mutex::new(BTreeMap::new())), offered });
+    let clients = Arc::new(Clients {
+        main_start: Mutex::new(None),
+        final_keys: Mutex::new(None),
+        final_done: AtomicBool::new(false),
+        processes: Mutex::new(BTreeMap::new()),
+        workloads: Mutex::new(BTreeMap::new()),
+        stream_progress: Arc::new(Mutex::new(BTreeMap::new())),
+        offered,
+    });
     let nodes = plans.into_iter().map(|plan| ClientNode { plan, history: history.clone(), clients: clients.clone(), op_timeout, bad_requests: bad_requests.clone() }).collect();
     (clients, nodes)
 }
@@ -223,10 +270,11 @@ impl ClientNode {
     /// first client node) against `client`.
     pub async fn run_kv<S: KvService + 'static>(self, ctx: NodeCtx, client: S) {
         let incarnation = ctx.world.incarnation(ctx.id);
-        for (process, spec) in self.clients.starting(&ctx, &self.plan.processes, |s| (&mut s.start, s.stop)) {
+        for (process, spec) in self.clients.starting(&ctx, &self.plan.processes, |s| (&mut s.start, &mut s.stop, s.workload.clone())).await {
             // An open-loop process's lanes are processes of the node too.
             for &lane in &spec.lanes {
                 self.clients.processes.lock().expect("control").insert(lane, (ctx.id, incarnation));
+                self.clients.workloads.lock().expect("control").insert(lane, spec.workload.clone());
             }
             let rng = ctx.world.rng(&format!("workload/{}/{process}", spec.workload));
             madsim::task::spawn_local(kv::run_process(ctx.world.clone(), client.clone(), self.history.clone(), spec, rng));
@@ -245,7 +293,7 @@ impl ClientNode {
     pub async fn run_streams(self, ctx: NodeCtx, client: StreamClient) {
         let incarnation = ctx.world.incarnation(ctx.id);
         let ends: SharedEnds = Arc::new(Mutex::new(BTreeMap::new()));
-        for (process, spec) in self.clients.starting(&ctx, &self.plan.streams, |s| (&mut s.start, s.stop)) {
+        for (process, spec) in self.clients.starting(&ctx, &self.plan.streams, |s| (&mut s.start, &mut s.stop, s.def.name.clone())).await {
             let rng = ctx.world.rng(&format!("workload/{}/{process}", spec.def.name));
             madsim::task::spawn(stream::run_process(ctx.world.clone(), client.clone(), self.history.clone(), spec, ends.clone(), self.clients.stream_progress.clone(), rng));
         }

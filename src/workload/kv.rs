@@ -37,8 +37,9 @@ pub struct KeyChooser {
     cdf: Vec<f64>,
 }
 
-/// Largest key space for which a Zipf table is built.
-pub const ZIPF_KEYS_MAX: u64 = 4_000_000;
+/// Largest key space for which a Zipf table is built (the scenario
+/// format's limit, which also bounds every table of a run together).
+pub use crate::scenario::limits::ZIPF_KEYS_MAX;
 
 impl KeyChooser {
     pub fn new(keys: u64, dist: Distribution, theta: f64) -> KeyChooser {

@@ -36,8 +36,9 @@ use sim::world::World;
 
 use crate::history::{History, Kind, Op, Phase};
 
-/// Workloads start this long after the world: servers recover their disks
-/// and bind their transports first (a request before that vanishes).
+/// Workloads start this long into the main phase: servers recover their
+/// disks and bind their transports first (a request before that vanishes);
+/// the main phase itself begins once the service is set up.
 pub const SERVICE_STARTUP: Duration = Duration::from_millis(10);
 
 /// Every operation of a run, in the order the runner observed it.

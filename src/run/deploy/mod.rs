@@ -5,7 +5,8 @@
 //!   expectations, dynamic fault targets: [`ServiceRules`]);
 //! - [`Service::deploy`]: starts its nodes in a world and returns the
 //!   running [`Deployment`], which binds the service's client on each
-//!   client node and hands it to the workloads, resolves dynamic fault
+//!   client node and hands it to the workloads, says when it is set up
+//!   for them (the main phase begins then), resolves dynamic fault
 //!   targets, says whether the service is still settling, and hands back
 //!   its observers with the run;
 //! - after the run: the unit a key is unavailable with, its report sections
@@ -53,6 +54,14 @@ pub trait Deployment {
     /// hands it to the node's share of the workloads.
     fn start_client(&self, world: &World, node: NodeId, share: ClientNode);
 
+    /// Whether the service is set up for the workloads (e.g. its table
+    /// created): the runner begins the main phase only once it is, and
+    /// waits at most `SETUP_MAX`. A service that needs no set-up is ready
+    /// at once.
+    fn set_up(&self) -> SetUp {
+        SetUp::Ready
+    }
+
     /// The zone a dynamic fault target names now (`None`: not known yet).
     fn resolve_target(&self, _topology: &Topology, _name: &str) -> Option<ZoneId> {
         None
@@ -68,6 +77,15 @@ pub trait Deployment {
     fn observers(&self) -> Observers {
         Observers::default()
     }
+}
+
+/// How far a deployment's set-up has come.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SetUp {
+    Pending,
+    Ready,
+    /// It cannot be set up, and why.
+    Failed(String),
 }
 
 /// Names a key after the node of `role` that the stable hash minikv routes

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use engine::stream::client::StreamClient;
 use engine::stream::{SealCause, StreamConfig, StreamObserver};
-use sim::time::{fmt_duration, SimTime};
+use sim::time::fmt_duration;
 use sim::topology::{NodeId, Topology, ZoneId};
 use sim::world::{NodeCtx, World};
 
@@ -19,7 +19,6 @@ use crate::report::{main_seconds, Report, StreamFigures};
 use crate::run::output::{Observers, RunOutput};
 use crate::scenario::{DynamicTarget, Refusal, Role, Scenario, ServiceDef, ServiceRules, WorkloadKind};
 use crate::workload::clients::ClientNode;
-use crate::workload::SERVICE_STARTUP;
 
 /// The role of the metadata replicas unless `meta_role` names another.
 pub const META_ROLE: &str = "meta";
@@ -35,6 +34,9 @@ pub const META_LEADER: DynamicTarget = DynamicTarget {
     shown: false,
 };
 
+/// The stream layer's promise that needs three zones.
+pub(super) const THREE_ZONES: (usize, &str) = (3, "keeps every extent's three replicas in three zones and a metadata replica in each");
+
 /// The `[service]` fields the stream layer reads.
 pub const FIELDS: &[&str] = &["meta_role", "dead_after", "rereplicate_after", "extent_bytes"];
 
@@ -45,11 +47,16 @@ impl ServiceRules for Stream {
         "stream"
     }
 
+    /// The storage nodes first (they serve data), then the rest of the
+    /// layer.
     fn roles(&self, def: &ServiceDef) -> Vec<Role> {
-        let storage = def.server_role_or(STORAGE_ROLE);
-        let mut roles = vec![Role::serving(storage)];
-        roles.extend(layer_roles(def, storage));
+        let mut roles = layer_roles(def, def.server_role_or(STORAGE_ROLE));
+        roles.rotate_right(1);
         roles
+    }
+
+    fn zones_needed(&self) -> Option<(usize, &'static str)> {
+        Some(THREE_ZONES)
     }
 
     fn fields(&self) -> &'static [&'static str] {
@@ -176,7 +183,7 @@ pub(super) fn report_section(scn: &Scenario, out: &RunOutput, ops: &[Operation<'
     let obs = out.observers.get::<StreamObserver>()?;
     let mut f = figures(obs, out, main_seconds(scn));
     if ops.iter().any(|o| matches!(o.op, Op::StreamAppend { .. })) {
-        f.add_stalls(ops, out, SimTime::from_duration(SERVICE_STARTUP));
+        f.add_stalls(ops, out, out.workloads_start());
     }
     Some(f)
 }
@@ -259,8 +266,8 @@ async fn client_main(ctx: NodeCtx, share: ClientNode, cfg: StreamConfig) {
 fn figures(obs: &StreamObserver, out: &RunOutput, secs: usize) -> StreamFigures {
     let d = obs.snapshot();
     let mut per_second = vec![0u64; secs];
-    for &(t, n) in &d.under_replicated {
-        let s = ((t.0 / 1_000_000_000) as usize).min(secs - 1);
+    for &(t, n) in d.under_replicated.iter().filter(|(t, _)| *t >= out.main_start) {
+        let s = (((t.0 - out.main_start.0) / 1_000_000_000) as usize).min(secs - 1);
         per_second[s] = per_second[s].max(n);
     }
     let at_end = d.under_replicated.last().map(|&(_, n)| n).unwrap_or(0);

@@ -5,8 +5,7 @@
 //! adds failovers, time to recover, master takeovers and refusals.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use engine::table::client::TableClient;
@@ -16,7 +15,7 @@ use sim::topology::{NodeId, Topology, ZoneId};
 use sim::world::{NodeCtx, World};
 
 use super::stream::{self, META_LEADER, STORAGE_ROLE};
-use super::{Deployment, Service};
+use super::{Deployment, Service, SetUp};
 use crate::history::Operation;
 use crate::report::measure::latency_of;
 use crate::report::{healthy_write, HealthyWrite, Report, TableFigures};
@@ -24,7 +23,6 @@ use crate::run::output::{Observers, RunOutput};
 use crate::scenario::{DynamicTarget, Refusal, Role, Scenario, ServiceDef, ServiceRules, WorkloadDef, WorkloadFeature, WorkloadKind};
 use crate::workload::clients::ClientNode;
 use crate::workload::table::{self as kv_table, split_points, wide_row_bytes, TableKv, ACCESS_KEY, INSTANCE, TABLE};
-use crate::workload::SERVICE_STARTUP;
 
 /// The role of the table servers unless `server_role` names another.
 pub const TABLE_SERVER_ROLE: &str = "table";
@@ -56,6 +54,10 @@ impl ServiceRules for Table {
             roles.push(Role { name: role.to_string(), min: 1, missing: format!("the table service needs nodes of role `{role}`") });
         }
         roles
+    }
+
+    fn zones_needed(&self) -> Option<(usize, &'static str)> {
+        Some(stream::THREE_ZONES)
     }
 
     fn fields(&self) -> &'static [&'static str] {
@@ -154,7 +156,7 @@ impl Service for Table {
             partitions: scn.service.partitions.unwrap_or(DEFAULT_PARTITIONS),
             columns: scn.workloads.iter().map(|w| w.columns).max().unwrap_or(0),
         };
-        Box::new(Running { cfg, setup, ready: Arc::new(AtomicBool::new(false)) })
+        Box::new(Running { cfg, setup, ready: Arc::new(Mutex::new(SetUp::Pending)) })
     }
 
     /// A key is unavailable with its range partition (partitions move
@@ -168,7 +170,7 @@ impl Service for Table {
         report.streams = stream::report_section(scn, out, ops);
         report.table = out.observers.get::<TableObserver>().map(|t| {
             let first_fault = out.faults.first().map(|f| f.at).unwrap_or(out.main_end);
-            figures(t, healthy_write(ops, SimTime::from_duration(SERVICE_STARTUP), first_fault, &scn.topology, &scn.disk), out.main_end)
+            figures(t, healthy_write(ops, out.workloads_start(), first_fault, &scn.topology, &scn.disk), out.main_end)
         });
     }
 
@@ -225,14 +227,19 @@ struct TableSetup {
 struct Running {
     cfg: TableConfig,
     setup: TableSetup,
-    /// The instance and the table exist.
-    ready: Arc<AtomicBool>,
+    /// Whether the instance and the table exist.
+    ready: Arc<Mutex<SetUp>>,
 }
 
 impl Deployment for Running {
     fn start_client(&self, world: &World, node: NodeId, share: ClientNode) {
         let (cfg, setup, ready) = (self.cfg.clone(), self.setup, self.ready.clone());
         world.start_node(node, move |ctx| client_main(ctx, share.clone(), cfg.clone(), setup, ready.clone()));
+    }
+
+    /// The first client node creates the instance and the table.
+    fn set_up(&self) -> SetUp {
+        self.ready.lock().expect("set-up").clone()
     }
 
     fn resolve_target(&self, topology: &Topology, name: &str) -> Option<ZoneId> {
@@ -257,17 +264,25 @@ impl Deployment for Running {
 
 /// A client node of the table service: the first one creates the instance
 /// and the table (and, when a workload sends bad requests, a second
-/// instance); every one waits for that, then runs its processes.
-async fn client_main(ctx: NodeCtx, share: ClientNode, cfg: TableConfig, setup: TableSetup, ready: Arc<AtomicBool>) {
+/// instance); every one waits for that, then runs its processes (from the
+/// main phase on, which begins once the table exists).
+async fn client_main(ctx: NodeCtx, share: ClientNode, cfg: TableConfig, setup: TableSetup, ready: Arc<Mutex<SetUp>>) {
     let client = TableClient::bind(&ctx, &cfg, INSTANCE, ACCESS_KEY).await;
-    if share.is_first() && !ready.load(Ordering::SeqCst) {
-        match kv_table::setup(&client, setup.keys, setup.partitions, share.bad_requests.is_some()).await {
-            Ok(n) => ctx.note(format!("table {TABLE} created with {n} partitions")),
-            Err(e) => ctx.note(e),
-        }
-        ready.store(true, Ordering::SeqCst);
+    let pending = || *ready.lock().expect("set-up") == SetUp::Pending;
+    if share.is_first() && pending() {
+        let state = match kv_table::setup(&client, setup.keys, setup.partitions, share.bad_requests.is_some()).await {
+            Ok(n) => {
+                ctx.note(format!("table {TABLE} created with {n} partitions"));
+                SetUp::Ready
+            }
+            Err(e) => {
+                ctx.note(e.clone());
+                SetUp::Failed(e)
+            }
+        };
+        *ready.lock().expect("set-up") = state;
     }
-    while !ready.load(Ordering::SeqCst) {
+    while *ready.lock().expect("set-up") != SetUp::Ready {
         time::sleep(Duration::from_millis(5)).await;
     }
     let bad = share.bad_requests.clone();
