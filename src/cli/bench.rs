@@ -506,7 +506,7 @@ pub fn run(round_trips: u64, disk_n: u64, reference_runs: Option<(&Scenario, &[u
 /// `tablesim bench`: the whole bench (the reference scenario `scn` run
 /// `scenario_runs` times from its default seed), then the linearizability
 /// checker's (unless `checker_ops` is 0), printed as YAML.
-pub fn command(round_trips: u64, disk_ops: u64, checker_ops: u64, scn: &Scenario, scenario_runs: u64) -> ExitCode {
+pub fn command(round_trips: u64, disk_ops: u64, checker_ops: u64, scn: &Scenario, scenario_runs: u64, curve_rates: &[f64], jobs: usize) -> ExitCode {
     let seeds: Vec<u64> = (0..scenario_runs).map(|i| scn.seed + i).collect();
     let f = run(round_trips, disk_ops, (!seeds.is_empty()).then_some((scn, seeds.as_slice())));
     println!("# simulated world\n{}", serde_yaml_ng::to_string(&f).expect("figures serialise"));
@@ -520,6 +520,20 @@ pub fn command(round_trips: u64, disk_ops: u64, checker_ops: u64, scn: &Scenario
             r.msgs_delivered_per_s,
             r.msgs_vs_raw_msgs
         );
+    }
+    if !curve_rates.is_empty() {
+        // The capacity curve: model figures (goodput, latency, refusals),
+        // not speed, so its runs may share the cores.
+        match super::curve::run(scn, curve_rates, true, true, scn.seed, jobs) {
+            Ok(steps) => {
+                println!("# capacity curve of {} (open loop, seed {}), without and with its faults\n{}", scn.name, scn.seed, super::curve::table(&steps));
+                println!("{}", serde_yaml_ng::to_string(&super::curve::goals(&steps)).expect("figures serialise"));
+            }
+            Err(e) => {
+                eprintln!("error: capacity curve: {e}");
+                return ExitCode::from(1);
+            }
+        }
     }
     if checker_ops > 0 {
         let c = crate::check::bench::bench_linearizability(1, checker_ops, crate::check::linearizable::Budget::default());

@@ -125,8 +125,9 @@ pub fn table(steps: &[Step]) -> String {
     s
 }
 
-/// `curve`: every step, with and/or without the faults, in parallel.
-pub fn command(scn: &Scenario, steps: &[f64], with: bool, without: bool, seed: u64, jobs: usize) -> ExitCode {
+/// Every step, with and/or without the faults, `jobs` runs at a time; the
+/// steps in plan order (each rate without, then with, the faults).
+pub fn run(scn: &Scenario, steps: &[f64], with: bool, without: bool, seed: u64, jobs: usize) -> Result<Vec<Step>, String> {
     let mut plan: Vec<(f64, bool)> = Vec::new();
     for &m in steps {
         if without {
@@ -150,17 +151,59 @@ pub fn command(scn: &Scenario, steps: &[f64], with: bool, without: bool, seed: u
     });
     let mut results = results.into_inner().expect("results");
     results.sort_by_key(|(i, _)| *i);
-    let mut steps_done = Vec::new();
-    for (i, r) in results {
-        match r {
-            Ok(s) => steps_done.push(s),
-            Err(e) => {
-                let (m, f) = plan[i];
-                eprintln!("error: step {m}x (faults {f}): {e}");
-                return ExitCode::from(1);
-            }
+    results
+        .into_iter()
+        .map(|(i, r)| {
+            let (m, f) = plan[i];
+            r.map_err(|e| format!("step {m}x (faults {f}): {e}"))
+        })
+        .collect()
+}
+
+/// What a curve says about collapse and recovery.
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct CurveGoals {
+    /// The highest goodput of a step without faults, and its rate.
+    pub peak_ok_per_s: f64,
+    pub peak_at: f64,
+    /// The lowest goodput of a step without faults past the peak, over the
+    /// peak (1.0 when no step lies past it): no congestion collapse keeps
+    /// it near 1.
+    pub past_peak_worst_ratio: f64,
+    /// The lowest ratio over the steps with faults of the goodput from
+    /// 10 s after healing to the goodput before the first fault.
+    pub recovered_worst_ratio: Option<f64>,
+}
+
+/// The goals of `steps` (see [`CurveGoals`]).
+pub fn goals(steps: &[Step]) -> CurveGoals {
+    let quiet: Vec<&Step> = steps.iter().filter(|s| !s.faults).collect();
+    let peak = quiet.iter().copied().max_by(|a, b| a.ok_per_s.total_cmp(&b.ok_per_s).then(b.multiplier.total_cmp(&a.multiplier)));
+    let (peak_ok, peak_at) = peak.map_or((0.0, 0.0), |p| (p.ok_per_s, p.multiplier));
+    let past = quiet.iter().filter(|s| s.multiplier > peak_at).map(|s| s.ok_per_s / peak_ok.max(1e-9)).fold(1.0_f64, f64::min);
+    let recovered = steps.iter().filter_map(|s| s.ok_per_s_recovered.map(|r| r / s.ok_per_s_before.max(1e-9))).reduce(f64::min);
+    let r3 = |x: f64| (x * 1000.0).round() / 1000.0;
+    CurveGoals { peak_ok_per_s: peak_ok, peak_at, past_peak_worst_ratio: r3(past), recovered_worst_ratio: recovered.map(r3) }
+}
+
+/// `curve`: every step, with and/or without the faults, in parallel.
+pub fn command(scn: &Scenario, steps: &[f64], with: bool, without: bool, seed: u64, jobs: usize) -> ExitCode {
+    match run(scn, steps, with, without, seed, jobs) {
+        Ok(done) => {
+            print!("{}", table(&done));
+            let g = goals(&done);
+            println!(
+                "\npeak {:.1} ok/s at {}x; past the peak, goodput at least {} of it; after healing, at least {} of the goodput before the fault",
+                g.peak_ok_per_s,
+                g.peak_at,
+                g.past_peak_worst_ratio,
+                g.recovered_worst_ratio.map_or("-".into(), |r| r.to_string())
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
         }
     }
-    print!("{}", table(&steps_done));
-    ExitCode::SUCCESS
 }

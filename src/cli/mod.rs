@@ -121,6 +121,12 @@ enum Cmd {
         /// Runs of the reference scenario, from its default seed up (0 skips them).
         #[arg(long, default_value_t = 3)]
         scenario_runs: u64,
+        /// Rate multipliers of the reference scenario's capacity curve ("" skips it).
+        #[arg(long, default_value = "1,2,4,8,16")]
+        curve_rates: String,
+        /// Parallel runs of the capacity curve (default: available cores).
+        #[arg(long)]
+        jobs: Option<usize>,
     },
 }
 
@@ -199,7 +205,16 @@ pub fn main() -> ExitCode {
         Cmd::Validate { scenarios } => files::validate(scenarios),
         Cmd::List { dir } => files::list(&dir),
         Cmd::Check { history, checker, heal_at, liveness_bound } => files::check(&history, checker.as_deref(), heal_at, liveness_bound),
-        Cmd::Bench { round_trips, disk_ops, checker_ops, scenario, scenario_runs } => {
+        Cmd::Bench { round_trips, disk_ops, checker_ops, scenario, scenario_runs, curve_rates, jobs } => {
+            let rates = if curve_rates.trim().is_empty() { Ok(Vec::new()) } else { curve::parse_steps(&curve_rates) };
+            let rates = match rates {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("error: --curve-rates: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
             let scn = match &scenario {
                 Some(p) => load(p),
                 None => crate::parse_scenario(Path::new("scenarios/double11.toml"), bench::REFERENCE_SCENARIO.as_bytes()).map_err(|e| {
@@ -208,7 +223,7 @@ pub fn main() -> ExitCode {
                 }),
             };
             match scn {
-                Ok(scn) => bench::command(round_trips, disk_ops, checker_ops, &scn, scenario_runs),
+                Ok(scn) => bench::command(round_trips, disk_ops, checker_ops, &scn, scenario_runs, &rates, jobs),
                 Err(c) => c,
             }
         }
