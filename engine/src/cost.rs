@@ -2,7 +2,9 @@
 //!
 //! Every role charges its node's CPU where the work happens: a proxy per
 //! request (parse, authenticate, route), a table server per operation (a
-//! point read, a write, a scan and each row it returns, each KiB of value),
+//! point read, a write, a scan and each row it returns, each KiB of value,
+//! each KiB its partitions' LSMs write to their tables in memtable flushes
+//! and compactions),
 //! a storage node per message it handles (each append and read, each KiB
 //! it checksums), a metadata replica per Raft step, and every role a little
 //! per control message (heartbeat, grant, lease renewal) on the control
@@ -27,6 +29,11 @@ pub struct Costs {
     pub server_scan_row: Duration,
     /// Table server: each KiB of values a request carries or returns.
     pub server_kib: Duration,
+    /// Table server: each KiB a partition's LSM writes to its tables (sort,
+    /// encode, checksum; a compaction's merge): memtable flushes and
+    /// compaction output. The WAL's records are in `server_write`, and
+    /// reads in the read costs.
+    pub server_table_kib: Duration,
     /// Storage node: one append (checksum, record, page cache).
     pub storage_append: Duration,
     /// Storage node: one read.
@@ -49,6 +56,7 @@ impl Default for Costs {
             server_scan: us(20),
             server_scan_row: us(2),
             server_kib: us(2),
+            server_table_kib: us(2),
             storage_append: us(8),
             storage_read: us(8),
             storage_kib: us(1),
@@ -68,6 +76,7 @@ impl Costs {
             server_scan: Duration::ZERO,
             server_scan_row: Duration::ZERO,
             server_kib: Duration::ZERO,
+            server_table_kib: Duration::ZERO,
             storage_append: Duration::ZERO,
             storage_read: Duration::ZERO,
             storage_kib: Duration::ZERO,

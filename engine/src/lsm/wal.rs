@@ -18,8 +18,11 @@ pub const BATCH_ENTRIES_MAX: usize = 1024;
 /// Attempts of an append or sync before the engine stops accepting writes.
 pub const IO_ATTEMPTS_MAX: u32 = 3;
 
+/// How every WAL file's name begins.
+pub const WAL_PREFIX: &str = "wal-";
+
 pub fn wal_name(number: u64) -> String {
-    format!("wal-{number:012}")
+    format!("{WAL_PREFIX}{number:012}")
 }
 
 /// Number of a WAL file name, if it is one.

@@ -56,6 +56,8 @@ struct ClientInner {
     rng: std::sync::Mutex<ChaCha8Rng>,
     /// Nodes to avoid until the given time (they failed a call).
     avoid: std::sync::Mutex<BTreeMap<NodeId, SimTime>>,
+    /// The node's CPU, charged for file work ([`StreamClient::charge_table_write`]).
+    cpu: sim::cpu::Cpu,
 }
 
 fn epoch_bytes(e: u64) -> Vec<u8> {
@@ -125,12 +127,21 @@ impl StreamClient {
                 rng: std::sync::Mutex::new(ctx.rng("stream-client")),
                 cfg,
                 avoid: std::sync::Mutex::new(BTreeMap::new()),
+                cpu: ctx.cpu(),
             }),
         }
     }
 
     pub fn config(&self) -> &StreamConfig {
         &self.inner.cfg
+    }
+
+    /// Charges this node's CPU for `bytes` written to an LSM table (a
+    /// table server's flush or compaction; see `Costs::server_table_kib`).
+    /// Background work is never refused: the LSM bounds how much of it
+    /// runs at once.
+    pub async fn charge_table_write(&self, bytes: usize) {
+        self.inner.cpu.run_always(crate::cost::Costs::per_kib(self.inner.cfg.costs.server_table_kib, bytes)).await;
     }
 
     fn observer(&self) -> &StreamObserver {

@@ -51,6 +51,11 @@ impl Files for StreamFiles {
         if data.is_empty() {
             return Ok(start);
         }
+        // Flush and compaction output: the WAL's records are charged per
+        // write by the table server.
+        if !name.starts_with(crate::lsm::wal::WAL_PREFIX) {
+            self.ns.client().charge_table_write(data.len()).await;
+        }
         let mut first = None;
         for chunk in data.chunks(super::format::RECORD_DATA_MAX as usize) {
             let at = self.ns.append(name, chunk).await.map_err(|e| fs_err("append", name, e))?;

@@ -99,6 +99,7 @@ pub(super) fn apply_costs(cfg: &mut StreamConfig, given: &std::collections::BTre
             "server_scan" => &mut c.server_scan,
             "server_scan_row" => &mut c.server_scan_row,
             "server_kib" => &mut c.server_kib,
+            "server_table_kib" => &mut c.server_table_kib,
             "storage_append" => &mut c.storage_append,
             "storage_read" => &mut c.storage_read,
             "storage_kib" => &mut c.storage_kib,

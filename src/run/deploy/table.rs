@@ -109,6 +109,7 @@ impl ServiceRules for Table {
             "server_scan",
             "server_scan_row",
             "server_kib",
+            "server_table_kib",
             "storage_append",
             "storage_read",
             "storage_kib",
