@@ -174,6 +174,10 @@ pub struct ServiceDef {
     pub extent_bytes: Option<u64>,
     /// Range partitions of the workload's table.
     pub partitions: Option<u32>,
+    /// Bytes of a table partition's memtable before it is flushed.
+    pub memtable_bytes: Option<u64>,
+    /// Bytes of a table partition's block cache (0: none).
+    pub block_cache_bytes: Option<u64>,
     /// A bug the service plants on purpose (minikv: `ack-before-sync`), to
     /// show that the checkers find it.
     pub planted_bug: Option<String>,
@@ -223,6 +227,8 @@ impl Default for ServiceDef {
             rereplicate_after: None,
             extent_bytes: None,
             partitions: None,
+            memtable_bytes: None,
+            block_cache_bytes: None,
             planted_bug: None,
         }
     }
@@ -241,13 +247,15 @@ impl ServiceDef {
 
     /// The optional fields a kind may or may not read, in file order, and
     /// whether the scenario sets each.
-    pub fn optional_fields(&self) -> [(&'static str, bool); 6] {
+    pub fn optional_fields(&self) -> [(&'static str, bool); 8] {
         [
             ("meta_role", self.meta_role.is_some()),
             ("dead_after", self.dead_after.is_some()),
             ("rereplicate_after", self.rereplicate_after.is_some()),
             ("extent_bytes", self.extent_bytes.is_some()),
             ("partitions", self.partitions.is_some()),
+            ("memtable_bytes", self.memtable_bytes.is_some()),
+            ("block_cache_bytes", self.block_cache_bytes.is_some()),
             ("planted_bug", self.planted_bug.is_some()),
         ]
     }

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use engine::table::client::TableClient;
+use engine::table::part::{PART_BLOCK_CACHE_BYTES_MAX, PART_MEMTABLE_BYTES_MAX, PART_MEMTABLE_BYTES_MIN};
 use engine::table::{FailoverCause, TableConfig, TableObserver};
 use sim::time::{self, fmt_duration, SimTime};
 use sim::topology::{NodeId, Topology, ZoneId};
@@ -61,13 +62,21 @@ impl ServiceRules for Table {
     }
 
     fn fields(&self) -> &'static [&'static str] {
-        &["meta_role", "dead_after", "rereplicate_after", "extent_bytes", "partitions"]
+        &["meta_role", "dead_after", "rereplicate_after", "extent_bytes", "partitions", "memtable_bytes", "block_cache_bytes"]
     }
 
     fn check(&self, def: &ServiceDef) -> Result<(), Refusal> {
         let max = engine::table::master::CREATE_PARTITIONS_MAX as u32;
         if def.partitions.is_some_and(|p| p == 0 || p > max) {
             return Err(Refusal::new("service.partitions", format!("must be 1..={max}")));
+        }
+        let (lo, hi) = (PART_MEMTABLE_BYTES_MIN as u64, PART_MEMTABLE_BYTES_MAX as u64);
+        if def.memtable_bytes.is_some_and(|b| !(lo..=hi).contains(&b)) {
+            return Err(Refusal::new("service.memtable_bytes", format!("must be {lo}..={hi}")));
+        }
+        let max = PART_BLOCK_CACHE_BYTES_MAX as u64;
+        if def.block_cache_bytes.is_some_and(|b| b > max) {
+            return Err(Refusal::new("service.block_cache_bytes", format!("must be 0..={max}")));
         }
         stream::check_fields(def)
     }
@@ -133,6 +142,13 @@ impl Service for Table {
         let mut cfg = TableConfig::new(meta_cfg, role(STORAGE_ROLE), role(MASTER_ROLE), role(scn.service.server_role_or(TABLE_SERVER_ROLE)), role(PROXY_ROLE));
         stream::apply_fields(&mut cfg.stream, &scn.service);
         stream::apply_costs(&mut cfg.stream, &scn.resources.costs);
+        // Validation bounded both sizes.
+        if let Some(b) = scn.service.memtable_bytes {
+            cfg.part_memory.memtable_bytes = b as usize;
+        }
+        if let Some(b) = scn.service.block_cache_bytes {
+            cfg.part_memory.block_cache_bytes = b as usize;
+        }
         // A client operation gives up (with an unknown outcome for a write)
         // after the workload's timeout.
         if let Some(t) = scn.workloads.iter().map(|w| w.timeout.0).max() {
