@@ -490,6 +490,14 @@ pub struct ExpectDef {
     pub rereplicated: Option<bool>,
     /// Streams: every extent has three replicas in three zones at the end.
     pub replicated_at_end: Option<bool>,
+    /// Streams (and the table store's layer): fewest replicas repaired in
+    /// place.
+    pub min_replicas_repaired: Option<u64>,
+    /// Streams: the most times one replica may be repaired (1: never twice).
+    pub max_repairs_per_replica: Option<u64>,
+    /// Streams: the most reads that may fall back to another replica after
+    /// the last fault healed.
+    pub max_read_fallbacks_after_heal: Option<u64>,
     /// Table: most bad requests the service may accept (answer as if valid).
     pub bad_requests_accepted: Option<u64>,
     /// Table: fewest bad requests that must have been refused.
@@ -521,7 +529,7 @@ pub struct ExpectDef {
 
 impl ExpectDef {
     /// Every expectation, in file order, and whether the scenario sets it.
-    pub fn fields(&self) -> [(&'static str, bool); 20] {
+    pub fn fields(&self) -> [(&'static str, bool); 23] {
         [
             ("lost_acked_writes", self.lost_acked_writes.is_some()),
             ("linearizable", self.linearizable.is_some()),
@@ -534,6 +542,9 @@ impl ExpectDef {
             ("max_append_stall", self.max_append_stall.is_some()),
             ("rereplicated", self.rereplicated.is_some()),
             ("replicated_at_end", self.replicated_at_end.is_some()),
+            ("min_replicas_repaired", self.min_replicas_repaired.is_some()),
+            ("max_repairs_per_replica", self.max_repairs_per_replica.is_some()),
+            ("max_read_fallbacks_after_heal", self.max_read_fallbacks_after_heal.is_some()),
             ("bad_requests_accepted", self.bad_requests_accepted.is_some()),
             ("min_bad_requests_refused", self.min_bad_requests_refused.is_some()),
             ("bad_values_seen", self.bad_values_seen.is_some()),

@@ -103,7 +103,16 @@ impl ServiceRules for Table {
     }
 
     fn expectations(&self) -> &'static [&'static str] {
-        &["bad_requests_accepted", "min_bad_requests_refused", "bad_values_seen", "min_master_takeovers", "max_time_to_recover"]
+        &[
+            "bad_requests_accepted",
+            "min_bad_requests_refused",
+            "bad_values_seen",
+            "min_master_takeovers",
+            "max_time_to_recover",
+            "min_replicas_repaired",
+            "max_repairs_per_replica",
+            "max_read_fallbacks_after_heal",
+        ]
     }
 
     fn dynamic_targets(&self) -> &'static [DynamicTarget] {
@@ -228,6 +237,7 @@ impl Service for Table {
             let seen = bad_figure(|b| b.values_seen);
             report.expect("bad_values_seen", format!("<= {max}"), seen.to_string(), seen <= max);
         }
+        stream::judge_repairs(scn, report);
     }
 }
 
