@@ -174,6 +174,8 @@ pub struct ServiceDef {
     pub extent_bytes: Option<u64>,
     /// Range partitions of the workload's table.
     pub partitions: Option<u32>,
+    /// Table: the lease on partitions and on the master role.
+    pub lease: Option<Dur>,
     /// Bytes of a table partition's memtable before it is flushed.
     pub memtable_bytes: Option<u64>,
     /// Bytes of a table partition's block cache (0: none).
@@ -227,6 +229,7 @@ impl Default for ServiceDef {
             rereplicate_after: None,
             extent_bytes: None,
             partitions: None,
+            lease: None,
             memtable_bytes: None,
             block_cache_bytes: None,
             planted_bug: None,
@@ -247,13 +250,14 @@ impl ServiceDef {
 
     /// The optional fields a kind may or may not read, in file order, and
     /// whether the scenario sets each.
-    pub fn optional_fields(&self) -> [(&'static str, bool); 8] {
+    pub fn optional_fields(&self) -> [(&'static str, bool); 9] {
         [
             ("meta_role", self.meta_role.is_some()),
             ("dead_after", self.dead_after.is_some()),
             ("rereplicate_after", self.rereplicate_after.is_some()),
             ("extent_bytes", self.extent_bytes.is_some()),
             ("partitions", self.partitions.is_some()),
+            ("lease", self.lease.is_some()),
             ("memtable_bytes", self.memtable_bytes.is_some()),
             ("block_cache_bytes", self.block_cache_bytes.is_some()),
             ("planted_bug", self.planted_bug.is_some()),
@@ -508,6 +512,9 @@ pub struct ExpectDef {
     /// Table: fewest master takeovers from the first fault on (the first
     /// election at start-up is not one).
     pub min_master_takeovers: Option<u64>,
+    /// Table: no table server answered for a partition after a newer owner
+    /// of it began serving (leases kept the owners apart).
+    pub no_split_brain: Option<bool>,
     /// Table: the longest any failover after a server died or lost its
     /// lease may take to recover (the report's `time_to_recover`).
     pub max_time_to_recover: Option<Dur>,
@@ -529,7 +536,7 @@ pub struct ExpectDef {
 
 impl ExpectDef {
     /// Every expectation, in file order, and whether the scenario sets it.
-    pub fn fields(&self) -> [(&'static str, bool); 23] {
+    pub fn fields(&self) -> [(&'static str, bool); 24] {
         [
             ("lost_acked_writes", self.lost_acked_writes.is_some()),
             ("linearizable", self.linearizable.is_some()),
@@ -549,6 +556,7 @@ impl ExpectDef {
             ("min_bad_requests_refused", self.min_bad_requests_refused.is_some()),
             ("bad_values_seen", self.bad_values_seen.is_some()),
             ("min_master_takeovers", self.min_master_takeovers.is_some()),
+            ("no_split_brain", self.no_split_brain.is_some()),
             ("max_time_to_recover", self.max_time_to_recover.is_some()),
             ("min_recovered_goodput", self.min_recovered_goodput.is_some()),
             ("recovery_window", self.recovery_window.is_some()),
