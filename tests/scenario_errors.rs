@@ -236,6 +236,28 @@ fn too_many_partitions_are_refused() {
 }
 
 #[test]
+fn partition_memory_out_of_bounds_is_refused() {
+    for (field, value) in [("memtable_bytes", "1024"), ("memtable_bytes", "1073741824"), ("block_cache_bytes", "1073741824")] {
+        let text = double11().replace("partitions = 64", &format!("partitions = 64\n{field} = {value}"));
+        let e = err(&text);
+        assert_eq!(e.field, format!("service.{field}"), "{e}");
+    }
+    let text = double11().replace("partitions = 64", "partitions = 64\nmemtable_bytes = 8192\nblock_cache_bytes = 0");
+    assert!(parse(Path::new("ok.toml"), text.as_bytes()).is_ok(), "in bounds");
+}
+
+#[test]
+fn a_lease_out_of_bounds_is_refused() {
+    for value in ["\"100ms\"", "\"2m\""] {
+        let text = double11().replace("partitions = 64", &format!("partitions = 64\nlease = {value}"));
+        let e = err(&text);
+        assert_eq!(e.field, "service.lease", "{e}");
+    }
+    let text = double11().replace("partitions = 64", "partitions = 64\nlease = \"3s\"");
+    assert!(parse(Path::new("ok.toml"), text.as_bytes()).is_ok(), "in bounds");
+}
+
+#[test]
 fn partitions_on_another_service_are_refused() {
     let text = GOOD.replace("[[workload]]", "[service]\npartitions = 4\n\n[[workload]]");
     let e = err(&text);

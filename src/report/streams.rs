@@ -48,10 +48,19 @@ pub struct StreamFigures {
     /// Extent seals by cause.
     pub seals: BTreeMap<String, u64>,
     pub corrupt_replicas_detected: u64,
+    /// Replicas replaced in place by a checked copy of their sealed extent.
     pub replicas_repaired: u64,
+    /// The most times one replica was repaired: a repair that leaves its
+    /// replica short brings it back again and again.
+    pub most_repairs_of_one_replica: u64,
+    /// That replica (extent and node), when one was repaired.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub most_repaired_replica: Option<String>,
     pub fenced_appends_refused: u64,
     /// Reads that fell back to another replica after an error or corruption.
     pub read_fallbacks: u64,
+    /// Of those, the ones after the last fault healed.
+    pub read_fallbacks_after_heal: u64,
 }
 
 

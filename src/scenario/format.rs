@@ -174,6 +174,12 @@ pub struct ServiceDef {
     pub extent_bytes: Option<u64>,
     /// Range partitions of the workload's table.
     pub partitions: Option<u32>,
+    /// Table: the lease on partitions and on the master role.
+    pub lease: Option<Dur>,
+    /// Bytes of a table partition's memtable before it is flushed.
+    pub memtable_bytes: Option<u64>,
+    /// Bytes of a table partition's block cache (0: none).
+    pub block_cache_bytes: Option<u64>,
     /// A bug the service plants on purpose (minikv: `ack-before-sync`), to
     /// show that the checkers find it.
     pub planted_bug: Option<String>,
@@ -223,6 +229,9 @@ impl Default for ServiceDef {
             rereplicate_after: None,
             extent_bytes: None,
             partitions: None,
+            lease: None,
+            memtable_bytes: None,
+            block_cache_bytes: None,
             planted_bug: None,
         }
     }
@@ -241,13 +250,16 @@ impl ServiceDef {
 
     /// The optional fields a kind may or may not read, in file order, and
     /// whether the scenario sets each.
-    pub fn optional_fields(&self) -> [(&'static str, bool); 6] {
+    pub fn optional_fields(&self) -> [(&'static str, bool); 9] {
         [
             ("meta_role", self.meta_role.is_some()),
             ("dead_after", self.dead_after.is_some()),
             ("rereplicate_after", self.rereplicate_after.is_some()),
             ("extent_bytes", self.extent_bytes.is_some()),
             ("partitions", self.partitions.is_some()),
+            ("lease", self.lease.is_some()),
+            ("memtable_bytes", self.memtable_bytes.is_some()),
+            ("block_cache_bytes", self.block_cache_bytes.is_some()),
             ("planted_bug", self.planted_bug.is_some()),
         ]
     }
@@ -482,6 +494,14 @@ pub struct ExpectDef {
     pub rereplicated: Option<bool>,
     /// Streams: every extent has three replicas in three zones at the end.
     pub replicated_at_end: Option<bool>,
+    /// Streams (and the table store's layer): fewest replicas repaired in
+    /// place.
+    pub min_replicas_repaired: Option<u64>,
+    /// Streams: the most times one replica may be repaired (1: never twice).
+    pub max_repairs_per_replica: Option<u64>,
+    /// Streams: the most reads that may fall back to another replica after
+    /// the last fault healed.
+    pub max_read_fallbacks_after_heal: Option<u64>,
     /// Table: most bad requests the service may accept (answer as if valid).
     pub bad_requests_accepted: Option<u64>,
     /// Table: fewest bad requests that must have been refused.
@@ -492,6 +512,9 @@ pub struct ExpectDef {
     /// Table: fewest master takeovers from the first fault on (the first
     /// election at start-up is not one).
     pub min_master_takeovers: Option<u64>,
+    /// Table: no table server answered for a partition after a newer owner
+    /// of it began serving (leases kept the owners apart).
+    pub no_split_brain: Option<bool>,
     /// Table: the longest any failover after a server died or lost its
     /// lease may take to recover (the report's `time_to_recover`).
     pub max_time_to_recover: Option<Dur>,
@@ -513,7 +536,7 @@ pub struct ExpectDef {
 
 impl ExpectDef {
     /// Every expectation, in file order, and whether the scenario sets it.
-    pub fn fields(&self) -> [(&'static str, bool); 20] {
+    pub fn fields(&self) -> [(&'static str, bool); 24] {
         [
             ("lost_acked_writes", self.lost_acked_writes.is_some()),
             ("linearizable", self.linearizable.is_some()),
@@ -526,10 +549,14 @@ impl ExpectDef {
             ("max_append_stall", self.max_append_stall.is_some()),
             ("rereplicated", self.rereplicated.is_some()),
             ("replicated_at_end", self.replicated_at_end.is_some()),
+            ("min_replicas_repaired", self.min_replicas_repaired.is_some()),
+            ("max_repairs_per_replica", self.max_repairs_per_replica.is_some()),
+            ("max_read_fallbacks_after_heal", self.max_read_fallbacks_after_heal.is_some()),
             ("bad_requests_accepted", self.bad_requests_accepted.is_some()),
             ("min_bad_requests_refused", self.min_bad_requests_refused.is_some()),
             ("bad_values_seen", self.bad_values_seen.is_some()),
             ("min_master_takeovers", self.min_master_takeovers.is_some()),
+            ("no_split_brain", self.no_split_brain.is_some()),
             ("max_time_to_recover", self.max_time_to_recover.is_some()),
             ("min_recovered_goodput", self.min_recovered_goodput.is_some()),
             ("recovery_window", self.recovery_window.is_some()),

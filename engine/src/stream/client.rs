@@ -322,7 +322,7 @@ impl StreamClient {
                 Ok(StreamMsg::Data { data, crc }) if crc32fast::hash(&data) == crc && data.len() as u64 <= want => {
                     if exact && (data.len() as u64) < want {
                         bad.push(node);
-                        self.observer().with(|o| o.read_fallbacks += 1);
+                        self.observer().read_fell_back(time::now());
                         continue;
                     }
                     if let (Some(len), false) = (e.sealed_len, bad.is_empty()) {
@@ -333,22 +333,20 @@ impl StreamClient {
                     return Ok(data);
                 }
                 Ok(StreamMsg::Data { .. }) | Ok(StreamMsg::Err(ReplicaError::Corrupt)) => {
-                    self.observer().with(|o| {
-                        o.corrupt_replicas_detected += 1;
-                        o.read_fallbacks += 1
-                    });
+                    self.observer().with(|o| o.corrupt_replicas_detected += 1);
+                    self.observer().read_fell_back(time::now());
                     bad.push(node);
                 }
                 // The open extent's replica has not seen an append yet.
                 Ok(StreamMsg::Err(ReplicaError::NotFound)) if !exact && limit.is_none() => return Ok(Vec::new()),
                 Ok(StreamMsg::Err(ReplicaError::NotFound)) => {
-                    self.observer().with(|o| o.read_fallbacks += 1);
+                    self.observer().read_fell_back(time::now());
                     bad.push(node);
                 }
-                Ok(_) => self.observer().with(|o| o.read_fallbacks += 1),
+                Ok(_) => self.observer().read_fell_back(time::now()),
                 Err(_) => {
                     self.avoid(node);
-                    self.observer().with(|o| o.read_fallbacks += 1);
+                    self.observer().read_fell_back(time::now());
                     timeouts += 1;
                 }
             }

@@ -41,6 +41,7 @@
 //! within one epoch there is one owner, and a restarted owner opens a new
 //! epoch, so the ids are unique without a counter key in every Txn.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -323,10 +324,16 @@ pub struct ObserverData {
     /// (time, extents with fewer than three good replicas in three zones).
     pub under_replicated: Vec<(SimTime, u64)>,
     pub bytes_rereplicated: u64,
+    /// Replicas a node replaced by a checked copy of their sealed extent.
     pub repairs: u64,
+    /// Repairs per replica (extent, node), for at most
+    /// [`OBSERVER_SAMPLES_MAX`] replicas (`repairs` counts them all).
+    pub repairs_by_replica: BTreeMap<(ExtentId, NodeId), u64>,
     pub corrupt_replicas_detected: u64,
     pub fenced_appends_rejected: u64,
     pub read_fallbacks: u64,
+    /// When reads fell back (the newest [`OBSERVER_SAMPLES_MAX`] or more).
+    pub read_fallback_times: Vec<SimTime>,
     /// The metadata replica the acting manager last found leading.
     pub meta_leader: Option<NodeId>,
 }
@@ -359,6 +366,28 @@ impl StreamObserver {
         if d.seals.len() > OBSERVER_SAMPLES_MAX {
             d.seals.drain(..OBSERVER_SAMPLES_MAX / 2);
         }
+        if d.read_fallback_times.len() > OBSERVER_SAMPLES_MAX {
+            d.read_fallback_times.drain(..OBSERVER_SAMPLES_MAX / 2);
+        }
+    }
+
+    /// A read fell back to another replica at `at`.
+    pub(crate) fn read_fell_back(&self, at: SimTime) {
+        self.with(|o| {
+            o.read_fallbacks += 1;
+            o.read_fallback_times.push(at);
+        });
+    }
+
+    /// Node `node` swapped a repaired copy of `extent` in.
+    pub(crate) fn repaired(&self, extent: &str, node: NodeId) {
+        self.with(|o| {
+            o.repairs += 1;
+            let key = (extent.to_string(), node);
+            if o.repairs_by_replica.len() < OBSERVER_SAMPLES_MAX || o.repairs_by_replica.contains_key(&key) {
+                *o.repairs_by_replica.entry(key).or_default() += 1;
+            }
+        });
     }
 }
 

@@ -199,6 +199,7 @@ async fn rewrite(disk: &Disk, name: &str, content: &[u8]) -> Result<(), sim::Dis
 }
 
 struct Node {
+    id: NodeId,
     net: Net<StreamMsg>,
     store: Arc<Mutex<Store>>,
     cfg: StreamConfig,
@@ -217,7 +218,7 @@ pub async fn serve_storage(ctx: NodeCtx, cfg: StreamConfig) {
         cfg.observer.with(|o| o.corrupt_replicas_detected += found);
     }
     let (net, mut inbox): (Net<StreamMsg>, Inbox<StreamMsg>) = Net::bind(&ctx).await;
-    let node = Arc::new(Node { net, store: Arc::new(Mutex::new(store)), cfg, cpu: ctx.cpu() });
+    let node = Arc::new(Node { id: ctx.id, net, store: Arc::new(Mutex::new(store)), cfg, cpu: ctx.cpu() });
     // The loop takes from the inbox itself (bounded by `INBOX_MAX`): what
     // arrived while it wrote and synced the last group forms the next one.
     while let Some(first) = inbox.recv().await {
@@ -401,7 +402,7 @@ impl Node {
                         st.extents.insert(extent.clone(), e);
                         st.suspect.remove(&extent);
                         if held {
-                            self.cfg.observer.with(|o| o.repairs += 1);
+                            self.cfg.observer.repaired(&extent, self.id);
                         }
                         StreamMsg::Done
                     }

@@ -501,7 +501,7 @@ impl Master {
         let clock: ClockFn = Arc::new(move || clock.now().as_nanos() / 1_000_000);
         let mut entries = Vec::new();
         for o in olds {
-            let store = PartStore::open(&self.client, o.pid, clock.clone(), None).await.map_err(TableError::Failed)?;
+            let store = PartStore::open(&self.client, o.pid, self.cfg.part_memory, clock.clone(), None).await.map_err(TableError::Failed)?;
             let e = store.entries().await;
             store.kill();
             entries.extend(e?);
@@ -513,7 +513,7 @@ impl Master {
         for (i, n) in news.iter_mut().enumerate() {
             n.pid = first + i as u64;
             let mine: Vec<(Vec<u8>, Vec<u8>)> = entries.iter().filter(|(k, _)| routing_key(k).is_none_or(|rk| n.contains(&rk))).cloned().collect();
-            PartStore::create(&self.client, n.pid, clock.clone(), mine).await.map_err(TableError::Failed)?;
+            PartStore::create(&self.client, n.pid, self.cfg.part_memory, clock.clone(), mine).await.map_err(TableError::Failed)?;
         }
         let mut checks = vec![(NEXT_PID_KEY.to_string(), cur)];
         let mut writes = vec![(NEXT_PID_KEY.to_string(), Some(encode(&(first + news.len() as u64))))];

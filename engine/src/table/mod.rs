@@ -474,6 +474,9 @@ pub struct TableConfig {
     pub map_ttl: Duration,
     /// Proxy: how long an instance's access key is cached.
     pub auth_ttl: Duration,
+    /// Table servers (and the master's split and merge copies): the memory
+    /// of each partition they load.
+    pub part_memory: part::PartMemory,
     pub observer: TableObserver,
 }
 
@@ -505,6 +508,7 @@ impl TableConfig {
             proxy_budget: Duration::from_millis(800),
             map_ttl: Duration::from_secs(2),
             auth_ttl: Duration::from_secs(2),
+            part_memory: part::PartMemory::default(),
             observer: TableObserver::new(),
         }
     }

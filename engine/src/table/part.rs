@@ -96,10 +96,37 @@ pub fn routing_key(k: &[u8]) -> Option<String> {
     String::from_utf8(user.to_vec()).ok()
 }
 
-/// The LSM options of a partition: small memtables, so that data reaches
-/// tables and a load replays little WAL.
-pub fn options() -> Options {
-    Options { memtable_bytes: 256 << 10, table_bytes: 256 << 10, block_cache_bytes: 1 << 20, ..Options::default() }
+/// Most bytes of a partition's memtable ([`PartMemory::memtable_bytes`]).
+pub const PART_MEMTABLE_BYTES_MAX: usize = crate::lsm::memtable::MEMTABLE_BYTES_MAX;
+/// Fewest bytes of a partition's memtable: a few rows.
+pub const PART_MEMTABLE_BYTES_MIN: usize = 4 << 10;
+/// Most bytes of a partition's block cache.
+pub const PART_BLOCK_CACHE_BYTES_MAX: usize = crate::lsm::block_cache::BLOCK_CACHE_BYTES_MAX;
+
+/// The memory a table server gives each partition it loads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PartMemory {
+    /// The memtable is flushed to a table at this size (within
+    /// [`PART_MEMTABLE_BYTES_MIN`]..=[`PART_MEMTABLE_BYTES_MAX`]).
+    pub memtable_bytes: usize,
+    /// Table blocks kept in memory (at most [`PART_BLOCK_CACHE_BYTES_MAX`];
+    /// 0: every block read goes to the stream layer).
+    pub block_cache_bytes: usize,
+}
+
+impl Default for PartMemory {
+    /// Small memtables, so that data reaches tables and a load replays
+    /// little WAL.
+    fn default() -> PartMemory {
+        PartMemory { memtable_bytes: 256 << 10, block_cache_bytes: 1 << 20 }
+    }
+}
+
+/// The LSM options of a partition with memory `m`.
+pub fn options(m: PartMemory) -> Options {
+    assert!((PART_MEMTABLE_BYTES_MIN..=PART_MEMTABLE_BYTES_MAX).contains(&m.memtable_bytes), "memtable of {} bytes", m.memtable_bytes);
+    assert!(m.block_cache_bytes <= PART_BLOCK_CACHE_BYTES_MAX, "block cache of {} bytes", m.block_cache_bytes);
+    Options { memtable_bytes: m.memtable_bytes, table_bytes: 256 << 10, block_cache_bytes: m.block_cache_bytes, ..Options::default() }
 }
 
 fn gc() -> GcPolicy {
@@ -139,9 +166,9 @@ fn internal(what: &str, e: impl std::fmt::Display) -> TableError {
 impl PartStore {
     /// Takes ownership of the partition's namespace (fencing the previous
     /// owner) and recovers its LSM.
-    pub async fn open(client: &StreamClient, pid: PartitionId, clock: ClockFn, observer: Option<TableObserver>) -> Result<PartStore, String> {
+    pub async fn open(client: &StreamClient, pid: PartitionId, memory: PartMemory, clock: ClockFn, observer: Option<TableObserver>) -> Result<PartStore, String> {
         let files = StreamFiles::open(client, &namespace_of(pid)).await.map_err(|e| format!("open namespace: {e}"))?;
-        let (db, _) = recovery::open(files.clone(), options(), gc(), clock).await.map_err(|e| format!("recover: {e}"))?;
+        let (db, _) = recovery::open(files.clone(), options(memory), gc(), clock).await.map_err(|e| format!("recover: {e}"))?;
         let store = PartStore { db, files, dedupe: Arc::default(), writes: Arc::default(), observer };
         // Load the de-duplication table.
         let recs = store.range(&key(KIND_DEDUPE, &[]), Some(&key(KIND_DEDUPE + 1, &[])), DEDUPE_MAX * 2).await.map_err(|e| format!("load dedupe: {e}"))?;
@@ -166,7 +193,7 @@ impl PartStore {
     /// writes them in batches and flushes them to tables.
     /// Of the de-duplication records, only the newest [`DEDUPE_MAX`] (by
     /// their parent's order) are kept, so that merges stay within the limit.
-    pub async fn create(client: &StreamClient, pid: PartitionId, clock: ClockFn, entries: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), String> {
+    pub async fn create(client: &StreamClient, pid: PartitionId, memory: PartMemory, clock: ClockFn, entries: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), String> {
         let (mut dedupe, mut entries): (Vec<_>, Vec<_>) = entries.into_iter().partition(|(k, _)| k.starts_with(&key(KIND_DEDUPE, &[])));
         let mut recs = Vec::with_capacity(dedupe.len());
         for (k, v) in dedupe.drain(..) {
@@ -182,7 +209,7 @@ impl PartStore {
         }
         entries.sort();
         let files = StreamFiles::open(client, &namespace_of(pid)).await.map_err(|e| format!("open namespace: {e}"))?;
-        let (db, _) = recovery::open(files.clone(), options(), gc(), clock).await.map_err(|e| format!("recover: {e}"))?;
+        let (db, _) = recovery::open(files.clone(), options(memory), gc(), clock).await.map_err(|e| format!("recover: {e}"))?;
         let r = async {
             // An interrupted earlier attempt may have left entries behind:
             // whatever the new set does not hold is deleted, so nothing the

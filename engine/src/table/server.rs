@@ -333,7 +333,7 @@ impl Server {
             }
             let clock = self.clock.clone();
             let clock: ClockFn = Arc::new(move || clock.now().as_nanos() / 1_000_000);
-            let store = PartStore::open(&self.client, pid, clock, Some(self.cfg.observer.clone())).await?;
+            let store = PartStore::open(&self.client, pid, self.cfg.part_memory, clock, Some(self.cfg.observer.clone())).await?;
             Ok::<_, String>((info, store))
         }
         .await;

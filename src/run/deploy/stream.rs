@@ -72,7 +72,7 @@ impl ServiceRules for Stream {
     }
 
     fn expectations(&self) -> &'static [&'static str] {
-        &["streams_ok", "max_append_stall", "rereplicated", "replicated_at_end"]
+        &["streams_ok", "max_append_stall", "rereplicated", "replicated_at_end", "min_replicas_repaired", "max_repairs_per_replica", "max_read_fallbacks_after_heal"]
     }
 
     fn dynamic_targets(&self) -> &'static [DynamicTarget] {
@@ -182,7 +182,7 @@ pub(super) fn under_replicated(obs: &StreamObserver) -> bool {
 /// timeline (a table scenario has the layer beneath but no appends).
 pub(super) fn report_section(scn: &Scenario, out: &RunOutput, ops: &[Operation<'_>]) -> Option<StreamFigures> {
     let obs = out.observers.get::<StreamObserver>()?;
-    let mut f = figures(obs, out, main_seconds(scn));
+    let mut f = figures(obs, out, &scn.topology, main_seconds(scn));
     if ops.iter().any(|o| matches!(o.op, Op::StreamAppend { .. })) {
         f.add_stalls(ops, out, out.workloads_start());
     }
@@ -230,6 +230,7 @@ impl Service for Stream {
             let did = figures.under_replicated_at_end == 0;
             report.expect("replicated_at_end", want.to_string(), format!("{} extents under-replicated", figures.under_replicated_at_end), did == want);
         }
+        judge_repairs(scn, report);
     }
 }
 
@@ -264,7 +265,7 @@ async fn client_main(ctx: NodeCtx, share: ClientNode, cfg: StreamConfig) {
 }
 
 /// The stream layer's own observations, per second and at the end.
-fn figures(obs: &StreamObserver, out: &RunOutput, secs: usize) -> StreamFigures {
+fn figures(obs: &StreamObserver, out: &RunOutput, topology: &Topology, secs: usize) -> StreamFigures {
     let d = obs.snapshot();
     let mut per_second = vec![0u64; secs];
     for &(t, n) in d.under_replicated.iter().filter(|(t, _)| *t >= out.main_start) {
@@ -281,6 +282,8 @@ fn figures(obs: &StreamObserver, out: &RunOutput, secs: usize) -> StreamFigures 
             fully = None;
         }
     }
+    // The replica repaired most often (ties: the first by extent and node).
+    let most = d.repairs_by_replica.iter().map(|(k, &n)| (n, k)).max_by(|a, b| a.0.cmp(&b.0).then_with(|| b.1.cmp(a.1)));
     let mut seals = BTreeMap::new();
     for (_, cause) in &d.seals {
         let name = match cause {
@@ -302,7 +305,32 @@ fn figures(obs: &StreamObserver, out: &RunOutput, secs: usize) -> StreamFigures 
         seals,
         corrupt_replicas_detected: d.corrupt_replicas_detected,
         replicas_repaired: d.repairs,
+        most_repairs_of_one_replica: most.map_or(0, |m| m.0),
+        most_repaired_replica: most.map(|(_, (extent, node))| format!("{extent} on {}", topology.node(*node).name)),
         fenced_appends_refused: d.fenced_appends_rejected,
         read_fallbacks: d.read_fallbacks,
+        read_fallbacks_after_heal: d.read_fallback_times.iter().filter(|&&t| t >= out.heal_at).count() as u64,
+    }
+}
+
+/// Judges the stream layer's repair expectations (stream and table
+/// services alike) on the report's `streams` section.
+pub(super) fn judge_repairs(scn: &Scenario, report: &mut Report) {
+    let e = &scn.expect;
+    let f = report.streams.clone().unwrap_or_default();
+    if let Some(min) = e.min_replicas_repaired {
+        report.expect("min_replicas_repaired", format!(">= {min}"), f.replicas_repaired.to_string(), f.replicas_repaired >= min);
+    }
+    if let Some(max) = e.max_repairs_per_replica {
+        let most = f.most_repairs_of_one_replica;
+        let measured = match &f.most_repaired_replica {
+            Some(r) => format!("{most} ({r})"),
+            None => "0 (no repair)".to_string(),
+        };
+        report.expect("max_repairs_per_replica", format!("<= {max}"), measured, most <= max);
+    }
+    if let Some(max) = e.max_read_fallbacks_after_heal {
+        let after = f.read_fallbacks_after_heal;
+        report.expect("max_read_fallbacks_after_heal", format!("<= {max}"), format!("{after} of {}", f.read_fallbacks), after <= max);
     }
 }

@@ -9,7 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use engine::table::client::TableClient;
-use engine::table::{FailoverCause, TableConfig, TableObserver};
+use engine::table::part::{PART_BLOCK_CACHE_BYTES_MAX, PART_MEMTABLE_BYTES_MAX, PART_MEMTABLE_BYTES_MIN};
+use engine::table::{FailoverCause, TableConfig, TableObserver, TableObserverData};
 use sim::time::{self, fmt_duration, SimTime};
 use sim::topology::{NodeId, Topology, ZoneId};
 use sim::world::{NodeCtx, World};
@@ -26,6 +27,12 @@ use crate::workload::table::{self as kv_table, split_points, wide_row_bytes, Tab
 
 /// The role of the table servers unless `server_role` names another.
 pub const TABLE_SERVER_ROLE: &str = "table";
+/// Shortest `[service] lease` (table): a holder's lease ends `max_skew`
+/// (200 ms) early on its own clock, so it must stay well above that.
+const LEASE_MIN: Duration = Duration::from_millis(500);
+/// Longest `[service] lease`.
+const LEASE_MAX: Duration = Duration::from_secs(60);
+
 /// The role of the masters' nodes (the one holding the master lease acts).
 pub const MASTER_ROLE: &str = "master";
 /// The role of the proxies' nodes.
@@ -61,13 +68,24 @@ impl ServiceRules for Table {
     }
 
     fn fields(&self) -> &'static [&'static str] {
-        &["meta_role", "dead_after", "rereplicate_after", "extent_bytes", "partitions"]
+        &["meta_role", "dead_after", "rereplicate_after", "extent_bytes", "partitions", "lease", "memtable_bytes", "block_cache_bytes"]
     }
 
     fn check(&self, def: &ServiceDef) -> Result<(), Refusal> {
         let max = engine::table::master::CREATE_PARTITIONS_MAX as u32;
         if def.partitions.is_some_and(|p| p == 0 || p > max) {
             return Err(Refusal::new("service.partitions", format!("must be 1..={max}")));
+        }
+        if def.lease.is_some_and(|d| !(LEASE_MIN..=LEASE_MAX).contains(&d.0)) {
+            return Err(Refusal::new("service.lease", format!("must be {} to {}", fmt_duration(LEASE_MIN), fmt_duration(LEASE_MAX))));
+        }
+        let (lo, hi) = (PART_MEMTABLE_BYTES_MIN as u64, PART_MEMTABLE_BYTES_MAX as u64);
+        if def.memtable_bytes.is_some_and(|b| !(lo..=hi).contains(&b)) {
+            return Err(Refusal::new("service.memtable_bytes", format!("must be {lo}..={hi}")));
+        }
+        let max = PART_BLOCK_CACHE_BYTES_MAX as u64;
+        if def.block_cache_bytes.is_some_and(|b| b > max) {
+            return Err(Refusal::new("service.block_cache_bytes", format!("must be 0..={max}")));
         }
         stream::check_fields(def)
     }
@@ -94,7 +112,17 @@ impl ServiceRules for Table {
     }
 
     fn expectations(&self) -> &'static [&'static str] {
-        &["bad_requests_accepted", "min_bad_requests_refused", "bad_values_seen", "min_master_takeovers", "max_time_to_recover"]
+        &[
+            "bad_requests_accepted",
+            "min_bad_requests_refused",
+            "bad_values_seen",
+            "min_master_takeovers",
+            "no_split_brain",
+            "max_time_to_recover",
+            "min_replicas_repaired",
+            "max_repairs_per_replica",
+            "max_read_fallbacks_after_heal",
+        ]
     }
 
     fn dynamic_targets(&self) -> &'static [DynamicTarget] {
@@ -134,6 +162,16 @@ impl Service for Table {
         let mut cfg = TableConfig::new(meta_cfg, role(STORAGE_ROLE), role(MASTER_ROLE), role(scn.service.server_role_or(TABLE_SERVER_ROLE)), role(PROXY_ROLE));
         stream::apply_fields(&mut cfg.stream, &scn.service);
         stream::apply_costs(&mut cfg.stream, &scn.resources.costs);
+        if let Some(d) = scn.service.lease {
+            cfg.lease = d.0;
+        }
+        // Validation bounded both sizes.
+        if let Some(b) = scn.service.memtable_bytes {
+            cfg.part_memory.memtable_bytes = b as usize;
+        }
+        if let Some(b) = scn.service.block_cache_bytes {
+            cfg.part_memory.block_cache_bytes = b as usize;
+        }
         // A client operation gives up (with an unknown outcome for a write)
         // after the workload's timeout.
         if let Some(t) = scn.workloads.iter().map(|w| w.timeout.0).max() {
@@ -199,6 +237,14 @@ impl Service for Table {
                 .unwrap_or((0, SimTime::ZERO, 0));
             report.expect("min_master_takeovers", format!(">= {min}"), format!("{after} from {at} on ({all} in all)"), after >= min);
         }
+        if let Some(want) = e.no_split_brain {
+            let (count, first) = out.observers.get::<TableObserver>().map(|t| split_brain(&t.snapshot(), &scn.topology)).unwrap_or((0, None));
+            let measured = match first {
+                Some(f) => format!("{count} partitions ({f})"),
+                None => "0 partitions".to_string(),
+            };
+            report.expect("no_split_brain", want.to_string(), measured, (count == 0) == want);
+        }
         let bad = report.bad_requests.clone();
         let bad_figure = |f: fn(&crate::workload::badreq::BadRequestFigures) -> u64| bad.as_ref().map(f).unwrap_or(0);
         if let Some(max) = e.bad_requests_accepted {
@@ -213,7 +259,41 @@ impl Service for Table {
             let seen = bad_figure(|b| b.values_seen);
             report.expect("bad_values_seen", format!("<= {max}"), seen.to_string(), seen <= max);
         }
+        stream::judge_repairs(scn, report);
     }
+}
+
+/// Partitions that an older owner served (answered a request for) after a
+/// newer owner of them began serving, and the first such answer.
+fn split_brain(d: &TableObserverData, topology: &Topology) -> (u64, Option<String>) {
+    let mut by_part: BTreeMap<_, Vec<_>> = BTreeMap::new();
+    for iv in &d.serving {
+        by_part.entry(iv.partition).or_default().push(iv);
+    }
+    let mut count = 0;
+    let mut first: Option<(SimTime, String)> = None;
+    for (pid, ivs) in by_part {
+        let mut broken = false;
+        for a in &ivs {
+            for b in ivs.iter().filter(|b| a.epoch < b.epoch && a.last_served > b.start) {
+                broken = true;
+                if first.as_ref().is_none_or(|(t, _)| b.start < *t) {
+                    let what = format!(
+                        "partition {pid}: {} (epoch {}) answered at {} after {} (epoch {}) began serving at {}",
+                        topology.node(a.server).name,
+                        a.epoch,
+                        a.last_served,
+                        topology.node(b.server).name,
+                        b.epoch,
+                        b.start
+                    );
+                    first = Some((b.start, what));
+                }
+            }
+        }
+        count += u64::from(broken);
+    }
+    (count, first.map(|(_, w)| w))
 }
 
 /// What the table's set-up needs: its keys and partitions, and the
