@@ -5,6 +5,11 @@
 //! `max_skew`. After every step the harness checks election safety, log
 //! matching, leader completeness, state-machine safety, lease safety and
 //! read freshness; after faults heal it checks liveness within a bound.
+//!
+//! Choreographed stories use [`Script`] instead: three cores, each message
+//! delivered, held back or lost by hand, and crashes that may fall between
+//! two outputs of one step (the Figure 8 commit rule, a vote granted just
+//! before a crash).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -951,34 +956,98 @@ fn config_rejects_a_lease_that_outlives_the_election_timeout_minus_skew() {
 }
 
 /// Three cores wired by hand: the test decides which message is delivered,
-/// held back or lost, and checks election safety after every step.
+/// held back or lost, and when a replica crashes, possibly between two
+/// outputs of one step. Each replica's disk holds what it persisted: a
+/// `Persist` carried out is synced (the shell syncs it before the next
+/// output), one not reached before a crash is lost, and a restart starts
+/// from the disk. After every step the harness checks election safety (one
+/// leader per term) and state-machine safety (every replica applies the
+/// same entry at an index).
 struct Script {
-    nodes: Vec<Node>,
+    story: &'static str,
+    nodes: Vec<Option<Node>>,
+    disks: Vec<PersistedState>,
+    boots: Vec<u64>,
     inflight: Vec<(ReplicaId, ReplicaId, Message)>,
     leaders: BTreeMap<u64, ReplicaId>,
+    /// index -> (entry term, command, first replica to apply it)
+    applied: BTreeMap<u64, (u64, Command, ReplicaId)>,
 }
 
 impl Script {
-    fn new() -> Script {
-        let nodes = (0..3)
-            .map(|i| {
-                let peers: Vec<ReplicaId> = (0..3).filter(|&p| p != i).collect();
-                let rng = ChaCha8Rng::seed_from_u64(u64::from(i));
-                Node::new(i, &peers, config(), PersistedState::default(), rng, SimTime::ZERO).expect("valid")
-            })
-            .collect();
-        Script { nodes, inflight: Vec::new(), leaders: BTreeMap::new() }
+    fn new(story: &'static str) -> Script {
+        let mut s = Script {
+            story,
+            nodes: (0..3).map(|_| None).collect(),
+            disks: vec![PersistedState::default(); 3],
+            boots: vec![0; 3],
+            inflight: Vec::new(),
+            leaders: BTreeMap::new(),
+            applied: BTreeMap::new(),
+        };
+        for i in 0..3 {
+            s.start(i, 0);
+        }
+        s
+    }
+
+    fn node(&self, i: ReplicaId) -> &Node {
+        self.nodes[i as usize].as_ref().unwrap_or_else(|| panic!("{}: replica {i} is down", self.story))
+    }
+
+    /// Boots replica `i` at `now_ms` from its disk.
+    fn start(&mut self, i: ReplicaId, now_ms: u64) {
+        let k = i as usize;
+        assert!(self.nodes[k].is_none(), "replica {i} is up");
+        self.boots[k] += 1;
+        let peers: Vec<ReplicaId> = (0..3).filter(|&p| p != i).collect();
+        let rng = ChaCha8Rng::seed_from_u64(u64::from(i) + 100 * self.boots[k]);
+        let node = Node::new(i, &peers, config(), self.disks[k].clone(), rng, ms(now_ms)).expect("valid");
+        self.nodes[k] = Some(node);
+    }
+
+    /// Replica `i` stops. Messages to and from it stay in flight: the test
+    /// delivers them once it has restarted, or loses them.
+    fn crash(&mut self, i: ReplicaId) {
+        self.nodes[i as usize] = None;
     }
 
     fn step(&mut self, i: ReplicaId, now_ms: u64, input: Input) {
-        let out = self.nodes[i as usize].step(ms(now_ms), input);
-        for (to, msg) in sends(&out) {
-            self.inflight.push((i, to, msg));
+        self.step_crashing_after(i, now_ms, input, |_| false);
+    }
+
+    /// Steps replica `i` and carries out its outputs in order; if one
+    /// matches `crash_after`, the replica crashes right after it and the
+    /// outputs that follow are never carried out.
+    fn step_crashing_after(&mut self, i: ReplicaId, now_ms: u64, input: Input, crash_after: fn(&Output) -> bool) {
+        let Some(node) = self.nodes[i as usize].as_mut() else { panic!("{}: replica {i} is down", self.story) };
+        let out = node.step(ms(now_ms), input);
+        for o in &out {
+            match o {
+                Output::Persist { term, vote, log } => self.disks[i as usize].apply(*term, *vote, log.as_ref()),
+                Output::Send { to, msg } => self.inflight.push((i, *to, msg.clone())),
+                Output::Apply { index, term, command } => {
+                    let first = self.applied.entry(*index).or_insert((*term, command.clone(), i));
+                    assert_eq!(
+                        (first.0, &first.1),
+                        (*term, command),
+                        "{}: state-machine safety: replica {i} applies term {term} at index {index}, replica {} applied term {}",
+                        self.story,
+                        first.2,
+                        first.0
+                    );
+                }
+                _ => {}
+            }
+            if crash_after(o) {
+                self.crash(i);
+                break;
+            }
         }
-        for n in &self.nodes {
+        for n in self.nodes.iter().flatten() {
             if n.is_leader() {
                 let first = *self.leaders.entry(n.term()).or_insert(n.id());
-                assert_eq!(first, n.id(), "two leaders in term {}", n.term());
+                assert_eq!(first, n.id(), "{}: two leaders in term {}", self.story, n.term());
             }
         }
     }
@@ -989,13 +1058,18 @@ impl Script {
             .inflight
             .iter()
             .position(|(f, t, m)| *f == from && *t == to && kind(m))
-            .unwrap_or_else(|| panic!("no such message {from} -> {to} in {:?}", self.inflight));
+            .unwrap_or_else(|| panic!("{}: no such message {from} -> {to} in {:?}", self.story, self.inflight));
         self.inflight.remove(k).2
     }
 
     fn deliver(&mut self, from: ReplicaId, to: ReplicaId, now_ms: u64, kind: fn(&Message) -> bool) {
         let msg = self.take(from, to, kind);
         self.step(to, now_ms, Input::Message { from, msg });
+    }
+
+    /// Every message in flight is lost.
+    fn lose_all(&mut self) {
+        self.inflight.clear();
     }
 }
 
@@ -1017,13 +1091,13 @@ fn election_a_grant_held_back_since_an_earlier_term_does_not_make_a_second_leade
     const A: ReplicaId = 0;
     const B: ReplicaId = 1;
     const C: ReplicaId = 2;
-    let mut s = Script::new();
+    let mut s = Script::new("election: a grant held back since an earlier term");
     // Term 1: A campaigns; B's grant is held back by the network, C's
     // request is lost. A stays a candidate.
     s.step(A, 300, Input::Tick);
     s.deliver(A, B, 301, is_prevote);
     s.deliver(B, A, 302, is_prevote_resp);
-    assert_eq!((s.nodes[0].role(), s.nodes[0].term()), (Role::Candidate, 1));
+    assert_eq!((s.node(0).role(), s.node(0).term()), (Role::Candidate, 1));
     s.deliver(A, B, 303, is_vote);
     let held = s.take(B, A, is_vote_resp);
     assert_eq!(held, Message::VoteResp { term: 1, granted: true });
@@ -1032,21 +1106,201 @@ fn election_a_grant_held_back_since_an_earlier_term_does_not_make_a_second_leade
     s.step(A, 600, Input::Tick);
     s.deliver(A, B, 601, is_prevote);
     s.deliver(B, A, 602, is_prevote_resp);
-    assert_eq!((s.nodes[0].role(), s.nodes[0].term()), (Role::Candidate, 2));
+    assert_eq!((s.node(0).role(), s.node(0).term()), (Role::Candidate, 2));
     s.step(C, 603, Input::Tick);
     s.deliver(C, B, 604, is_prevote);
     s.deliver(B, C, 605, is_prevote_resp); // rejected: C learns term 1
     s.step(C, 810, Input::Tick); // after C's next timeout
     s.deliver(C, B, 811, is_prevote);
     s.deliver(B, C, 812, is_prevote_resp);
-    assert_eq!((s.nodes[2].role(), s.nodes[2].term()), (Role::Candidate, 2));
+    assert_eq!((s.node(2).role(), s.node(2).term()), (Role::Candidate, 2));
     s.deliver(C, B, 813, is_vote);
     s.deliver(B, C, 814, is_vote_resp);
-    assert!(s.nodes[2].is_leader());
+    assert!(s.node(2).is_leader());
     s.deliver(A, B, 815, is_vote);
     s.deliver(B, A, 816, is_vote_resp); // B already voted for C
-    assert_eq!(s.nodes[0].role(), Role::Candidate);
+    assert_eq!(s.node(0).role(), Role::Candidate);
     // The grant from term 1 finally arrives at A, still campaigning in term 2.
     s.step(A, 817, Input::Message { from: B, msg: held });
-    assert_eq!(s.nodes[0].role(), Role::Candidate, "a grant from term 1 must not count in term 2");
+    assert_eq!(s.node(0).role(), Role::Candidate, "a grant from term 1 must not count in term 2");
+}
+
+fn is_append(m: &Message) -> bool {
+    matches!(m, Message::Append { .. })
+}
+fn is_append_resp(m: &Message) -> bool {
+    matches!(m, Message::AppendResp { .. })
+}
+
+/// Whether any replica applied an entry of `term` at an index in `range`.
+fn applied_any(s: &Script, range: std::ops::RangeInclusive<u64>, term: u64) -> bool {
+    s.applied.range(range).any(|(_, (t, _, _))| *t == term)
+}
+
+/// Raft's Figure 8 (§5.4.2): an entry of an earlier term that a later
+/// leader has copied to a majority is not committed by counting, because a
+/// replica holding another entry at its index from a higher term can still
+/// win and overwrite it. Only an entry of the leader's own term commits by
+/// counting, and the earlier ones with it.
+///
+/// A new leader's first append carries its no-op alone; a follower missing
+/// earlier entries rejects it, and the leader resends from the follower's
+/// hint, the earlier entries and the no-op in one append, up to
+/// `ENTRIES_PER_APPEND_MAX` entries. So the earlier-term entries reach a
+/// majority before the no-op only when at least that many of them lie
+/// between the follower's log end and the no-op: the first resend then
+/// carries earlier-term entries only.
+#[test]
+fn replication_an_earlier_terms_entries_on_a_majority_do_not_commit_before_the_leaders_own() {
+    const A: ReplicaId = 0;
+    const B: ReplicaId = 1;
+    const C: ReplicaId = 2;
+    let old_end = 1 + ENTRIES_PER_APPEND_MAX as u64; // the term-1 entries X are 2..=old_end
+    let mut s = Script::new("replication: Figure 8, earlier-term entries on a majority");
+
+    // Term 1: A leads with B's vote and commits its no-op on all three.
+    s.step(A, 300, Input::Tick);
+    s.deliver(A, B, 301, is_prevote);
+    s.deliver(B, A, 302, is_prevote_resp);
+    s.deliver(A, B, 303, is_vote);
+    s.deliver(B, A, 304, is_vote_resp);
+    assert!(s.node(A).is_leader() && s.node(A).term() == 1);
+    s.deliver(A, B, 305, is_append);
+    s.deliver(A, C, 305, is_append);
+    s.deliver(B, A, 306, is_append_resp);
+    s.deliver(C, A, 306, is_append_resp);
+    assert_eq!(s.node(A).commit_index(), 1);
+    s.lose_all(); // A's pre-vote and vote requests to C
+    // A appends the X entries (as many as one append carries); every append
+    // carrying them is lost.
+    for k in 0..ENTRIES_PER_APPEND_MAX as u64 {
+        s.step(A, 308, Input::Propose { id: k, command: Command::Put { key: format!("x{k}"), value: vec![] } });
+    }
+    s.lose_all();
+    assert_eq!(s.node(A).log().len() as u64, old_end);
+
+    // Term 2: C leads with B's vote; its no-op Y at index 2 stays on C,
+    // which crashes.
+    s.step(C, 600, Input::Tick);
+    s.deliver(C, B, 601, is_prevote);
+    s.deliver(B, C, 602, is_prevote_resp);
+    s.deliver(C, B, 603, is_vote);
+    s.deliver(B, C, 604, is_vote_resp);
+    assert!(s.node(C).is_leader() && s.node(C).term() == 2);
+    assert_eq!(s.node(C).log()[1].term, 2);
+    s.crash(C);
+    s.lose_all();
+
+    // Term 3: A restarts and leads with B's vote (B lacks Y). A's first
+    // pre-vote only teaches it term 2; it campaigns after its next timeout.
+    s.crash(A);
+    s.start(A, 700);
+    s.step(A, 1_000, Input::Tick);
+    s.deliver(A, B, 1_001, is_prevote);
+    s.deliver(B, A, 1_002, is_prevote_resp);
+    assert_eq!((s.node(A).role(), s.node(A).term()), (Role::Follower, 2));
+    s.step(A, 1_200, Input::Tick);
+    s.deliver(A, B, 1_201, is_prevote);
+    s.deliver(B, A, 1_202, is_prevote_resp);
+    s.deliver(A, B, 1_203, is_vote);
+    s.deliver(B, A, 1_204, is_vote_resp);
+    assert!(s.node(A).is_leader() && s.node(A).term() == 3);
+    let noop3 = old_end + 1;
+    // The no-op alone is rejected for the gap; the resend from B's hint
+    // carries the X entries only, and B acknowledges them.
+    s.deliver(A, B, 1_205, is_append);
+    s.deliver(B, A, 1_206, is_append_resp);
+    s.deliver(A, B, 1_207, is_append);
+    s.deliver(B, A, 1_208, is_append_resp);
+    // Figure 8's state: the X entries of term 1 on a majority (A and B), the
+    // leader's own no-op on A only.
+    for r in [A, B] {
+        let log = s.node(r).log();
+        assert!((2..=old_end).all(|i| log[(i - 1) as usize].term == 1), "replica {r} holds X");
+    }
+    assert_eq!(s.node(A).log()[(noop3 - 1) as usize].term, 3);
+    assert_eq!(s.node(B).log().len() as u64, old_end, "B lacks the term-3 no-op");
+    // A crashes before the no-op reaches B.
+    s.crash(A);
+    s.lose_all();
+
+    // Term 4: C restarts; its log ends with Y of term 2, later than B's X of
+    // term 1, so B votes for it and C overwrites index 2 on B.
+    s.start(C, 1_210);
+    s.step(C, 1_500, Input::Tick);
+    s.deliver(C, B, 1_501, is_prevote);
+    s.deliver(B, C, 1_502, is_prevote_resp);
+    assert_eq!((s.node(C).role(), s.node(C).term()), (Role::Follower, 3));
+    s.step(C, 1_700, Input::Tick);
+    s.deliver(C, B, 1_701, is_prevote);
+    s.deliver(B, C, 1_702, is_prevote_resp);
+    s.deliver(C, B, 1_703, is_vote);
+    s.deliver(B, C, 1_704, is_vote_resp);
+    assert!(s.node(C).is_leader() && s.node(C).term() == 4);
+    s.deliver(C, B, 1_705, is_append);
+    s.deliver(B, C, 1_706, is_append_resp); // rejected: B's index 2 is of term 1
+    s.deliver(C, B, 1_707, is_append);
+    s.deliver(B, C, 1_708, is_append_resp);
+    s.step(C, 1_730, Input::Tick); // a heartbeat round carries the commit
+    s.deliver(C, B, 1_731, is_append);
+    assert_eq!(s.node(B).log()[1].term, 2, "index 2 on B now holds Y");
+    assert_eq!(s.node(C).commit_index(), 3);
+    assert_eq!(s.node(B).applied_index(), 3);
+
+    assert!(s.applied.get(&2).is_some_and(|(t, _, _)| *t == 2), "Y applied at index 2");
+    assert!(!applied_any(&s, 2..=old_end, 1), "an overwritten X entry was reported applied");
+}
+
+/// A replica syncs its term and vote before its grant leaves: one that
+/// crashes right after the grant went out still refuses a second candidate
+/// of that term after it restarts. Were the grant sent before the sync, or
+/// the vote not synced at all, the restarted replica would have forgotten
+/// its vote and elect a second leader in the same term. The voter either
+/// learns the term from the vote request itself (term and vote change in
+/// one step) or knew the term already (only the vote changes).
+#[test]
+fn election_a_replica_crashing_right_after_its_grant_does_not_vote_again_in_that_term() {
+    const A: ReplicaId = 0;
+    const B: ReplicaId = 1;
+    const C: ReplicaId = 2;
+    for knew_the_term in [false, true] {
+        let mut s = Script::new(if knew_the_term {
+            "election: a grant, then a crash before its sync; the voter knew the term"
+        } else {
+            "election: a grant, then a crash before its sync; the request brought the term"
+        });
+        // A and C both campaign in term 1, each through B's pre-vote.
+        s.step(A, 300, Input::Tick);
+        s.step(C, 300, Input::Tick);
+        s.deliver(A, B, 301, is_prevote);
+        s.deliver(B, A, 302, is_prevote_resp);
+        s.deliver(C, B, 303, is_prevote);
+        s.deliver(B, C, 304, is_prevote_resp);
+        assert_eq!((s.node(A).role(), s.node(A).term()), (Role::Candidate, 1));
+        assert_eq!((s.node(C).role(), s.node(C).term()), (Role::Candidate, 1));
+        let mut t = 305;
+        if knew_the_term {
+            // B's own pre-vote is refused by A, from whom B learns term 1.
+            s.step(B, 305, Input::Tick);
+            s.deliver(B, A, 306, is_prevote);
+            s.deliver(A, B, 307, is_prevote_resp);
+            assert_eq!((s.node(B).role(), s.node(B).term(), s.node(B).vote()), (Role::Follower, 1, None));
+            t = 308;
+        }
+        // B grants A's vote and crashes the moment the grant has left.
+        let msg = s.take(A, B, is_vote);
+        let granted = |o: &Output| matches!(o, Output::Send { msg: Message::VoteResp { granted: true, .. }, .. });
+        s.step_crashing_after(B, t, Input::Message { from: A, msg }, granted);
+        assert!(s.nodes[B as usize].is_none());
+        s.deliver(B, A, t + 1, is_vote_resp);
+        assert!(s.node(A).is_leader() && s.node(A).term() == 1);
+        // B restarts at once and, an election timeout later (it counts its
+        // boot as leader contact), C's request of term 1 arrives.
+        s.start(B, t + 1);
+        s.deliver(C, B, t + 101, is_vote);
+        s.deliver(B, C, t + 102, is_vote_resp);
+        assert_eq!((s.node(C).role(), s.node(C).term()), (Role::Candidate, 1), "{}: B refused C", s.story);
+        assert!(s.node(A).is_leader());
+        assert_eq!((s.disks[B as usize].term, s.disks[B as usize].vote), (1, Some(A)));
+    }
 }
