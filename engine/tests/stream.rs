@@ -977,3 +977,55 @@ fn many_writers_with_corrupt_replicas_and_crashes_hand_no_offset_out_twice() {
         });
     }
 }
+
+/// The end-of-run audit reads every replica of every sealed extent whole.
+/// Rot at rest that no read met (bytes overwritten in one replica's file of
+/// extent A) is found by its first round and repaired in place; a replica
+/// whose node cannot write any more (extent B's rotted replica) stays bad
+/// through every round and is the verdict, named.
+#[test]
+fn the_audit_has_rot_no_read_met_repaired_and_names_a_replica_that_stays_bad() {
+    use engine::stream::manager::AUDIT_ROUNDS_MAX;
+    use engine::stream::replica::file_name;
+    for seed in seeds() {
+        run(seed, move || async move {
+            cluster(seed, |_| {}, move |cl| async move {
+                let ns = open(cl.agent("ctl-agent-0"), "d").await.expect("open");
+                for s in ["a", "b"] {
+                    ns.create(s).await.expect("create");
+                    let acked = append_many(&ns, s, 21, 40, 2).await;
+                    assert_eq!(acked.failed, 0);
+                }
+                // A new owner seals both extents.
+                let next = open(cl.agent("ctl-agent-1"), "d").await.expect("a new owner");
+                let extent = |s: &'static str| {
+                    let c = next.client().clone();
+                    async move { c.stream_meta("d", s).await.unwrap().unwrap().extents[0].clone() }
+                };
+                let (a, b) = (extent("a").await, extent("b").await);
+                assert!(a.sealed_len.is_some_and(|l| l > 64) && b.sealed_len.is_some_and(|l| l > 64), "sealed");
+                let (va, vb) = (a.replicas[0], *b.replicas.iter().find(|&&r| r != a.replicas[0]).expect("another node"));
+                for (v, e) in [(va, &a), (vb, &b)] {
+                    cl.world.disk(v).write_at(&file_name(&e.id), 40, &[0xA5; 8]).await.expect("rot the replica at rest");
+                }
+                let faults = DiskFaults { write_error_rate: 1.0, ..Default::default() };
+                cl.world.apply(&Fault::DiskFaultsOn { node: cl.name(vb), faults }).unwrap();
+                cl.cfg.observer.request_audit();
+                for _ in 0..200 {
+                    if cl.cfg.observer.snapshot().audit.is_some() {
+                        break;
+                    }
+                    time::sleep(Duration::from_millis(100)).await;
+                }
+                let audit = cl.cfg.observer.snapshot().audit.expect("the audit ran");
+                assert_eq!(audit.rounds, AUDIT_ROUNDS_MAX, "a bad replica keeps the audit going: {audit:?}");
+                assert!(audit.extents >= 2 && audit.replicas >= 6, "{audit:?}");
+                assert!(audit.found_earlier >= 2, "the first round found both rotted replicas: {audit:?}");
+                assert_eq!(audit.bad_replicas, 1, "A's replica was repaired, B's cannot be: {audit:?}");
+                let named = format!("extent {} on node {}", b.id, vb.0);
+                assert!(audit.problems[0].starts_with(&named), "{:?} names {named}", audit.problems);
+            })
+            .await;
+        });
+    }
+}

@@ -30,7 +30,7 @@ use crate::workload::badreq::{self, BadRequestFigures};
 pub use measure::{Counts, Latency};
 use measure::{answered, latency_of, max_unavailability, round4};
 pub use phases::{fault_windows, phases, FaultWindow, PhaseFigures};
-pub use streams::{Stall, StreamFigures};
+pub use streams::{AuditFigures, Stall, StreamFigures};
 pub use table::{healthy_write, HealthyWrite, TableFigures};
 
 #[derive(Serialize, Debug, Clone, PartialEq)]

@@ -25,6 +25,24 @@ pub struct Stall {
     pub stream: Option<String>,
 }
 
+/// The end-of-run audit: every replica of every sealed extent read whole
+/// and compared with the others.
+#[derive(Serialize, Debug, Clone, PartialEq, Default)]
+pub struct AuditFigures {
+    pub sealed_extents: u64,
+    pub replicas: u64,
+    pub mib_read: f64,
+    /// Replicas that could not give their sealed bytes or differ from the
+    /// others.
+    pub bad_replicas: u64,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
+    /// Bad replicas earlier rounds found (rot no read had met), made
+    /// suspect and repaired before this, the last round.
+    pub found_by_earlier_rounds: u64,
+    pub rounds: u32,
+}
+
 /// What the stream layer did, for stream scenarios.
 #[derive(Serialize, Debug, Clone, PartialEq, Default)]
 pub struct StreamFigures {
@@ -57,6 +75,10 @@ pub struct StreamFigures {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub most_repaired_replica: Option<String>,
     pub fenced_appends_refused: u64,
+    /// The end-of-run audit of every sealed extent's replicas (absent when
+    /// the layer did not settle in time for it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audit: Option<AuditFigures>,
     /// Reads that fell back to another replica after an error or corruption.
     pub read_fallbacks: u64,
     /// Of those, the ones after the last fault healed.

@@ -154,6 +154,7 @@ async fn simulate(scn: Scenario, seed: u64, opts: RunOptions) -> RunOutput {
     // Give the service time to repair itself (the report measures how long
     // it took).
     let settle_end = time::now() + SETTLE_MAX;
+    deployment.begin_settling();
     while time::now() < settle_end && deployment.settling() {
         time::sleep(Duration::from_millis(100)).await;
     }

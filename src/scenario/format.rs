@@ -497,6 +497,10 @@ pub struct ExpectDef {
     /// Streams (and the table store's layer): fewest replicas repaired in
     /// place.
     pub min_replicas_repaired: Option<u64>,
+    /// Streams (and the table store's layer): every replica of every sealed
+    /// extent holds the same bytes, read whole at the end of the run
+    /// (default true; false turns the audit's verdict off).
+    pub replicas_agree_at_end: Option<bool>,
     /// Streams: the most times one replica may be repaired (1: never twice).
     pub max_repairs_per_replica: Option<u64>,
     /// Streams: the most reads that may fall back to another replica after
@@ -536,7 +540,7 @@ pub struct ExpectDef {
 
 impl ExpectDef {
     /// Every expectation, in file order, and whether the scenario sets it.
-    pub fn fields(&self) -> [(&'static str, bool); 24] {
+    pub fn fields(&self) -> [(&'static str, bool); 25] {
         [
             ("lost_acked_writes", self.lost_acked_writes.is_some()),
             ("linearizable", self.linearizable.is_some()),
@@ -550,6 +554,7 @@ impl ExpectDef {
             ("rereplicated", self.rereplicated.is_some()),
             ("replicated_at_end", self.replicated_at_end.is_some()),
             ("min_replicas_repaired", self.min_replicas_repaired.is_some()),
+            ("replicas_agree_at_end", self.replicas_agree_at_end.is_some()),
             ("max_repairs_per_replica", self.max_repairs_per_replica.is_some()),
             ("max_read_fallbacks_after_heal", self.max_read_fallbacks_after_heal.is_some()),
             ("bad_requests_accepted", self.bad_requests_accepted.is_some()),

@@ -27,6 +27,13 @@
 //! replica is told to drop its copy (best effort). The moves of one round
 //! run concurrently. Open extents are the writer's business: it seals them when a
 //! replica fails.
+//!
+//! **The end-of-run audit.** Once asked ([`super::StreamObserver::request_audit`]),
+//! the acting manager waits for a round with nothing under-replicated and
+//! nothing to move or repair, then reads every replica of every
+//! sealed extent whole, checked, and compares them ([`Audit`]): what
+//! "acknowledged only on three disks" promises, whatever repairs,
+//! re-replications and seals happened on the way.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -47,6 +54,112 @@ pub const STANDBY_PINGS_PER_DEAD_AFTER: u32 = 4;
 /// The metadata key of the published live set.
 pub const LIVE_KEY: &str = "storage/live";
 
+/// The audit reads the replicas of this many extents at once.
+pub const AUDIT_PARALLEL_MAX: usize = 16;
+
+/// Rounds the audit waits for failing repairs before it runs anyway.
+pub const AUDIT_WAIT_ROUNDS_MAX: u32 = 10;
+
+/// Bad replicas an audit round that is not the last has repaired in
+/// place (the next round finds the rest).
+pub const AUDIT_REPAIRS_MAX: usize = 64;
+
+/// The audit describes at most this many bad replicas (it counts them all).
+pub const AUDIT_PROBLEMS_MAX: usize = 16;
+
+/// Audits a run may take: one that finds bad replicas (rot at rest that no
+/// read had met yet, a replica that never received its extent) has them
+/// repaired in place, and the audit runs again once the layer settled; the
+/// last one is the verdict.
+pub const AUDIT_ROUNDS_MAX: u32 = 4;
+
+/// What the end-of-run audit found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Audit {
+    /// Sealed extents audited (those removed while being audited are not).
+    pub extents: u64,
+    /// Their replicas, each read whole.
+    pub replicas: u64,
+    pub bytes: u64,
+    /// Replicas that could not give their extent's sealed bytes, checked,
+    /// or whose bytes differ from those most replicas of the extent hold.
+    pub bad_replicas: u64,
+    /// The first [`AUDIT_PROBLEMS_MAX`] of them, described.
+    pub problems: Vec<String>,
+    /// Bad replicas earlier audits of the run found (then repaired).
+    pub found_earlier: u64,
+    /// Audits run, this one included.
+    pub rounds: u32,
+}
+
+/// One replica's copy as the audit read it: the checksum of its sealed
+/// bytes, or why it could not give them.
+type ReplicaCopy = (NodeId, Result<u32, String>);
+
+/// Reads every replica of every sealed extent of `streams` (metadata as
+/// scanned) and compares them; an extent no longer listed by a rescan at
+/// the end (its stream was removed or rewritten meanwhile) is not judged.
+/// Also returns the bad replicas (at most [`AUDIT_REPAIRS_MAX`]).
+async fn audit(client: &StreamClient, streams: &[(String, Vec<u8>)]) -> Option<(Audit, Vec<(ExtentMeta, NodeId)>)> {
+    let metas: BTreeMap<String, ExtentMeta> = streams
+        .iter()
+        .filter_map(|(_, bytes)| StreamMeta::decode(bytes))
+        .flat_map(|m| m.extents.into_iter().filter(|e| e.sealed_len.is_some()).map(|e| (e.id.clone(), e)))
+        .collect();
+    let sealed: Vec<(String, u64, Vec<NodeId>)> = metas.values().map(|e| (e.id.clone(), e.sealed_len.unwrap_or(0), e.replicas.clone())).collect();
+    // Every replica of up to `AUDIT_PARALLEL_MAX` extents at once.
+    let mut found: Vec<(String, u64, Vec<ReplicaCopy>)> = Vec::with_capacity(sealed.len());
+    for group in sealed.chunks(AUDIT_PARALLEL_MAX) {
+        let reads = group.iter().flat_map(|(id, len, replicas)| {
+            replicas.iter().map(move |&r| async move { (r, client.read_replica(r, id, *len).await.map(|d| crc32fast::hash(&d)).map_err(|err| err.to_string())) })
+        });
+        let mut copies = crate::join::join_all(reads.collect()).await.into_iter();
+        for (id, len, replicas) in group {
+            found.push((id.clone(), *len, copies.by_ref().take(replicas.len()).collect()));
+        }
+    }
+    let now = client.meta_scan_all("st/", MANAGED_STREAMS_MAX).await.ok()?;
+    let listed: BTreeSet<(String, u64)> = now
+        .iter()
+        .filter_map(|(_, b)| StreamMeta::decode(b))
+        .flat_map(|m| m.extents.into_iter().filter_map(|e| Some((e.id, e.sealed_len?))))
+        .collect();
+    let mut a = Audit::default();
+    let mut bad = Vec::new();
+    for (id, len, copies) in found {
+        if !listed.contains(&(id.clone(), len)) {
+            continue;
+        }
+        a.extents += 1;
+        a.replicas += copies.len() as u64;
+        a.bytes += len * copies.len() as u64;
+        // The digest most replicas hold is the extent's (ties: the
+        // smallest, so the verdict does not depend on replica order).
+        let mut votes: BTreeMap<u32, usize> = BTreeMap::new();
+        for (_, c) in &copies {
+            if let Ok(d) = c {
+                *votes.entry(*d).or_default() += 1;
+            }
+        }
+        let agreed = votes.iter().max_by_key(|&(d, n)| (*n, std::cmp::Reverse(*d))).map(|(&d, _)| d);
+        for (node, c) in copies {
+            let why = match c {
+                Ok(d) if Some(d) == agreed => continue,
+                Ok(d) => format!("its {len} bytes differ from the other replicas' (crc {d:08x})"),
+                Err(e) => e,
+            };
+            a.bad_replicas += 1;
+            if let Some(e) = metas.get(&id).filter(|_| bad.len() < AUDIT_REPAIRS_MAX) {
+                bad.push((e.clone(), node));
+            }
+            if a.problems.len() < AUDIT_PROBLEMS_MAX {
+                a.problems.push(format!("extent {id} on node {}: {why}", node.0));
+            }
+        }
+    }
+    Some((a, bad))
+}
+
 /// Runs the manager of this node's zone until the node crashes.
 pub async fn serve_manager(ctx: NodeCtx, cfg: StreamConfig) {
     let client = StreamClient::bind(&ctx, cfg.clone()).await;
@@ -58,6 +171,7 @@ pub async fn serve_manager(ctx: NodeCtx, cfg: StreamConfig) {
     let mut last_seen: BTreeMap<NodeId, SimTime> = cfg.storage.iter().map(|&n| (n, start)).collect();
     let mut published: Option<Vec<NodeId>> = None;
     let mut standby_pinged = start;
+    let mut audit_waited = 0u32;
     loop {
         time::sleep(cfg.heartbeat).await;
         let leads = match local {
@@ -137,6 +251,35 @@ pub async fn serve_manager(ctx: NodeCtx, cfg: StreamConfig) {
             }
         }
         cfg.observer.with(|o| o.under_replicated.push((now, under)));
+        let audit_due = cfg.observer.with(|o| o.audit_requested && o.audit.is_none());
+        // Suspect replicas of open extents wait for their seal; the audit
+        // reads sealed extents only. Repairs that keep failing hold it back
+        // for `AUDIT_WAIT_ROUNDS_MAX` rounds at most: it then judges them.
+        if audit_due && !repairs.is_empty() {
+            audit_waited += 1;
+        }
+        if audit_due && under == 0 && work.is_empty() && (repairs.is_empty() || audit_waited > AUDIT_WAIT_ROUNDS_MAX) {
+            if let Some((mut a, bad)) = audit(&client, &streams).await {
+                ctx.note(format!("manager audited {} sealed extents: {} bad replicas", a.extents, a.bad_replicas));
+                let again = cfg.observer.with(|o| {
+                    o.audit_rounds += 1;
+                    a.rounds = o.audit_rounds;
+                    a.found_earlier = o.audit_found;
+                    let again = a.bad_replicas > 0 && o.audit_rounds < AUDIT_ROUNDS_MAX;
+                    if again {
+                        o.audit_found += a.bad_replicas;
+                    } else {
+                        o.audit = Some(a);
+                    }
+                    again
+                });
+                if again {
+                    let repairs = bad.iter().map(|(e, node)| repair_in_place(&client, &cfg, e, *node));
+                    crate::join::join_all(repairs.collect()).await;
+                }
+            }
+            continue;
+        }
         // The moves of one round run at once: each copies a sealed extent
         // over the network, which takes longer than the round's metadata.
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -231,12 +374,18 @@ async fn move_replica(client: &StreamClient, cfg: &StreamConfig, key: &str, mut 
             // An unknown outcome: read what the store holds and look again.
             Err(_) => match client.meta_get(key).await {
                 Ok(Some(current)) => bytes = current,
-                _ => break,
+                // Still unknown: the change may have applied, so the copy
+                // on `target` may be listed; it must stay.
+                _ => return false,
             },
             _ => break,
         }
     }
-    // Lost to a concurrent change: the copy on `target` is garbage.
-    client.send(target, StreamMsg::Remove { extent: e.id.clone() }).await;
+    // Lost to a concurrent change (seen in the metadata as read last): the
+    // copy on `target` is garbage. After attempts that all ended unknown
+    // it may be in use: it stays.
+    if StreamMeta::decode(&bytes).is_some_and(|m| m.extents.iter().all(|x| x.id != e.id || !x.replicas.contains(&target))) {
+        client.send(target, StreamMsg::Remove { extent: e.id.clone() }).await;
+    }
     false
 }

@@ -336,6 +336,14 @@ pub struct ObserverData {
     pub read_fallback_times: Vec<SimTime>,
     /// The metadata replica the acting manager last found leading.
     pub meta_leader: Option<NodeId>,
+    /// The end-of-run audit was asked for ([`StreamObserver::request_audit`]).
+    pub audit_requested: bool,
+    /// The audit's verdict, once the acting manager ran its last round.
+    pub audit: Option<manager::Audit>,
+    /// Audit rounds run, and the bad replicas the ones before the verdict
+    /// found.
+    pub audit_rounds: u32,
+    pub audit_found: u64,
 }
 
 /// Shared sink of observations (cheap to clone).
@@ -350,9 +358,9 @@ impl StreamObserver {
     pub fn snapshot(&self) -> ObserverData {
         self.0.lock().expect("observer lock").clone()
     }
-    pub(crate) fn with(&self, f: impl FnOnce(&mut ObserverData)) {
+    pub(crate) fn with<R>(&self, f: impl FnOnce(&mut ObserverData) -> R) -> R {
         let mut d = self.0.lock().expect("observer lock");
-        f(&mut d);
+        let r = f(&mut d);
         // Keep every series bounded.
         if d.batch_latencies.len() > OBSERVER_SAMPLES_MAX {
             d.batch_latencies.drain(..OBSERVER_SAMPLES_MAX / 2);
@@ -369,6 +377,14 @@ impl StreamObserver {
         if d.read_fallback_times.len() > OBSERVER_SAMPLES_MAX {
             d.read_fallback_times.drain(..OBSERVER_SAMPLES_MAX / 2);
         }
+        r
+    }
+
+    /// Asks the acting manager to audit every sealed extent's replicas
+    /// once the layer has settled (nothing under-replicated, no replica
+    /// suspect): the run is over and nothing should change any more.
+    pub fn request_audit(&self) {
+        self.with(|o| o.audit_requested = true);
     }
 
     /// A read fell back to another replica at `at`.

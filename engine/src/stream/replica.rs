@@ -597,6 +597,17 @@ impl Store {
         if e.repairing && !e.file_exists {
             return StreamMsg::Err(ReplicaError::NotFound);
         }
+        // A reader that names the extent's length (sealed, or acknowledged
+        // by all three replicas) beyond what this replica holds found it
+        // short: a replica that missed the seal's answer never learnt it.
+        // It lists itself suspect, so the manager copies the extent back.
+        if limit.is_some_and(|l| l > e.len) && !e.repairing && !e.short {
+            if let Some(e) = self.extents.get_mut(extent) {
+                e.short = true;
+            }
+            self.suspect.insert(extent.clone());
+        }
+        let Some(e) = self.extents.get(extent) else { return StreamMsg::Err(ReplicaError::NotFound) };
         let lim = limit.unwrap_or(e.commit_len).min(e.len);
         let end = offset.saturating_add(len.min(READ_BYTES_MAX)).min(lim);
         let mut out = Vec::new();

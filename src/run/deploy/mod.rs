@@ -67,6 +67,10 @@ pub trait Deployment {
         None
     }
 
+    /// The final phase is over: the service may begin what it does once
+    /// nothing changes any more (e.g. audit its replicas).
+    fn begin_settling(&self) {}
+
     /// Whether the service is still repairing itself after the final
     /// phase (the runner waits a while for it).
     fn settling(&self) -> bool {

@@ -15,7 +15,7 @@ use sim::world::{NodeCtx, World};
 
 use super::{hashed_owner, Deployment, Service};
 use crate::history::{Op, Operation};
-use crate::report::{main_seconds, Report, StreamFigures};
+use crate::report::{main_seconds, AuditFigures, Report, StreamFigures};
 use crate::run::output::{Observers, RunOutput};
 use crate::scenario::{DynamicTarget, Refusal, Role, Scenario, ServiceDef, ServiceRules, WorkloadKind};
 use crate::workload::clients::ClientNode;
@@ -72,7 +72,7 @@ impl ServiceRules for Stream {
     }
 
     fn expectations(&self) -> &'static [&'static str] {
-        &["streams_ok", "max_append_stall", "rereplicated", "replicated_at_end", "min_replicas_repaired", "max_repairs_per_replica", "max_read_fallbacks_after_heal"]
+        &["streams_ok", "max_append_stall", "rereplicated", "replicated_at_end", "min_replicas_repaired", "replicas_agree_at_end", "max_repairs_per_replica", "max_read_fallbacks_after_heal"]
     }
 
     fn dynamic_targets(&self) -> &'static [DynamicTarget] {
@@ -172,10 +172,12 @@ pub(super) fn meta_leader_zone(obs: &StreamObserver, topology: &Topology) -> Opt
     obs.snapshot().meta_leader.map(|n| topology.zone_of(n))
 }
 
-/// Whether some extent still lacks three replicas in three zones.
-pub(super) fn under_replicated(obs: &StreamObserver) -> bool {
-    obs.snapshot().under_replicated.last().map(|s| s.1) != Some(0)
+/// Still under-replicated, or the audit asked for not done yet.
+pub(super) fn settling(obs: &StreamObserver) -> bool {
+    let d = obs.snapshot();
+    d.under_replicated.last().map(|s| s.1) != Some(0) || (d.audit_requested && d.audit.is_none())
 }
+
 
 /// The report's `streams` section: the stream layer's figures and, when
 /// the history holds appends, their stalls per window of the fault
@@ -248,9 +250,14 @@ impl Deployment for Running {
         (name == META_LEADER.name).then(|| meta_leader_zone(&self.cfg.observer, topology)).flatten()
     }
 
-    /// Re-replication brings every extent back to three zones.
+    fn begin_settling(&self) {
+        self.cfg.observer.request_audit();
+    }
+
+    /// Re-replication brings every extent back to three zones; then the
+    /// manager audits the replicas.
     fn settling(&self) -> bool {
-        under_replicated(&self.cfg.observer)
+        settling(&self.cfg.observer)
     }
 
     fn observers(&self) -> Observers {
@@ -308,6 +315,15 @@ fn figures(obs: &StreamObserver, out: &RunOutput, topology: &Topology, secs: usi
         most_repairs_of_one_replica: most.map_or(0, |m| m.0),
         most_repaired_replica: most.map(|(_, (extent, node))| format!("{extent} on {}", topology.node(*node).name)),
         fenced_appends_refused: d.fenced_appends_rejected,
+        audit: d.audit.map(|a| AuditFigures {
+            sealed_extents: a.extents,
+            replicas: a.replicas,
+            mib_read: (a.bytes as f64 / (1024.0 * 1024.0) * 100.0).round() / 100.0,
+            bad_replicas: a.bad_replicas,
+            problems: a.problems,
+            found_by_earlier_rounds: a.found_earlier,
+            rounds: a.rounds,
+        }),
         read_fallbacks: d.read_fallbacks,
         read_fallbacks_after_heal: d.read_fallback_times.iter().filter(|&&t| t >= out.heal_at).count() as u64,
     }
@@ -318,6 +334,14 @@ fn figures(obs: &StreamObserver, out: &RunOutput, topology: &Topology, secs: usi
 pub(super) fn judge_repairs(scn: &Scenario, report: &mut Report) {
     let e = &scn.expect;
     let f = report.streams.clone().unwrap_or_default();
+    if e.replicas_agree_at_end.unwrap_or(true) {
+        let (measured, pass) = match &f.audit {
+            Some(a) if a.bad_replicas == 0 => (format!("{} replicas of {} sealed extents agree", a.replicas, a.sealed_extents), true),
+            Some(a) => (format!("{} of {} replicas bad: {}", a.bad_replicas, a.replicas, a.problems.first().map_or("", String::as_str)), false),
+            None => ("not audited: the layer did not settle".to_string(), false),
+        };
+        report.expect("replicas_agree_at_end", "true".to_string(), measured, pass);
+    }
     if let Some(min) = e.min_replicas_repaired {
         report.expect("min_replicas_repaired", format!(">= {min}"), f.replicas_repaired.to_string(), f.replicas_repaired >= min);
     }

@@ -120,6 +120,7 @@ impl ServiceRules for Table {
             "no_split_brain",
             "max_time_to_recover",
             "min_replicas_repaired",
+            "replicas_agree_at_end",
             "max_repairs_per_replica",
             "max_read_fallbacks_after_heal",
         ]
@@ -333,9 +334,14 @@ impl Deployment for Running {
         }
     }
 
-    /// Re-replication brings every extent back to three zones.
+    fn begin_settling(&self) {
+        self.cfg.stream.observer.request_audit();
+    }
+
+    /// Re-replication brings every extent back to three zones; then the
+    /// stream manager audits the replicas.
     fn settling(&self) -> bool {
-        stream::under_replicated(&self.cfg.stream.observer)
+        stream::settling(&self.cfg.stream.observer)
     }
 
     fn observers(&self) -> Observers {
