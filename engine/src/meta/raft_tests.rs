@@ -955,6 +955,22 @@ fn config_rejects_a_lease_that_outlives_the_election_timeout_minus_skew() {
     assert_eq!(Config::default().validate(), Ok(()));
 }
 
+#[test]
+fn config_rejects_each_bad_timing_at_its_edge() {
+    let with = |f: &dyn Fn(&mut Config)| {
+        let mut c = config();
+        f(&mut c);
+        c.validate()
+    };
+    assert_eq!(with(&|c| c.election_timeout_min = Duration::ZERO), Err(ConfigError::ElectionTimeoutRange));
+    assert_eq!(with(&|c| c.election_timeout_max = c.election_timeout_min), Err(ConfigError::ElectionTimeoutRange));
+    assert_eq!(with(&|c| c.heartbeat_interval = Duration::ZERO), Err(ConfigError::Heartbeat));
+    // A heartbeat that, with the skew, reaches the lease: refused; one
+    // nanosecond shorter: accepted.
+    assert_eq!(with(&|c| c.heartbeat_interval = c.lease_duration - c.max_skew), Err(ConfigError::Heartbeat));
+    assert_eq!(with(&|c| c.heartbeat_interval = c.lease_duration - c.max_skew - Duration::from_nanos(1)), Ok(()));
+}
+
 /// Three cores wired by hand: the test decides which message is delivered,
 /// held back or lost, and when a replica crashes, possibly between two
 /// outputs of one step. Each replica's disk holds what it persisted: a
