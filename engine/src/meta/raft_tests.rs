@@ -1320,3 +1320,91 @@ fn election_a_replica_crashing_right_after_its_grant_does_not_vote_again_in_that
         assert_eq!((s.disks[B as usize].term, s.disks[B as usize].vote), (1, Some(A)));
     }
 }
+
+/// Replica 0 of three elected in term 5 (see [`candidate`]), its no-op
+/// acknowledged by replica 1 at `ack_at`: committed and applied. Returns
+/// the leader and the no-op's index.
+fn leader_with_noop_acked(ack_at: SimTime) -> (Node, u64) {
+    let mut n = candidate();
+    let out = n.step(ms(1_002), Input::Message { from: 1, msg: Message::VoteResp { term: 5, granted: true } });
+    assert_eq!(n.role(), Role::Leader);
+    let (round, sent_at) = sends(&out)
+        .into_iter()
+        .find_map(|(to, m)| match m {
+            Message::Append { round, sent_at, .. } if to == 1 => Some((round, sent_at)),
+            _ => None,
+        })
+        .expect("the new leader appends to replica 1");
+    let last = n.log().len() as u64;
+    n.step(ack_at, Input::Message { from: 1, msg: Message::AppendResp { term: 5, index: last, success: true, round, sent_at } });
+    assert_eq!(n.commit_index(), last, "the no-op commits with replica 1's acknowledgement");
+    (n, last)
+}
+
+fn ready(out: &[Output], id: u64) -> bool {
+    out.iter().any(|o| matches!(o, Output::ReadReady { id: r, .. } if *r == id))
+}
+
+#[test]
+fn reads_under_a_valid_lease_are_served_at_once() {
+    let (mut n, _) = leader_with_noop_acked(ms(1_003));
+    assert!(n.lease_valid(ms(1_004)));
+    let out = n.step(ms(1_004), Input::Read { id: 7 });
+    assert!(ready(&out, 7), "the lease vouches for the leader: {out:?}");
+}
+
+#[test]
+fn reads_without_a_lease_wait_for_a_round_a_majority_acknowledged() {
+    let (mut n, last) = leader_with_noop_acked(ms(1_003));
+    // The lease ran out: the read sends a new round to every peer and
+    // waits for it.
+    // (Within `election_timeout_max` of the last acknowledged round: the
+    // leader has not stepped down.)
+    let at = ms(1_080);
+    assert!(!n.lease_valid(at));
+    let out = n.step(at, Input::Read { id: 8 });
+    assert!(!ready(&out, 8), "no lease, no confirmation yet: {out:?}");
+    let rounds: Vec<(ReplicaId, u64, SimTime)> = sends(&out)
+        .into_iter()
+        .filter_map(|(to, m)| match m {
+            Message::Append { round, sent_at, .. } => Some((to, round, sent_at)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(rounds.iter().map(|r| r.0).collect::<Vec<_>>(), [1, 2], "a round to every peer: {out:?}");
+    let (_, round, sent_at) = rounds[0];
+    assert!(round > 1, "rounds count up from the first: {round}");
+    // Nothing else confirms it.
+    let out = n.step(ms(1_081), Input::Tick);
+    assert!(!ready(&out, 8), "{out:?}");
+    // Replica 1 acknowledges that round late, after a lease counted from
+    // its send time would have run out: the round alone confirms the read.
+    let late = ms(1_150);
+    let out = n.step(late, Input::Message { from: 1, msg: Message::AppendResp { term: 5, index: last, success: true, round, sent_at } });
+    assert_eq!(n.role(), Role::Leader);
+    assert!(!n.lease_valid(late), "the late acknowledgement gives no lease");
+    assert!(ready(&out, 8), "a majority acknowledged a round sent after the read: {out:?}");
+}
+
+#[test]
+fn election_a_candidate_that_steps_down_to_its_terms_leader_keeps_its_own_vote() {
+    // Replica 1 stands in term 5 (voting for itself); replica 0 wins term 5
+    // and appends to it; later, replica 2, also a candidate of term 5, asks
+    // for its vote: already given, refused.
+    let mut n = node(1, &[0, 2], PersistedState { term: 4, vote: None, log: vec![entry(1), entry(4)] });
+    n.step(ms(1_000), Input::Tick);
+    assert_eq!(n.role(), Role::PreCandidate);
+    n.step(ms(1_001), Input::Message { from: 0, msg: Message::PreVoteResp { term: 5, granted: true } });
+    assert_eq!((n.role(), n.term()), (Role::Candidate, 5));
+    let append = Message::Append { term: 5, prev_index: 2, prev_term: 4, entries: vec![], commit: 0, round: 1, sent_at: ms(1_002) };
+    n.step(ms(1_002), Input::Message { from: 0, msg: append });
+    assert_eq!((n.role(), n.term()), (Role::Follower, 5));
+    // Long after the leader was last heard (no stickiness left), still in
+    // term 5.
+    let out = n.step(ms(1_400), Input::Message { from: 2, msg: Message::Vote { term: 5, last_index: 2, last_term: 4 } });
+    let answer = sends(&out).into_iter().find_map(|(to, m)| match m {
+        Message::VoteResp { term, granted } if to == 2 => Some((term, granted)),
+        _ => None,
+    });
+    assert_eq!(answer, Some((5, false)), "one vote per term: {out:?}");
+}
