@@ -1388,22 +1388,23 @@ fn reads_without_a_lease_wait_for_a_round_a_majority_acknowledged() {
 
 #[test]
 fn election_a_candidate_that_steps_down_to_its_terms_leader_keeps_its_own_vote() {
-    // Replica 1 stands in term 5 (voting for itself); replica 0 wins term 5
-    // and appends to it; later, replica 2, also a candidate of term 5, asks
+    // Replica 1 stands in term 5 (voting for itself); replica 2 wins term 5
+    // and appends to it; later, replica 0, also a candidate of term 5, asks
     // for its vote: already given, refused.
     let mut n = node(1, &[0, 2], PersistedState { term: 4, vote: None, log: vec![entry(1), entry(4)] });
     n.step(ms(1_000), Input::Tick);
     assert_eq!(n.role(), Role::PreCandidate);
-    n.step(ms(1_001), Input::Message { from: 0, msg: Message::PreVoteResp { term: 5, granted: true } });
+    n.step(ms(1_001), Input::Message { from: 2, msg: Message::PreVoteResp { term: 5, granted: true } });
     assert_eq!((n.role(), n.term()), (Role::Candidate, 5));
     let append = Message::Append { term: 5, prev_index: 2, prev_term: 4, entries: vec![], commit: 0, round: 1, sent_at: ms(1_002) };
-    n.step(ms(1_002), Input::Message { from: 0, msg: append });
+    n.step(ms(1_002), Input::Message { from: 2, msg: append });
     assert_eq!((n.role(), n.term()), (Role::Follower, 5));
+    assert_eq!(n.leader_hint(), Some(2), "clients asking replica 1 are sent to the leader");
     // Long after the leader was last heard (no stickiness left), still in
     // term 5.
-    let out = n.step(ms(1_400), Input::Message { from: 2, msg: Message::Vote { term: 5, last_index: 2, last_term: 4 } });
+    let out = n.step(ms(1_400), Input::Message { from: 0, msg: Message::Vote { term: 5, last_index: 2, last_term: 4 } });
     let answer = sends(&out).into_iter().find_map(|(to, m)| match m {
-        Message::VoteResp { term, granted } if to == 2 => Some((term, granted)),
+        Message::VoteResp { term, granted } if to == 0 => Some((term, granted)),
         _ => None,
     });
     assert_eq!(answer, Some((5, false)), "one vote per term: {out:?}");
