@@ -485,6 +485,45 @@ fn a_deposed_owner_cut_off_by_a_partition_makes_nothing_visible() {
     }
 }
 
+/// A replica cut off from both owners misses appends the other two
+/// replicas hold, and misses the new owner's seal, which takes their
+/// length. Once the cut heals, the new owner tells it the sealed length,
+/// it lists itself short, and the manager copies the extent to it: every
+/// replica of the sealed extent then holds its bytes, although no reader
+/// ever asked the short one.
+#[test]
+fn a_replica_that_missed_the_seal_learns_the_sealed_length_and_is_repaired() {
+    for seed in seeds() {
+        run(seed, move || async move {
+            cluster(seed, |_| {}, move |cl| async move {
+                let ns1 = open(cl.agent("ctl-agent-0"), "m").await.expect("open");
+                ns1.create("log").await.expect("create");
+                let before = append_many(&ns1, "log", 31, 40, 4).await;
+                assert_eq!(before.failed, 0);
+                let extent = ns1.client().stream_meta("m", "log").await.unwrap().unwrap().extents.last().cloned().expect("an open extent");
+                let cut_off = cl.name(extent.replicas[2]);
+                let owners = vec!["ctl-agent-0".to_string(), "ctl-agent-1".to_string()];
+                let cut = Fault::Partition { a: owners.clone(), b: vec![cut_off.clone()], direction: Direction::Both };
+                cl.world.apply(&cut).unwrap();
+                // Appends reach two replicas and wait for the third; a new
+                // owner seals meanwhile.
+                let late = append_in_background(&ns1, "log", 32, 40, 8);
+                time::sleep(Duration::from_millis(2)).await;
+                let ns2 = open(cl.agent("ctl-agent-1"), "m").await.expect("a new owner");
+                let sealed = ns2.client().stream_meta("m", "log").await.unwrap().unwrap().extents.iter().find(|e| e.id == extent.id).and_then(|e| e.sealed_len).expect("sealed");
+                eprintln!("seed {seed}: sealed at {sealed}, acknowledged {}", before.prefix_len());
+                assert!(sealed > before.prefix_len(), "the seal kept bytes the cut-off replica never got: sealed at {sealed}, acknowledged {}", before.prefix_len());
+                let _ = late.await;
+                time::sleep(Duration::from_millis(300)).await;
+                cl.world.apply(&Fault::Heal { a: owners, b: vec![cut_off], direction: Direction::Both }).unwrap();
+                time::sleep(Duration::from_secs(4)).await;
+                check_sealed_replicas(&cl, "az1-agent-0", "m", "log").await;
+            })
+            .await;
+        });
+    }
+}
+
 /// Bits flip as az1's storage nodes write: their replicas are corrupt at
 /// rest. A reader in az1 (nearest replica: az1) falls back to another zone
 /// and asks the corrupt replica to repair itself; after that, reads from az1

@@ -481,13 +481,21 @@ impl StreamClient {
             let Some(bytes) = self.meta_get(&key).await? else { return Err(StreamError::NotFound(name.to_string())) };
             let mut meta = StreamMeta::decode(&bytes).ok_or_else(|| StreamError::BadMeta(key.clone()))?;
             let Some(last) = meta.extents.last_mut().filter(|e| e.sealed_len.is_none()) else { return Ok((meta, bytes)) };
-            let len = self.fence_extent(last, epoch).await?;
+            let (len, answered) = self.fence_extent(last, epoch).await?;
             last.sealed_len = Some(len);
+            // Replicas the seal did not wait for may hold fewer bytes than
+            // the extent now has (appends that reached only the others).
+            let missed: Vec<NodeId> = last.replicas.iter().copied().filter(|r| answered.get(r).is_none_or(|&(l, _)| l < len)).collect();
+            let settle = (last.id.clone(), missed);
             let new = meta.encode();
             let checks = vec![(ns_key(ns), Some(epoch_bytes(epoch))), (key.clone(), Some(bytes.clone()))];
             match self.meta_txn(checks, vec![(key.clone(), Some(new.clone()))]).await {
                 Ok(Outcome::Done) => {
                     self.observer().with(|o| o.seals.push((time::now(), SealCause::OwnerChange)));
+                    let (extent, missed) = settle;
+                    if !missed.is_empty() {
+                        madsim::task::spawn(self.clone().settle(extent, len, missed));
+                    }
                     return Ok((meta, new));
                 }
                 Ok(Outcome::TxnFailed { key: k, .. }) if k == ns_key(ns) => return Err(StreamError::Fenced),
@@ -498,10 +506,28 @@ impl StreamClient {
         Err(StreamError::Unavailable(format!("could not seal stream {name}")))
     }
 
+    /// Tells the replicas of an extent sealed at `len` that the seal did
+    /// not hear from (`StreamMsg::Settled`) what it was sealed at, until
+    /// each answers or [`SETTLE_ATTEMPTS_MAX`] rounds passed; one that
+    /// holds less lists itself suspect for the manager's repair. Best
+    /// effort: a replica out of reach for longer is found short by the next
+    /// reader that names the length, or by the end-of-run audit.
+    async fn settle(self, extent: ExtentId, len: u64, mut missed: Vec<NodeId>) {
+        let timeout = self.inner.cfg.call_timeout;
+        for _ in 0..SETTLE_ATTEMPTS_MAX {
+            let answers = self.call_all(&missed, StreamMsg::Settled { extent: extent.clone(), len }, timeout).await;
+            missed.retain(|n| !matches!(answers.get(n), Some(Some(StreamMsg::Done))));
+            if missed.is_empty() {
+                return;
+            }
+            time::sleep(timeout).await;
+        }
+    }
+
     /// Sends `Seal` to the extent's replicas until at least one intact
     /// replica answers; the minimum durable length over the intact ones
-    /// that answered (see [`seal_length`]).
-    async fn fence_extent(&self, e: &ExtentMeta, epoch: u64) -> Result<u64, StreamError> {
+    /// that answered (see [`seal_length`]), and the answers.
+    async fn fence_extent(&self, e: &ExtentMeta, epoch: u64) -> Result<(u64, BTreeMap<NodeId, (u64, bool)>), StreamError> {
         let deadline = time::now() + self.inner.cfg.seal_deadline;
         let mut answered: BTreeMap<NodeId, (u64, bool)> = BTreeMap::new();
         for _ in 0..SEAL_ROUNDS_MAX {
@@ -516,7 +542,7 @@ impl StreamClient {
                 }
             }
             if let Some(l) = seal_length(&answered, e.replicas.len()) {
-                return Ok(l);
+                return Ok((l, answered));
             }
             if time::now() >= deadline {
                 break;

@@ -261,6 +261,9 @@ pub async fn serve_manager(ctx: NodeCtx, cfg: StreamConfig) {
         if audit_due && under == 0 && work.is_empty() && (repairs.is_empty() || audit_waited > AUDIT_WAIT_ROUNDS_MAX) {
             if let Some((mut a, bad)) = audit(&client, &streams).await {
                 ctx.note(format!("manager audited {} sealed extents: {} bad replicas", a.extents, a.bad_replicas));
+                for p in &a.problems {
+                    ctx.note(format!("audit: {p}"));
+                }
                 let again = cfg.observer.with(|o| {
                     o.audit_rounds += 1;
                     a.rounds = o.audit_rounds;

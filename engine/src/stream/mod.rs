@@ -80,6 +80,9 @@ pub const READ_BYTES_MAX: u64 = 256 * 1024;
 pub const READ_BYTES_MIN: u64 = 4 * 1024;
 /// Rounds of seal messages before opening a namespace gives up on an extent.
 pub const SEAL_ROUNDS_MAX: u32 = 20;
+/// Times a new owner tells a replica that missed the seal the sealed
+/// length (`StreamMsg::Settled`), a call timeout apart.
+pub const SETTLE_ATTEMPTS_MAX: u32 = 20;
 /// Attempts at one metadata transaction (after unknown outcomes or
 /// concurrent replica changes by the manager).
 pub const META_ATTEMPTS_MAX: u32 = 8;
@@ -232,6 +235,11 @@ pub enum StreamMsg {
     /// Copy the sealed extent (`len` bytes) from one of `sources` and swap
     /// it in; creates the replica when it is missing.
     Repair { extent: ExtentId, len: u64, sources: Vec<NodeId> },
+    /// The extent is sealed at `len` in the metadata; sent by the new owner
+    /// that sealed it to the replicas whose answer it did not wait for. A
+    /// replica that holds fewer bytes (or no copy) lists itself suspect,
+    /// so the manager copies the extent to it.
+    Settled { extent: ExtentId, len: u64 },
     /// Drop the replica (no longer referenced by metadata).
     Remove { extent: ExtentId },
     /// Liveness probe.
@@ -260,6 +268,7 @@ impl sim::net::Message for StreamMsg {
             StreamMsg::Seal { .. } => "st-seal",
             StreamMsg::Read { .. } => "st-read",
             StreamMsg::Repair { .. } => "st-repair",
+            StreamMsg::Settled { .. } => "st-settled",
             StreamMsg::Remove { .. } => "st-remove",
             StreamMsg::Ping => "st-ping",
             StreamMsg::Appended { .. } => "st-appended",

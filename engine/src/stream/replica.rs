@@ -317,6 +317,17 @@ impl Node {
                         None
                     }
                 }
+                StreamMsg::Settled { extent, len } => {
+                    // A copy shorter than the sealed length, or none at all
+                    // (the extent's first appends never arrived), is
+                    // short: the manager copies the extent here.
+                    let e = st.extents.entry(extent.clone()).or_insert_with(|| Ext { file: file_name(&extent), sealed: true, ..Ext::default() });
+                    if e.len < len && !e.repairing {
+                        e.short = true;
+                        st.suspect.insert(extent);
+                    }
+                    Some(StreamMsg::Done)
+                }
                 StreamMsg::Remove { extent } => {
                     st.suspect.remove(&extent);
                     if let Some(e) = st.extents.swap_remove(&extent) {
