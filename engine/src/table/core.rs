@@ -880,4 +880,439 @@ mod tests {
         c.step(t(3300), Input::Undrain { pid: 1 });
         assert_eq!(hb(&mut c, 3300, 1, 0, Some(2100)), vec![(1, 1)]);
     }
+
+    /// Heartbeats every server in `live` (server, zone) at `now`, echoing
+    /// the previous beat and reporting `cost(pid)` µs of CPU for each of
+    /// its partitions since its last beat, then ticks.
+    fn beat_loaded(c: &mut Core, now: u64, live: &[(u32, u16)], cost: &dyn Fn(PartitionId) -> u64) -> Vec<Cmd> {
+        for &(s, z) in live {
+            let load: Vec<(PartitionId, u64)> = c.partitions().iter().filter(|p| p.owner == Some(NodeId(s))).map(|p| (p.pid, cost(p.pid))).collect();
+            c.step(t(now), Input::Heartbeat { server: NodeId(s), zone: ZoneId(z), echo: Some(t(now.saturating_sub(100))), lost: vec![], load });
+        }
+        c.step(t(now), Input::Tick)
+    }
+
+    /// A drain is done once the owner released the partition (at its
+    /// epoch), however long its last grant has to run; an unowned
+    /// partition is drained at once.
+    #[test]
+    fn a_drain_is_done_as_soon_as_the_owner_releases_or_if_there_is_no_owner() {
+        let mut c = Core::new(cfg(), t(0));
+        c.step(t(0), Input::Map(vec![part(1, Some(1), 1), part(2, None, 0)]));
+        c.step(t(100), Input::Drain { pid: 2, cause: FailoverCause::Split });
+        assert!(c.drained(2, t(100)), "nobody holds it, whatever grants a former master gave");
+        assert_eq!(hb(&mut c, 2000, 1, 0, None), vec![(1, 1)]);
+        c.step(t(2000), Input::Drain { pid: 1, cause: FailoverCause::Split });
+        c.step(t(2100), Input::Released { pid: 1, epoch: 0 });
+        assert!(!c.drained(1, t(2100)), "a release of another epoch");
+        c.step(t(2100), Input::Released { pid: 1, epoch: 1 });
+        assert!(c.drained(1, t(2100)), "released, long before the grant of 2000 runs out");
+    }
+
+    /// A server's second heartbeat at the same instant adds no load sample
+    /// (no time passed to average over): rebalancing goes on as usual.
+    #[test]
+    fn a_heartbeat_repeated_at_the_same_instant_adds_no_load_sample() {
+        let mut c = Core::new(cfg(), t(0));
+        c.step(t(0), Input::Map((1..=4).map(|i| part(i, Some(1), 1)).collect()));
+        let live = [(1, 0), (2, 1)];
+        let mut started = Vec::new();
+        for now in (0..2000).step_by(100) {
+            if now == 1000 {
+                hb(&mut c, now, 1, 0, Some(now - 100));
+            }
+            started.extend(releases(&beat(&mut c, now, &live)).into_iter().map(|r| (now, r)));
+        }
+        assert_eq!(started.first(), Some(&(1300, (NodeId(1), 1))), "{started:?}");
+    }
+
+    /// Load reports feed a moving average: one beat's burst moves nothing,
+    /// and fades; the same cost sustained does move a partition.
+    #[test]
+    fn a_burst_of_load_is_averaged_away_and_moves_nothing() {
+        let map = vec![part(1, Some(1), 1), part(2, Some(1), 1), part(3, Some(2), 1)];
+        let live = [(1, 0), (2, 1)];
+        // Partitions 1 and 2 cost 50 ms of CPU per second for one beat: on
+        // average, server 1 stays below LOAD_FLOOR.
+        let mut c = Core::new(cfg(), t(0));
+        c.step(t(0), Input::Map(map.clone()));
+        for now in (0..10_000).step_by(100) {
+            let cost = |pid: PartitionId| if now == 2000 && pid != 3 { 5000 } else { 0 };
+            assert!(releases(&beat_loaded(&mut c, now, &live, &cost)).is_empty(), "moved at {now}");
+        }
+        let mut c = Core::new(cfg(), t(0));
+        c.step(t(0), Input::Map(map));
+        let cost = |pid: PartitionId| if pid != 3 { 5000 } else { 0 };
+        assert!((0..10_000).step_by(100).any(|now| !releases(&beat_loaded(&mut c, now, &live, &cost)).is_empty()));
+    }
+
+    /// A dead server lives again only once it echoes a grant sent less than
+    /// `dead_after` ago.
+    #[test]
+    fn a_dead_server_lives_again_only_by_echoing_a_grant_younger_than_dead_after() {
+        let mut c = Core::new(cfg(), t(0));
+        hb(&mut c, 0, 1, 0, None);
+        assert_eq!(c.step(t(1500), Input::Tick), vec![Cmd::Dead { server: NodeId(1) }]);
+        hb(&mut c, 1600, 1, 0, Some(100));
+        assert!(c.live_servers().is_empty(), "an echo exactly dead_after old");
+        hb(&mut c, 1700, 1, 0, Some(201));
+        assert_eq!(c.live_servers(), vec![NodeId(1)]);
+    }
+
+    /// An admin move to the partition's owner, or of a partition already
+    /// draining, changes nothing.
+    #[test]
+    fn a_move_to_the_owner_or_of_a_draining_partition_is_ignored() {
+        let mut c = Core::new(cfg(), t(0));
+        c.step(t(0), Input::Map(vec![part(1, Some(1), 1)]));
+        for s in 1..=3 {
+            hb(&mut c, 2000, s, s as u16, None);
+        }
+        assert!(c.step(t(2000), Input::Move { pid: 1, to: NodeId(1) }).is_empty());
+        assert_eq!(hb(&mut c, 2100, 1, 1, Some(2000)), vec![(1, 1)], "still granted");
+        let out = c.step(t(2100), Input::Move { pid: 1, to: NodeId(2) });
+        assert_eq!(releases(&out), vec![(NodeId(1), 1)]);
+        assert!(c.step(t(2100), Input::Move { pid: 1, to: NodeId(3) }).is_empty());
+        let out = c.step(t(2200), Input::Released { pid: 1, epoch: 1 });
+        assert_eq!(assigns(&out), vec![(1, NodeId(2), FailoverCause::Moved)]);
+    }
+
+    /// The map read again with a partition's owner and epoch unchanged
+    /// keeps what the core knows of it: a drain goes on.
+    #[test]
+    fn a_reload_of_an_unchanged_entry_keeps_its_drain() {
+        let mut c = Core::new(cfg(), t(0));
+        c.step(t(0), Input::Map(vec![part(1, Some(1), 1)]));
+        assert_eq!(hb(&mut c, 2000, 1, 0, None), vec![(1, 1)]);
+        c.step(t(2000), Input::Drain { pid: 1, cause: FailoverCause::Merged });
+        c.step(t(2100), Input::Map(vec![part(1, Some(1), 1)]));
+        c.step(t(2100), Input::Entry(part(1, Some(1), 1)));
+        assert!(hb(&mut c, 2200, 1, 0, Some(2000)).is_empty(), "granted while draining");
+        assert!(!c.drained(1, t(2200)), "the grant of 2000 is still out");
+    }
+
+    /// A partition its owner lost and that is placed on the same owner
+    /// again (a new epoch) is granted again.
+    #[test]
+    fn a_lost_partition_placed_again_on_its_owner_is_granted_at_the_new_epoch() {
+        let mut c = Core::new(cfg(), t(0));
+        c.step(t(0), Input::Map(vec![part(1, Some(1), 1)]));
+        hb(&mut c, 2000, 1, 0, None);
+        c.step(t(2100), Input::Heartbeat { server: NodeId(1), zone: ZoneId(0), echo: Some(t(2000)), lost: vec![(1, 1)], load: vec![] });
+        // Server 1 is the only one.
+        let out = c.step(t(2100), Input::Tick);
+        assert_eq!(assigns(&out), vec![(1, NodeId(1), FailoverCause::LeaseLost)]);
+        commit(&mut c, &out);
+        assert_eq!(hb(&mut c, 2200, 1, 0, Some(2100)), vec![(1, 2)]);
+    }
+
+    /// An admin move to a server that is not alive waits for it: no other
+    /// server takes the partition, even once released.
+    #[test]
+    fn an_admin_move_to_a_server_that_is_not_alive_waits_for_it() {
+        let mut c = Core::new(cfg(), t(0));
+        c.step(t(0), Input::Map(vec![part(1, Some(1), 1)]));
+        hb(&mut c, 2000, 1, 0, None);
+        hb(&mut c, 2000, 2, 1, None);
+        let out = c.step(t(2000), Input::Move { pid: 1, to: NodeId(9) });
+        assert_eq!(releases(&out), vec![(NodeId(1), 1)]);
+        assert!(assigns(&c.step(t(2100), Input::Released { pid: 1, epoch: 1 })).is_empty());
+        assert!(assigns(&c.step(t(2100), Input::Tick)).is_empty());
+        hb(&mut c, 2200, 9, 2, None);
+        assert_eq!(assigns(&c.step(t(2200), Input::Tick)), vec![(1, NodeId(9), FailoverCause::Moved)]);
+    }
+
+    /// A rebalancing move whose target died before the partition was
+    /// released goes where placement chooses.
+    #[test]
+    fn a_rebalancing_move_whose_target_died_goes_where_placement_chooses() {
+        let mut c = Core::new(cfg(), t(0));
+        // Server 1 holds three partitions, server 3 one, server 2 none.
+        c.step(t(0), Input::Map(vec![part(1, Some(1), 1), part(2, Some(1), 1), part(3, Some(1), 1), part(4, Some(3), 1)]));
+        let mut started = Vec::new();
+        for now in (0..=1500).step_by(100) {
+            hb(&mut c, now, 1, 0, Some(now.saturating_sub(100)));
+            hb(&mut c, now, 3, 2, Some(now.saturating_sub(100)));
+            // Server 2 hears nothing: dead at 1.5 s.
+            hb(&mut c, now, 2, 1, None);
+            started.extend(releases(&c.step(t(now), Input::Tick)).into_iter().map(|r| (now, r)));
+        }
+        assert_eq!(started, vec![(1300, (NodeId(1), 1))]);
+        assert_eq!(c.live_servers(), vec![NodeId(1), NodeId(3)]);
+        let out = c.step(t(1600), Input::Released { pid: 1, epoch: 1 });
+        assert_eq!(assigns(&out), vec![(1, NodeId(3), FailoverCause::Rebalanced)]);
+    }
+
+    /// Placement keeps at most ASSIGN_PENDING_MAX assigns waiting for their
+    /// commit; the rest follow once those are done.
+    #[test]
+    fn placement_keeps_at_most_assign_pending_max_assigns_out() {
+        let mut c = Core::new(cfg(), t(0));
+        let n = ASSIGN_PENDING_MAX as u64 + 10;
+        c.step(t(0), Input::Map((1..=n).map(|i| part(i, None, 0)).collect()));
+        hb(&mut c, 10, 1, 0, None);
+        let out = c.step(t(20), Input::Tick);
+        assert_eq!(assigns(&out).len(), ASSIGN_PENDING_MAX);
+        assert!(assigns(&c.step(t(30), Input::Tick)).is_empty());
+        commit(&mut c, &out);
+        let rest: Vec<PartitionId> = assigns(&c.step(t(40), Input::Tick)).iter().map(|a| a.0).collect();
+        assert_eq!(rest, (ASSIGN_PENDING_MAX as u64 + 1..=n).collect::<Vec<_>>());
+    }
+
+    /// A failover from a dead server carries when the server was last
+    /// heard (the newest grant it echoed).
+    #[test]
+    fn a_failover_from_a_dead_server_says_when_it_was_last_heard() {
+        let mut c = Core::new(cfg(), t(0));
+        c.step(t(0), Input::Map(vec![part(1, Some(1), 1), part(2, Some(2), 1)]));
+        let mut failover = Vec::new();
+        for now in (0..3000).step_by(100) {
+            // Server 1 falls silent after echoing the grant of 200.
+            if now <= 300 {
+                hb(&mut c, now, 1, 0, Some(now.saturating_sub(100)));
+            }
+            hb(&mut c, now, 2, 1, Some(now.saturating_sub(100)));
+            failover = c.step(t(now), Input::Tick);
+            if !assigns(&failover).is_empty() {
+                break;
+            }
+        }
+        let a: Vec<_> = failover.iter().filter_map(|c| if let Cmd::Assign { info, to, cause, last_heard } = c { Some((info.pid, *to, *cause, *last_heard)) } else { None }).collect();
+        assert_eq!(a, vec![(1, NodeId(2), FailoverCause::ServerDead, Some(t(200)))]);
+    }
+
+    /// Rebalancing starts the moment a new master's wait for the old grants
+    /// (`lease + max_skew`) is over.
+    #[test]
+    fn rebalancing_starts_the_moment_the_old_grants_have_run_out() {
+        let mut c = Core::new(cfg(), t(0));
+        c.step(t(0), Input::Map((1..=4).map(|i| part(i, Some(1), 1)).collect()));
+        let live = [(1, 0), (2, 1)];
+        for now in (0..1250).step_by(50) {
+            assert!(releases(&beat(&mut c, now, &live)).is_empty(), "moved at {now}");
+        }
+        assert_eq!(releases(&beat(&mut c, 1250, &live)), vec![(NodeId(1), 1)]);
+    }
+
+    /// Nothing rebalances while a dead server's partitions wait for their
+    /// grants to run out (they have no live owner and no failover yet).
+    #[test]
+    fn nothing_rebalances_while_a_dead_servers_grants_run_out() {
+        let mut c = Core::new(cfg(), t(0));
+        c.step(t(0), Input::Map(vec![part(1, Some(1), 1), part(2, Some(1), 1), part(3, Some(2), 1), part(4, Some(2), 1)]));
+        let mut failover_at = None;
+        for now in (0..5000).step_by(100) {
+            // Server 1 hears nothing: dead at 1.5 s, granted until then.
+            hb(&mut c, now, 1, 0, None);
+            hb(&mut c, now, 2, 1, Some(now.saturating_sub(100)));
+            // Server 3 joins at 600 ms, settled at 1.6 s.
+            if now >= 600 {
+                hb(&mut c, now, 3, 2, Some(now - 100));
+            }
+            let out = c.step(t(now), Input::Tick);
+            assert!(releases(&out).is_empty(), "a move started at {now}");
+            if !assigns(&out).is_empty() {
+                assert_eq!(assigns(&out), vec![(1, NodeId(3), FailoverCause::ServerDead), (2, NodeId(3), FailoverCause::ServerDead)]);
+                failover_at = Some(now);
+                commit(&mut c, &out);
+            }
+        }
+        assert_eq!(failover_at, Some(2800), "after the grant of 1500 ran out");
+    }
+
+    /// No move starts while a rebalancing assign waits for its commit.
+    #[test]
+    fn no_move_starts_while_a_rebalancing_assign_waits_for_its_commit() {
+        let mut c = Core::new(cfg(), t(0));
+        c.step(t(0), Input::Map((1..=6).map(|i| part(i, Some(1), 1)).collect()));
+        let live = [(1, 0), (2, 1)];
+        for now in (0..1300).step_by(100) {
+            beat(&mut c, now, &live);
+        }
+        assert_eq!(releases(&beat(&mut c, 1300, &live)), vec![(NodeId(1), 1)]);
+        let assign = c.step(t(1300), Input::Released { pid: 1, epoch: 1 });
+        assert_eq!(assigns(&assign), vec![(1, NodeId(2), FailoverCause::Rebalanced)]);
+        for now in (1400..3000).step_by(100) {
+            assert!(releases(&beat(&mut c, now, &live)).is_empty(), "moved at {now}");
+        }
+        commit(&mut c, &assign);
+        assert_eq!(releases(&beat(&mut c, 3000, &live)), vec![(NodeId(1), 2)]);
+    }
+
+    /// At most REBALANCE_MOVES_MAX moves wait for their release at once.
+    #[test]
+    fn at_most_rebalance_moves_max_moves_wait_for_their_release() {
+        let mut c = Core::new(cfg(), t(0));
+        c.step(t(0), Input::Map((1..=12).map(|i| part(i, Some(if i <= 6 { 1 } else { 2 }), 1)).collect()));
+        let live = [(1, 0), (2, 1), (3, 2)];
+        let mut started = Vec::new();
+        // Nobody releases; the drains run out at 1.3 s + lease + skew.
+        for now in (0..2500).step_by(100) {
+            started.extend(releases(&beat(&mut c, now, &live)).into_iter().map(|r| (now, r)));
+        }
+        assert_eq!(started, vec![(1300, (NodeId(2), 7)), (1400, (NodeId(1), 1))]);
+        assert_eq!(started.len(), REBALANCE_MOVES_MAX);
+    }
+
+    /// A partition rebalancing moved stays where it went for
+    /// LOAD_MOVE_COOLDOWN, even when its new server is the fullest.
+    #[test]
+    fn a_partition_moved_by_rebalancing_stays_put_for_the_cooldown() {
+        let mut c = Core::new(cfg(), t(0));
+        c.step(t(0), Input::Map((1..=4).map(|i| part(i, Some(1), 1)).collect()));
+        let idle = |_: PartitionId| 0;
+        let mut moves = run_loaded(&mut c, 0, 5000, &[(1, 0), (2, 1)], &idle);
+        // Server 3 joins: server 2 (two partitions, as server 1, and the
+        // higher id) holds only partitions that just moved.
+        moves.extend(run_loaded(&mut c, 5000, 70_000, &[(1, 0), (2, 1), (3, 2)], &idle));
+        let cooled = 1300 + LOAD_MOVE_COOLDOWN.as_millis() as u64;
+        assert_eq!(moves, vec![(1300, 1, NodeId(1), NodeId(2)), (1400, 2, NodeId(1), NodeId(2)), (cooled, 1, NodeId(2), NodeId(3))]);
+    }
+
+    /// No move for load starts while another move waits for its release.
+    #[test]
+    fn no_move_for_load_starts_while_a_move_waits_for_its_release() {
+        let mut c = Core::new(cfg(), t(0));
+        // Server 1 holds three partitions, two of them busy; server 2 none.
+        c.step(t(0), Input::Map((1..=3).map(|i| part(i, Some(1), 1)).collect()));
+        let cost = |pid: PartitionId| if pid == 1 { 0 } else { 10_000 };
+        let mut started = Vec::new();
+        // Nobody releases; the drain runs out at 1.3 s + lease + skew.
+        for now in (0..2500).step_by(100) {
+            started.extend(releases(&beat_loaded(&mut c, now, &[(1, 0), (2, 1)], &cost)).into_iter().map(|r| (now, r)));
+        }
+        // The idle partition goes first, to even the counts.
+        assert_eq!(started, vec![(1300, (NodeId(1), 1))]);
+    }
+
+    /// The next move for load may start as soon as LOAD_MOVE_GAP has passed.
+    #[test]
+    fn the_next_move_for_load_may_start_as_soon_as_load_move_gap_has_passed() {
+        let mut c = Core::new(cfg(), t(0));
+        c.step(t(0), Input::Map((1..=9).map(|i| part(i, Some(1 + ((i - 1) / 3) as u32), 1)).collect()));
+        let rate = |pid: PartitionId| if pid == 1 { 600_000 } else { 100_000 };
+        let moves = run_loaded(&mut c, 0, 10_000, &[(1, 0), (2, 1), (3, 2)], &rate);
+        let gap = LOAD_MOVE_GAP.as_millis() as u64;
+        assert_eq!(moves, vec![(1300, 2, NodeId(1), NodeId(2)), (1300 + gap, 3, NodeId(1), NodeId(3))]);
+    }
+
+    /// Servers whose loads differ by less than LOAD_IMBALANCE_MIN of the
+    /// mean are balanced: nothing moves, even though a move would lower the
+    /// busier one's load by more than LOAD_GAIN_MIN.
+    #[test]
+    fn loads_within_the_imbalance_margin_never_move() {
+        let mut c = Core::new(cfg(), t(0));
+        c.step(t(0), Input::Map(vec![part(1, Some(1), 1), part(2, Some(1), 1), part(3, Some(2), 1)]));
+        // Server 1 at 100 ms of CPU per second, server 2 at 79: a gap of 21,
+        // under a quarter of the mean (89.5). Moving partition 1 (10.5)
+        // would gain 10.5.
+        let rate = |pid: PartitionId| match pid {
+            1 => 10_500,
+            2 => 89_500,
+            _ => 79_000,
+        };
+        assert_eq!(run_loaded(&mut c, 0, 30_000, &[(1, 0), (2, 1)], &rate), vec![]);
+    }
+
+    /// Below LOAD_FLOOR nothing moves for load, however uneven; just above
+    /// it the same spread moves a partition.
+    #[test]
+    fn servers_below_the_load_floor_move_nothing_for_load() {
+        let map = vec![part(1, Some(1), 1), part(2, Some(1), 1), part(3, Some(2), 1)];
+        let live = [(1, 0), (2, 1)];
+        // Partitions 1 and 2 at 8 ms of CPU per second, partition 3 idle.
+        let mut c = Core::new(cfg(), t(0));
+        c.step(t(0), Input::Map(map.clone()));
+        assert_eq!(run_loaded(&mut c, 0, 30_000, &live, &|pid| if pid == 3 { 0 } else { 8_000 }), vec![]);
+        let mut c = Core::new(cfg(), t(0));
+        c.step(t(0), Input::Map(map));
+        assert_eq!(run_loaded(&mut c, 0, 30_000, &live, &|pid| if pid == 3 { 0 } else { 12_000 }).len(), 1);
+    }
+
+    /// Ticks with heartbeats from `live` every 100 ms up to `at` (ms), all
+    /// partitions idle, then once more at `at` with one beat's report of
+    /// `cost(pid)` µs each (from idle, an average of `cost(pid)` µs per
+    /// second); the releases of that last tick.
+    fn one_loaded_beat(c: &mut Core, at: u64, live: &[(u32, u16)], cost: &dyn Fn(PartitionId) -> u64) -> Vec<(NodeId, PartitionId)> {
+        for now in (0..at).step_by(100) {
+            assert!(releases(&beat_loaded(c, now, live, &|_| 0)).is_empty(), "moved at {now}");
+        }
+        releases(&beat_loaded(c, at, live, cost))
+    }
+
+    /// A server whose load is exactly LOAD_FLOOR is busy enough to move
+    /// partitions for.
+    #[test]
+    fn a_server_at_the_load_floor_is_busy_enough_to_move_for() {
+        let mut c = Core::new(cfg(), t(0));
+        c.step(t(0), Input::Map(vec![part(1, Some(1), 1), part(2, Some(1), 1), part(3, Some(2), 1)]));
+        // Partitions 1 and 2 average 10 ms of CPU per second each.
+        let cost = |pid: PartitionId| if pid == 3 { 0 } else { 10_000 };
+        assert_eq!(one_loaded_beat(&mut c, 1400, &[(1, 0), (2, 1)], &cost), vec![(NodeId(1), 1)]);
+    }
+
+    /// Servers whose loads differ by exactly LOAD_IMBALANCE_MIN of the mean
+    /// are uneven enough to move for.
+    #[test]
+    fn loads_exactly_at_the_imbalance_margin_move() {
+        let mut c = Core::new(cfg(), t(0));
+        c.step(t(0), Input::Map(vec![part(1, Some(1), 1), part(2, Some(1), 1), part(3, Some(2), 1)]));
+        // Server 1 at 90 ms of CPU per second, server 2 at 70: a gap of 20,
+        // a quarter of the mean (80). Moving partition 1 (10) gains 10.
+        let cost = |pid: PartitionId| match pid {
+            1 => 10_000,
+            2 => 80_000,
+            _ => 70_000,
+        };
+        assert_eq!(one_loaded_beat(&mut c, 1400, &[(1, 0), (2, 1)], &cost), vec![(NodeId(1), 1)]);
+    }
+
+    /// Of the busiest server's partitions, the one that leaves the two
+    /// servers nearest each other moves, not the biggest that fits.
+    #[test]
+    fn the_busiest_server_gives_the_partition_that_leaves_the_two_nearest() {
+        let mut c = Core::new(cfg(), t(0));
+        c.step(t(0), Input::Map(vec![part(1, Some(1), 1), part(2, Some(1), 1), part(3, Some(2), 1), part(4, Some(2), 1)]));
+        // Server 1 at 160 ms of CPU per second (100 + 60), server 2 at 20:
+        // moving partition 1 leaves 60 and 120, partition 2 100 and 80.
+        let rate = |pid: PartitionId| match pid {
+            1 => 100_000,
+            2 => 60_000,
+            _ => 10_000,
+        };
+        assert_eq!(run_loaded(&mut c, 0, 30_000, &[(1, 0), (2, 1)], &rate), vec![(1300, 2, NodeId(1), NodeId(2))]);
+    }
+
+    /// A move for load that would lower the busier server's load by less
+    /// than LOAD_GAIN_MIN of it is not made.
+    #[test]
+    fn a_move_that_gains_less_than_load_gain_min_is_not_made() {
+        let mut c = Core::new(cfg(), t(0));
+        c.step(t(0), Input::Map(vec![part(1, Some(1), 1), part(2, Some(1), 1), part(3, Some(2), 1)]));
+        // Server 1 at 100 ms of CPU per second (5 + 95), server 2 at 70:
+        // only partition 1 fits in the gap, and gains 5.
+        let rate = |pid: PartitionId| match pid {
+            1 => 5_000,
+            2 => 95_000,
+            _ => 70_000,
+        };
+        assert_eq!(run_loaded(&mut c, 0, 30_000, &[(1, 0), (2, 1)], &rate), vec![]);
+    }
+
+    /// Rebalancing gives to the zone with the fewest partitions first,
+    /// then to its server with the fewest.
+    #[test]
+    fn rebalancing_gives_to_the_emptiest_zone_first() {
+        let mut c = Core::new(cfg(), t(0));
+        // Zone 0: server 1 with four partitions, server 2 with none; zone 1:
+        // server 3 with one.
+        c.step(t(0), Input::Map((1..=5).map(|i| part(i, Some(if i <= 4 { 1 } else { 3 }), 1)).collect()));
+        let live = [(1, 0), (2, 0), (3, 1)];
+        for now in (0..1300).step_by(100) {
+            beat(&mut c, now, &live);
+        }
+        assert_eq!(releases(&beat(&mut c, 1300, &live)), vec![(NodeId(1), 1)]);
+        let out = c.step(t(1300), Input::Released { pid: 1, epoch: 1 });
+        assert_eq!(assigns(&out), vec![(1, NodeId(3), FailoverCause::Rebalanced)]);
+    }
 }
