@@ -433,6 +433,214 @@ impl PartStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::future::Future;
+    use std::time::Duration;
+
+    use sim::disk::DiskConfig;
+    use sim::topology::{LinkParams, Topology, ZoneId};
+    use sim::world::World;
+
+    use crate::stream::StreamConfig;
+
+    const PID: PartitionId = 1;
+
+    /// Runs `story` with a stream client, in a world of three zones with a
+    /// meta replica and three storage nodes each.
+    fn with_streams<F: Future<Output = ()> + Send + 'static>(story: impl FnOnce(StreamClient) -> F + Send + 'static) {
+        #[allow(clippy::disallowed_methods)] // the harness's runtime thread, outside the simulation
+        let h = std::thread::spawn(move || {
+            madsim::runtime::Runtime::with_seed_and_config(1, madsim::Config::default()).block_on(async move {
+                let link = LinkParams { latency: Duration::from_micros(100), jitter: Duration::ZERO, loss: 0.0 };
+                let mut topo = Topology::new(&["az1".into(), "az2".into(), "az3".into()], link, link);
+                let (mut metas, mut storage) = (Vec::new(), Vec::new());
+                for z in 0..3 {
+                    metas.push(topo.add_node(ZoneId(z), "meta"));
+                    for _ in 0..3 {
+                        storage.push(topo.add_node(ZoneId(z), "storage"));
+                    }
+                }
+                let driver = topo.add_node(ZoneId(0), "driver");
+                let world = World::new(1, topo, DiskConfig::default(), false);
+                let cfg = StreamConfig::new(metas.clone(), storage.clone());
+                for r in metas {
+                    let c = cfg.meta.clone();
+                    world.start_node(r, move |ctx| crate::meta::service::serve(ctx, c.clone()));
+                }
+                for s in storage {
+                    let c = cfg.clone();
+                    world.start_node(s, move |ctx| crate::stream::replica::serve_storage(ctx, c.clone()));
+                }
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                let job = std::sync::Mutex::new(Some((story, tx)));
+                world.start_node(driver, move |ctx| {
+                    let (job, cfg) = (job.lock().expect("job lock").take(), cfg.clone());
+                    async move {
+                        let Some((story, tx)) = job else { return };
+                        // Let the metadata store elect a leader.
+                        sim::time::sleep(Duration::from_millis(500)).await;
+                        let client = StreamClient::bind(&ctx, cfg).await;
+                        sim::time::timeout(Duration::from_secs(600), story(client)).await.expect("the story finishes within 600 s of model time");
+                        let _ = tx.send(());
+                    }
+                });
+                rx.await.expect("the story finished");
+            })
+        });
+        if let Err(p) = h.join() {
+            std::panic::resume_unwind(p);
+        }
+    }
+
+    fn clock() -> ClockFn {
+        Arc::new(|| 0)
+    }
+
+    async fn open(client: &StreamClient, pid: PartitionId) -> PartStore {
+        PartStore::open(client, pid, PartMemory::default(), clock(), None).await.expect("open")
+    }
+
+    fn info(pid: PartitionId) -> PartitionInfo {
+        PartitionInfo { pid, instance: "i".into(), table: "t".into(), start: String::new(), end: None, owner: None, epoch: 1 }
+    }
+
+    fn put(k: &str) -> Op {
+        Op::Put { table: "t".into(), key: k.into(), value: "v".into(), columns: BTreeMap::new() }
+    }
+
+    fn append(pkey: &str) -> Op {
+        Op::Append { table: "t".into(), pkey: pkey.into() }
+    }
+
+    fn rid(client: u64, seq: u64) -> ReqId {
+        ReqId { client, seq }
+    }
+
+    /// A parent's de-duplication record of `r`, with its `order`.
+    fn record(r: ReqId, order: u64, outcome: Outcome) -> (Vec<u8>, Vec<u8>) {
+        (dedupe_key(r), encode(&(order, outcome)))
+    }
+
+    /// Puts with request ids `client`/0..`n`, all in flight together.
+    async fn puts(store: &PartStore, client: u64, n: u64) -> Vec<Result<OpResult, TableError>> {
+        let writes: Vec<_> = (0..n).map(|i| async move { store.apply(&info(PID), &put("k"), Some(rid(client, i))).await }).collect();
+        crate::join::join_all(writes).await
+    }
+
+    fn records(store: &PartStore) -> usize {
+        store.dedupe.lock().expect("dedupe lock").by_rid.len()
+    }
+
+    /// A retry after the partition was opened again (by a new owner) gets
+    /// the outcome its first attempt recorded, not a second application.
+    #[test]
+    fn a_retry_after_a_reopen_gets_the_recorded_outcome() {
+        with_streams(|client| async move {
+            let s1 = open(&client, PID).await;
+            assert_eq!(s1.apply(&info(PID), &append("p"), Some(rid(1, 1))).await, Ok(OpResult::Seq(1)));
+            let s2 = open(&client, PID).await;
+            assert_eq!(s2.apply(&info(PID), &append("p"), Some(rid(1, 1))).await, Ok(OpResult::Seq(1)), "recorded");
+            assert_eq!(s2.apply(&info(PID), &append("p"), Some(rid(1, 2))).await, Ok(OpResult::Seq(2)), "a new request");
+        });
+    }
+
+    /// Every open of a partition takes a newer epoch than the one before,
+    /// and fences the store of the one before: it is broken once it notices.
+    #[test]
+    fn each_open_takes_a_newer_epoch_and_breaks_the_older_store() {
+        with_streams(|client| async move {
+            let s1 = open(&client, PID).await;
+            let s2 = open(&client, PID).await;
+            assert!(s2.epoch() > s1.epoch(), "epochs {} then {}", s1.epoch(), s2.epoch());
+            assert!(s1.apply(&info(PID), &put("k"), None).await.is_err(), "the fenced store cannot write");
+            assert!(s1.broken());
+            assert!(!s2.broken());
+            assert_eq!(s2.apply(&info(PID), &put("k"), None).await, Ok(OpResult::Done));
+        });
+    }
+
+    /// A killed store is broken and refuses writes as not serving here.
+    #[test]
+    fn a_killed_store_is_broken_and_refuses_writes() {
+        with_streams(|client| async move {
+            let s = open(&client, PID).await;
+            assert!(!s.broken());
+            assert_eq!(s.apply(&info(PID), &put("k"), None).await, Ok(OpResult::Done));
+            s.kill();
+            assert!(s.broken());
+            assert_eq!(s.apply(&info(PID), &put("k"), None).await, Err(TableError::NotServingHere(PID)));
+        });
+    }
+
+    /// A split or merge child keeps its parents' records in their order:
+    /// its first eviction drops the oldest record, and a retry of the
+    /// newest still gets its recorded outcome.
+    #[test]
+    fn a_created_child_evicts_its_parents_oldest_record_first() {
+        with_streams(|client| async move {
+            let n = DEDUPE_MAX as u64;
+            let entries: Vec<_> = (0..n).map(|s| record(rid(7, s), 10 * s, Ok(OpResult::Seq(100 + s)))).collect();
+            PartStore::create(&client, PID, PartMemory::default(), clock(), entries).await.expect("create");
+            let s = open(&client, PID).await;
+            assert_eq!(records(&s), DEDUPE_MAX);
+            assert_eq!(s.apply(&info(PID), &put("k"), Some(rid(8, 0))).await, Ok(OpResult::Done));
+            assert_eq!(s.apply(&info(PID), &append("p"), Some(rid(7, n - 1))).await, Ok(OpResult::Seq(100 + n - 1)), "the newest is kept");
+            assert_eq!(s.apply(&info(PID), &append("p"), Some(rid(7, 0))).await, Ok(OpResult::Seq(1)), "the oldest was evicted");
+        });
+    }
+
+    /// Records are evicted oldest first also across a reopen: the records
+    /// written after it come after the ones it loaded.
+    #[test]
+    fn after_a_reopen_new_records_are_evicted_after_the_loaded_ones() {
+        with_streams(|client| async move {
+            let s1 = open(&client, PID).await;
+            assert_eq!(s1.apply(&info(PID), &put("k"), Some(rid(7, 0))).await, Ok(OpResult::Done));
+            let s = open(&client, PID).await;
+            assert_eq!(s.apply(&info(PID), &append("p"), Some(rid(7, 1))).await, Ok(OpResult::Seq(1)));
+            // Fill the records up to the limit (no eviction yet), then one more.
+            let fill = DEDUPE_MAX as u64 - 2;
+            assert!(puts(&s, 8, fill).await.into_iter().all(|r| r == Ok(OpResult::Done)));
+            assert_eq!(records(&s), DEDUPE_MAX);
+            assert_eq!(s.apply(&info(PID), &put("k"), Some(rid(9, 0))).await, Ok(OpResult::Done));
+            assert_eq!(s.apply(&info(PID), &append("p"), Some(rid(7, 1))).await, Ok(OpResult::Seq(1)), "the append is recorded");
+        });
+    }
+
+    /// Writes in flight together may leave more than [`DEDUPE_MAX`]
+    /// records (each evicts only if the limit is reached when it is
+    /// handed over); a reopen still loads every one of them.
+    #[test]
+    fn records_beyond_the_limit_from_concurrent_writes_load_on_reopen() {
+        with_streams(|client| async move {
+            let entries: Vec<_> = (0..DEDUPE_MAX as u64 - 1).map(|s| record(rid(7, s), s, Ok(OpResult::Seq(100 + s)))).collect();
+            PartStore::create(&client, PID, PartMemory::default(), clock(), entries).await.expect("create");
+            let s1 = open(&client, PID).await;
+            assert!(puts(&s1, 8, 16).await.into_iter().all(|r| r == Ok(OpResult::Done)));
+            assert_eq!(records(&s1), DEDUPE_MAX - 1 + 16);
+            let s2 = open(&client, PID).await;
+            assert_eq!(records(&s2), DEDUPE_MAX - 1 + 16);
+            assert_eq!(s2.apply(&info(PID), &append("p"), Some(rid(7, 0))).await, Ok(OpResult::Seq(100)), "the oldest is recorded");
+        });
+    }
+
+    /// A partition's memory sets its memtable and block cache; its tables
+    /// are cut at 256 KiB.
+    #[test]
+    fn a_partitions_options_follow_its_memory() {
+        let m = PartMemory { memtable_bytes: 64 << 10, block_cache_bytes: 3 << 10 };
+        let o = options(m);
+        assert_eq!((o.memtable_bytes, o.table_bytes, o.block_cache_bytes), (64 << 10, 256 << 10, 3 << 10));
+        assert_eq!(o.shape, Options::default().shape);
+        let o = options(PartMemory { memtable_bytes: PART_MEMTABLE_BYTES_MIN, block_cache_bytes: 0 });
+        assert_eq!((o.memtable_bytes, o.block_cache_bytes), (4 << 10, 0));
+    }
+
+    /// A memtable below a few rows' worth (4 KiB) is refused.
+    #[test]
+    #[should_panic(expected = "memtable of 4095 bytes")]
+    fn a_memtable_below_4_kib_is_refused() {
+        options(PartMemory { memtable_bytes: (4 << 10) - 1, block_cache_bytes: 0 });
+    }
 
     #[test]
     fn routing_keys_follow_the_user_key_and_dedupe_goes_everywhere() {
@@ -441,6 +649,9 @@ mod tests {
         assert_eq!(routing_key(&appended_key("p1", 7)), Some("p1".into()));
         assert_eq!(routing_key(&dedupe_key(ReqId { client: 1, seq: 2 })), None);
         assert_eq!(routing_key(b"x"), None);
+        assert_eq!(routing_key(&[keys::META]), None);
+        assert_eq!(routing_key(&[keys::META, KIND_ROW]), Some(String::new()), "the empty row key");
+        assert_eq!(routing_key(b"xrk"), None, "not a table key");
         // Appended rows of one partition key sort by value.
         assert!(appended_key("p", 2) < appended_key("p", 10));
     }
