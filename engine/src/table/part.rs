@@ -588,6 +588,24 @@ mod tests {
         });
     }
 
+    /// Records are evicted oldest first: once [`DEDUPE_MAX`] are kept, the
+    /// next write drops the oldest, and a retry of the newest still gets
+    /// its recorded outcome.
+    #[test]
+    fn the_oldest_record_is_evicted_first() {
+        with_streams(|client| async move {
+            let s = open(&client, PID).await;
+            assert_eq!(s.apply(&info(PID), &put("k"), Some(rid(6, 0))).await, Ok(OpResult::Done));
+            assert!(puts(&s, 8, DEDUPE_MAX as u64 - 2).await.into_iter().all(|r| r == Ok(OpResult::Done)));
+            assert_eq!(s.apply(&info(PID), &append("p"), Some(rid(7, 0))).await, Ok(OpResult::Seq(1)));
+            assert_eq!(records(&s), DEDUPE_MAX);
+            assert_eq!(s.apply(&info(PID), &put("k"), Some(rid(9, 0))).await, Ok(OpResult::Done));
+            assert_eq!(records(&s), DEDUPE_MAX);
+            assert!(!s.dedupe.lock().expect("dedupe lock").by_rid.contains_key(&rid(6, 0)), "the oldest was evicted");
+            assert_eq!(s.apply(&info(PID), &append("p"), Some(rid(7, 0))).await, Ok(OpResult::Seq(1)), "the newest is kept");
+        });
+    }
+
     /// Records are evicted oldest first also across a reopen: the records
     /// written after it come after the ones it loaded.
     #[test]
@@ -620,6 +638,27 @@ mod tests {
             let s2 = open(&client, PID).await;
             assert_eq!(records(&s2), DEDUPE_MAX - 1 + 16);
             assert_eq!(s2.apply(&info(PID), &append("p"), Some(rid(7, 0))).await, Ok(OpResult::Seq(100)), "the oldest is recorded");
+        });
+    }
+
+    /// A scan reads up to its partition's end, and names that end (where
+    /// the caller goes on) only if the scan reaches past it and the page is
+    /// not full.
+    #[test]
+    fn a_scan_names_its_partitions_end_only_if_it_reaches_past_it_with_room_left() {
+        with_streams(|client| async move {
+            let s = open(&client, PID).await;
+            let part = PartitionInfo { end: Some("m".into()), ..info(PID) };
+            for k in ["a", "b", "c"] {
+                assert_eq!(s.apply(&part, &put(k), None).await, Ok(OpResult::Done));
+            }
+            let scan = |start: &str, end: &str, limit: u32| Op::Scan { table: "t".into(), start: start.into(), end: end.into(), limit };
+            let rows = |ks: &[&str]| ks.iter().map(|k| (k.to_string(), "v".to_string())).collect::<Vec<_>>();
+            assert_eq!(s.apply(&part, &scan("a", "z", 10), None).await, Ok(OpResult::Rows { rows: rows(&["a", "b", "c"]), partial_end: Some("m".into()) }), "past the end");
+            assert_eq!(s.apply(&part, &scan("a", "c", 10), None).await, Ok(OpResult::Rows { rows: rows(&["a", "b"]), partial_end: None }), "within");
+            assert_eq!(s.apply(&part, &scan("a", "m", 10), None).await, Ok(OpResult::Rows { rows: rows(&["a", "b", "c"]), partial_end: None }), "up to the end");
+            assert_eq!(s.apply(&part, &scan("a", "z", 3), None).await, Ok(OpResult::Rows { rows: rows(&["a", "b", "c"]), partial_end: None }), "a full page");
+            assert_eq!(s.apply(&part, &scan("b", "z", 1), None).await, Ok(OpResult::Rows { rows: rows(&["b"]), partial_end: None }), "a full page");
         });
     }
 
