@@ -641,6 +641,20 @@ mod tests {
         });
     }
 
+    /// A whole-row read gets the row's value and columns, or none.
+    #[test]
+    fn a_row_read_gets_the_value_and_the_columns() {
+        with_streams(|client| async move {
+            let s = open(&client, PID).await;
+            let columns: BTreeMap<String, String> = [("c".to_string(), "x".to_string())].into();
+            let op = Op::Put { table: "t".into(), key: "k".into(), value: "v".into(), columns: columns.clone() };
+            assert_eq!(s.apply(&info(PID), &op, None).await, Ok(OpResult::Done));
+            let get_row = |k: &str| Op::GetRow { table: "t".into(), key: k.into() };
+            assert_eq!(s.apply(&info(PID), &get_row("k"), None).await, Ok(OpResult::Row(Some(RowVal { value: "v".into(), columns }))));
+            assert_eq!(s.apply(&info(PID), &get_row("j"), None).await, Ok(OpResult::Row(None)));
+        });
+    }
+
     /// A scan reads up to its partition's end, and names that end (where
     /// the caller goes on) only if the scan reaches past it and the page is
     /// not full.
