@@ -170,3 +170,55 @@ fn a_failover_slower_than_max_time_to_recover_fails_the_run_and_names_the_partit
     assert_eq!(Some(e.measured.clone()), table.longest_unserved, "the measured one is the longest unserved span");
     assert!(!r.pass);
 }
+
+/// An open-loop workload beside a closed-loop one on minikv.
+const MIXED_LOOPS: &str = r#"name = "mixed-loops"
+description = "an open-loop workload beside a closed-loop one"
+duration = "2s"
+
+[topology]
+zones = ["az1", "az2", "az3"]
+nodes = { kv = 1, client = 1 }
+intra_zone_latency = "100us"
+inter_zone_latency = "1ms"
+
+[[workload]]
+name = "open"
+clients = 3
+rate = 300
+keys = 50
+mix = { read = 1.0, write = 1.0 }
+timeout = "200ms"
+open_loop = true
+
+[[workload]]
+name = "closed"
+clients = 6
+rate = 3000
+keys = 50
+mix = { read = 1.0, write = 1.0 }
+timeout = "200ms"
+"#;
+
+/// The load section's goodput is the open-loop workloads' alone, the
+/// workloads whose arrivals and sheds it gives beside it: it never
+/// exceeds what they sent.
+#[test]
+fn the_load_sections_goodput_counts_the_open_loop_workloads_only() {
+    let scn = parse(Path::new("mixed-loops.toml"), MIXED_LOOPS.as_bytes()).unwrap();
+    let done = execute(&scn, 1, &RunOptions::default()).unwrap();
+    let load = done.report.load.clone().expect("an open-loop workload has load figures");
+    // "open N, closed M": each workload's successes in the main phase.
+    let measured = &done.report.expectations.iter().find(|e| e.name == "min_workload_ops").expect("judged by default").measured;
+    let workload_ok: std::collections::BTreeMap<String, u64> = measured
+        .split(", ")
+        .map(|w| {
+            let (name, n) = w.split_once(' ').unwrap();
+            (name.to_string(), n.parse().unwrap())
+        })
+        .collect();
+    assert!(workload_ok["closed"] > workload_ok["open"], "the closed loop does more: {workload_ok:?}");
+    assert!(load.ok_per_s <= load.sent_per_s, "{load:?}");
+    let ok: u64 = load.ok.split(' ').map(|x| x.parse::<u64>().unwrap()).sum();
+    assert_eq!(ok, workload_ok["open"], "{load:?}");
+}

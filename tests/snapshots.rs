@@ -1,6 +1,8 @@
 //! Every shipped scenario at its default seed: its report is a snapshot in
 //! `snapshots/`. A report changes only when behaviour changes; review with
 //! `cargo insta review` or `INSTA_UPDATE=always cargo test --test snapshots`.
+//! `TABLESIM_SNAPSHOTS=word` runs only the scenarios whose file name
+//! contains `word` (to update a few after a change that touches them).
 #![allow(clippy::disallowed_methods)] // host-side test: writes scratch scenario files, reads the scenarios folder
 
 use std::path::PathBuf;
@@ -17,7 +19,14 @@ fn scenarios() -> Vec<PathBuf> {
         .collect();
     v.sort();
     assert!(v.len() >= 5, "the shipped scenarios are there");
-    v
+    match std::env::var("TABLESIM_SNAPSHOTS") {
+        Ok(word) => {
+            v.retain(|p| p.file_stem().is_some_and(|s| s.to_string_lossy().contains(&word)));
+            assert!(!v.is_empty(), "no scenario file name contains {word:?}");
+            v
+        }
+        Err(_) => v,
+    }
 }
 
 #[test]

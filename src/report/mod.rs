@@ -253,8 +253,13 @@ fn load_figures(scn: &Scenario, out: &RunOutput, ops: &[Operation<'_>]) -> Optio
         return None;
     }
     let secs = main_seconds(scn);
+    // Goodput of the open-loop workloads only: the arrivals and sheds
+    // beside it are theirs (closed-loop and hotspot processes offer what
+    // the system lets them).
+    let open: std::collections::BTreeSet<&str> = scn.workloads.iter().filter(|w| w.open_loop).map(|w| w.name.as_str()).collect();
+    let is_open = |p: u64| out.process_workloads.get(&p).is_some_and(|w| open.contains(w.as_str()));
     let mut ok = vec![0u64; secs];
-    for r in ops.iter().filter(|r| r.phase == Phase::Main && r.outcome == Outcome::Ok) {
+    for r in ops.iter().filter(|r| r.phase == Phase::Main && r.outcome == Outcome::Ok && is_open(r.process)) {
         ok[((r.invoke_ns.saturating_sub(out.main_start.0) / 1_000_000_000) as usize).min(secs - 1)] += 1;
     }
     // The main phase starts on a whole second of the world's clock.
