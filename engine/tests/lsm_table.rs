@@ -197,3 +197,28 @@ fn write_errors_stop_the_engine_without_acknowledging_and_reopen_recovers() {
         })
     });
 }
+
+/// Recovery reports what it replayed: the log files, their bytes and the
+/// batches in them (what a partition's reload notes and the benchmark's
+/// recovery figures are made of).
+#[test]
+fn recovery_reports_the_log_it_replayed() {
+    in_sim(11, |disk| {
+        Box::pin(async move {
+            let clock: engine::lsm::ClockFn = Arc::new(|| 1000);
+            let big = Options { memtable_bytes: 1 << 20, ..small() };
+            let (t, rep) = Table::open(disk.clone(), schema(None), big.clone(), clock.clone()).await.unwrap();
+            assert_eq!((rep.wal_files, rep.wal_batches, rep.wal_bytes), (0, 0, 0), "a new table has no log yet");
+            for i in 1..=5 {
+                t.write(vec![put(1, PkValue::AutoInc, &[("a", i)])]).await.unwrap();
+            }
+            t.kill();
+            let (t, rep) = Table::open(disk.clone(), schema(None), big, clock).await.unwrap();
+            assert!(rep.wal_files >= 1, "{rep:?}");
+            assert!(rep.wal_batches >= 5, "every write is a batch in the log: {rep:?}");
+            assert!(rep.wal_bytes > 5 * 8, "{rep:?}");
+            assert_eq!(t.get_row(&pk(1, 5), &ReadOptions::default()).await.unwrap().unwrap().columns["a"][0].1, Value::Int(5));
+            t.kill();
+        })
+    });
+}
