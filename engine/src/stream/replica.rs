@@ -134,6 +134,13 @@ pub struct Recovered {
     pub unreadable: usize,
 }
 
+impl Recovered {
+    /// The replicas found corrupt: damaged or unreadable.
+    pub fn corrupt(&self) -> u64 {
+        (self.damaged + self.unreadable) as u64
+    }
+}
+
 impl Store {
     async fn recover(disk: Disk) -> (Store, Recovered) {
         let mut st = Store { disk: disk.clone(), extents: Extents::default(), suspect: BTreeSet::new(), late: Vec::new() };
@@ -213,7 +220,7 @@ pub async fn serve_storage(ctx: NodeCtx, cfg: StreamConfig) {
         "storage recovered {} extents, {} torn tails cut, {} damaged, {} unreadable",
         rec.extents, rec.torn_tails, rec.damaged, rec.unreadable
     ));
-    let found = (rec.damaged + rec.unreadable) as u64;
+    let found = rec.corrupt();
     if found > 0 {
         cfg.observer.with(|o| o.corrupt_replicas_detected += found);
     }
@@ -665,6 +672,110 @@ enum AppendStep {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use sim::topology::LinkParams;
+    use sim::{DiskConfig, DiskFaults, Topology, World, ZoneId};
+    use std::future::Future;
+    use std::time::Duration;
+
+    /// Runs `story` on the disk of a one-node world, in a simulated runtime.
+    fn on_disk<F: Future<Output = ()> + Send + 'static>(story: impl FnOnce(Disk) -> F + Send + 'static) {
+        #[allow(clippy::disallowed_methods)] // the harness's runtime thread, outside the simulation
+        let h = std::thread::spawn(move || {
+            madsim::runtime::Runtime::with_seed_and_config(1, madsim::Config::default()).block_on(async move {
+                let link = LinkParams { latency: Duration::from_micros(100), jitter: Duration::ZERO, loss: 0.0 };
+                let mut topo = Topology::new(&["az1".into()], link, link);
+                let node = topo.add_node(ZoneId(0), "storage");
+                let world = World::new(1, topo, DiskConfig::default(), false);
+                story(world.disk(node)).await;
+            })
+        });
+        if let Err(p) = h.join() {
+            std::panic::resume_unwind(p);
+        }
+    }
+
+    async fn put(disk: &Disk, extent: &str, records: &[Vec<u8>]) -> String {
+        let name = file_name(extent);
+        disk.create(&name).await.expect("create");
+        for r in records {
+            disk.append(&name, r).await.expect("append");
+        }
+        disk.sync(&name).await.expect("sync");
+        disk.sync_dir().await.expect("sync dir");
+        name
+    }
+
+    #[test]
+    fn a_restart_keeps_each_replicas_fence_seal_records_and_file() {
+        on_disk(|disk| async move {
+            let sealed = [format::encode_fence(4, false), format::encode_record(0, b"abc"), format::encode_record(3, b"defg"), format::encode_fence(7, true)];
+            let a = put(&disk, "ns/s/0/1", &sealed).await;
+            let b = put(&disk, "ns/s/0/2", &[format::encode_fence(2, false), format::encode_record(0, b"xy")]).await;
+            let (st, rec) = Store::recover(disk.clone()).await;
+            assert_eq!(rec, Recovered { extents: 2, torn_tails: 0, damaged: 0, unreadable: 0 });
+            assert_eq!(rec.corrupt(), 0);
+            assert!(st.suspect.is_empty());
+            let e = &st.extents["ns/s/0/1"];
+            assert_eq!((e.file.as_str(), e.file_exists, e.len, e.written), (a.as_str(), true, 7, 7));
+            assert_eq!((e.fence, e.sealed, e.damaged, e.short), (7, true, false, false));
+            assert_eq!(e.records.keys().copied().collect::<Vec<_>>(), vec![0, 3]);
+            let e = &st.extents["ns/s/0/2"];
+            assert_eq!((e.file.as_str(), e.len, e.fence, e.sealed), (b.as_str(), 2, 2, false));
+            // A clean file is left as it was.
+            assert_eq!(disk.len(&a).expect("len"), sealed.iter().map(|r| r.len() as u64).sum::<u64>());
+        });
+    }
+
+    #[test]
+    fn a_restart_cuts_a_torn_tail_and_lists_the_replica_short() {
+        on_disk(|disk| async move {
+            let good = [format::encode_fence(1, false), format::encode_record(0, b"abc")];
+            let mut torn = format::encode_record(3, b"defghij");
+            torn.truncate(torn.len() - 3);
+            let all: Vec<Vec<u8>> = good.iter().cloned().chain([torn]).collect();
+            let name = put(&disk, "ns/s/0/1", &all).await;
+            put(&disk, "ns/s/0/2", &[format::encode_fence(1, false)]).await;
+            let (st, rec) = Store::recover(disk.clone()).await;
+            assert_eq!(rec, Recovered { extents: 2, torn_tails: 1, damaged: 0, unreadable: 0 });
+            let e = &st.extents["ns/s/0/1"];
+            assert_eq!((e.len, e.short, e.damaged), (3, true, false));
+            assert_eq!(st.suspect.iter().map(String::as_str).collect::<Vec<_>>(), vec!["ns/s/0/1"]);
+            assert_eq!(disk.len(&name).expect("len"), good.iter().map(|r| r.len() as u64).sum::<u64>(), "the tail is cut on disk");
+        });
+    }
+
+    #[test]
+    fn a_restart_marks_a_corrupt_replica_damaged_and_keeps_its_good_prefix() {
+        on_disk(|disk| async move {
+            let mut bad = format::encode_record(3, b"defg");
+            let last = bad.len() - 1;
+            bad[last] ^= 1;
+            let name = put(&disk, "ns/s/0/1", &[format::encode_fence(1, false), format::encode_record(0, b"abc"), bad, format::encode_record(7, b"hi")]).await;
+            let before = disk.len(&name).expect("len");
+            let (st, rec) = Store::recover(disk.clone()).await;
+            assert_eq!(rec, Recovered { extents: 1, torn_tails: 0, damaged: 1, unreadable: 0 });
+            assert_eq!(rec.corrupt(), 1);
+            let e = &st.extents["ns/s/0/1"];
+            assert_eq!((e.len, e.short, e.damaged), (3, true, true));
+            assert!(st.suspect.contains("ns/s/0/1"));
+            assert_eq!(disk.len(&name).expect("len"), before, "a damaged file waits for repair as it is");
+        });
+    }
+
+    #[test]
+    fn a_restart_keeps_an_unreadable_replica_as_damaged_and_short() {
+        on_disk(|disk| async move {
+            let name = put(&disk, "ns/s/0/1", &[format::encode_fence(1, false), format::encode_record(0, b"abc")]).await;
+            disk.set_faults(DiskFaults { read_error_rate: 1.0, ..DiskFaults::default() });
+            let (st, rec) = Store::recover(disk.clone()).await;
+            assert_eq!(rec, Recovered { extents: 0, torn_tails: 0, damaged: 0, unreadable: 1 });
+            assert_eq!(Recovered { damaged: 2, ..rec.clone() }.corrupt(), 3);
+            let e = &st.extents["ns/s/0/1"];
+            assert_eq!((e.file.as_str(), e.file_exists, e.damaged, e.short, e.len), (name.as_str(), true, true, true, 0));
+            assert!(st.suspect.contains("ns/s/0/1"));
+        });
+    }
 
     #[test]
     fn file_names_round_trip() {
