@@ -10,6 +10,7 @@ pub mod bench;
 pub mod curve;
 mod files;
 mod runs;
+pub mod sweep;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -46,15 +47,40 @@ enum Cmd {
         #[arg(long)]
         seed: Option<u64>,
     },
-    /// Run a scenario over a range of seeds in parallel.
+    /// Run scenarios over a range of seeds in parallel, all of the (scenario,
+    /// seed) pairs or one shard of them.
     Sweep {
-        scenario: PathBuf,
+        #[arg(required = true)]
+        scenarios: Vec<PathBuf>,
         /// Seeds as A..B (B excluded).
         #[arg(long, value_parser = parse_range)]
         seeds: (u64, u64),
         /// Parallel runs, 1 to 64 (default: available cores).
         #[arg(long, value_parser = parse_jobs)]
         jobs: Option<usize>,
+        /// Run shard K of N (K from 1); `env/N` or `env` reads the index (and
+        /// the count) from TABLESIM_SHARD=K/N, JOB_COMPLETION_INDEX
+        /// (Kubernetes), CI_NODE_INDEX/CI_NODE_TOTAL (GitLab),
+        /// CIRCLE_NODE_INDEX/CIRCLE_NODE_TOTAL or BUILDKITE_PARALLEL_JOB/BUILDKITE_PARALLEL_JOB_COUNT.
+        #[arg(long, value_parser = sweep::parse_shard)]
+        shard: Option<sweep::ShardArg>,
+        /// Write JUnit XML: a test case per (scenario, seed).
+        #[arg(long)]
+        junit: Option<PathBuf>,
+        /// Write every case as JSON, for `merge`.
+        #[arg(long)]
+        results: Option<PathBuf>,
+    },
+    /// Join the results files of every shard of one sweep (refusing missing,
+    /// repeated or foreign shards) into one summary, JUnit and results file.
+    Merge {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[arg(long)]
+        junit: Option<PathBuf>,
+        /// Write the merged results.
+        #[arg(long)]
+        results: Option<PathBuf>,
     },
     /// Crash-test the LSM engine: random operations, crashes, torn writes and
     /// disk faults against an expected-state oracle, one seed after another.
@@ -180,10 +206,8 @@ pub fn main() -> ExitCode {
             Ok(scn) => runs::determinism(&scenario, scn, seed),
             Err(c) => c,
         },
-        Cmd::Sweep { scenario, seeds, jobs } => match load(&scenario) {
-            Ok(scn) => runs::sweep(&scenario, scn, seeds, jobs),
-            Err(c) => c,
-        },
+        Cmd::Sweep { scenarios, seeds, jobs, shard, junit, results } => sweep::sweep(sweep::SweepArgs { scenarios, seeds, jobs, shard, junit, results }),
+        Cmd::Merge { files, junit, results } => sweep::merge(files, junit, results),
         Cmd::Crashtest { seeds, jobs } => runs::crashtest(seeds, jobs),
         Cmd::Curve { scenario, rates, faults, seed, jobs } => match (load(&scenario), curve::parse_steps(&rates)) {
             (Err(c), _) => c,

@@ -1,6 +1,6 @@
-//! The commands that run scenarios (`run`, `check-determinism`, `sweep`)
-//! and the engine's crash sweep (`crashtest`), with the replay command a
-//! failure prints.
+//! The commands that run scenarios (`run`, `check-determinism`), the
+//! engine's crash sweep (`crashtest`), with the replay command a failure
+//! prints, and the parallel runner `sweep` shares.
 #![allow(clippy::disallowed_methods)] // outside the simulation: real files, threads
 
 use std::path::{Path, PathBuf};
@@ -66,32 +66,27 @@ fn write_outputs(dir: &Path, done: &execute::Executed) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs `run(seed)` for every seed of `a..b` on `jobs` threads (default:
+/// Runs `run(j)` for every `j` of `0..count` on `jobs` threads (default:
 /// the cores) with a progress bar drawn outside the simulations; returns
-/// the failures (`run` gave a reason) sorted by seed. The workers take
-/// seeds from one counter that stops at `b` (it never wraps, even for a
-/// range that ends at `u64::MAX`).
-fn run_seeds_in_parallel(
-    (a, b): (u64, u64),
-    jobs: Option<usize>,
-    run: impl Fn(u64) -> Option<String> + Send + Sync + 'static,
-) -> Vec<(u64, String)> {
+/// the failures (`run` gave a reason) sorted by `j`. The workers take work
+/// from one counter that stops at `count` (it never wraps).
+pub(super) fn run_in_parallel(count: u64, jobs: Option<usize>, run: impl Fn(u64) -> Option<String> + Send + Sync + 'static) -> Vec<(u64, String)> {
     let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)).max(1);
-    let next = Arc::new(AtomicU64::new(a));
+    let next = Arc::new(AtomicU64::new(0));
     let failures: Arc<Mutex<Vec<(u64, String)>>> = Arc::new(Mutex::new(Vec::new()));
     let run = Arc::new(run);
-    let bar = indicatif::ProgressBar::new(b - a);
-    bar.set_style(indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} seeds  {msg}  [{elapsed_precise}, eta {eta}]").expect("template"));
+    let bar = indicatif::ProgressBar::new(count);
+    bar.set_style(indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} runs  {msg}  [{elapsed_precise}, eta {eta}]").expect("template"));
     let workers: Vec<_> = (0..jobs)
         .map(|_| {
             let (next, failures, bar, run) = (next.clone(), failures.clone(), bar.clone(), run.clone());
             std::thread::spawn(move || loop {
-                let Ok(seed) = next.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |s| (s < b).then(|| s + 1)) else {
+                let Ok(j) = next.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |s| (s < count).then(|| s + 1)) else {
                     return;
                 };
-                if let Some(why) = run(seed) {
+                if let Some(why) = run(j) {
                     let mut f = failures.lock().expect("failures");
-                    f.push((seed, why));
+                    f.push((j, why));
                     bar.set_message(format!("{} failed", f.len()));
                 }
                 bar.inc(1);
@@ -99,7 +94,7 @@ fn run_seeds_in_parallel(
         })
         .collect();
     for w in workers {
-        w.join().expect("seed worker");
+        w.join().expect("run worker");
     }
     bar.finish();
     let mut failures = failures.lock().expect("failures").clone();
@@ -140,28 +135,12 @@ pub(super) fn determinism(path: &Path, scn: Scenario, seed: Option<u64>) -> Exit
     ExitCode::from(1)
 }
 
-/// `sweep`: a range of seeds in parallel, the failures with their replay.
-pub(super) fn sweep(path: &Path, scn: Scenario, (a, b): (u64, u64), jobs: Option<usize>) -> ExitCode {
-    let scn = Arc::new(scn);
-    let scn_w = scn.clone();
-    let failures = run_seeds_in_parallel((a, b), jobs, move |seed| match execute::execute(&scn_w, seed, &RunOptions::default()) {
-        Ok(d) if d.report.pass => None,
-        Ok(d) => Some(d.report.expectations.iter().filter(|e| !e.pass).map(|e| format!("{} {} (expected {})", e.name, e.measured, e.expected)).collect::<Vec<_>>().join("; ")),
-        Err(e) => Some(e.to_string()),
-    });
-    println!("{} seeds of {}: {} passed, {} failed", b - a, scn.name, (b - a) - failures.len() as u64, failures.len());
-    for (seed, why) in &failures {
-        println!("  seed {seed:<8} {why}\n           replay: {}", replay_command(path, *seed));
-    }
-    ExitCode::from(if failures.is_empty() { 0 } else { 1 })
-}
-
 /// `crashtest`: the LSM engine's crash sweep over a range of seeds.
 pub(super) fn crashtest((a, b): (u64, u64), jobs: Option<usize>) -> ExitCode {
     use engine::lsm::crashtest::{run_seed, CrashConfig, CrashTotals};
     let totals = Arc::new(Mutex::new(CrashTotals::default()));
     let t = totals.clone();
-    let failures = run_seeds_in_parallel((a, b), jobs, move |seed| match run_seed(seed, &CrashConfig::default()) {
+    let failures = run_in_parallel(b - a, jobs, move |j| match run_seed(a + j, &CrashConfig::default()) {
         Ok(s) => {
             t.lock().expect("totals").add(&s);
             None
@@ -171,7 +150,8 @@ pub(super) fn crashtest((a, b): (u64, u64), jobs: Option<usize>) -> ExitCode {
     let totals = totals.lock().expect("totals").clone();
     println!("{}", serde_yaml_ng::to_string(&totals).expect("totals serialise"));
     println!("{} seeds: {} passed, {} failed", b - a, (b - a) - failures.len() as u64, failures.len());
-    for (seed, why) in &failures {
+    for (j, why) in &failures {
+        let seed = a + j;
         println!("  {why}\n           replay: cargo run --release -- crashtest --seeds {seed}..{}", seed + 1);
     }
     ExitCode::from(if failures.is_empty() { 0 } else { 1 })
