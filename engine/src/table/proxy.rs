@@ -375,4 +375,44 @@ mod tests {
         assert!(validate(&Op::Scan { table: "t".into(), start: "".into(), end: "z".into(), limit: 0 }).is_err());
         assert!(validate(&Op::Get { table: "bad/table".into(), key: "k".into() }).is_err());
     }
+
+    fn row(key: &str, value: usize, columns: &[(&str, usize)]) -> Op {
+        Op::Put { table: "t".into(), key: key.into(), value: "v".repeat(value), columns: columns.iter().map(|&(c, n)| (c.to_string(), "w".repeat(n))).collect() }
+    }
+
+    #[test]
+    fn validation_limits_hold_exactly_at_their_edges() {
+        // Columns: the limit is allowed, one more is not.
+        let names: Vec<String> = (0..=COLUMNS_MAX).map(|i| format!("c{i}")).collect();
+        let cols = |n: usize| -> Vec<(&str, usize)> { names[..n].iter().map(|c| (c.as_str(), 1)).collect() };
+        assert_eq!(validate(&row("k", 1, &cols(COLUMNS_MAX))), Ok(()));
+        assert!(validate(&row("k", 1, &cols(COLUMNS_MAX + 1))).unwrap_err().contains("columns over"));
+        // A row of exactly ROW_BYTES_MAX (key, value, names and cells) is
+        // allowed; a byte more is not.
+        let three = [("c0", CELL_BYTES_MAX), ("c1", CELL_BYTES_MAX), ("c2", CELL_BYTES_MAX)];
+        let value = ROW_BYTES_MAX - 2 - 3 * (2 + CELL_BYTES_MAX);
+        assert_eq!(validate(&row("kk", value, &three)), Ok(()));
+        assert!(validate(&row("kk", value + 1, &three)).unwrap_err().contains("row of 65537 bytes"));
+        // Column names are checked.
+        assert_eq!(validate(&row("k", 1, &[("ok_name-1", 1)])), Ok(()));
+        assert_eq!(validate(&row("k", 1, &[("bad name", 1)])), Err("bad column name".into()));
+        assert!(validate(&row("k", 1, &[("c", CELL_BYTES_MAX + 1)])).is_err());
+        // Scans: an empty start is the table's beginning; the limit is 1 to
+        // SCAN_ROWS_MAX.
+        let scan = |start: &str, end: &str, limit: u32| validate(&Op::Scan { table: "t".into(), start: start.into(), end: end.into(), limit });
+        assert_eq!(scan("", "z", 10), Ok(()));
+        assert!(scan("a b", "z", 10).is_err());
+        assert!(scan("a", "", 10).is_err());
+        assert!(scan("a", "a", 10).is_err());
+        assert_eq!(scan("a", "b", 1), Ok(()));
+        assert_eq!(scan("a", "b", SCAN_ROWS_MAX), Ok(()));
+        assert!(scan("a", "b", 0).is_err());
+        assert!(scan("a", "b", SCAN_ROWS_MAX + 1).is_err());
+        // Conditional writes check both cells.
+        let cas = |e: Option<usize>, v: usize| validate(&Op::Cas { table: "t".into(), key: "k".into(), expected: e.map(|n| "e".repeat(n)), value: "v".repeat(v) });
+        assert_eq!(cas(None, CELL_BYTES_MAX), Ok(()));
+        assert_eq!(cas(Some(CELL_BYTES_MAX), 1), Ok(()));
+        assert!(cas(Some(CELL_BYTES_MAX + 1), 1).is_err());
+        assert!(cas(None, CELL_BYTES_MAX + 1).is_err());
+    }
 }
