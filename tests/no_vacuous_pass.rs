@@ -150,3 +150,23 @@ fn a_fault_window_that_meets_no_operation_fails_min_fault_window_ops() {
     let (pass, measured) = expectation(&run(&minikv("1s", met, "live = true")), "min_fault_window_ops");
     assert!(pass && measured.starts_with("fewest "), "{measured}");
 }
+
+#[test]
+fn a_fault_that_does_nothing_fails_faults_take_effect() {
+    // minikv reads no clock: moving one is inert.
+    let clock = "\n[[fault]]\nat = \"200ms\"\nuntil = \"600ms\"\nverb = \"clock-offset\"\ntarget = \"az2-kv-0\"\noffset = \"1s\"\n";
+    let done = run(&minikv("1s", clock, "live = true"));
+    let (pass, measured) = expectation(&done, "faults_take_effect");
+    assert!(!pass && measured == "clock-offset az2-kv-0 +1s at 200ms: no effect", "{measured}");
+    assert!(!done.report.pass);
+    assert_eq!(done.report.faults[0].effect.as_deref(), Some("none"));
+    // Turned off, the run passes and the report still says so.
+    let done = run(&minikv("1s", clock, "live = true\nfaults_take_effect = false"));
+    assert!(done.report.pass && !done.report.expectations.iter().any(|e| e.name == "faults_take_effect"));
+    // A zone crash under load stops its node and cuts nothing else.
+    let crash = "\n[[fault]]\nat = \"200ms\"\nuntil = \"400ms\"\nverb = \"zone-down\"\ntarget = \"az2\"\n";
+    let done = run(&minikv("1s", crash, "live = true"));
+    let (pass, measured) = expectation(&done, "faults_take_effect");
+    assert!(pass && measured == "all 1", "{measured}");
+    assert_eq!(done.report.faults[0].effect.as_deref(), Some("2 nodes stopped"), "the zone's kv and client nodes");
+}

@@ -64,13 +64,22 @@ impl Clock {
 
     /// The node's local time.
     pub fn now(&self) -> SimTime {
-        SimTime(self.world.clock_state(self.node).local(time::now()).max(0) as u64)
+        let t = time::now();
+        let st = self.world.clock_state(self.node);
+        let local = st.local(t);
+        if local != t.0 as i64 || st.drift_ppm() != 0 {
+            self.world.clock_read_moved(self.node);
+        }
+        SimTime(local.max(0) as u64)
     }
 
     /// Sleeps until the local clock has advanced by `d` (a fast clock
     /// wakes early in true time, a slow one late).
     pub async fn sleep(&self, d: Duration) {
         let ppm = self.world.clock_state(self.node).drift_ppm();
+        if ppm != 0 {
+            self.world.clock_read_moved(self.node);
+        }
         let true_ns = d.as_nanos() * 1_000_000 / (1_000_000 + ppm) as u128;
         time::sleep(Duration::from_nanos(true_ns as u64)).await
     }

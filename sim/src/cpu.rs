@@ -111,6 +111,8 @@ pub struct CpuState {
     /// Start times of data jobs admitted and not yet started, in order.
     waiting: VecDeque<SimTime>,
     stats: CpuStats,
+    /// Jobs run below full speed (the proof a slowdown fired).
+    slowed_jobs: u64,
 }
 
 impl CpuState {
@@ -123,10 +125,14 @@ impl CpuState {
             control_until: SimTime::ZERO,
             waiting: VecDeque::new(),
             stats: CpuStats { cores, ..CpuStats::default() },
+            slowed_jobs: 0,
         }
     }
 
-    fn scaled(&self, cost: Duration) -> Duration {
+    fn scaled(&mut self, cost: Duration) -> Duration {
+        if self.speed_permille < 1000 {
+            self.slowed_jobs += 1;
+        }
         let ns = u64::try_from(cost.as_nanos()).unwrap_or(u64::MAX);
         Duration::from_nanos(ns.saturating_mul(1000) / u64::from(self.speed_permille.max(1)))
     }
@@ -213,6 +219,10 @@ impl CpuState {
 
     pub fn set_speed(&mut self, permille: u32) {
         self.speed_permille = permille.clamp(1, 1000);
+    }
+
+    pub fn slowed_jobs(&self) -> u64 {
+        self.slowed_jobs
     }
 
     pub fn speed_permille(&self) -> u32 {

@@ -119,6 +119,14 @@ pub struct DiskStats {
     pub sectors_torn_kept_at_crash: u64,
 }
 
+impl DiskStats {
+    /// Operations a fault rate touched: injected errors, bit flips and
+    /// misdirected writes.
+    pub fn faults(&self) -> u64 {
+        self.injected_errors + self.injected_bitflips + self.misdirected_writes
+    }
+}
+
 #[derive(Debug, Default, Clone)]
 struct Inode {
     data: Vec<u8>,

@@ -17,6 +17,7 @@
 //! A set names zones (all their nodes) or nodes; an empty set is every node.
 //! Both Rust tests and scenario files drive faults through [`World::apply`].
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
@@ -67,6 +68,150 @@ pub enum Fault {
     /// at `speed_permille` per mille of their speed.
     CpuSlow { target: Target, speed_permille: u32 },
     CpuRestore { target: Target },
+}
+
+impl Fault {
+    /// Whether the verb begins a fault (its inverse ends one).
+    pub fn opens(&self) -> bool {
+        matches!(
+            self,
+            Fault::ZoneDown { .. }
+                | Fault::NodeCrash { .. }
+                | Fault::NodePause { .. }
+                | Fault::Partition { .. }
+                | Fault::Clog { .. }
+                | Fault::Loss { .. }
+                | Fault::LatencySpike { .. }
+                | Fault::DiskFaultsOn { .. }
+                | Fault::ClockOffset { .. }
+                | Fault::ClockDrift { .. }
+                | Fault::CpuSlow { .. }
+        )
+    }
+}
+
+/// What one applied fault verb did while it was in force: the proof that
+/// it fired. The world counts it as the fault acts ([`World::fault_effects`]):
+/// a net rule's messages from the moment it is set until its inverse clears
+/// it, a node fault's nodes, disk rates' failed operations and clock or CPU
+/// changes' readings and jobs until the inverse (or the end of the run).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct FaultEffect {
+    /// Messages its rules cut (a partition, a clog, an isolated zone).
+    pub messages_cut: u64,
+    /// Messages lost on links under its loss rate.
+    pub messages_lost: u64,
+    /// Messages that took its extra latency.
+    pub messages_delayed: u64,
+    /// Nodes it crashed or paused.
+    pub nodes_stopped: u64,
+    /// Nodes it restarted or resumed.
+    pub nodes_started: u64,
+    /// Disk operations that failed, were bit-flipped or went astray under
+    /// its rates.
+    pub disk_faults: u64,
+    /// Readings of a clock it had moved off true time (or set drifting).
+    pub clock_reads_moved: u64,
+    /// CPU jobs run on nodes it slowed.
+    pub cpu_jobs_slowed: u64,
+}
+
+impl FaultEffect {
+    pub fn is_none(&self) -> bool {
+        *self == FaultEffect::default()
+    }
+}
+
+impl fmt::Display for FaultEffect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let parts = [
+            (self.messages_cut, "message", "cut"),
+            (self.messages_lost, "message", "lost"),
+            (self.messages_delayed, "message", "delayed"),
+            (self.nodes_stopped, "node", "stopped"),
+            (self.nodes_started, "node", "started"),
+            (self.disk_faults, "disk operation", "failed"),
+            (self.clock_reads_moved, "clock reading", "moved"),
+            (self.cpu_jobs_slowed, "CPU job", "slowed"),
+        ];
+        let said: Vec<String> = parts.iter().filter(|p| p.0 > 0).map(|&(n, what, how)| format!("{n} {what}{} {how}", if n == 1 { "" } else { "s" })).collect();
+        if said.is_empty() {
+            write!(f, "none")
+        } else {
+            write!(f, "{}", said.join(", "))
+        }
+    }
+}
+
+/// Which fault each effect belongs to while faults are in force.
+#[derive(Default)]
+pub(crate) struct FaultBook {
+    /// By application order, refused faults included.
+    effects: Vec<FaultEffect>,
+    /// The fault being applied.
+    current: Option<usize>,
+    /// Node -> (fault, the disk's fault count when it began).
+    disk: BTreeMap<NodeId, (usize, u64)>,
+    /// Node -> the fault that moved its clock.
+    clock: BTreeMap<NodeId, usize>,
+    /// Node -> (fault, the CPU's slowed jobs when it began).
+    cpu: BTreeMap<NodeId, (usize, u64)>,
+}
+
+impl FaultBook {
+    pub(crate) fn current(&self) -> Option<usize> {
+        self.current
+    }
+
+    fn credit(&mut self, f: impl FnOnce(&mut FaultEffect)) {
+        if let Some(i) = self.current {
+            f(&mut self.effects[i]);
+        }
+    }
+
+    fn close_disk(&mut self, node: NodeId, count: u64) {
+        if let Some((i, base)) = self.disk.remove(&node) {
+            self.effects[i].disk_faults += count.saturating_sub(base);
+        }
+    }
+
+    fn close_cpu(&mut self, node: NodeId, count: u64) {
+        if let Some((i, base)) = self.cpu.remove(&node) {
+            self.effects[i].cpu_jobs_slowed += count.saturating_sub(base);
+        }
+    }
+
+    fn move_clock(&mut self, node: NodeId) {
+        if let Some(i) = self.current {
+            self.clock.insert(node, i);
+        }
+    }
+
+    /// The effects so far, by application order; `net` adds what the
+    /// network counted, `disk` and `cpu` give a node's counts now (for the
+    /// faults still in force).
+    pub(crate) fn effects(&self, net: &BTreeMap<usize, [u64; 3]>, disk: impl Fn(NodeId) -> u64, cpu: impl Fn(NodeId) -> u64) -> Vec<FaultEffect> {
+        let mut out = self.effects.clone();
+        for (&i, c) in net {
+            out[i].messages_cut += c[0];
+            out[i].messages_lost += c[1];
+            out[i].messages_delayed += c[2];
+        }
+        for (&n, &(i, base)) in &self.disk {
+            out[i].disk_faults += disk(n).saturating_sub(base);
+        }
+        for (&n, &(i, base)) in &self.cpu {
+            out[i].cpu_jobs_slowed += cpu(n).saturating_sub(base);
+        }
+        out
+    }
+
+    /// A reading of `node`'s clock that its fault moved.
+    pub(crate) fn clock_read_moved(&mut self, node: NodeId) {
+        if let Some(&i) = self.clock.get(&node) {
+            self.effects[i].clock_reads_moved += 1;
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -174,7 +319,14 @@ impl World {
 
     /// Applies a fault verb now and records it in the event log.
     pub fn apply(&self, fault: &Fault) -> Result<(), FaultError> {
-        self.apply_inner(fault)?;
+        {
+            let mut b = self.book();
+            b.current = Some(b.effects.len());
+            b.effects.push(FaultEffect::default());
+        }
+        let r = self.apply_inner(fault);
+        self.book().current = None;
+        r?;
         self.record(Event::Fault { at: time::now(), text: fault.to_string() });
         tracing::info!(target: "sim::fault", at = %time::now(), "{fault}");
         Ok(())
@@ -202,6 +354,7 @@ impl World {
                         for n in nodes {
                             if self.is_alive(n) {
                                 self.crash_node(n);
+                                self.book().credit(|e| e.nodes_stopped += 1);
                             }
                         }
                     }
@@ -217,6 +370,7 @@ impl World {
                     for n in self.topology().nodes_in_zone(z) {
                         if !self.is_alive(n) {
                             self.restart_node(n);
+                            self.book().credit(|e| e.nodes_started += 1);
                         }
                     }
                 } else {
@@ -230,6 +384,7 @@ impl World {
                     return bad("node-crash", node, "the node is already down");
                 }
                 self.crash_node(n);
+                self.book().credit(|e| e.nodes_stopped += 1);
                 Ok(())
             }
             Fault::NodeRestart { node } => {
@@ -238,6 +393,7 @@ impl World {
                     return bad("node-restart", node, "the node is running");
                 }
                 self.restart_node(n);
+                self.book().credit(|e| e.nodes_started += 1);
                 Ok(())
             }
             Fault::NodePause { node } => {
@@ -246,6 +402,7 @@ impl World {
                     return bad("node-pause", node, "the node is down or already paused");
                 }
                 self.pause_node(n);
+                self.book().credit(|e| e.nodes_stopped += 1);
                 Ok(())
             }
             Fault::NodeResume { node } => {
@@ -254,6 +411,7 @@ impl World {
                     return bad("node-resume", node, "the node is not paused");
                 }
                 self.resume_node(n);
+                self.book().credit(|e| e.nodes_started += 1);
                 Ok(())
             }
             Fault::Partition { a, b, direction } => {
@@ -322,17 +480,26 @@ impl World {
             Fault::DiskFaultsOn { node, faults } => {
                 let n = self.node_named(node)?;
                 self.disk(n).set_faults(faults.clone());
+                let count = self.disk(n).stats().faults();
+                let mut b = self.book();
+                b.close_disk(n, count);
+                if let Some(i) = b.current {
+                    b.disk.insert(n, (i, count));
+                }
                 Ok(())
             }
             Fault::DiskFaultsOff { node } => {
                 let n = self.node_named(node)?;
                 self.disk(n).set_faults(DiskFaults::default());
+                let count = self.disk(n).stats().faults();
+                self.book().close_disk(n, count);
                 Ok(())
             }
             Fault::ClockOffset { node, offset_ns } => {
                 let n = self.node_named(node)?;
                 let now = time::now();
                 self.update_clock(n, |c| c.set_offset(now, *offset_ns));
+                self.book().move_clock(n);
                 Ok(())
             }
             Fault::ClockDrift { node, ppm } => {
@@ -342,6 +509,7 @@ impl World {
                 }
                 let now = time::now();
                 self.update_clock(n, |c| c.set_drift(now, *ppm));
+                self.book().move_clock(n);
                 Ok(())
             }
             Fault::ClockReset { node } => {
@@ -351,6 +519,7 @@ impl World {
                     c.set_drift(now, 0);
                     c.set_offset(now, 0);
                 });
+                self.book().clock.remove(&n);
                 Ok(())
             }
             Fault::CpuSlow { target, speed_permille } => {
@@ -359,12 +528,20 @@ impl World {
                 }
                 for n in self.resolve(target)? {
                     self.set_cpu_speed(n, *speed_permille);
+                    let count = self.cpu_slowed_jobs(n);
+                    let mut b = self.book();
+                    b.close_cpu(n, count);
+                    if let Some(i) = b.current {
+                        b.cpu.insert(n, (i, count));
+                    }
                 }
                 Ok(())
             }
             Fault::CpuRestore { target } => {
                 for n in self.resolve(target)? {
                     self.set_cpu_speed(n, 1000);
+                    let count = self.cpu_slowed_jobs(n);
+                    self.book().close_cpu(n, count);
                 }
                 Ok(())
             }

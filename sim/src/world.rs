@@ -19,6 +19,7 @@ use rand_chacha::ChaCha8Rng;
 use crate::clock::{Clock, ClockState};
 use crate::cpu::{Cpu, CpuConfig, CpuState};
 use crate::disk::{Disk, DiskConfig, DiskState};
+use crate::fault::{FaultBook, FaultEffect};
 use crate::log::{Digest, Event, EventLog};
 use crate::rng;
 use crate::time::{self, SimTime};
@@ -56,6 +57,37 @@ struct NetState {
     stats: NetStats,
     /// Messages routed and not yet landed, bounded by [`IN_FLIGHT_MAX`].
     in_flight: usize,
+    /// Rule key -> the fault (its index in the fault book) that set it.
+    rule_owner: BTreeMap<String, usize>,
+    /// Fault -> messages its rules cut, lost and delayed.
+    effects: BTreeMap<usize, [u64; 3]>,
+}
+
+/// Which of a rule's effects a message met.
+#[derive(Clone, Copy)]
+enum Met {
+    Cut = 0,
+    Lost = 1,
+    Delayed = 2,
+}
+
+impl NetState {
+    /// Credits the faults whose rules of `kind` cover `a -> b` (only the
+    /// faults' own rules; a few are in force at a time).
+    fn credit(&mut self, a: NodeId, b: NodeId, kind: Met) {
+        for (key, rule) in &self.rules {
+            let (from, to, matches) = match rule {
+                NetRule::Block { from, to } => (from, to, matches!(kind, Met::Cut)),
+                NetRule::Loss { from, to, .. } => (from, to, matches!(kind, Met::Lost)),
+                NetRule::Delay { from, to, .. } => (from, to, matches!(kind, Met::Delayed)),
+            };
+            if matches && from.contains(&a) && to.contains(&b) {
+                if let Some(&i) = self.rule_owner.get(key) {
+                    self.effects.entry(i).or_default()[kind as usize] += 1;
+                }
+            }
+        }
+    }
 }
 
 /// Messages the whole network may carry at once (routed, not yet arrived).
@@ -85,6 +117,7 @@ struct Inner {
     disks: Vec<Arc<Mutex<DiskState>>>,
     cpus: Vec<Arc<Mutex<CpuState>>>,
     log: Mutex<EventLog>,
+    book: Mutex<FaultBook>,
     /// (node, protocol tag) -> the transport that receives there.
     mailboxes: Mutex<BTreeMap<(u32, u16), Mailbox>>,
 }
@@ -114,12 +147,15 @@ impl World {
                 extra_ns: vec![0; n * n],
                 stats: NetStats::default(),
                 in_flight: 0,
+                rule_owner: BTreeMap::new(),
+                effects: BTreeMap::new(),
             }),
             nodes: Mutex::new((0..n).map(|_| NodeState::default()).collect()),
             clocks: Mutex::new(vec![ClockState::default(); n]),
             disks,
             cpus,
             log: Mutex::new(EventLog::new(keep_events)),
+            book: Mutex::new(FaultBook::default()),
             mailboxes: Mutex::new(BTreeMap::new()),
             topo,
         }));
@@ -176,6 +212,11 @@ impl World {
     }
     pub(crate) fn clock_state(&self, node: NodeId) -> ClockState {
         self.0.clocks.lock().expect("clock lock")[node.index()]
+    }
+    /// A reading of `node`'s clock that was off true time (for the fault
+    /// that moved it).
+    pub(crate) fn clock_read_moved(&self, node: NodeId) {
+        self.book().clock_read_moved(node);
     }
     pub(crate) fn update_clock(&self, node: NodeId, f: impl FnOnce(&mut ClockState)) {
         f(&mut self.0.clocks.lock().expect("clock lock")[node.index()])
@@ -299,17 +340,45 @@ impl World {
         self.0.net.lock().expect("net lock")
     }
 
-    /// Installs (or replaces) the network rule named `key`.
+    /// Installs (or replaces) the network rule named `key`; its effects
+    /// count for the fault being applied, if any.
     pub fn set_rule(&self, key: &str, rule: NetRule) {
-        self.net().rules.insert(key.to_string(), rule);
+        let owner = self.book().current();
+        {
+            let mut net = self.net();
+            net.rules.insert(key.to_string(), rule);
+            match owner {
+                Some(i) => net.rule_owner.insert(key.to_string(), i),
+                None => net.rule_owner.remove(key),
+            };
+        }
         self.derive_net();
     }
 
     /// Removes the rule named `key`; false if there was none.
     pub fn clear_rule(&self, key: &str) -> bool {
-        let had = self.net().rules.remove(key).is_some();
+        let had = {
+            let mut net = self.net();
+            net.rule_owner.remove(key);
+            net.rules.remove(key).is_some()
+        };
         self.derive_net();
         had
+    }
+
+    pub(crate) fn book(&self) -> MutexGuard<'_, FaultBook> {
+        self.0.book.lock().expect("fault book lock")
+    }
+
+    /// What each fault applied so far did ([`World::apply`]'s calls in order,
+    /// refused ones included, with no effect).
+    pub fn fault_effects(&self) -> Vec<FaultEffect> {
+        let net = self.net().effects.clone();
+        self.book().effects(&net, |n| self.disk(n).stats().faults(), |n| self.cpu_slowed_jobs(n))
+    }
+
+    pub(crate) fn cpu_slowed_jobs(&self, node: NodeId) -> u64 {
+        self.0.cpus[node.index()].lock().expect("cpu lock").slowed_jobs()
     }
 
     pub fn has_rule(&self, key: &str) -> bool {
@@ -354,16 +423,25 @@ impl World {
         let verdict = if !alive {
             Err("dead")
         } else if net.blocked[i] {
+            net.credit(from, to, Met::Cut);
             Err("cut")
         } else if net.in_flight >= IN_FLIGHT_MAX {
             Err("in-flight-full")
         } else {
             let p = 1.0 - (1.0 - link.loss) * (1.0 - net.loss[i]);
             if p > 0.0 && net.rng.random_bool(p.min(1.0)) {
+                // Lost to the link's own loss or a rule's: counted for the
+                // rule (exact where links lose nothing by themselves).
+                if net.loss[i] > 0.0 {
+                    net.credit(from, to, Met::Lost);
+                }
                 Err("lost")
             } else {
                 let jitter = if link.jitter.is_zero() { 0 } else { net.rng.random_range(0..=link.jitter.as_nanos() as u64) };
                 net.in_flight += 1;
+                if net.extra_ns[i] > 0 {
+                    net.credit(from, to, Met::Delayed);
+                }
                 Ok(time::now() + link.latency + Duration::from_nanos(jitter + net.extra_ns[i]))
             }
         };
@@ -382,6 +460,7 @@ impl World {
         let mut net = self.net();
         net.in_flight -= 1;
         let verdict = if net.blocked[from.index() * n + to.index()] {
+            net.credit(from, to, Met::Cut);
             Err("cut")
         } else if !alive {
             Err("dead")

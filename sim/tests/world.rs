@@ -385,3 +385,82 @@ fn shutdown_frees_what_the_nodes_tasks_hold() {
     });
     assert_eq!(Arc::strong_count(&held), 1, "the node's task and main were freed");
 }
+
+/// Every fault verb counts what it did while in force, for the fault that
+/// did it: a fault with no traffic, no reader or no work shows none.
+#[test]
+fn each_fault_counts_its_own_effect_and_an_idle_one_counts_none() {
+    run(7, || async {
+        let world = World::new(7, topo(), DiskConfig::default(), false);
+        let w = world.clone();
+        // Node 0 calls nodes 2 (az2) and 4 (az3); nobody calls az1-n-1.
+        with_client(&world, NodeId(0), move |_ctx, net| {
+            let w = w.clone();
+            async move {
+                let both = |a: &str, b: &str| (vec![a.to_string()], vec![b.to_string()]);
+                let (a2, b2) = both("az1-n-0", "az2");
+                w.apply(&Fault::Partition { a: a2.clone(), b: b2.clone(), direction: Direction::Both }).unwrap(); // 0
+                let (a1, b1) = both("az1-n-1", "az3");
+                w.apply(&Fault::Partition { a: a1, b: b1, direction: Direction::Both }).unwrap(); // 1: nobody talks there
+                for i in 0..5 {
+                    assert!(net.call(NodeId(2), Ping::Ping(i), Duration::from_millis(5)).await.is_err());
+                }
+                w.apply(&Fault::Heal { a: a2, b: b2, direction: Direction::Both }).unwrap(); // 2
+                net.call(NodeId(2), Ping::Ping(9), Duration::from_millis(50)).await.unwrap();
+                let (a3, b3) = both("az1", "az3");
+                w.apply(&Fault::LatencySpike { a: a3.clone(), b: b3.clone(), extra: Duration::from_millis(1) }).unwrap(); // 3
+                for i in 0..3 {
+                    net.call(NodeId(4), Ping::Ping(i), Duration::from_millis(50)).await.unwrap();
+                }
+                w.apply(&Fault::LatencyClear { a: a3.clone(), b: b3.clone() }).unwrap(); // 4
+                net.call(NodeId(4), Ping::Ping(7), Duration::from_millis(50)).await.unwrap();
+                w.apply(&Fault::Loss { a: a3, b: b3, rate: 1.0 }).unwrap(); // 5
+                for i in 0..4 {
+                    assert!(net.call(NodeId(4), Ping::Ping(i), Duration::from_millis(5)).await.is_err());
+                }
+                w.apply(&Fault::ClockOffset { node: "az2-n-0".into(), offset_ns: 1_000_000 }).unwrap(); // 6
+                let c = w.clock(NodeId(2));
+                for _ in 0..3 {
+                    c.now();
+                }
+                w.apply(&Fault::ClockReset { node: "az2-n-0".into() }).unwrap(); // 7
+                c.now();
+                w.apply(&Fault::ClockOffset { node: "az3-n-1".into(), offset_ns: 1_000_000 }).unwrap(); // 8: never read
+                w.apply(&Fault::NodeCrash { node: "az2-n-1".into() }).unwrap(); // 9
+                w.apply(&Fault::NodeCrash { node: "az2-n-1".into() }).unwrap_err(); // 10: refused
+                w.apply(&Fault::NodeRestart { node: "az2-n-1".into() }).unwrap(); // 11
+                w.apply(&Fault::CpuSlow { target: vec!["az3-n-0".into()], speed_permille: 500 }).unwrap(); // 12
+                let cpu = w.cpu(NodeId(4));
+                for _ in 0..2 {
+                    let _ = cpu.run(Duration::from_micros(10)).await;
+                }
+                w.apply(&Fault::CpuRestore { target: vec!["az3-n-0".into()] }).unwrap(); // 13
+                let _ = cpu.run(Duration::from_micros(10)).await;
+                let disk = w.disk(NodeId(1));
+                disk.create("f").await.unwrap();
+                let faults = sim::disk::DiskFaults { write_error_rate: 1.0, ..Default::default() };
+                w.apply(&Fault::DiskFaultsOn { node: "az1-n-1".into(), faults }).unwrap(); // 14: still on at the end
+                for _ in 0..3 {
+                    assert!(disk.append("f", b"x").await.is_err());
+                }
+            }
+        })
+        .await;
+        let e = world.fault_effects();
+        assert_eq!(e.len(), 15);
+        // A partition both ways: 5 calls cut on the way out.
+        assert_eq!((e[0].messages_cut, e[0].to_string().as_str()), (5, "5 messages cut"));
+        assert!(e[1].is_none(), "a partition no message met: {}", e[1]);
+        assert_eq!(e[1].to_string(), "none");
+        assert!(e[2].is_none() && e[4].is_none(), "the inverses count nothing themselves");
+        // Three round trips through the spike, both ways: six messages.
+        assert_eq!(e[3].messages_delayed, 6);
+        assert_eq!(e[5].messages_lost, 4);
+        assert_eq!(e[6].clock_reads_moved, 3, "the reading after the reset is true time");
+        assert!(e[8].is_none(), "a clock nobody reads");
+        assert_eq!((e[9].nodes_stopped, e[11].nodes_started), (1, 1));
+        assert!(e[10].is_none());
+        assert_eq!(e[12].cpu_jobs_slowed, 2);
+        assert_eq!(e[14].disk_faults, 3, "counted up to now while the rates are on");
+    });
+}

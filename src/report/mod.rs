@@ -39,6 +39,12 @@ pub struct FaultLine {
     pub fault: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refused: Option<String>,
+    /// What a fault that begins one did while in force ("none" if nothing).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub effect: Option<String>,
+    /// It began a fault and did nothing.
+    #[serde(skip)]
+    pub inert: bool,
 }
 
 #[derive(Serialize, Debug, Clone, PartialEq)]
@@ -201,7 +207,11 @@ pub fn build(scn: &Scenario, out: &RunOutput, ops: &[Operation<'_>], partition_o
         simulated: fmt_duration(out.end.as_duration()),
         main_start: out.main_start.to_string(),
         topology: scn.topology.describe().lines().map(str::to_string).collect(),
-        faults: out.faults.iter().map(|f| FaultLine { at: f.at.to_string(), fault: f.text.clone(), refused: f.error.clone() }).collect(),
+        faults: out
+            .faults
+            .iter()
+            .map(|f| FaultLine { at: f.at.to_string(), fault: f.text.clone(), refused: f.error.clone(), effect: f.effect.as_ref().map(|e| e.to_string()), inert: f.effect.as_ref().is_some_and(|e| e.is_none()) })
+            .collect(),
         operations,
         latency,
         availability: Availability {
@@ -286,7 +296,12 @@ impl Report {
         let _ = writeln!(s, "scenario {}  seed {}  digest {}  ({} events, {} simulated)", self.scenario, self.seed, self.digest, self.events, self.simulated);
         let _ = writeln!(s, "  main phase from {}", self.main_start);
         for f in &self.faults {
-            let _ = writeln!(s, "  fault {:>10}  {}{}", f.at, f.fault, f.refused.as_ref().map(|r| format!("  (refused: {r})")).unwrap_or_default());
+            let said = match (&f.refused, &f.effect) {
+                (Some(r), _) => format!("  (refused: {r})"),
+                (None, Some(e)) => format!("  ({e})"),
+                (None, None) => String::new(),
+            };
+            let _ = writeln!(s, "  fault {:>10}  {}{said}", f.at, f.fault);
         }
         for (k, c) in &self.operations {
             let l = self.latency.get(k);
@@ -385,8 +400,8 @@ pub fn judge(report: &mut Report, scn: &Scenario, m: &Measured, v: Verdicts) {
 
 /// The expectations every run has, whatever its scenario says: the
 /// service was set up before the main phase, every workload got
-/// operations done, every fault window met operations. Without them a run
-/// that tested nothing would pass.
+/// operations done, every fault window met operations, every fault did
+/// something. Without them a run that tested nothing would pass.
 fn judge_not_vacuous(report: &mut Report, scn: &Scenario, m: &Measured) {
     let limit = fmt_duration(crate::run::SETUP_MAX);
     match &m.setup_error {
@@ -408,6 +423,14 @@ fn judge_not_vacuous(report: &mut Report, scn: &Scenario, m: &Measured) {
             Some((text, _, _, n)) => format!("fewest {n}, in {text}"),
         };
         report.expect("min_fault_window_ops", format!(">= {min} per fault window"), measured, short.is_empty());
+    }
+    if scn.expect.faults_take_effect.unwrap_or(true) {
+        let begun = report.faults.iter().filter(|f| f.effect.is_some()).count();
+        let inert: Vec<String> = report.faults.iter().filter(|f| f.inert).map(|f| format!("{} at {}: no effect", f.fault, f.at)).collect();
+        if begun > 0 {
+            let measured = if inert.is_empty() { format!("all {begun}") } else { inert.join("; ") };
+            report.expect("faults_take_effect", "every fault has an effect".into(), measured, inert.is_empty());
+        }
     }
 }
 

@@ -50,6 +50,11 @@ pub struct AppliedFault {
     pub text: String,
     /// Why the world refused it, if it did.
     pub error: Option<String>,
+    /// Whether the verb begins a fault (its inverse ends one).
+    pub opens: bool,
+    /// What the fault did while in force (a fault the world applied that
+    /// begins one; filled at the end of the run).
+    pub effect: Option<sim::fault::FaultEffect>,
 }
 
 pub struct RunOutput {

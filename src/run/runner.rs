@@ -111,7 +111,7 @@ async fn simulate(scn: Scenario, seed: u64, opts: RunOptions) -> RunOutput {
         time::sleep_until(main_start + tf.at).await;
         let (fault, text) = targets.resolve(&tf.fault, &world);
         let r = world.apply(&fault);
-        faults.push(AppliedFault { at: time::now(), text, error: r.err().map(|e| e.to_string()) });
+        faults.push(AppliedFault { at: time::now(), text, error: r.err().map(|e| e.to_string()), opens: fault.opens(), effect: None });
         heal_at = time::now();
     }
     time::sleep_until(main_start + scn.duration).await;
@@ -128,7 +128,7 @@ async fn simulate(scn: Scenario, seed: u64, opts: RunOptions) -> RunOutput {
     for f in heal_all(&scn.faults) {
         let (f, text) = targets.resolve(&f, &world);
         let r = world.apply(&f);
-        faults.push(AppliedFault { at: time::now(), text, error: r.err().map(|e| e.to_string()) });
+        faults.push(AppliedFault { at: time::now(), text, error: r.err().map(|e| e.to_string()), opens: f.opens(), effect: None });
         heal_at = time::now();
     }
 
@@ -203,12 +203,22 @@ fn finish(world: &World, scn: &Scenario, seed: u64, p: Partial, control: &client
         disk.sectors_torn_kept_at_crash += s.sectors_torn_kept_at_crash;
     }
     let usage = role_usage(world, p.main_start, crate::report::main_seconds(scn));
+    // The runner is the only caller of `World::apply` in a run: the world's
+    // effects are its faults', in order.
+    let mut faults = p.faults;
+    let effects = world.fault_effects();
+    assert_eq!(effects.len(), faults.len(), "every fault the world applied is in the run's fault log");
+    for (f, e) in faults.iter_mut().zip(effects) {
+        if f.opens && f.error.is_none() {
+            f.effect = Some(e);
+        }
+    }
     let out = RunOutput {
         seed,
         digest: world.digest(),
         history,
         process_workloads: control.workloads(),
-        faults: p.faults,
+        faults,
         heal_at: p.heal_at,
         main_start: p.main_start,
         setup_error: p.setup_error,

@@ -536,11 +536,15 @@ pub struct ExpectDef {
     /// Fewest operations each fault window must see invoked (default 1: a
     /// fault no operation met fails the run; 0 turns the check off).
     pub min_fault_window_ops: Option<u64>,
+    /// Every fault the world applied that begins one must show an effect
+    /// (messages it cut, lost or delayed, nodes it stopped, disk operations
+    /// it failed, clock readings it moved, CPU jobs it slowed); default on.
+    pub faults_take_effect: Option<bool>,
 }
 
 impl ExpectDef {
     /// Every expectation, in file order, and whether the scenario sets it.
-    pub fn fields(&self) -> [(&'static str, bool); 25] {
+    pub fn fields(&self) -> [(&'static str, bool); 26] {
         [
             ("lost_acked_writes", self.lost_acked_writes.is_some()),
             ("linearizable", self.linearizable.is_some()),
@@ -567,6 +571,7 @@ impl ExpectDef {
             ("recovery_window", self.recovery_window.is_some()),
             ("min_workload_ops", self.min_workload_ops.is_some()),
             ("min_fault_window_ops", self.min_fault_window_ops.is_some()),
+            ("faults_take_effect", self.faults_take_effect.is_some()),
         ]
     }
 }

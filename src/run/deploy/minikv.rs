@@ -25,6 +25,11 @@ impl ServiceRules for Minikv {
         "minikv"
     }
 
+    /// Its servers read no clock and run no CPU model.
+    fn untouched_by(&self) -> &'static [&'static str] {
+        &["clock-offset", "clock-drift", "cpu-slow"]
+    }
+
     fn roles(&self, def: &ServiceDef) -> Vec<Role> {
         vec![Role::serving(def.server_role_or(KV_ROLE))]
     }
