@@ -17,8 +17,9 @@ fn tablesim(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
     (out.status.code().unwrap_or(-1), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
 }
 
-fn scratch() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("tablesim-sweep-shards-{}", std::process::id()));
+/// A scratch folder of one test (tests run at once: each has its own).
+fn scratch(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("tablesim-sweep-shards-{}-{test}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
@@ -64,7 +65,7 @@ fn well_formed(xml: &str) -> Vec<String> {
 
 #[test]
 fn four_merged_shards_equal_the_whole_sweep_seed_for_seed() {
-    let dir = scratch();
+    let dir = scratch("shards");
     let strict = failing_scenario(&dir);
     let files = ["scenarios/smoke.toml", strict.to_str().unwrap()];
     let (whole, whole_xml) = (dir.join("whole.json"), dir.join("whole.xml"));
@@ -138,4 +139,30 @@ fn bad_shard_arguments_are_refused_before_anything_runs() {
     let (code, out) = tablesim(&["sweep", "scenarios/smoke.toml", "scenarios/smoke.toml", "--seeds", "0..2"], &[]);
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("both name the scenario `smoke`"), "{out}");
+}
+
+/// A swarm run writes the scenario it drew; that file replays the run
+/// exactly without `--swarm`, and a swarm sweep tallies what each verb did.
+#[test]
+fn a_swarm_draw_is_written_and_replays_the_same_run() {
+    let dir = scratch("swarm");
+    let out = dir.join("run");
+    let (code, text) = tablesim(&["run", "scenarios/zone-crash.toml", "--seed", "2", "--swarm", "--out", out.to_str().unwrap()], &[]);
+    assert!(code == 0 || code == 1, "{text}");
+    let drawn = out.join("swarm.toml");
+    assert!(text.contains(&format!("swarm: the drawn scenario is {}", drawn.display())), "{text}");
+    let digest = |dir: &Path| -> String {
+        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
+        v["digest"].as_str().unwrap().to_string()
+    };
+    let replay = dir.join("replay");
+    let (code2, text2) = tablesim(&["run", drawn.to_str().unwrap(), "--seed", "2", "--out", replay.to_str().unwrap()], &[]);
+    assert_eq!(code, code2, "{text2}");
+    assert_eq!(digest(&out), digest(&replay));
+    assert!(std::fs::read_to_string(&drawn).unwrap().contains("name = \"zone-crash-swarm-2\""));
+
+    let (code, text) = tablesim(&["sweep", "scenarios/zone-crash.toml", "--seeds", "0..4", "--swarm", "--jobs", "2"], &[]);
+    assert!(code == 0 || code == 1, "{text}");
+    assert!(text.contains("swarm: how often each drawn verb had an effect") && text.contains("drawn "), "{text}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -10,6 +10,7 @@ pub mod bench;
 pub mod curve;
 mod files;
 mod runs;
+pub mod swarm;
 pub mod sweep;
 
 use std::path::{Path, PathBuf};
@@ -40,6 +41,10 @@ enum Cmd {
         /// Print tracing events (RUST_LOG filters them; default info).
         #[arg(long)]
         trace: bool,
+        /// Draw the faults and rates from the seed instead of the file's
+        /// (the drawn scenario is written beside the report as swarm.toml).
+        #[arg(long)]
+        swarm: bool,
     },
     /// Run a scenario twice with one seed and compare the event logs.
     CheckDeterminism {
@@ -70,6 +75,10 @@ enum Cmd {
         /// Write every case as JSON, for `merge`.
         #[arg(long)]
         results: Option<PathBuf>,
+        /// Each seed draws its own faults and rates (see `run --swarm`); a
+        /// failing draw is written to target/tablesim/swarm/ for replay.
+        #[arg(long)]
+        swarm: bool,
     },
     /// Join the results files of every shard of one sweep (refusing missing,
     /// repeated or foreign shards) into one summary, JUnit and results file.
@@ -198,15 +207,15 @@ fn load(path: &Path) -> Result<Scenario, ExitCode> {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
-        Cmd::Run { scenario, seed, out, trace } => match load(&scenario) {
-            Ok(scn) => runs::run(&scenario, scn, seed, out, trace),
+        Cmd::Run { scenario, seed, out, trace, swarm } => match load(&scenario) {
+            Ok(scn) => runs::run(&scenario, scn, seed, out, trace, swarm),
             Err(c) => c,
         },
         Cmd::CheckDeterminism { scenario, seed } => match load(&scenario) {
             Ok(scn) => runs::determinism(&scenario, scn, seed),
             Err(c) => c,
         },
-        Cmd::Sweep { scenarios, seeds, jobs, shard, junit, results } => sweep::sweep(sweep::SweepArgs { scenarios, seeds, jobs, shard, junit, results }),
+        Cmd::Sweep { scenarios, seeds, jobs, shard, junit, results, swarm } => sweep::sweep(sweep::SweepArgs { scenarios, seeds, jobs, shard, junit, results, swarm }),
         Cmd::Merge { files, junit, results } => sweep::merge(files, junit, results),
         Cmd::Crashtest { seeds, jobs } => runs::crashtest(seeds, jobs),
         Cmd::Curve { scenario, rates, faults, seed, jobs } => match (load(&scenario), curve::parse_steps(&rates)) {

@@ -19,7 +19,7 @@ fn replay_command(path: &Path, seed: u64) -> String {
 }
 
 /// `run`: one run at a seed, its summary, its report written.
-pub(super) fn run(path: &Path, scn: Scenario, seed: Option<u64>, out: Option<PathBuf>, trace: bool) -> ExitCode {
+pub(super) fn run(path: &Path, scn: Scenario, seed: Option<u64>, out: Option<PathBuf>, trace: bool, swarm: bool) -> ExitCode {
     if trace {
         let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
         // No timestamp: inside the simulation the clock is madsim's scaled
@@ -35,6 +35,24 @@ pub(super) fn run(path: &Path, scn: Scenario, seed: Option<u64>, out: Option<Pat
         eprintln!("error: --out {}: cannot make the report's folder there: {e}", dir.display());
         return ExitCode::from(2);
     }
+    // A swarm run draws its scenario and replays from the drawn file.
+    let mut drawn_path = None;
+    let scn = if swarm {
+        match super::swarm::draw_file(path, &scn, seed, &dir.join("swarm.toml")) {
+            Ok((drawn, p)) => {
+                println!("swarm: the drawn scenario is {}", p.display());
+                drawn_path = Some(p);
+                drawn
+            }
+            Err(e) => {
+                eprintln!("error: --swarm: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    } else {
+        scn
+    };
+    let path = drawn_path.as_deref().unwrap_or(path);
     let done = match execute::execute(&scn, seed, &RunOptions::default()) {
         Ok(d) => d,
         Err(e) => {

@@ -309,6 +309,8 @@ pub struct SweepArgs {
     pub shard: Option<ShardArg>,
     pub junit: Option<PathBuf>,
     pub results: Option<PathBuf>,
+    /// Each seed draws its faults and rates ([`super::swarm`]).
+    pub swarm: bool,
 }
 
 /// Writes `text` to `path`, making its folder.
@@ -387,19 +389,43 @@ pub fn sweep(args: SweepArgs) -> ExitCode {
     }
     let loaded = Arc::new(loaded);
     let cases: Arc<Mutex<Vec<Case>>> = Arc::new(Mutex::new(Vec::new()));
-    let (l, cs) = (loaded.clone(), cases.clone());
+    let tally: Arc<Mutex<super::swarm::VerbTally>> = Arc::default();
+    let (l, cs, t) = (loaded.clone(), cases.clone(), tally.clone());
     let n_scenarios = loaded.len();
+    let swarm = args.swarm;
     let failed = super::runs::run_in_parallel(count, args.jobs, move |j| {
         let i = shard.pair(u128::from(j));
         let (si, seed) = ((i / per) as usize, a + (i % per) as u64);
         let (path, scn) = &l[si];
         let started = std::time::Instant::now();
-        let (outcome, why, digest) = match execute::execute(scn, seed, &RunOptions::default()) {
-            Ok(d) if d.report.pass => (Outcome::Pass, Vec::new(), Some(d.report.digest.clone())),
-            Ok(d) => (Outcome::Fail, d.report.expectations.iter().filter(|e| !e.pass).map(|e| format!("{} {} (expected {})", e.name, e.measured, e.expected)).collect(), Some(d.report.digest.clone())),
-            Err(e) => (Outcome::Error, vec![e.to_string()], None),
+        // A swarm case runs its own draw, kept on disk only if it fails.
+        let dest = PathBuf::from(format!("target/tablesim/swarm/{}-swarm-{seed}.toml", scn.name));
+        let drawn = if swarm { Some(super::swarm::draw_file(path, scn, seed, &dest)) } else { None };
+        let (run_scn, replay_path) = match &drawn {
+            Some(Ok((d, p))) => (d, p.as_path()),
+            _ => (scn, path.as_path()),
         };
-        let case = Case { scenario: si, seed, outcome, why, digest, replay: replay_command(path, seed), seconds: started.elapsed().as_secs_f64() };
+        let ran = match &drawn {
+            Some(Err(e)) => Err(format!("swarm: {e}")),
+            _ => execute::execute(run_scn, seed, &RunOptions::default()).map_err(|e| e.to_string()),
+        };
+        let (outcome, why, digest) = match ran {
+            Ok(d) => {
+                if swarm {
+                    t.lock().expect("tally").add(d.report.faults.iter().filter(|f| f.effect.is_some()).map(|f| (f.fault.as_str(), !f.inert)));
+                }
+                if d.report.pass {
+                    (Outcome::Pass, Vec::new(), Some(d.report.digest.clone()))
+                } else {
+                    (Outcome::Fail, d.report.expectations.iter().filter(|e| !e.pass).map(|e| format!("{} {} (expected {})", e.name, e.measured, e.expected)).collect(), Some(d.report.digest.clone()))
+                }
+            }
+            Err(e) => (Outcome::Error, vec![e], None),
+        };
+        if swarm && outcome == Outcome::Pass {
+            let _ = std::fs::remove_file(&dest);
+        }
+        let case = Case { scenario: si, seed, outcome, why, digest, replay: replay_command(replay_path, seed), seconds: started.elapsed().as_secs_f64() };
         let failed = (outcome != Outcome::Pass).then(|| if n_scenarios > 1 { format!("{} seed {seed}", scn.name) } else { format!("seed {seed}") });
         if record || outcome != Outcome::Pass {
             cs.lock().expect("cases").push(case);
@@ -425,6 +451,12 @@ pub fn sweep(args: SweepArgs) -> ExitCode {
         println!("  {} seed {:<8} {}\n           replay: {}", results.scenarios[c.scenario].name, c.seed, c.why.join("; "), c.replay);
     }
     debug_assert_eq!(failed, results.failures().count());
+    if swarm {
+        println!("swarm: how often each drawn verb had an effect");
+        for l in tally.lock().expect("tally").lines() {
+            println!("{l}");
+        }
+    }
     if let Err(e) = write_outputs(&results, args.junit.as_deref(), args.results.as_deref()) {
         return bad(e);
     }

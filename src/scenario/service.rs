@@ -26,6 +26,13 @@ pub trait ServiceRules: Sync {
         None
     }
 
+    /// (fault verb, role) pairs that cannot touch it (its nodes of the role
+    /// read no clock, write no disk, run no CPU model; role `*`: every
+    /// role): a swarm does not draw them, since they could only be inert.
+    fn untouched_by(&self) -> &'static [(&'static str, &'static str)] {
+        &[]
+    }
+
     /// The optional `[service]` fields it reads
     /// ([`ServiceDef::optional_fields`]); a scenario may set no other.
     fn fields(&self) -> &'static [&'static str] {

@@ -26,6 +26,19 @@ pub const META_ROLE: &str = "meta";
 pub const MANAGER_ROLE: &str = "manager";
 /// The role of the storage nodes.
 pub const STORAGE_ROLE: &str = "storage";
+/// What cannot touch the stream layer: storage nodes and stream managers
+/// time everything by the true clock (their timers are not leases), so a
+/// skewed clock there is never read; a manager keeps nothing on disk and
+/// its work is control work that no CPU model charges (measured: no effect
+/// in any swarm draw of these).
+pub const LAYER_UNTOUCHED: &[(&str, &str)] = &[
+    ("clock-offset", STORAGE_ROLE),
+    ("clock-drift", STORAGE_ROLE),
+    ("clock-offset", MANAGER_ROLE),
+    ("clock-drift", MANAGER_ROLE),
+    ("disk-faults", MANAGER_ROLE),
+    ("cpu-slow", MANAGER_ROLE),
+];
 
 /// The zone whose metadata replica leads when the fault fires.
 pub const META_LEADER: DynamicTarget = DynamicTarget {
@@ -45,6 +58,10 @@ pub struct Stream;
 impl ServiceRules for Stream {
     fn kind(&self) -> &'static str {
         "stream"
+    }
+
+    fn untouched_by(&self) -> &'static [(&'static str, &'static str)] {
+        LAYER_UNTOUCHED
     }
 
     /// The storage nodes first (they serve data), then the rest of the

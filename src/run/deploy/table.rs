@@ -54,6 +54,24 @@ impl ServiceRules for Table {
         "table"
     }
 
+    /// The stream layer's, and: proxies read no clock and keep nothing on
+    /// disk; table servers keep their data in the stream layer, not on
+    /// their own disks.
+    fn untouched_by(&self) -> &'static [(&'static str, &'static str)] {
+        &[
+            ("clock-offset", stream::STORAGE_ROLE),
+            ("clock-drift", stream::STORAGE_ROLE),
+            ("clock-offset", stream::MANAGER_ROLE),
+            ("clock-drift", stream::MANAGER_ROLE),
+            ("disk-faults", stream::MANAGER_ROLE),
+            ("cpu-slow", stream::MANAGER_ROLE),
+            ("clock-offset", PROXY_ROLE),
+            ("clock-drift", PROXY_ROLE),
+            ("disk-faults", PROXY_ROLE),
+            ("disk-faults", TABLE_SERVER_ROLE),
+        ]
+    }
+
     fn roles(&self, def: &ServiceDef) -> Vec<Role> {
         let mut roles = vec![Role::serving(def.server_role_or(TABLE_SERVER_ROLE))];
         roles.extend(stream::layer_roles(def, STORAGE_ROLE));
