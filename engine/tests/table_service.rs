@@ -998,3 +998,62 @@ fn one_seed_replays_the_same_run() {
     assert_eq!(a, b, "same seed, same digest");
     assert_ne!(a, digest(8), "another seed, another run");
 }
+
+/// A scan that crosses partitions returns exactly its limit, in key order,
+/// stopping in the partition where the limit is reached.
+#[test]
+fn a_scan_across_partitions_returns_its_limit_in_key_order() {
+    let seed = seeds()[0];
+    run(seed, move || async move {
+        cluster(seed, |_| {}, move |cl| async move {
+            setup(&cl).await;
+            let rows: Vec<(String, String)> = cl
+                .agent("ctl-client-0")
+                .run(|c| async move {
+                    // Five rows in the first partition, the rest beyond it.
+                    for i in 20..34 {
+                        c.put(TABLE, &key(i), &format!("v{i}")).await.expect("put");
+                    }
+                    c.scan(TABLE, &key(20), &key(90), 8).await.expect("scan")
+                })
+                .await;
+            let want: Vec<(String, String)> = (20..28).map(|i| (key(i), format!("v{i}"))).collect();
+            assert_eq!(rows, want, "eight rows from two partitions");
+            // A limit that the first partition meets exactly ends there.
+            let rows = cl.agent("ctl-client-0").run(|c| async move { c.scan(TABLE, &key(20), &key(90), 5).await.expect("scan") }).await;
+            assert_eq!(rows.len(), 5);
+            let rows = cl.agent("ctl-client-0").run(|c| async move { c.scan(TABLE, &key(20), &key(90), 1000).await.expect("scan") }).await;
+            assert_eq!(rows.len(), 14, "every row, across three partitions");
+        })
+        .await;
+    });
+}
+
+/// A proxy cut off from the metadata store keeps serving the instance it
+/// knows, from its cached credentials, for up to `AUTH_STALE_MAX`; after
+/// that it refuses rather than trust credentials it cannot check.
+#[test]
+fn a_proxy_cut_off_from_metadata_serves_known_instances_until_its_cache_is_too_old() {
+    let seed = seeds()[0];
+    run(seed, move || async move {
+        cluster(seed, |c| c.auth_ttl = Duration::from_millis(200), move |cl| async move {
+            setup(&cl).await;
+            let agent = cl.agent("az1-client-0");
+            let get = || agent.run(|c| async move { c.get(TABLE, &key(1)).await });
+            assert_eq!(get().await, Ok(None), "a healthy read fills the proxy's caches");
+            let t = cl.world.topology();
+            let names = |role: &str| t.nodes_with_role(role).into_iter().map(|n| t.node(n).name.clone()).collect::<Vec<_>>();
+            let (proxies, metas) = (names("proxy"), names("meta"));
+            cl.world.apply(&Fault::Partition { a: proxies.clone(), b: metas.clone(), direction: Direction::Both }).unwrap();
+            time::sleep(Duration::from_secs(1)).await;
+            assert_eq!(get().await, Ok(None), "served from credentials past their ttl, within AUTH_STALE_MAX");
+            time::sleep(proxy::AUTH_STALE_MAX).await;
+            let r = get().await;
+            assert!(matches!(r, Err(TableError::Unavailable(_))), "credentials older than AUTH_STALE_MAX are not trusted: {r:?}");
+            cl.world.apply(&Fault::Heal { a: proxies, b: metas, direction: Direction::Both }).unwrap();
+            time::sleep(Duration::from_secs(1)).await;
+            assert_eq!(get().await, Ok(None), "healed, the proxy reads the credentials again");
+        })
+        .await;
+    });
+}
