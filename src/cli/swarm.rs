@@ -11,7 +11,8 @@
 //! acknowledged lost, linearizable, sequences, replicas agreeing, liveness
 //! after the heal) and drops those that price a particular fault
 //! ([`SWARM_DROPPED_EXPECTATIONS`]): a random mix may take two zones at once,
-//! where no availability floor written for one fault holds. The drawn
+//! where no availability floor written for one fault holds. Every fault
+//! must still take effect (`faults_take_effect`). The drawn
 //! scenario is ordinary TOML: written beside the report, it replays
 //! without `--swarm` and can be kept as a scenario file.
 
@@ -203,6 +204,14 @@ pub fn draw(text: &str, scn: &Scenario, seed: u64) -> Result<String, String> {
         for name in SWARM_DROPPED_EXPECTATIONS {
             e.remove(*name);
         }
+        // A mix that takes two zones at once stalls every closed-loop
+        // client, so a fault window may see no new invocation although the
+        // operations in flight met the fault: the check is off (it is on by
+        // default), and `faults_take_effect` still proves each fault acted.
+        e.insert("min_fault_window_ops".into(), toml::Value::Integer(0));
+        // A file may excuse its own inert faults (a control); drawn ones
+        // must all act.
+        e.remove("faults_take_effect");
     }
     let name = format!("{}-swarm-{seed}", scn.name);
     doc.insert("name".into(), toml::Value::String(name));
@@ -299,9 +308,11 @@ mod tests {
                 let doc: toml::Table = d.parse().unwrap();
                 let expect = doc["expect"].as_table().unwrap();
                 let original: toml::Table = text.parse().unwrap();
-                for k in original["expect"].as_table().unwrap().keys() {
+                for k in original["expect"].as_table().unwrap().keys().filter(|k| *k != "min_fault_window_ops") {
                     assert_eq!(expect.contains_key(k), !SWARM_DROPPED_EXPECTATIONS.contains(&k.as_str()), "{file}: {k}");
                 }
+                assert_eq!(expect["min_fault_window_ops"].as_integer(), Some(0));
+                assert!(!expect.contains_key("faults_take_effect"), "{file}: every fault must act");
                 assert!(!expect.is_empty());
             }
             assert!(distinct.len() >= 95, "{file}: seeds draw different mixes ({} distinct of 100)", distinct.len());
