@@ -84,7 +84,7 @@ pub fn draw(text: &str, scn: &Scenario, seed: u64) -> Result<String, String> {
     if servers.is_empty() {
         return Err("a swarm needs server nodes to fault".into());
     }
-    let untouched = crate::run::deploy::catalog::rules().into_iter().find(|r| r.kind() == scn.service.kind()).map_or(&[][..], |r| r.untouched_by());
+    let untouched = crate::run::deploy::catalog::rules().into_iter().find(|r| r.kind() == scn.service.kind()).map_or_else(Vec::new, |r| r.untouched_by());
     let roles: BTreeMap<&str, &str> = scn.topology.nodes().iter().map(|n| (n.name.as_str(), n.role.as_str())).collect();
     // The servers a node verb can touch (the service reads no clock on
     // some roles, writes no disk on others).
@@ -221,19 +221,32 @@ pub fn draw(text: &str, scn: &Scenario, seed: u64) -> Result<String, String> {
     toml::to_string(&doc).map_err(|e| format!("the drawn scenario does not serialise: {e}"))
 }
 
-/// Draws the scenario of `seed` from the file at `path` (read as `scn`
-/// was), writes it to `dest` and validates it as any scenario file.
-pub fn draw_file(path: &std::path::Path, scn: &Scenario, seed: u64, dest: &std::path::Path) -> Result<(Scenario, std::path::PathBuf), String> {
-    let bytes = crate::scenario::read_capped(path, crate::scenario::SCENARIO_BYTES_MAX as u64).map_err(|e| format!("{}: {e}", path.display()))?;
-    let text = std::str::from_utf8(&bytes).map_err(|_| format!("{}: not UTF-8", path.display()))?;
-    let drawn = draw(text, scn, seed).map_err(|e| format!("{}: {e}", path.display()))?;
+/// Draws the scenario of `seed` from `text` (the file `scn` was read
+/// from) and validates it as any scenario file, named `dest` in messages;
+/// returns it and its TOML.
+pub fn draw_scenario(text: &str, scn: &Scenario, seed: u64, dest: &std::path::Path) -> Result<(Scenario, String), String> {
+    let drawn = draw(text, scn, seed)?;
+    let parsed = crate::parse_scenario(dest, drawn.as_bytes()).map_err(|e| format!("the drawn scenario is refused (a swarm bug): {e}"))?;
+    Ok((parsed, drawn))
+}
+
+/// Writes a drawn scenario's TOML to `dest`, making its folder.
+pub fn write_draw(dest: &std::path::Path, drawn: &str) -> Result<(), String> {
     if let Some(dir) = dest.parent().filter(|d| !d.as_os_str().is_empty()) {
         #[allow(clippy::disallowed_methods)] // the CLI writes the drawn scenario for the user
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
     #[allow(clippy::disallowed_methods)] // the CLI writes the drawn scenario for the user
-    std::fs::write(dest, &drawn).map_err(|e| format!("{}: {e}", dest.display()))?;
-    let scn = crate::parse_scenario(dest, drawn.as_bytes()).map_err(|e| format!("the drawn scenario is refused (a swarm bug): {e}"))?;
+    std::fs::write(dest, drawn).map_err(|e| format!("{}: {e}", dest.display()))
+}
+
+/// Draws the scenario of `seed` from the file at `path` (read as `scn`
+/// was), writes it to `dest` and validates it as any scenario file.
+pub fn draw_file(path: &std::path::Path, scn: &Scenario, seed: u64, dest: &std::path::Path) -> Result<(Scenario, std::path::PathBuf), String> {
+    let bytes = crate::scenario::read_capped(path, crate::scenario::SCENARIO_BYTES_MAX as u64).map_err(|e| format!("{}: {e}", path.display()))?;
+    let text = std::str::from_utf8(&bytes).map_err(|_| format!("{}: not UTF-8", path.display()))?;
+    let (scn, drawn) = draw_scenario(text, scn, seed, dest).map_err(|e| format!("{}: {e}", path.display()))?;
+    write_draw(dest, &drawn)?;
     Ok((scn, dest.to_path_buf()))
 }
 

@@ -352,7 +352,8 @@ pub fn sweep(args: SweepArgs) -> ExitCode {
         }
         Some(Err(e)) => return bad(e),
     };
-    let mut loaded: Vec<(PathBuf, Scenario)> = Vec::new();
+    // Each scenario with its file's text (a swarm draws from the text).
+    let mut loaded: Vec<(PathBuf, Scenario, String)> = Vec::new();
     let mut refs = Vec::new();
     for p in &args.scenarios {
         let bytes = match crate::scenario::read_capped(p, crate::scenario::SCENARIO_BYTES_MAX as u64) {
@@ -367,7 +368,7 @@ pub fn sweep(args: SweepArgs) -> ExitCode {
             return bad(format!("{} and {} both name the scenario `{}`: each scenario of a sweep needs its own name", refs[i].file, p.display(), shown(&scn.name)));
         }
         refs.push(ScenarioRef { name: scn.name.clone(), file: p.display().to_string(), fingerprint: format!("{:016x}", sim::log::hash_bytes(&bytes)) });
-        loaded.push((p.clone(), scn));
+        loaded.push((p.clone(), scn, String::from_utf8_lossy(&bytes).into_owned()));
     }
     let (a, b) = args.seeds;
     let per = u128::from(b - a);
@@ -396,13 +397,13 @@ pub fn sweep(args: SweepArgs) -> ExitCode {
     let failed = super::runs::run_in_parallel(count, args.jobs, move |j| {
         let i = shard.pair(u128::from(j));
         let (si, seed) = ((i / per) as usize, a + (i % per) as u64);
-        let (path, scn) = &l[si];
+        let (path, scn, text) = &l[si];
         let started = std::time::Instant::now();
-        // A swarm case runs its own draw, kept on disk only if it fails.
+        // A swarm case runs its own draw, written to disk only if it fails.
         let dest = PathBuf::from(format!("target/tablesim/swarm/{}-swarm-{seed}.toml", scn.name));
-        let drawn = if swarm { Some(super::swarm::draw_file(path, scn, seed, &dest)) } else { None };
+        let drawn = if swarm { Some(super::swarm::draw_scenario(text, scn, seed, &dest)) } else { None };
         let (run_scn, replay_path) = match &drawn {
-            Some(Ok((d, p))) => (d, p.as_path()),
+            Some(Ok((d, _))) => (d, dest.as_path()),
             _ => (scn, path.as_path()),
         };
         let ran = match &drawn {
@@ -422,8 +423,10 @@ pub fn sweep(args: SweepArgs) -> ExitCode {
             }
             Err(e) => (Outcome::Error, vec![e], None),
         };
-        if swarm && outcome == Outcome::Pass {
-            let _ = std::fs::remove_file(&dest);
+        if let (Some(Ok((_, toml))), true) = (&drawn, outcome != Outcome::Pass) {
+            if let Err(e) = super::swarm::write_draw(&dest, toml) {
+                eprintln!("warning: {e}: the failing draw of seed {seed} is not kept");
+            }
         }
         let case = Case { scenario: si, seed, outcome, why, digest, replay: replay_command(replay_path, seed), seconds: started.elapsed().as_secs_f64() };
         let failed = (outcome != Outcome::Pass).then(|| if n_scenarios > 1 { format!("{} seed {seed}", scn.name) } else { format!("seed {seed}") });

@@ -29,8 +29,8 @@ pub trait ServiceRules: Sync {
     /// (fault verb, role) pairs that cannot touch it (its nodes of the role
     /// read no clock, write no disk, run no CPU model; role `*`: every
     /// role): a swarm does not draw them, since they could only be inert.
-    fn untouched_by(&self) -> &'static [(&'static str, &'static str)] {
-        &[]
+    fn untouched_by(&self) -> Vec<(&'static str, &'static str)> {
+        Vec::new()
     }
 
     /// The optional `[service]` fields it reads

@@ -26,8 +26,8 @@ impl ServiceRules for Minikv {
     }
 
     /// Its servers read no clock and run no CPU model.
-    fn untouched_by(&self) -> &'static [(&'static str, &'static str)] {
-        &[("clock-offset", "*"), ("clock-drift", "*"), ("cpu-slow", "*")]
+    fn untouched_by(&self) -> Vec<(&'static str, &'static str)> {
+        vec![("clock-offset", "*"), ("clock-drift", "*"), ("cpu-slow", "*")]
     }
 
     fn roles(&self, def: &ServiceDef) -> Vec<Role> {

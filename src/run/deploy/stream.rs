@@ -60,8 +60,8 @@ impl ServiceRules for Stream {
         "stream"
     }
 
-    fn untouched_by(&self) -> &'static [(&'static str, &'static str)] {
-        LAYER_UNTOUCHED
+    fn untouched_by(&self) -> Vec<(&'static str, &'static str)> {
+        LAYER_UNTOUCHED.to_vec()
     }
 
     /// The storage nodes first (they serve data), then the rest of the

@@ -57,19 +57,9 @@ impl ServiceRules for Table {
     /// The stream layer's, and: proxies read no clock and keep nothing on
     /// disk; table servers keep their data in the stream layer, not on
     /// their own disks.
-    fn untouched_by(&self) -> &'static [(&'static str, &'static str)] {
-        &[
-            ("clock-offset", stream::STORAGE_ROLE),
-            ("clock-drift", stream::STORAGE_ROLE),
-            ("clock-offset", stream::MANAGER_ROLE),
-            ("clock-drift", stream::MANAGER_ROLE),
-            ("disk-faults", stream::MANAGER_ROLE),
-            ("cpu-slow", stream::MANAGER_ROLE),
-            ("clock-offset", PROXY_ROLE),
-            ("clock-drift", PROXY_ROLE),
-            ("disk-faults", PROXY_ROLE),
-            ("disk-faults", TABLE_SERVER_ROLE),
-        ]
+    fn untouched_by(&self) -> Vec<(&'static str, &'static str)> {
+        let own = [("clock-offset", PROXY_ROLE), ("clock-drift", PROXY_ROLE), ("disk-faults", PROXY_ROLE), ("disk-faults", TABLE_SERVER_ROLE)];
+        stream::LAYER_UNTOUCHED.iter().copied().chain(own).collect()
     }
 
     fn roles(&self, def: &ServiceDef) -> Vec<Role> {
