@@ -3,7 +3,8 @@
 //! service deployed (`run`, `run::deploy`), driven by workloads
 //! (`workload`) that record a history (`history`), which the checkers
 //! judge (`check`); the report (`report`) measures and judges the run
-//! (`execute` does it all for one seed); `cli` is the command line.
+//! (`execute` does it all for one seed); `shrink` searches for a smaller
+//! scenario that fails the same way; `cli` is the command line.
 
 #[cfg(not(madsim))]
 compile_error!("tablesim only runs inside madsim's simulation: build with `--cfg madsim` (see .cargo/config.toml; unset RUSTFLAGS)");
@@ -15,6 +16,7 @@ pub mod history;
 pub mod report;
 pub mod run;
 pub mod scenario;
+pub mod shrink;
 pub mod workload;
 
 use std::path::Path;

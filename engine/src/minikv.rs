@@ -103,20 +103,34 @@ pub struct ServerConfig {
     pub planted_bug: Option<PlantedBug>,
 }
 
-/// A bug planted on purpose, to show that the checkers find what it breaks.
+/// A bug planted on purpose, to show that the checkers find what it breaks
+/// (and that `shrink` reduces a run that shows it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PlantedBug {
     /// A batch is applied and acknowledged before its WAL records are
     /// synced: a crash in between loses acknowledged writes.
     AckBeforeSync,
+    /// A compare-and-set is decided against the state before its batch,
+    /// blind to the writes ahead of it in the same batch: two CAS from one
+    /// value both succeed. Needs no fault, only concurrent CAS on a key.
+    CasIgnoresBatch,
+    /// Recovery skips the auto-increment records of the WAL: after a
+    /// restart a partition key's sequence starts again from 1.
+    SeqNotRecovered,
+    /// A delete is applied and acknowledged but never written to the WAL:
+    /// after a restart the deleted row is back.
+    DeleteNotLogged,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 1] = [PlantedBug::AckBeforeSync];
+    pub const ALL: [PlantedBug; 4] = [PlantedBug::AckBeforeSync, PlantedBug::CasIgnoresBatch, PlantedBug::SeqNotRecovered, PlantedBug::DeleteNotLogged];
 
     pub fn name(self) -> &'static str {
         match self {
             PlantedBug::AckBeforeSync => "ack-before-sync",
+            PlantedBug::CasIgnoresBatch => "cas-ignores-batch",
+            PlantedBug::SeqNotRecovered => "seq-not-recovered",
+            PlantedBug::DeleteNotLogged => "delete-not-logged",
         }
     }
 
@@ -257,7 +271,7 @@ fn parse_record(data: &[u8]) -> Option<(Record, usize)> {
 /// may return flipped bits once); one that stays bad is the torn tail of
 /// the last group commit, which was never synced, so never acknowledged:
 /// its generation ends there, and later generations start after it.
-async fn recover(disk: &Disk) -> Result<(State, u64), DiskError> {
+async fn recover(disk: &Disk, bug: Option<PlantedBug>) -> Result<(State, u64), DiskError> {
     let mut state = State::default();
     let mut gens: Vec<u64> = disk.list("kv.wal.").iter().filter_map(|n| n.strip_prefix("kv.wal.")?.parse().ok()).collect();
     gens.sort_unstable();
@@ -269,7 +283,9 @@ async fn recover(disk: &Disk) -> Result<(State, u64), DiskError> {
         while at + 8 <= data.len() {
             match parse_record(&data[at..]) {
                 Some((r, framed)) => {
-                    state.apply(&r);
+                    if !(bug == Some(PlantedBug::SeqNotRecovered) && matches!(r, Record::Seq { .. })) {
+                        state.apply(&r);
+                    }
                     at += framed;
                     rereads = 0;
                 }
@@ -300,7 +316,7 @@ pub async fn serve(ctx: NodeCtx, cfg: ServerConfig) {
     // server stays down and the run's checkers see the unavailability.
     let mut attempt = 0;
     let (state, next_gen) = loop {
-        match recover(&disk).await {
+        match recover(&disk, cfg.planted_bug).await {
             Ok(x) => break x,
             Err(e) if attempt + 1 < RECOVERY_ATTEMPTS_MAX => {
                 attempt += 1;
@@ -404,7 +420,8 @@ async fn committer(net: Net<KvMsg>, disk: Disk, wal: String, state: std::sync::A
             let mut rows: BTreeMap<String, Option<String>> = BTreeMap::new();
             let mut seqs: BTreeMap<&str, u64> = BTreeMap::new();
             for w in &batch {
-                let current = |rows: &BTreeMap<String, Option<String>>, k: &str| rows.get(k).cloned().unwrap_or_else(|| st.rows.get(k).cloned());
+                let blind = cfg.planted_bug == Some(PlantedBug::CasIgnoresBatch);
+                let current = |rows: &BTreeMap<String, Option<String>>, k: &str| rows.get(k).filter(|_| !blind).cloned().unwrap_or_else(|| st.rows.get(k).cloned());
                 let (rec, reply) = match &w.msg {
                     KvMsg::Put { key, value, size } => (Some(Record::Put { key: key.clone(), value: value.clone(), pad: *size }), KvMsg::Done),
                     KvMsg::Delete { key } => (Some(Record::Delete { key: key.clone() }), KvMsg::Done),
@@ -439,7 +456,9 @@ async fn committer(net: Net<KvMsg>, disk: Disk, wal: String, state: std::sync::A
         }
         let mut buf = Vec::new();
         for r in records.iter().flatten() {
-            r.encode(&mut buf);
+            if !(cfg.planted_bug == Some(PlantedBug::DeleteNotLogged) && matches!(r, Record::Delete { .. })) {
+                r.encode(&mut buf);
+            }
         }
         if cfg.planted_bug == Some(PlantedBug::AckBeforeSync) {
             apply_and_reply(&net, &state, &records, batch, replies).await;

@@ -10,6 +10,7 @@ pub mod bench;
 pub mod curve;
 mod files;
 mod runs;
+pub mod shrink;
 pub mod swarm;
 pub mod sweep;
 
@@ -45,6 +46,31 @@ enum Cmd {
         /// (the drawn scenario is written beside the report as swarm.toml).
         #[arg(long)]
         swarm: bool,
+    },
+    /// Shrink a failing run: search for a smaller scenario (fewer faults,
+    /// shorter and later windows, a shorter run, fewer clients, keys and
+    /// operations, a lower rate) that fails the same expectation, and write it.
+    Shrink {
+        scenario: PathBuf,
+        /// Seed of the failing run (default: the scenario's).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// The expectation the smaller scenario must still fail (default: the
+        /// first failed checker verdict, else the first failed expectation).
+        #[arg(long)]
+        expect: Option<String>,
+        /// Runs the search may spend.
+        #[arg(long, default_value_t = crate::shrink::SHRINK_RUNS_DEFAULT, value_parser = clap::value_parser!(u64).range(1..=crate::shrink::SHRINK_RUNS_MAX))]
+        max_runs: u64,
+        /// Nearby seeds to try when no smaller scenario fails at the current one.
+        #[arg(long, default_value_t = crate::shrink::SHRINK_NEARBY_DEFAULT, value_parser = clap::value_parser!(u64).range(0..=crate::shrink::SHRINK_NEARBY_MAX))]
+        nearby: u64,
+        /// Candidates run at once, 1 to 64 (default: available cores).
+        #[arg(long, value_parser = parse_jobs)]
+        jobs: Option<usize>,
+        /// Where the shrunk scenario goes (default target/tablesim/shrink/NAME-shrunk-SEED.toml).
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Run a scenario twice with one seed and compare the event logs.
     CheckDeterminism {
@@ -209,6 +235,10 @@ pub fn main() -> ExitCode {
     match cli.cmd {
         Cmd::Run { scenario, seed, out, trace, swarm } => match load(&scenario) {
             Ok(scn) => runs::run(&scenario, scn, seed, out, trace, swarm),
+            Err(c) => c,
+        },
+        Cmd::Shrink { scenario, seed, expect, max_runs, nearby, jobs, out } => match load(&scenario) {
+            Ok(scn) => shrink::command(shrink::ShrinkArgs { scenario, seed, expect, max_runs, nearby, jobs, out }, scn),
             Err(c) => c,
         },
         Cmd::CheckDeterminism { scenario, seed } => match load(&scenario) {
