@@ -383,7 +383,9 @@ pub struct ServingInterval {
     pub end_key: Option<String>,
     /// When the server began serving (loaded, lease held).
     pub start: SimTime,
-    /// The last time it answered a request of the partition (or `start`).
+    /// The last time a request of the partition took effect under its lease
+    /// (a write's lease check, a read's value taken with the lease held),
+    /// or `start`; the answer may leave later.
     pub last_served: SimTime,
     /// The last time a grant renewed its lease (or `start`): a crashed
     /// server was alive then.

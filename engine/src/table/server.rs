@@ -388,8 +388,19 @@ impl Server {
         self.net.reply(m.from, req, answer).await;
     }
 
+    /// Serves one request while the lease holds. The node may freeze at any
+    /// wait, so an answer can leave long after its lease lapsed; what must
+    /// hold is that the request took effect under the lease. A write passes
+    /// its lease check before it is logged, and from there the stream
+    /// layer's fencing refuses its append once a newer owner has opened the
+    /// partition: it took effect under the lease if it took effect at all.
+    /// A read takes its value when the store answers, possibly after a
+    /// freeze: it is answered only if the lease still holds then, else the
+    /// client is sent elsewhere. The serving interval records those
+    /// instants (what `no_split_brain` compares), not when answers leave.
     async fn handle(&self, pid: PartitionId, op: &Op, rid: Option<ReqId>) -> Result<OpResult, TableError> {
-        let (store, info, interval) = {
+        let checked = time::now();
+        let (store, info, interval, epoch) = {
             let st = self.st.lock().expect("state lock");
             match st.slots.get(&pid) {
                 Some(Slot::Ready(r)) if self.lease_valid(&st, pid, r.epoch) => {
@@ -400,7 +411,7 @@ impl Server {
                     if !in_range || r.info.table != op.table() {
                         None
                     } else {
-                        Some((r.store.clone(), r.info.clone(), r.interval))
+                        Some((r.store.clone(), r.info.clone(), r.interval, r.epoch))
                     }
                 }
                 _ => None,
@@ -410,12 +421,23 @@ impl Server {
         };
         self.cfg.observer.with(|o| o.data_requests += 1);
         let r = store.apply(&info, op, rid).await;
+        let served = if op.is_write() {
+            checked
+        } else {
+            let st = self.st.lock().expect("state lock");
+            let held = matches!(st.slots.get(&pid), Some(Slot::Ready(ready)) if ready.epoch == epoch) && self.lease_valid(&st, pid, epoch);
+            drop(st);
+            if !held {
+                self.cfg.observer.with(|o| o.not_serving += 1);
+                return Err(TableError::NotServingHere(pid));
+            }
+            time::now()
+        };
         if r.is_ok() {
             if let Some(i) = interval {
-                let now = time::now();
                 self.cfg.observer.with(|o| {
                     if let Some(iv) = o.serving.get_mut(i) {
-                        iv.last_served = iv.last_served.max(now);
+                        iv.last_served = iv.last_served.max(served);
                     }
                 });
             }

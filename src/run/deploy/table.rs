@@ -272,8 +272,8 @@ impl Service for Table {
     }
 }
 
-/// Partitions that an older owner served (answered a request for) after a
-/// newer owner of them began serving, and the first such answer.
+/// Partitions that an older owner served (a request took effect under its
+/// lease) after a newer owner of them began serving, and the first such.
 fn split_brain(d: &TableObserverData, topology: &Topology) -> (u64, Option<String>) {
     let mut by_part: BTreeMap<_, Vec<_>> = BTreeMap::new();
     for iv in &d.serving {
@@ -288,7 +288,7 @@ fn split_brain(d: &TableObserverData, topology: &Topology) -> (u64, Option<Strin
                 broken = true;
                 if first.as_ref().is_none_or(|(t, _)| b.start < *t) {
                     let what = format!(
-                        "partition {pid}: {} (epoch {}) answered at {} after {} (epoch {}) began serving at {}",
+                        "partition {pid}: {} (epoch {}) served a request at {} after {} (epoch {}) began serving at {}",
                         topology.node(a.server).name,
                         a.epoch,
                         a.last_served,
