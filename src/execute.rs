@@ -31,6 +31,14 @@ pub fn execute(scn: &Scenario, seed: u64, opts: &RunOptions) -> Result<Executed,
 }
 
 impl Executed {
+    /// The run as one self-contained HTML page (`report.html`); `replay`
+    /// is the command that replays it.
+    pub fn html(&self, scn: &Scenario, replay: &str) -> String {
+        let ops = self.output.history.operations();
+        let windows = report::phases::fault_windows(scn, &self.output);
+        report::html::render(scn, &self.output, &self.report, &ops, &windows, replay)
+    }
+
     /// The operation history as JSON lines (`tablesim check` reads it back).
     pub fn write_history(&self, w: &mut impl std::io::Write) -> std::io::Result<()> {
         self.output.history.write_jsonl(w)

@@ -62,11 +62,11 @@ pub(super) fn run(path: &Path, scn: Scenario, seed: Option<u64>, out: Option<Pat
         }
     };
     println!("{}", done.report.summary());
-    if let Err(e) = write_outputs(&dir, &done) {
+    if let Err(e) = write_outputs(&dir, &scn, &done, &replay_command(path, seed)) {
         eprintln!("error: writing the report to {}: {e:#}", dir.display());
         return ExitCode::from(2);
     }
-    println!("  report: {}/report.yaml", dir.display());
+    println!("  report: {}/report.yaml (and report.html)", dir.display());
     if done.report.pass {
         ExitCode::SUCCESS
     } else {
@@ -75,10 +75,11 @@ pub(super) fn run(path: &Path, scn: Scenario, seed: Option<u64>, out: Option<Pat
     }
 }
 
-fn write_outputs(dir: &Path, done: &execute::Executed) -> anyhow::Result<()> {
+fn write_outputs(dir: &Path, scn: &Scenario, done: &execute::Executed, replay: &str) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     std::fs::write(dir.join("report.yaml"), serde_yaml_ng::to_string(&done.report)?)?;
     std::fs::write(dir.join("report.json"), serde_json::to_string_pretty(&done.report)? + "\n")?;
+    std::fs::write(dir.join("report.html"), done.html(scn, replay))?;
     let mut f = std::io::BufWriter::new(std::fs::File::create(dir.join("history.jsonl"))?);
     done.write_history(&mut f)?;
     Ok(())

@@ -11,6 +11,7 @@
 //! printed with three significant decimals (`1.234ms`) and ratios with four,
 //! so a snapshot changes only when behaviour changes.
 
+pub mod html;
 pub mod measure;
 pub mod phases;
 pub mod streams;
