@@ -151,20 +151,26 @@ fn a_table_run_draws_its_charts_its_fault_bands_and_every_partitions_owners() {
     well_formed(&html).unwrap_or_else(|e| panic!("the page is not well-formed: {e}"));
     assert!(html.starts_with("<!DOCTYPE html>"));
     let charts = svgs(&html);
-    // Operations, latency, availability, ownership, CPU, disk.
-    assert_eq!(charts.len(), 6, "{}", charts.iter().map(|c| &c[..80.min(c.len())]).collect::<Vec<_>>().join("\n"));
+    // Operations, latency, availability, ownership, CPU by role and by
+    // node, disk by role and by node.
+    assert_eq!(charts.len(), 8, "{}", charts.iter().map(|c| &c[..80.min(c.len())]).collect::<Vec<_>>().join("\n"));
     for c in &charts {
         assert!(c.starts_with(r#"<svg xmlns="http://www.w3.org/2000/svg""#));
         assert!(well_formed(c).unwrap() > 10, "each chart draws something");
     }
     assert!(!html.contains("NaN") && !html.contains("inf\""), "no coordinate is NaN or infinite");
     // The fault window is a band on every chart, labelled.
-    assert_eq!(html.matches(r#"class="band""#).count(), 6);
+    assert_eq!(html.matches(r#"class="band""#).count(), 8);
     assert!(html.contains("node-pause az1-table-0"));
     // A row per partition, and the frozen server's partitions moved.
     for p in 1..=8 {
         assert!(charts[3].contains(&format!(">p{p}</text>")), "partition {p} has its row");
     }
+    // A row per node in the heat maps, and the storage nodes' disks worked.
+    for node in ["az1-table-0", "az3-storage-0", "az2-meta-0"] {
+        assert!(charts[5].contains(&format!(">{node}</text>")) && charts[7].contains(&format!(">{node}</text>")), "{node} has its rows");
+    }
+    assert!(charts[7].contains("<title>az1-storage-0 at "), "a busy disk second is drawn");
     let failovers = report.table.as_ref().map_or(0, |t| t.failovers.len());
     assert!(failovers > 0, "the pause moved partitions");
     assert!(charts[3].contains(r#"class="failover""#), "a new owner's start is marked");
@@ -181,7 +187,7 @@ fn a_failing_run_shows_its_verdict_and_each_checkers_witness() {
     well_formed(&html).unwrap_or_else(|e| panic!("{e}"));
     assert!(html.contains(r#"<span class="fail">FAIL</span></h1>"#));
     assert!(html.contains("The minikv service has no partitions to move."));
-    assert_eq!(svgs(&html).len(), 5, "no ownership chart for minikv");
+    assert_eq!(svgs(&html).len(), 7, "no ownership chart for minikv");
     let checks = report.checks.as_ref().unwrap();
     let witness = checks.linearizable.counterexample.as_deref().expect("a witness");
     let first_line = witness.lines().next().unwrap();

@@ -3,7 +3,7 @@
 //! of the main phase, operations by outcome, latency quantiles and
 //! availability, with every fault window drawn as a labelled band; which
 //! server served each partition when, failovers marked (table runs); CPU
-//! and disk utilisation per role; each checker's verdict with its smallest
+//! and disk utilisation per role and per node; each checker's verdict with its smallest
 //! failing witness; the faults with their effects; the phases.
 //!
 //! The charts are inline SVG written here: lines, rectangles and text need
@@ -31,6 +31,8 @@ const ROW_H: f64 = 14.0;
 pub const TIMELINE_PARTITIONS_MAX: usize = 256;
 /// The most seconds a per-second chart draws (longer runs are cut, said so).
 pub const CHART_SECONDS_MAX: usize = 3_600;
+/// The most nodes a utilisation heat map draws (the rest are counted).
+pub const HEATMAP_NODES_MAX: usize = 256;
 /// Characters of a fault's label inside its band.
 const BAND_LABEL_CHARS: usize = 40;
 
@@ -281,6 +283,58 @@ fn ownership_svg(data: &engine::table::TableObserverData, topology: &sim::topolo
     o
 }
 
+/// A heat map of one utilisation per node and second: a row per node
+/// (grouped by role), a cell per second, darker the busier (hover for the
+/// figure).
+fn heatmap_svg(title: &str, usage: &[crate::run::output::RoleUsage], pick: fn(&crate::run::output::NodeUsage) -> &[f64], secs: usize, bands: &[Band]) -> String {
+    let nodes: Vec<&crate::run::output::NodeUsage> = usage.iter().flat_map(|u| u.per_node.iter()).take(HEATMAP_NODES_MAX).collect();
+    let total: usize = usage.iter().map(|u| u.per_node.len()).sum();
+    let (ml, mr, mt, mb) = (110.0, MARGIN.1, 24.0, 30.0);
+    let w = CHART_W - ml - mr;
+    let h = ROW_H * nodes.len().max(1) as f64;
+    let height = mt + h + mb;
+    let secs_f = secs.max(1) as f64;
+    let cell = w / secs_f;
+    let mut o = String::new();
+    let _ = write!(o, r#"<svg xmlns="http://www.w3.org/2000/svg" width="{CHART_W}" height="{height}" viewBox="0 0 {CHART_W} {height}" role="img"><title>{}</title>"#, esc(title));
+    let _ = write!(o, r##"<text x="{ml}" y="14" font-size="12" font-weight="bold" fill="#222">{}</text>"##, esc(title));
+    for (row, n) in nodes.iter().enumerate() {
+        let y = mt + ROW_H * row as f64;
+        let _ = write!(o, r##"<text x="{:.1}" y="{:.1}" font-size="9" text-anchor="end" fill="#444">{}</text>"##, ml - 4.0, y + ROW_H - 4.0, esc(&n.name));
+        for (s, v) in pick(n).iter().take(secs).enumerate() {
+            if *v <= 0.0 {
+                continue;
+            }
+            let _ = write!(
+                o,
+                r##"<rect x="{:.1}" y="{:.1}" width="{:.1}" height="{:.1}" fill="#1f77b4" fill-opacity="{:.3}"><title>{} at {s}s: {:.0}%</title></rect>"##,
+                ml + cell * s as f64,
+                y + 1.0,
+                cell.max(0.5),
+                ROW_H - 2.0,
+                0.08 + 0.92 * v.clamp(0.0, 1.0),
+                esc(&n.name),
+                100.0 * v
+            );
+        }
+    }
+    for b in bands {
+        let (x0, x1) = (ml + w * (b.from / secs_f).clamp(0.0, 1.0), ml + w * (b.to / secs_f).clamp(0.0, 1.0));
+        let _ = write!(o, r##"<rect class="band" x="{x0:.1}" y="{mt}" width="{:.1}" height="{h}" fill="none" stroke="#d62728" stroke-dasharray="3,2"><title>{}</title></rect>"##, (x1 - x0).max(1.0), esc(&b.label));
+    }
+    let step = nice_step(secs_f, 10.0).max(1.0);
+    let mut s = 0.0;
+    while s <= secs_f {
+        let _ = write!(o, r##"<text x="{:.1}" y="{:.1}" font-size="10" text-anchor="middle" fill="#444">{}s</text>"##, ml + w * (s / secs_f), mt + h + 16.0, fmt_num(s));
+        s += step;
+    }
+    if total > nodes.len() {
+        let _ = write!(o, r##"<text x="{ml}" y="{:.1}" font-size="10" fill="#a01818">{} more nodes not drawn</text>"##, mt + h + 28.0, total - nodes.len());
+    }
+    o.push_str("</svg>");
+    o
+}
+
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:24px;color:#222;max-width:1000px}h1{font-size:20px}h2{font-size:16px;margin-top:28px}table{border-collapse:collapse;font-size:12px}td,th{border:1px solid #ddd;padding:3px 6px;text-align:left;vertical-align:top}pre{font-size:11px;background:#f6f6f6;padding:8px;overflow-x:auto;white-space:pre-wrap}.pass{color:#1a7f37;font-weight:bold}.fail{color:#cf222e;font-weight:bold}.muted{color:#666}svg{display:block;margin:8px 0}";
 
 /// The page for one run: `ops` are `out.history.operations()`, `windows`
@@ -400,7 +454,9 @@ pub fn render(scn: &Scenario, out: &RunOutput, report: &Report, ops: &[Operation
         h.push_str("<p class=\"muted\">This service charges no CPU or disk time to a capacity model.</p>");
     } else {
         h.push_str(&cpu_chart.svg());
+        h.push_str(&heatmap_svg("CPU utilisation per node (fraction of its cores)", &out.usage, |n| &n.cpu, secs, &bands));
         h.push_str(&disk_chart.svg());
+        h.push_str(&heatmap_svg("Disk utilisation per node (fraction of the second its device was busy)", &out.usage, |n| &n.disk, secs, &bands));
     }
     h.push_str("<h2>Checkers</h2>");
     if let Some(v) = &report.checks {

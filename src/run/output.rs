@@ -121,6 +121,20 @@ pub struct RoleUsage {
     /// Disk device utilisation per second, the busiest node's.
     #[serde(serialize_with = "series")]
     pub disk_max: Vec<f64>,
+    /// Each node of the role, per second (for `report.html`; reports keep
+    /// the role's lines only).
+    #[serde(skip)]
+    pub per_node: Vec<NodeUsage>,
+}
+
+/// How busy one node was, per second of the main phase.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct NodeUsage {
+    pub name: String,
+    /// Data-lane CPU utilisation (0 to 1 of its cores).
+    pub cpu: Vec<f64>,
+    /// Disk device utilisation (0 to 1 of the second).
+    pub disk: Vec<f64>,
 }
 
 /// A per-second series as one line of two-decimal values.

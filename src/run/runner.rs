@@ -296,8 +296,13 @@ fn role_usage(world: &World, from: SimTime, secs: usize) -> Vec<crate::run::outp
             let stats: Vec<sim::cpu::CpuStats> = nodes.iter().map(|&n| world.cpu(n).stats()).collect();
             let disks: Vec<sim::disk::Disk> = nodes.iter().map(|&n| world.disk(n)).collect();
             let mut u = crate::run::output::RoleUsage { role, nodes: nodes.len(), cores: stats.first().map_or(0, |s| s.cores), ..Default::default() };
+            u.per_node = nodes.iter().map(|&n| crate::run::output::NodeUsage { name: topo.node(n).name.clone(), ..Default::default() }).collect();
             for s in first..first + secs as u64 {
                 let per: Vec<f64> = stats.iter().map(|c| c.utilisation(s)).collect();
+                for (i, nu) in u.per_node.iter_mut().enumerate() {
+                    nu.cpu.push(r4(per[i]));
+                    nu.disk.push(r4(disks[i].busy_in_second(s) as f64 / 1e9));
+                }
                 u.cpu_mean.push(r4(per.iter().sum::<f64>() / per.len().max(1) as f64));
                 u.cpu_max.push(r4(per.iter().copied().fold(0.0, f64::max)));
                 u.disk_max.push(r4(disks.iter().map(|d| d.busy_in_second(s) as f64 / 1e9).fold(0.0, f64::max)));
