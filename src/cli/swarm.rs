@@ -25,6 +25,8 @@ use crate::scenario::Scenario;
 
 /// The most faults one draw holds.
 pub const SWARM_FAULTS_MAX: usize = 4;
+/// The shortest window of a drawn `disk-faults`.
+pub const DISK_FAULT_WINDOW_MIN_MS: u64 = 1_000;
 /// Attempts to place a fault that does not clash with those drawn before.
 pub const SWARM_PLACE_ATTEMPTS_MAX: usize = 32;
 /// The verbs a swarm draws from.
@@ -71,7 +73,9 @@ fn ms(v: u64) -> toml::Value {
 /// read from. Errors name what in the file cannot be swarmed.
 pub fn draw(text: &str, scn: &Scenario, seed: u64) -> Result<String, String> {
     let mut doc: toml::Table = text.parse().map_err(|e| format!("the scenario file does not parse again: {e}"))?;
-    let mut rng = sim::rng::stream(seed, "swarm");
+    // The scenario's name picks the stream: scenarios that share a topology
+    // and a duration, swept over one seed range, draw different mixes.
+    let mut rng = sim::rng::stream(seed, &format!("swarm {}", scn.name));
     let duration_ms = scn.duration.as_millis() as u64;
     if duration_ms < 2_000 {
         return Err(format!("a swarm needs a main phase of at least 2s to place faults in, not {}", sim::time::fmt_duration(scn.duration)));
@@ -98,7 +102,7 @@ pub fn draw(text: &str, scn: &Scenario, seed: u64) -> Result<String, String> {
             let verb = *pick(&mut rng, &verbs);
             let from_ms = rng.random_range(500..=duration_ms * 6 / 10);
             let len = rng.random_range(300..=(duration_ms * 3 / 10).clamp(301, 4_000));
-            let until_ms = (from_ms + len).min(duration_ms - 100);
+            let mut until_ms = (from_ms + len).min(duration_ms - 100);
             let mut f = toml::Table::new();
             f.insert("at".into(), ms(from_ms));
             f.insert("until".into(), ms(until_ms));
@@ -142,8 +146,14 @@ pub fn draw(text: &str, scn: &Scenario, seed: u64) -> Result<String, String> {
                     let (n, z) = pick(&mut rng, &able(verb)).clone();
                     f.insert("verb".into(), verb.into());
                     f.insert("target".into(), n.clone().into());
-                    f.insert("read_error_rate".into(), toml::Value::Float(rng.random_range(1..=20) as f64 / 100.0));
-                    f.insert("write_error_rate".into(), toml::Value::Float(rng.random_range(1..=20) as f64 / 100.0));
+                    // Rates fail operations only as the node does them: a
+                    // node that writes a few records a second needs a
+                    // window of a second or more and rates of a few percent
+                    // for the fault to fail any.
+                    until_ms = until_ms.max(from_ms + DISK_FAULT_WINDOW_MIN_MS).min(duration_ms - 100);
+                    f.insert("until".into(), ms(until_ms));
+                    f.insert("read_error_rate".into(), toml::Value::Float(rng.random_range(5..=25) as f64 / 100.0));
+                    f.insert("write_error_rate".into(), toml::Value::Float(rng.random_range(5..=25) as f64 / 100.0));
                     if rng.random_bool(0.5) {
                         f.insert("bitflip_read_rate".into(), toml::Value::Float(rng.random_range(1..=20) as f64 / 1000.0));
                     }
@@ -333,6 +343,15 @@ mod tests {
     }
 
     #[test]
+    fn scenarios_that_share_a_topology_draw_different_mixes_at_one_seed() {
+        let (a_text, a) = load("scenarios/table-zone-isolate.toml");
+        let (b_text, b) = load("scenarios/table-rolling-crashes.toml");
+        assert_eq!((a.duration, a.topology.nodes().len()), (b.duration, b.topology.nodes().len()), "the two share a shape");
+        let same = (0..50).filter(|&seed| faults_of(&draw(&a_text, &a, seed).unwrap()) == faults_of(&draw(&b_text, &b, seed).unwrap())).count();
+        assert!(same <= 2, "{same} of 50 seeds drew the same faults for both");
+    }
+
+    #[test]
     fn a_draw_spares_what_the_service_cannot_feel_and_hides_no_fault_behind_another() {
         let (text, scn) = load("scenarios/table-zone-isolate.toml");
         let (ktext, kscn) = load("scenarios/zone-crash.toml");
@@ -349,8 +368,14 @@ mod tests {
                 if v.starts_with("clock") {
                     assert!(!target.contains("-storage-") && !target.contains("-proxy-") && !target.contains("-manager-"), "seed {seed}: {v} on {target}");
                 }
+                if v == "cpu-slow" {
+                    assert!(!target.contains("-master-"), "seed {seed}: {v} on {target}");
+                }
                 if v == "disk-faults" {
-                    assert!(!target.contains("-proxy-") && !target.contains("-table-"), "seed {seed}: {v} on {target}");
+                    assert!(!target.contains("-proxy-") && !target.contains("-table-") && !target.contains("-master-"), "seed {seed}: {v} on {target}");
+                    let (at, until) = (ms_of(&f["at"]), ms_of(&f["until"]));
+                    assert!(until - at >= DISK_FAULT_WINDOW_MIN_MS || until == scn.duration.as_millis() as u64 - 100, "seed {seed}: a disk fault of {}ms", until - at);
+                    assert!(f["read_error_rate"].as_float().unwrap() >= 0.05);
                 }
                 verbs.insert(v);
             }

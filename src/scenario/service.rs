@@ -28,7 +28,8 @@ pub trait ServiceRules: Sync {
 
     /// (fault verb, role) pairs that cannot touch it (its nodes of the role
     /// read no clock, write no disk, run no CPU model; role `*`: every
-    /// role): a swarm does not draw them, since they could only be inert.
+    /// role), or touch only one node of the role that a draw cannot aim at:
+    /// a swarm does not draw them, since they would mostly be inert.
     fn untouched_by(&self) -> Vec<(&'static str, &'static str)> {
         Vec::new()
     }

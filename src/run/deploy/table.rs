@@ -58,7 +58,10 @@ impl ServiceRules for Table {
     /// disk; table servers keep their data in the stream layer, not on
     /// their own disks.
     fn untouched_by(&self) -> Vec<(&'static str, &'static str)> {
-        let own = [("clock-offset", PROXY_ROLE), ("clock-drift", PROXY_ROLE), ("disk-faults", PROXY_ROLE), ("disk-faults", TABLE_SERVER_ROLE)];
+        // Masters keep their state in the metadata store (no disk of their
+        // own), and only the acting one does CPU work: a slowed standby
+        // (two draws in three) has nothing to slow.
+        let own = [("clock-offset", PROXY_ROLE), ("clock-drift", PROXY_ROLE), ("disk-faults", PROXY_ROLE), ("disk-faults", TABLE_SERVER_ROLE), ("disk-faults", MASTER_ROLE), ("cpu-slow", MASTER_ROLE)];
         stream::LAYER_UNTOUCHED.iter().copied().chain(own).collect()
     }
 
