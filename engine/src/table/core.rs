@@ -51,8 +51,14 @@ pub const LOAD_MOVE_COOLDOWN: Duration = Duration::from_secs(60);
 /// server load are balanced.
 pub const LOAD_IMBALANCE_MIN: f64 = 0.25;
 /// A move for load must lower the busier server's load by at least this
-/// fraction of it.
+/// fraction of it, unless the two are far apart (`LOAD_GAP_WIDE`).
 pub const LOAD_GAIN_MIN: f64 = 0.1;
+/// When the gap between the busier server and the less busy one is at
+/// least this fraction of the busier one's load, the move that best evens
+/// them is made whatever it gains: a saturated server whose load is spread
+/// over more than ten even partitions has no single partition worth
+/// `LOAD_GAIN_MIN` of it, and would otherwise never shed one.
+pub const LOAD_GAP_WIDE: f64 = 0.5;
 /// Below this load (µs of CPU per second: 2% of a core) a server is idle
 /// enough that nothing moves for load.
 pub const LOAD_FLOOR: f64 = 20_000.0;
@@ -468,7 +474,7 @@ impl Core {
             .map(|p| (p.rate.min(gap - p.rate), p.info.pid))
             .max_by(|a, b| a.0.total_cmp(&b.0).then(b.1.cmp(&a.1)));
         if let Some((gain, pid)) = best {
-            if gain >= LOAD_GAIN_MIN * high {
+            if gain >= LOAD_GAIN_MIN * high || gap >= LOAD_GAP_WIDE * high {
                 self.last_load_move = Some(now);
                 self.start_move(pid, from, to, now, out);
             }
@@ -1284,7 +1290,7 @@ mod tests {
     }
 
     /// A move for load that would lower the busier server's load by less
-    /// than LOAD_GAIN_MIN of it is not made.
+    /// than LOAD_GAIN_MIN of it is not made (the two are not far apart).
     #[test]
     fn a_move_that_gains_less_than_load_gain_min_is_not_made() {
         let mut c = Core::new(cfg(), t(0));
@@ -1297,6 +1303,26 @@ mod tests {
             _ => 70_000,
         };
         assert_eq!(run_loaded(&mut c, 0, 30_000, &[(1, 0), (2, 1)], &rate), vec![]);
+    }
+
+    /// A saturated server whose load is spread over many even partitions,
+    /// far busier than another, sheds one at a time although no single
+    /// partition is worth LOAD_GAIN_MIN of it; a server as many partitions
+    /// only a little busier keeps them.
+    #[test]
+    fn a_server_of_many_even_partitions_far_busier_than_another_sheds_them() {
+        // Twelve partitions on each server (the counts are even): twelve of
+        // 80 ms on server 1 (960), twelve of 20 on server 2 (240). A move
+        // gains 80, a twelfth of server 1, but the gap is 75% of it.
+        let mut c = Core::new(cfg(), t(0));
+        c.step(t(0), Input::Map((1..=24).map(|i| part(i, Some(if i <= 12 { 1 } else { 2 }), 1)).collect()));
+        let moves = run_loaded(&mut c, 0, 6_000, &[(1, 0), (2, 1)], &|pid| if pid <= 12 { 80_000 } else { 20_000 });
+        assert!(!moves.is_empty() && moves.iter().all(|m| m.1 <= 12 && m.2 == NodeId(1) && m.3 == NodeId(2)), "{moves:?}");
+        // Twelve of 45 on server 2 (540): the gap is 44% of server 1, and
+        // the same move gains under LOAD_GAIN_MIN of it: nothing moves.
+        let mut c = Core::new(cfg(), t(0));
+        c.step(t(0), Input::Map((1..=24).map(|i| part(i, Some(if i <= 12 { 1 } else { 2 }), 1)).collect()));
+        assert_eq!(run_loaded(&mut c, 0, 6_000, &[(1, 0), (2, 1)], &|pid| if pid <= 12 { 80_000 } else { 45_000 }), vec![]);
     }
 
     /// Rebalancing gives to the zone with the fewest partitions first,

@@ -159,6 +159,17 @@ pub struct PartStore {
     observer: Option<TableObserver>,
 }
 
+/// What a write the engine refused to take (nothing written) answers. An
+/// engine that stopped (the partition was unloaded while the write waited
+/// for its locks, or its log failed) serves the partition no more: the
+/// proxy retries at the owner. Any other refusal is final.
+fn not_written(pid: PartitionId, e: crate::lsm::Error) -> TableError {
+    match e {
+        crate::lsm::Error::Stopped(_) => TableError::NotServingHere(pid),
+        e => TableError::Failed(format!("not written: {e}")),
+    }
+}
+
 fn internal(what: &str, e: impl std::fmt::Display) -> TableError {
     TableError::Failed(format!("{what}: {e}"))
 }
@@ -414,7 +425,7 @@ impl PartStore {
             }
         }
         let g = self.db.lock_writes().await;
-        let ticket = self.db.submit(&g, batch).await.map_err(|e| TableError::Failed(format!("not written: {e}")))?;
+        let ticket = self.db.submit(&g, batch).await.map_err(|e| not_written(pid, e))?;
         drop(g);
         // Handed over: the next write may decide on this one (it is
         // acknowledged only after it, the log being one order).
@@ -569,6 +580,17 @@ mod tests {
             assert!(s.broken());
             assert_eq!(s.apply(&info(PID), &put("k"), None).await, Err(TableError::NotServingHere(PID)));
         });
+    }
+
+    /// A write the engine refused before taking it was not written: an
+    /// engine that stopped (killed as the partition was unloaded while the
+    /// write waited for its locks, or fail-stopped) sends it to the owner
+    /// as not served here; any other refusal is final.
+    #[test]
+    fn a_write_refused_by_a_stopped_engine_is_not_served_here() {
+        assert_eq!(not_written(7, crate::lsm::Error::Stopped("engine killed".into())), TableError::NotServingHere(7));
+        let e = not_written(7, crate::lsm::Error::InvalidArgument("too big".into()));
+        assert!(matches!(e, TableError::Failed(m) if m.contains("not written") && m.contains("too big")));
     }
 
     /// A split or merge child keeps its parents' records in their order:
