@@ -207,6 +207,16 @@ fn second_of(ns: u64, start: u64, secs: usize) -> Option<usize> {
     (s < secs).then_some(s)
 }
 
+/// The seconds under a timeline of `w` from `x0`, at height `y`.
+fn seconds_labels(o: &mut String, x0: f64, w: f64, y: f64, secs: f64) {
+    let step = nice_step(secs, 10.0).max(1.0);
+    let mut s = 0.0;
+    while s <= secs {
+        let _ = write!(o, r##"<text x="{:.1}" y="{y:.1}" font-size="10" text-anchor="middle" fill="#444">{}s</text>"##, x0 + w * (s / secs), fmt_num(s));
+        s += step;
+    }
+}
+
 /// The partition-ownership timeline: a row per partition, a bar per
 /// serving interval coloured by server, a tick where a failover's new
 /// owner began.
@@ -269,13 +279,7 @@ fn ownership_svg(data: &engine::table::TableObserverData, topology: &sim::topolo
         let (lx, ly) = (ml + 130.0 * (i % 7) as f64, 22.0 + 10.0 * (i / 7) as f64);
         let _ = write!(o, r##"<rect x="{lx:.1}" y="{:.1}" width="10" height="8" fill="{}"/><text x="{:.1}" y="{ly:.1}" font-size="9" fill="#333">{}</text>"##, ly - 7.0, color(*s), lx + 13.0, esc(&topology.node(*s).name));
     }
-    let step = nice_step(secs_f, 10.0).max(1.0);
-    let mut s = 0.0;
-    while s <= secs_f {
-        let tx = ml + w * (s / secs_f);
-        let _ = write!(o, r##"<text x="{tx:.1}" y="{:.1}" font-size="10" text-anchor="middle" fill="#444">{}s</text>"##, mt + h + 16.0, fmt_num(s));
-        s += step;
-    }
+    seconds_labels(&mut o, ml, w, mt + h + 16.0, secs_f);
     if total > shown.len() {
         let _ = write!(o, r##"<text x="{ml}" y="{:.1}" font-size="10" fill="#a01818">{} more partitions not drawn</text>"##, mt + h + 28.0, total - shown.len());
     }
@@ -322,12 +326,7 @@ fn heatmap_svg(title: &str, usage: &[crate::run::output::RoleUsage], pick: fn(&c
         let (x0, x1) = (ml + w * (b.from / secs_f).clamp(0.0, 1.0), ml + w * (b.to / secs_f).clamp(0.0, 1.0));
         let _ = write!(o, r##"<rect class="band" x="{x0:.1}" y="{mt}" width="{:.1}" height="{h}" fill="none" stroke="#d62728" stroke-dasharray="3,2"><title>{}</title></rect>"##, (x1 - x0).max(1.0), esc(&b.label));
     }
-    let step = nice_step(secs_f, 10.0).max(1.0);
-    let mut s = 0.0;
-    while s <= secs_f {
-        let _ = write!(o, r##"<text x="{:.1}" y="{:.1}" font-size="10" text-anchor="middle" fill="#444">{}s</text>"##, ml + w * (s / secs_f), mt + h + 16.0, fmt_num(s));
-        s += step;
-    }
+    seconds_labels(&mut o, ml, w, mt + h + 16.0, secs_f);
     if total > nodes.len() {
         let _ = write!(o, r##"<text x="{ml}" y="{:.1}" font-size="10" fill="#a01818">{} more nodes not drawn</text>"##, mt + h + 28.0, total - nodes.len());
     }
@@ -400,22 +399,16 @@ pub fn render(scn: &Scenario, out: &RunOutput, report: &Report, ops: &[Operation
     };
     // Usage series count seconds from the main phase's start, as the charts do.
     let usage_secs = |v: &[f64]| -> Vec<Option<f64>> { v.iter().take(secs).map(|x| Some(*x)).collect() };
-    let cpu_chart = Chart {
-        title: "CPU utilisation per role (the busiest node of the role)".into(),
-        unit: "fraction of its cores",
+    let role_chart = |title: &str, unit: &'static str, pick: fn(&crate::run::output::RoleUsage) -> &[f64]| Chart {
+        title: title.into(),
+        unit,
         seconds: secs,
         scale: Scale::Linear { max: 1.0 },
-        series: out.usage.iter().enumerate().map(|(i, u)| Series { name: u.role.clone(), color: PALETTE[i % PALETTE.len()], points: usage_secs(&u.cpu_max) }).collect(),
+        series: out.usage.iter().enumerate().map(|(i, u)| Series { name: u.role.clone(), color: PALETTE[i % PALETTE.len()], points: usage_secs(pick(u)) }).collect(),
         bands: &bands,
     };
-    let disk_chart = Chart {
-        title: "Disk utilisation per role (the busiest node's device)".into(),
-        unit: "fraction of the second",
-        seconds: secs,
-        scale: Scale::Linear { max: 1.0 },
-        series: out.usage.iter().enumerate().map(|(i, u)| Series { name: u.role.clone(), color: PALETTE[i % PALETTE.len()], points: usage_secs(&u.disk_max) }).collect(),
-        bands: &bands,
-    };
+    let cpu_chart = role_chart("CPU utilisation per role (the busiest node of the role)", "fraction of its cores", |u| &u.cpu_max);
+    let disk_chart = role_chart("Disk utilisation per role (the busiest node's device)", "fraction of the second", |u| &u.disk_max);
 
     let mut h = String::new();
     h.push_str("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"/>");
