@@ -22,7 +22,7 @@ use engine::meta::service::{serve as serve_meta, ServiceConfig};
 use engine::stream::manager::serve_manager;
 use engine::stream::replica::serve_storage;
 use engine::table::client::TableClient;
-use engine::table::{master, proxy, server, DataMsg, FailoverCause, Op, OpResult, PartitionId, ReqId, ServingInterval, TableConfig, TableError, TableObserverData};
+use engine::table::{master, proxy, routing, server, DataMsg, FailoverCause, Op, OpResult, PartitionId, ReqId, ServingInterval, TableConfig, TableError, TableObserverData};
 use sim::disk::DiskConfig;
 use sim::fault::{Direction, Fault, ZoneMode};
 use sim::time::{self, SimTime};
@@ -1052,7 +1052,7 @@ fn a_proxy_cut_off_from_metadata_serves_known_instances_until_its_cache_is_too_o
             cl.world.apply(&Fault::Partition { a: proxies.clone(), b: metas.clone(), direction: Direction::Both }).unwrap();
             time::sleep(Duration::from_secs(1)).await;
             assert_eq!(get().await, Ok(None), "served from credentials past their ttl, within AUTH_STALE_MAX");
-            time::sleep(proxy::AUTH_STALE_MAX).await;
+            time::sleep(routing::AUTH_STALE_MAX).await;
             let r = get().await;
             assert!(matches!(&r, Err(TableError::Unavailable(m)) if m.starts_with("metadata")), "credentials older than AUTH_STALE_MAX are not trusted: {r:?}");
             cl.world.apply(&Fault::Heal { a: proxies, b: metas, direction: Direction::Both }).unwrap();

@@ -10,6 +10,9 @@
 //! - [`master`]: the master ([`master::serve`]), one per zone, one active.
 //! - [`proxy`]: the proxy ([`proxy::serve`]): authentication, validation,
 //!   routing through a cached partition map, read retries.
+//! - [`routing`]: the proxy's pure cores: when to reread the partition
+//!   map and metadata caches, where a scan goes on, what a server's answer
+//!   means for the request; unit-tested directly.
 //! - [`client`]: [`client::TableClient`], bound on a client node.
 //!
 //! **Start-up API** (what `src/runner.rs` calls):
@@ -90,6 +93,7 @@ pub mod core;
 pub mod master;
 pub mod part;
 pub mod proxy;
+pub mod routing;
 pub mod server;
 
 /// Tag of the data protocol (client, proxy, server); 1, 2, 50, 60 and 900
@@ -409,9 +413,6 @@ pub struct TableObserverData {
     pub dedupe_hits: u64,
     /// `NotServingHere` answers given by servers.
     pub not_serving: u64,
-    /// Requests refused because a table server's or proxy's CPU run queue
-    /// was full (answered `Busy` at once, no effect).
-    pub busy_refused: u64,
     /// Requests that reached a partition's data (for the auth story).
     pub data_requests: u64,
     /// (time, partition, load duration) of every partition load.

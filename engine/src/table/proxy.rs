@@ -8,16 +8,16 @@
 //! client retries it under the same request id). A refused request never
 //! reaches a server.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use sim::net::{Net, NetError};
-use sim::time::{self, SimTime};
+use sim::net::Net;
+use sim::time;
 use sim::world::NodeCtx;
 
 use super::*;
-use crate::meta::service::MetaClient;
+use super::routing::*;
+use crate::meta::service::{MetaClient, SCAN_LIMIT_MAX};
 
 /// Requests one proxy handles at once.
 pub const INFLIGHT_MAX: usize = 4096;
@@ -25,30 +25,16 @@ pub const INFLIGHT_MAX: usize = 4096;
 pub const ATTEMPTS_MAX: u32 = 32;
 /// Partitions one scan may cross.
 pub const SCAN_PARTS_MAX: usize = 4096;
-/// Instances whose access keys one proxy caches.
-pub const AUTH_CACHE_MAX: usize = 1024;
-/// Oldest cached access key or table entry a proxy uses while the
-/// metadata store cannot be reached.
-pub const AUTH_STALE_MAX: std::time::Duration = std::time::Duration::from_secs(30);
-/// Least time between two map refreshes.
-pub const MAP_REFRESH_MIN: std::time::Duration = std::time::Duration::from_millis(20);
-
-/// Metadata key -> (value stored, fetched at).
-type MetaCache = Mutex<BTreeMap<String, (Option<Vec<u8>>, SimTime)>>;
 
 struct Proxy {
     cfg: TableConfig,
     net: Net<DataMsg>,
     meta: tokio::sync::Mutex<MetaClient>,
-    /// instance key -> (stored access key, fetched at)
-    auth: MetaCache,
-    /// table key -> (stored entry, fetched at)
-    tables: MetaCache,
-    /// The cached partition map, sorted by (instance, table, start), and
-    /// when it was fetched.
-    map: Mutex<(Vec<PartitionInfo>, Option<SimTime>)>,
-    /// When each partition's entry was last read on its own.
-    entry_fetched: Mutex<BTreeMap<PartitionId, SimTime>>,
+    /// instance key -> stored access key
+    auth: Mutex<TtlCache>,
+    /// table key -> stored table entry
+    tables: Mutex<TtlCache>,
+    map: Mutex<MapCache>,
     inflight: AtomicUsize,
 }
 
@@ -65,7 +51,8 @@ async fn run(ctx: NodeCtx, cfg: TableConfig) {
     let mut meta_cfg = cfg.meta();
     meta_cfg.op_deadline = meta_cfg.op_deadline.min(cfg.proxy_budget / 2);
     let meta = MetaClient::bind(&ctx, meta_cfg).await;
-    let p = Arc::new(Proxy { cfg, net, meta: tokio::sync::Mutex::new(meta), auth: Mutex::default(), tables: Mutex::default(), map: Mutex::new((Vec::new(), None)), entry_fetched: Mutex::default(), inflight: AtomicUsize::new(0) });
+    let map_ttl = cfg.map_ttl;
+    let p = Arc::new(Proxy { cfg, net, meta: tokio::sync::Mutex::new(meta), auth: Mutex::default(), tables: Mutex::default(), map: Mutex::new(MapCache::new(map_ttl, SCAN_LIMIT_MAX)), inflight: AtomicUsize::new(0) });
     let cpu = ctx.cpu();
     while let Some(m) = inbox.recv().await {
         let Some(req) = m.request else { continue };
@@ -78,7 +65,6 @@ async fn run(ctx: NodeCtx, cfg: TableConfig) {
         let end = match cpu.reserve(cost) {
             Ok(end) => end,
             Err(b) => {
-                p.cfg.observer.with(|o| o.busy_refused += 1);
                 p.net.reply(m.from, req, DataMsg::Response(Err(TableError::busy("proxy cpu", b, cost)))).await;
                 continue;
             }
@@ -157,27 +143,18 @@ impl Proxy {
     /// metadata store cannot be reached, a cached value up to
     /// [`AUTH_STALE_MAX`] old is used (a proxy cut off from the metadata
     /// store keeps serving the instances it knows).
-    async fn cached_get(&self, cache: &MetaCache, key: String) -> Result<Option<Vec<u8>>, TableError> {
+    async fn cached_get(&self, cache: &Mutex<TtlCache>, key: String) -> Result<Cached, TableError> {
         let now = time::now();
-        let cached = cache.lock().expect("cache lock").get(&key).cloned();
-        if let Some((v, t)) = &cached {
-            if now.saturating_sub(*t) < self.cfg.auth_ttl {
-                return Ok(v.clone());
-            }
-        }
+        let fallback = match cache.lock().expect("cache lock").lookup(&key, now, self.cfg.auth_ttl) {
+            Lookup::Fresh(v) => return Ok(v),
+            Lookup::Read { fallback } => fallback,
+        };
         match self.meta.lock().await.get(&key).await {
             Ok(v) => {
-                let mut c = cache.lock().expect("cache lock");
-                if c.len() >= AUTH_CACHE_MAX {
-                    c.clear();
-                }
-                c.insert(key, (v.clone(), now));
+                cache.lock().expect("cache lock").insert(key, v.clone(), now);
                 Ok(v)
             }
-            Err(e) => match cached {
-                Some((v, t)) if now.saturating_sub(t) < AUTH_STALE_MAX => Ok(v),
-                _ => Err(TableError::Unavailable(format!("metadata: {e}"))),
-            },
+            Err(e) => fallback.ok_or_else(|| TableError::Unavailable(format!("metadata: {e}"))),
         }
     }
 
@@ -219,9 +196,9 @@ impl Proxy {
                     match self.route(instance, part, None, deadline).await? {
                         OpResult::Rows { rows: got, partial_end } => {
                             rows.extend(got);
-                            match partial_end {
-                                Some(e) if (rows.len() as u32) < limit => from = e,
-                                _ => return Ok(OpResult::Rows { rows, partial_end: None }),
+                            match scan_next(rows.len(), limit, partial_end) {
+                                Some(e) => from = e,
+                                None => return Ok(OpResult::Rows { rows, partial_end: None }),
                             }
                         }
                         _ => return Err(TableError::Failed("unexpected answer to a scan".into())),
@@ -234,74 +211,39 @@ impl Proxy {
     }
 
     /// The partition holding `key`, from the cached map. `stale` names the
-    /// partition whose entry was found out of date (its entry alone is read
-    /// again; a partition gone from the map, split or merged, makes the
-    /// whole map be read), `force` asks for the whole map.
-    async fn partition_for(&self, instance: &str, table: &str, key: &str, force: bool, stale_pid: Option<PartitionId>) -> Result<PartitionInfo, TableError> {
+    /// partition whose entry was found out of date, `force` asks for the
+    /// whole map (see [`MapCache`] for what is read when).
+    async fn partition_for(&self, instance: &str, table: &str, key: &str, force: bool, stale: Option<PartitionId>) -> Result<PartitionInfo, TableError> {
         let now = time::now();
         let mut force = force;
-        // A map of one scan page is read whole again (one read); a larger
-        // one only the stale entry, at most once per MAP_REFRESH_MIN:
-        // requests that found it stale together share one read (the proxy
-        // has one metadata session).
-        let small = self.map.lock().expect("map lock").0.len() < crate::meta::service::SCAN_LIMIT_MAX;
-        if small && stale_pid.is_some() {
-            force = true;
-        }
-        let stale_pid = stale_pid.filter(|_| !small);
-        let fresh = |t: Option<SimTime>| t.is_some_and(|t| now.saturating_sub(t) < MAP_REFRESH_MIN);
-        if let Some(pid) = stale_pid.filter(|pid| !fresh(self.entry_fetched.lock().expect("fetched lock").get(pid).copied())) {
-            let mut meta = self.meta.lock().await;
-            if !fresh(self.entry_fetched.lock().expect("fetched lock").get(&pid).copied()) {
-                let got = meta.get(&part_key(pid)).await;
-                let mut fetched = self.entry_fetched.lock().expect("fetched lock");
-                if fetched.len() >= PARTITIONS_MAX {
-                    fetched.clear();
-                }
-                fetched.insert(pid, time::now());
-                drop(fetched);
-                match got {
-                    Ok(Some(b)) => {
-                        if let Some(info) = decode::<PartitionInfo>(&b) {
-                            let mut m = self.map.lock().expect("map lock");
-                            if let Some(e) = m.0.iter_mut().find(|p| p.pid == pid) {
-                                *e = info;
-                            }
-                        }
+        let reread = self.map.lock().expect("map lock").reread(stale, now);
+        match reread {
+            Reread::Nothing => {}
+            Reread::Whole => force = true,
+            Reread::Entry(pid) => {
+                let mut meta = self.meta.lock().await;
+                // Another request may have read it while this one waited
+                // for the proxy's one metadata session.
+                if self.map.lock().expect("map lock").entry_due(pid, now) {
+                    let got = meta.get(&part_key(pid)).await.ok().map(|v| v.and_then(|b| decode::<PartitionInfo>(&b)));
+                    if self.map.lock().expect("map lock").entry_read(pid, got, time::now()) {
+                        force = true;
                     }
-                    Ok(None) => force = true,
-                    Err(_) => {}
                 }
             }
         }
-        let stale = {
-            let m = self.map.lock().expect("map lock");
-            match m.1 {
-                None => true,
-                Some(t) => now.saturating_sub(t) >= self.cfg.map_ttl || (force && now.saturating_sub(t) >= MAP_REFRESH_MIN),
-            }
-        };
-        if stale {
+        if self.map.lock().expect("map lock").whole_due(force, now) {
             let mut meta = self.meta.lock().await;
-            // One refresh at a time: requests that waited for the session
-            // while another refreshed use its map.
-            let fetched = self.map.lock().expect("map lock").1;
-            if fetched.is_none_or(|t| t < now) {
-                if let Ok(mut parts) = read_map(&mut meta).await {
-                    // Sorted for the binary search below; one table's ranges
-                    // never overlap in one map (a map read is one snapshot).
-                    parts.sort_by(|a, b| (&a.instance, &a.table, &a.start).cmp(&(&b.instance, &b.table, &b.start)));
-                    *self.map.lock().expect("map lock") = (parts, Some(time::now()));
+            if self.map.lock().expect("map lock").whole_due(force, now) {
+                if let Ok(parts) = read_map(&mut meta).await {
+                    self.map.lock().expect("map lock").install(parts, time::now());
                 }
             }
         }
-        let m = self.map.lock().expect("map lock");
-        // The last partition of the table starting at or before `key`.
-        let after = m.0.partition_point(|p| (p.instance.as_str(), p.table.as_str(), p.start.as_str()) <= (instance, table, key));
-        after
-            .checked_sub(1)
-            .map(|i| &m.0[i])
-            .filter(|p| p.instance == instance && p.table == table && p.contains(key))
+        self.map
+            .lock()
+            .expect("map lock")
+            .find(instance, table, key)
             .cloned()
             .ok_or_else(|| TableError::Unavailable(format!("no partition holds {key:?}")))
     }
@@ -331,23 +273,14 @@ impl Proxy {
             };
             force = false;
             let r = self.net.call(owner, DataMsg::Partition { pid: p.pid, op: op.clone(), rid }, self.cfg.call_timeout).await;
-            match r {
-                Ok(DataMsg::Response(Ok(v))) => return Ok(v),
-                Ok(DataMsg::Response(Err(TableError::NotServingHere(pid)))) => {
-                    last = TableError::Unavailable(format!("partition {pid} not served by {}", owner.0));
+            match after_answer(op.is_write(), owner, r) {
+                Step::Done(r) => return r,
+                Step::Retry { error, backoff } => {
+                    last = error;
                     stale = Some(p.pid);
-                    time::sleep(self.cfg.retry_backoff).await;
-                }
-                Ok(DataMsg::Response(Err(TableError::Unknown(e)))) if !op.is_write() => {
-                    last = TableError::Unavailable(e);
-                    stale = Some(p.pid);
-                }
-                Ok(DataMsg::Response(Err(e))) => return Err(e),
-                Ok(_) => return Err(TableError::Failed("unexpected message from a server".into())),
-                Err(NetError::Timeout) if op.is_write() => return Err(TableError::Unknown(format!("server {} did not answer", owner.0))),
-                Err(_) => {
-                    last = TableError::Unavailable(format!("server {} did not answer", owner.0));
-                    stale = Some(p.pid);
+                    if backoff {
+                        time::sleep(self.cfg.retry_backoff).await;
+                    }
                 }
             }
         }

@@ -120,7 +120,6 @@ async fn run(ctx: NodeCtx, cfg: TableConfig) {
                 end
             }
             Err(b) => {
-                s.cfg.observer.with(|o| o.busy_refused += 1);
                 data.reply(m.from, req, DataMsg::Response(Err(TableError::busy("table server cpu", b, cost)))).await;
                 continue;
             }
