@@ -786,4 +786,377 @@ mod tests {
         assert_eq!(unhex("zz"), None);
         assert_eq!(unhex("abc"), None);
     }
+
+    #[test]
+    fn the_pings_of_a_group_cost_control_time_each() {
+        const MS: Duration = Duration::from_millis(1);
+        let tune = |c: &mut StreamConfig| {
+            c.costs.storage_append = 40 * MS;
+            c.costs.control = 10 * MS;
+        };
+        with_nodes(tune, |n| async move {
+            let busy = n.spawn(0, append_msg("x", 0, b"abc"));
+            sim::time::sleep(MS).await;
+            let pings: Vec<_> = (0..3).map(|_| n.spawn(0, StreamMsg::Ping)).collect();
+            let (_, a_at) = busy.await.expect("append");
+            for p in pings {
+                let (pong, at) = p.await.expect("ping");
+                assert!(matches!(pong, Some(StreamMsg::Pong { .. })));
+                let after = at.saturating_sub(a_at);
+                assert!(after >= 30 * MS && after < 40 * MS, "three pings in one group cost 3 x 10 ms: answered {after:?} after the append");
+            }
+        });
+    }
+
+    #[test]
+    fn a_group_takes_at_most_group_max_messages() {
+        const MS: Duration = Duration::from_millis(1);
+        let tune = |c: &mut StreamConfig| {
+            c.costs.storage_append = 40 * MS;
+            c.costs.control = MS;
+        };
+        with_nodes(tune, |n| async move {
+            let busy = n.spawn(0, append_msg("x", 0, b"abc"));
+            sim::time::sleep(MS).await;
+            let pings: Vec<_> = (0..GROUP_MAX + 1).map(|_| n.spawn(0, StreamMsg::Ping)).collect();
+            let (_, a_at) = busy.await.expect("append");
+            let mut after = Vec::new();
+            for p in pings {
+                let (pong, at) = p.await.expect("ping");
+                assert!(matches!(pong, Some(StreamMsg::Pong { .. })));
+                after.push(at.saturating_sub(a_at));
+            }
+            after.sort();
+            // GROUP_MAX pings form one group, answered after GROUP_MAX ms of
+            // control work; the last forms the next group, one ms later.
+            let first_group = after.iter().filter(|&&d| d < (GROUP_MAX as u32 + 1) * MS).count();
+            assert_eq!(first_group, GROUP_MAX, "pongs answered {:?} to {:?} after the append", after[0], after[GROUP_MAX]);
+            assert!(after[0] >= GROUP_MAX as u32 * MS);
+        });
+    }
+
+    fn append_msg(extent: &str, offset: u64, data: &[u8]) -> StreamMsg {
+        StreamMsg::Append { extent: extent.into(), epoch: 1, offset, data: data.to_vec(), crc: crc32fast::hash(data), commit_len: 0 }
+    }
+
+    #[test]
+    fn appends_beyond_the_end_wait_for_the_gap_up_to_the_reorder_limit() {
+        with_nodes(|_| {}, |n| async move {
+            let later = n.spawn(0, append_msg("x", 6, b"ghi"));
+            let next = n.spawn(0, append_msg("x", 3, b"def"));
+            sim::time::sleep(Duration::from_millis(5)).await;
+            assert_eq!(appended(&n.append(0, "x", 1, 0, b"abc").await), Some(9), "the gap filled, the waiting appends are written in its group");
+            assert_eq!(appended(&next.await.expect("task").0.expect("answered")), Some(9));
+            assert_eq!(appended(&later.await.expect("task").0.expect("answered")), Some(9));
+            assert_eq!(data(&n.read(0, "x", 0, 9, Some(9)).await), b"abcdefghi");
+            // REORDER_MAX appends wait; one more is refused at once.
+            let held: Vec<_> = (0..REORDER_MAX as u64).map(|i| n.spawn(0, append_msg("y", 10 + i, b"h"))).collect();
+            sim::time::sleep(Duration::from_millis(5)).await;
+            assert_eq!(err(&n.append(0, "y", 1, 500, b"z").await), Some(ReplicaError::Busy), "the reorder buffer is full");
+            let end = 10 + REORDER_MAX as u64;
+            assert_eq!(appended(&n.append(0, "y", 1, 0, b"0123456789").await), Some(end));
+            for h in held {
+                assert_eq!(appended(&h.await.expect("task").0.expect("answered")), Some(end));
+            }
+            let mut want = b"0123456789".to_vec();
+            want.extend(std::iter::repeat_n(b'h', REORDER_MAX));
+            assert_eq!(data(&n.read(0, "y", 0, end, Some(end)).await), want, "records of one byte read back");
+            assert_eq!(data(&n.read(0, "y", end - 1, 1, Some(end)).await), b"h");
+        });
+    }
+
+    #[test]
+    fn a_short_replica_is_copied_whole_a_whole_one_is_not_copied_and_a_short_source_is_refused() {
+        with_nodes(|_| {}, |n| async move {
+            let rec = |i: u8| vec![i; 1000];
+            let mut all = Vec::new();
+            for i in 0..4u8 {
+                assert!(appended(&n.append(1, "x", 1, all.len() as u64, &rec(i)).await).is_some());
+                all.extend_from_slice(&rec(i));
+            }
+            assert!(matches!(n.call(1, StreamMsg::Seal { extent: "x".into(), epoch: 2 }).await, StreamMsg::SealedAt { len: 4000, .. }));
+            // Node 0 holds the first record only.
+            assert_eq!(appended(&n.append(0, "x", 1, 0, &rec(0)).await), Some(1000));
+            let repair = || StreamMsg::Repair { extent: "x".into(), len: 4000, sources: vec![n.storage[1]] };
+            assert!(matches!(n.call(0, repair()).await, StreamMsg::Done));
+            assert_eq!(n.observer.snapshot().repairs, 1, "replacing a held copy counts as a repair");
+            assert!(data(&n.read(0, "x", 0, 4000, Some(4000)).await) == all);
+            assert!(matches!(n.call(0, repair()).await, StreamMsg::Done));
+            assert_eq!(n.observer.snapshot().repairs, 1, "a whole replica is not copied again");
+            // A source holding fewer bytes than the sealed length is no source.
+            assert_eq!(appended(&n.append(1, "s", 1, 0, b"abc").await), Some(3));
+            assert!(matches!(n.call(1, StreamMsg::Seal { extent: "s".into(), epoch: 2 }).await, StreamMsg::SealedAt { len: 3, .. }));
+            assert_eq!(err(&n.call(0, StreamMsg::Repair { extent: "s".into(), len: 10, sources: vec![n.storage[1]] }).await), Some(ReplicaError::Busy));
+        });
+    }
+
+    #[test]
+    fn a_replica_under_its_first_repair_has_nothing_to_read() {
+        let tune = |c: &mut StreamConfig| c.costs.storage_read = Duration::from_millis(30);
+        with_nodes(tune, |n| async move {
+            let chunk = vec![5u8; READ_BYTES_MAX as usize];
+            for i in 0..3u64 {
+                assert!(appended(&n.append(1, "x", 1, i * READ_BYTES_MAX, &chunk).await).is_some());
+            }
+            let len = 3 * READ_BYTES_MAX;
+            assert!(matches!(n.call(1, StreamMsg::Seal { extent: "x".into(), epoch: 2 }).await, StreamMsg::SealedAt { .. }));
+            let repair = n.spawn(0, StreamMsg::Repair { extent: "x".into(), len, sources: vec![n.storage[1]] });
+            sim::time::sleep(Duration::from_millis(10)).await;
+            assert_eq!(err(&n.read(0, "x", 0, 10, None).await), Some(ReplicaError::NotFound), "three 30 ms reads of the source are under way");
+            assert!(matches!(repair.await.expect("task").0, Some(StreamMsg::Done)));
+            assert_eq!(data(&n.read(0, "x", len - 4, 10, None).await), vec![5u8; 4]);
+        });
+    }
+
+    /// Two storage nodes (each running [`serve_storage`]) and a driver node
+    /// in one zone: `story` runs on the driver with its own endpoint and
+    /// talks to the nodes in the stream protocol's own messages.
+    struct Nodes {
+        net: Net<StreamMsg>,
+        _inbox: Inbox<StreamMsg>,
+        storage: Vec<NodeId>,
+        disks: Vec<Disk>,
+        observer: super::super::StreamObserver,
+    }
+
+    impl Nodes {
+        async fn call(&self, node: usize, msg: StreamMsg) -> StreamMsg {
+            self.net.call(self.storage[node], msg, Duration::from_secs(5)).await.expect("the storage node answers")
+        }
+        async fn append(&self, node: usize, extent: &str, epoch: u64, offset: u64, data: &[u8]) -> StreamMsg {
+            let msg = StreamMsg::Append { extent: extent.into(), epoch, offset, data: data.to_vec(), crc: crc32fast::hash(data), commit_len: 0 };
+            self.call(node, msg).await
+        }
+        async fn read(&self, node: usize, extent: &str, offset: u64, len: u64, limit: Option<u64>) -> StreamMsg {
+            self.call(node, StreamMsg::Read { extent: extent.into(), offset, len, limit }).await
+        }
+        /// Sends `msg` to node `node` from a task of its own; the handle
+        /// gives the answer (`None` if none came within 5 s) and its time.
+        fn spawn(&self, node: usize, msg: StreamMsg) -> madsim::task::JoinHandle<(Option<StreamMsg>, sim::SimTime)> {
+            let (net, to) = (self.net.clone(), self.storage[node]);
+            madsim::task::spawn(async move {
+                let r = net.call(to, msg, Duration::from_secs(5)).await.ok();
+                (r, sim::time::now())
+            })
+        }
+        async fn suspect(&self, node: usize) -> Vec<ExtentId> {
+            match self.call(node, StreamMsg::Ping).await {
+                StreamMsg::Pong { suspect } => suspect,
+                other => panic!("a ping answered {other:?}"),
+            }
+        }
+    }
+
+    fn appended(m: &StreamMsg) -> Option<u64> {
+        match m {
+            StreamMsg::Appended { len } => Some(*len),
+            _ => None,
+        }
+    }
+
+    fn err(m: &StreamMsg) -> Option<ReplicaError> {
+        match m {
+            StreamMsg::Err(e) => Some(e.clone()),
+            _ => None,
+        }
+    }
+
+    fn data(m: &StreamMsg) -> Vec<u8> {
+        match m {
+            StreamMsg::Data { data, crc } => {
+                assert_eq!(crc32fast::hash(data), *crc);
+                data.clone()
+            }
+            other => panic!("a read answered {other:?}"),
+        }
+    }
+
+    fn with_nodes<F: Future<Output = ()> + Send + 'static>(tune: impl FnOnce(&mut StreamConfig) + Send + 'static, story: impl FnOnce(Nodes) -> F + Send + 'static) {
+        #[allow(clippy::disallowed_methods)] // the harness's runtime thread, outside the simulation
+        let h = std::thread::spawn(move || {
+            madsim::runtime::Runtime::with_seed_and_config(1, madsim::Config::default()).block_on(async move {
+                let link = LinkParams { latency: Duration::from_micros(100), jitter: Duration::ZERO, loss: 0.0 };
+                let mut topo = Topology::new(&["az1".into()], link, link);
+                let storage = vec![topo.add_node(ZoneId(0), "storage"), topo.add_node(ZoneId(0), "storage")];
+                let driver = topo.add_node(ZoneId(0), "driver");
+                let world = World::new(1, topo, DiskConfig::default(), false);
+                let mut cfg = StreamConfig::new(Vec::new(), storage.clone());
+                tune(&mut cfg);
+                for &s in &storage {
+                    let c = cfg.clone();
+                    world.start_node(s, move |ctx| serve_storage(ctx, c.clone()));
+                }
+                let disks = storage.iter().map(|&s| world.disk(s)).collect();
+                let story = std::sync::Mutex::new(Some((story, storage, disks, cfg.observer.clone())));
+                let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let d2 = done.clone();
+                world.start_node(driver, move |ctx| {
+                    let taken = story.lock().expect("story lock").take();
+                    let done = d2.clone();
+                    async move {
+                        let Some((story, storage, disks, observer)) = taken else { return };
+                        let (net, inbox) = Net::bind(&ctx).await;
+                        story(Nodes { net, _inbox: inbox, storage, disks, observer }).await;
+                        done.store(true, std::sync::atomic::Ordering::SeqCst);
+                    }
+                });
+                while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                    sim::time::sleep(Duration::from_millis(5)).await;
+                }
+            })
+        });
+        if let Err(p) = h.join() {
+            std::panic::resume_unwind(p);
+        }
+    }
+
+    #[test]
+    fn a_retried_append_is_acknowledged_again_and_other_bytes_at_a_written_offset_conflict() {
+        with_nodes(|_| {}, |n| async move {
+            assert_eq!(appended(&n.append(0, "x", 1, 0, b"abc").await), Some(3));
+            assert_eq!(appended(&n.append(0, "x", 1, 0, b"abc").await), Some(3), "the same bytes again: acknowledged again");
+            assert_eq!(err(&n.append(0, "x", 1, 0, b"xyz").await), Some(ReplicaError::Conflict), "other bytes, same length");
+            assert_eq!(err(&n.append(0, "x", 1, 0, b"ab").await), Some(ReplicaError::Conflict), "a shorter record at the same offset");
+            assert_eq!(err(&n.append(0, "x", 1, 1, b"bcde").await), Some(ReplicaError::Conflict), "overlapping the written end");
+            assert_eq!(appended(&n.append(0, "x", 1, 3, b"def").await), Some(6));
+            assert_eq!(data(&n.read(0, "x", 0, 100, Some(6)).await), b"abcdef");
+            // Malformed appends are refused and write nothing.
+            let bad = |data: Vec<u8>, crc: u32| StreamMsg::Append { extent: "x".into(), epoch: 1, offset: 6, data, crc, commit_len: 0 };
+            assert_eq!(err(&n.call(0, bad(b"ghi".to_vec(), 7)).await), Some(ReplicaError::BadRequest), "a wrong checksum");
+            assert_eq!(err(&n.call(0, bad(Vec::new(), crc32fast::hash(b""))).await), Some(ReplicaError::BadRequest), "no bytes");
+            let big = vec![7u8; RECORD_DATA_MAX as usize + 1];
+            let crc = crc32fast::hash(&big);
+            assert_eq!(err(&n.call(0, bad(big, crc)).await), Some(ReplicaError::BadRequest), "a record over RECORD_DATA_MAX");
+            assert_eq!(appended(&n.append(0, "x", 1, 6, b"g").await), Some(7), "nothing was written at 6");
+            let most = vec![8u8; RECORD_DATA_MAX as usize];
+            assert_eq!(appended(&n.append(0, "x", 1, 7, &most).await), Some(7 + u64::from(RECORD_DATA_MAX)), "a record of RECORD_DATA_MAX is allowed");
+        });
+    }
+
+    #[test]
+    fn a_seal_fences_older_epochs_and_answers_the_durable_length() {
+        with_nodes(|_| {}, |n| async move {
+            assert_eq!(appended(&n.append(0, "x", 2, 0, b"abc").await), Some(3));
+            assert!(matches!(n.call(0, StreamMsg::Seal { extent: "x".into(), epoch: 5 }).await, StreamMsg::SealedAt { len: 3, intact: true }));
+            assert_eq!(err(&n.call(0, StreamMsg::Seal { extent: "x".into(), epoch: 3 }).await), Some(ReplicaError::Fenced { fence: 5 }), "an older epoch's seal");
+            assert!(matches!(n.call(0, StreamMsg::Seal { extent: "x".into(), epoch: 5 }).await, StreamMsg::SealedAt { len: 3, .. }), "the same epoch's seal, retried");
+            assert_eq!(err(&n.append(0, "x", 4, 3, b"d").await), Some(ReplicaError::Fenced { fence: 5 }));
+            assert_eq!(err(&n.append(0, "x", 5, 3, b"d").await), Some(ReplicaError::Sealed { len: 3 }));
+        });
+    }
+
+    #[test]
+    fn a_removed_replica_leaves_no_file_and_no_data() {
+        with_nodes(|_| {}, |n| async move {
+            assert_eq!(appended(&n.append(0, "x", 1, 0, b"abc").await), Some(3));
+            assert!(n.disks[0].exists(&file_name("x")));
+            assert!(matches!(n.call(0, StreamMsg::Remove { extent: "x".into() }).await, StreamMsg::Done));
+            assert!(!n.disks[0].exists(&file_name("x")), "the file is removed");
+            assert_eq!(err(&n.read(0, "x", 0, 3, Some(3)).await), Some(ReplicaError::NotFound));
+            assert!(matches!(n.call(0, StreamMsg::Remove { extent: "x".into() }).await, StreamMsg::Done), "removing it again is no error");
+        });
+    }
+
+    #[test]
+    fn a_read_or_a_settled_length_beyond_a_replica_lists_it_short() {
+        with_nodes(|_| {}, |n| async move {
+            assert_eq!(appended(&n.append(0, "x", 1, 0, b"abc").await), Some(3));
+            assert_eq!(appended(&n.append(0, "y", 1, 0, b"abc").await), Some(3));
+            // Without a limit a read stops at what the writer said was
+            // acknowledged; with one, at the limit or the replica's end.
+            assert_eq!(data(&n.read(0, "x", 0, 10, None).await), b"", "nothing committed yet");
+            assert!(matches!(n.call(0, StreamMsg::Commit { extent: "x".into(), commit_len: 2 }).await, StreamMsg::Done));
+            assert_eq!(data(&n.read(0, "x", 0, 10, None).await), b"ab");
+            assert_eq!(data(&n.read(0, "x", 1, 10, Some(3)).await), b"bc");
+            assert_eq!(data(&n.read(0, "x", 0, 2, Some(3)).await), b"ab", "no more than asked");
+            assert!(n.suspect(0).await.is_empty());
+            assert_eq!(data(&n.read(0, "x", 0, 10, Some(5)).await), b"abc", "a reader that knows 5 bytes");
+            assert_eq!(n.suspect(0).await, vec!["x".to_string()], "the replica lists itself short");
+            assert!(matches!(n.call(0, StreamMsg::Settled { extent: "y".into(), len: 3 }).await, StreamMsg::Done));
+            assert_eq!(n.suspect(0).await, vec!["x".to_string()], "y holds its settled length");
+            assert!(matches!(n.call(0, StreamMsg::Settled { extent: "y".into(), len: 4 }).await, StreamMsg::Done));
+            assert_eq!(n.suspect(0).await, vec!["x".to_string(), "y".to_string()]);
+        });
+    }
+
+    #[test]
+    fn a_replica_told_of_an_extent_it_never_held_is_a_sealed_short_placeholder() {
+        with_nodes(|_| {}, |n| async move {
+            assert!(matches!(n.call(0, StreamMsg::Settled { extent: "z".into(), len: 5 }).await, StreamMsg::Done));
+            assert_eq!(n.suspect(0).await, vec!["z".to_string()]);
+            assert_eq!(data(&n.read(0, "z", 0, 10, None).await), b"", "it holds nothing yet");
+            assert_eq!(err(&n.append(0, "z", 1, 0, b"late").await), Some(ReplicaError::Sealed { len: 0 }), "the placeholder is sealed");
+            assert!(matches!(n.call(0, StreamMsg::Seal { extent: "z".into(), epoch: 2 }).await, StreamMsg::SealedAt { len: 0, .. }));
+            assert!(n.disks[0].exists(&file_name("z")), "its fence is written to the extent's own file");
+        });
+    }
+
+    #[test]
+    fn a_repair_copies_an_extent_of_many_read_chunks_and_a_failed_one_leaves_a_placeholder() {
+        with_nodes(|_| {}, |n| async move {
+            // Node 1 holds 6 records of 100 KiB (past two READ_BYTES_MAX).
+            let rec = |i: u8| (0..100 * 1024).map(|j| i.wrapping_mul(31).wrapping_add((j % 251) as u8)).collect::<Vec<u8>>();
+            let mut all = Vec::new();
+            for i in 0..6u8 {
+                let r = rec(i);
+                assert_eq!(appended(&n.append(1, "x", 1, all.len() as u64, &r).await), Some(all.len() as u64 + r.len() as u64));
+                all.extend_from_slice(&r);
+            }
+            let len = all.len() as u64;
+            assert!(len > 2 * READ_BYTES_MAX);
+            assert!(matches!(n.call(1, StreamMsg::Seal { extent: "x".into(), epoch: 2 }).await, StreamMsg::SealedAt { .. }));
+            assert!(matches!(n.call(0, StreamMsg::Repair { extent: "x".into(), len, sources: vec![n.storage[1]] }).await, StreamMsg::Done));
+            let mut got = Vec::new();
+            while (got.len() as u64) < len {
+                let d = data(&n.read(0, "x", got.len() as u64, READ_BYTES_MAX, Some(len)).await);
+                assert!(!d.is_empty(), "the copy ends at {} of {len}", got.len());
+                got.extend_from_slice(&d);
+            }
+            assert!(got == all, "the copy holds the source's bytes at their offsets");
+            assert_eq!(data(&n.read(0, "x", 300_000, 5, Some(len)).await), all[300_000..300_005].to_vec());
+            // A replica already whole answers at once.
+            assert!(matches!(n.call(0, StreamMsg::Repair { extent: "x".into(), len, sources: vec![n.storage[1]] }).await, StreamMsg::Done));
+            // A copy from a source without the extent fails; the placeholder
+            // left behind seals into the extent's own file.
+            assert_eq!(err(&n.call(0, StreamMsg::Repair { extent: "w".into(), len: 10, sources: vec![n.storage[1]] }).await), Some(ReplicaError::Busy));
+            assert!(matches!(n.call(0, StreamMsg::Seal { extent: "w".into(), epoch: 1 }).await, StreamMsg::SealedAt { len: 0, .. }));
+            assert!(n.disks[0].exists(&file_name("w")));
+        });
+    }
+
+    #[test]
+    fn a_groups_cpu_time_is_what_its_appends_and_reads_cost_and_pings_go_first() {
+        const MS: Duration = Duration::from_millis(1);
+        let tune = |c: &mut StreamConfig| {
+            c.costs.storage_append = 40 * MS;
+            c.costs.storage_read = 60 * MS;
+            c.costs.storage_kib = 10 * MS;
+        };
+        with_nodes(tune, |n| async move {
+            let t0 = sim::time::now();
+            assert_eq!(appended(&n.append(0, "x", 1, 0, &[1u8; 2048]).await), Some(2048));
+            let took = sim::time::now().saturating_sub(t0);
+            assert!(took >= 60 * MS, "an append of 2 KiB costs 40 ms + 2 x 10 ms: {took:?}");
+            assert!(matches!(n.call(0, StreamMsg::Commit { extent: "x".into(), commit_len: 2048 }).await, StreamMsg::Done));
+            let t0 = sim::time::now();
+            assert_eq!(data(&n.read(0, "x", 0, 4096, None).await).len(), 2048);
+            let took = sim::time::now().saturating_sub(t0);
+            assert!(took >= 100 * MS, "a read asking for 4 KiB costs 60 ms + 4 x 10 ms: {took:?}");
+            // While node 0 works on an append, a second append and a ping
+            // arrive: they form the next group, whose ping is answered
+            // before its append's CPU time.
+            let one = |offset: u64| append_msg("x", offset, &[2u8; 1024]);
+            let first = n.spawn(0, one(2048));
+            sim::time::sleep(MS).await;
+            let second = n.spawn(0, one(3072));
+            let ping = n.spawn(0, StreamMsg::Ping);
+            let (a, a_at) = first.await.expect("first");
+            let (b, b_at) = second.await.expect("second");
+            let (p, p_at) = ping.await.expect("ping");
+            assert_eq!((a.as_ref().and_then(appended), b.as_ref().and_then(appended)), (Some(3072), Some(4096)), "both appends of the group are written");
+            assert!(matches!(p, Some(StreamMsg::Pong { .. })));
+            assert!(p_at.saturating_sub(a_at) < 20 * MS, "the ping waits for the first group only: {:?} after it", p_at.saturating_sub(a_at));
+            assert!(b_at.saturating_sub(a_at) >= 50 * MS, "the second append pays its own CPU time");
+        });
+    }
 }
