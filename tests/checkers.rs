@@ -585,4 +585,13 @@ fn a_busy_refusal_is_an_answer_for_liveness() {
     assert_eq!(v.count("busy_after_bound"), Some(1));
     let down = [line(0, "invoke", "read", None), line(1, "fail", "read", Some("unavailable: no partition holds k"))].join("\n");
     assert_eq!(check_text(&down).liveness.verdict, F);
+    // A write left unknown by one unanswered attempt, then refused busy
+    // until its deadline, was answered; left unknown by an outage, it was not.
+    let write = |err: &str| [line(0, "invoke", "write", None), line(1, "info", "write", Some(err))].join("\n").replace("\"value\":null", "\"value\":\"v\"");
+    let v = check_text(&write("outcome unknown: no definite answer before the deadline (last: busy: table server cpu (retry after 102492 us))"));
+    assert_eq!(v.liveness.verdict, P, "{}", v.summary_lines().join("\n"));
+    assert_eq!(v.count("busy_after_bound"), Some(1));
+    let v = check_text(&write("outcome unknown: no definite answer before the deadline (last: unavailable: proxy 3 did not answer)"));
+    assert_eq!(v.liveness.verdict, F);
+    assert_eq!(v.count("info_after_bound"), Some(1));
 }

@@ -10,8 +10,13 @@
 //! open refused because another writer took the stream over (recorded
 //! `info` or `fail` with an error starting `fenced`), nor an operation the
 //! store refused for lack of capacity (`fail` with an error starting
-//! `busy`): a saturated store answers, it is not down. Those are counted
-//! (`busy_after_bound`); the load expectations judge capacity.
+//! `busy`): a saturated store answers, it is not down. Nor does a write
+//! whose outcome is unknown because one attempt went unanswered and every
+//! later one was refused for lack of capacity until its deadline (`info`
+//! with an error naming its last answer [`LAST_BUSY`]): it was answered,
+//! busy, and the retry that would have learnt its outcome never got in.
+//! Those are counted (`busy_after_bound`); the load expectations judge
+//! capacity.
 
 use super::verdict::{CheckerReport, Verdict};
 use crate::history::{Op, Operation, Outcome, Phase};
@@ -20,6 +25,9 @@ use crate::history::{Op, Operation, Outcome, Phase};
 pub const FENCED: &str = "fenced";
 /// The error text (prefix) of an operation refused for lack of capacity.
 pub const BUSY: &str = "busy";
+/// In the error of an operation whose outcome is unknown: its last
+/// attempt was refused for lack of capacity.
+pub const LAST_BUSY: &str = "(last: busy";
 
 pub fn check(all: &[Operation<'_>], heal_at_ns: Option<u64>, bound_ns: u64) -> CheckerReport {
     let deadline = heal_at_ns.map(|h| h.saturating_add(bound_ns));
@@ -46,7 +54,12 @@ pub fn check(all: &[Operation<'_>], heal_at_ns: Option<u64>, bound_ns: u64) -> C
         if fenced {
             continue;
         }
-        if o.outcome == Outcome::Fail && o.error.is_some_and(|e| e.starts_with(BUSY)) {
+        let refused = match o.outcome {
+            Outcome::Fail => o.error.is_some_and(|e| e.starts_with(BUSY)),
+            Outcome::Info => o.error.is_some_and(|e| e.contains(LAST_BUSY)),
+            _ => false,
+        };
+        if refused {
             busy += 1;
             continue;
         }
