@@ -256,6 +256,8 @@ mod tests {
     #[test]
     fn the_whole_map_is_read_first_then_after_its_ttl_or_when_forced_after_the_refresh_floor() {
         let mut m = MapCache::new(TTL, 2);
+        assert!(m.is_empty());
+        assert_eq!(m.len(), 0);
         assert!(m.whole_due(false, t(0)), "never read");
         assert!(m.find("i1", "t", "a").is_none());
         m.install(three(), t(100));
@@ -365,6 +367,7 @@ mod tests {
         c.insert("k".into(), Some(b"v".to_vec()), t(100));
         c.insert("gone".into(), None, t(100));
         assert_eq!(c.len(), 2);
+        assert!(!c.is_empty());
         assert_eq!(c.lookup("k", t(100) + (TTL - NS), TTL), Lookup::Fresh(Some(b"v".to_vec())));
         assert_eq!(c.lookup("gone", t(100), TTL), Lookup::Fresh(None), "an absent key is cached too");
         assert_eq!(c.lookup("k", t(100) + TTL, TTL), Lookup::Read { fallback: Some(Some(b"v".to_vec())) });
