@@ -678,21 +678,27 @@ mod tests {
     use std::future::Future;
     use std::time::Duration;
 
-    /// Runs `story` on the disk of a one-node world, in a simulated runtime.
-    fn on_disk<F: Future<Output = ()> + Send + 'static>(story: impl FnOnce(Disk) -> F + Send + 'static) {
+    /// Runs `story` in a simulated runtime, on a one-zone world whose nodes
+    /// `nodes` adds to the topology.
+    fn in_world<N: Send + 'static, F: Future<Output = ()> + 'static>(nodes: impl FnOnce(&mut Topology) -> N + Send + 'static, story: impl FnOnce(World, N) -> F + Send + 'static) {
         #[allow(clippy::disallowed_methods)] // the harness's runtime thread, outside the simulation
         let h = std::thread::spawn(move || {
             madsim::runtime::Runtime::with_seed_and_config(1, madsim::Config::default()).block_on(async move {
                 let link = LinkParams { latency: Duration::from_micros(100), jitter: Duration::ZERO, loss: 0.0 };
                 let mut topo = Topology::new(&["az1".into()], link, link);
-                let node = topo.add_node(ZoneId(0), "storage");
+                let added = nodes(&mut topo);
                 let world = World::new(1, topo, DiskConfig::default(), false);
-                story(world.disk(node)).await;
+                story(world, added).await;
             })
         });
         if let Err(p) = h.join() {
             std::panic::resume_unwind(p);
         }
+    }
+
+    /// Runs `story` on the disk of a one-node world, in a simulated runtime.
+    fn on_disk<F: Future<Output = ()> + Send + 'static>(story: impl FnOnce(Disk) -> F + Send + 'static) {
+        in_world(|topo| topo.add_node(ZoneId(0), "storage"), move |world, node| story(world.disk(node)));
     }
 
     async fn put(disk: &Disk, extent: &str, records: &[Vec<u8>]) -> String {
@@ -972,42 +978,32 @@ mod tests {
     }
 
     fn with_nodes<F: Future<Output = ()> + Send + 'static>(tune: impl FnOnce(&mut StreamConfig) + Send + 'static, story: impl FnOnce(Nodes) -> F + Send + 'static) {
-        #[allow(clippy::disallowed_methods)] // the harness's runtime thread, outside the simulation
-        let h = std::thread::spawn(move || {
-            madsim::runtime::Runtime::with_seed_and_config(1, madsim::Config::default()).block_on(async move {
-                let link = LinkParams { latency: Duration::from_micros(100), jitter: Duration::ZERO, loss: 0.0 };
-                let mut topo = Topology::new(&["az1".into()], link, link);
-                let storage = vec![topo.add_node(ZoneId(0), "storage"), topo.add_node(ZoneId(0), "storage")];
-                let driver = topo.add_node(ZoneId(0), "driver");
-                let world = World::new(1, topo, DiskConfig::default(), false);
-                let mut cfg = StreamConfig::new(Vec::new(), storage.clone());
-                tune(&mut cfg);
-                for &s in &storage {
-                    let c = cfg.clone();
-                    world.start_node(s, move |ctx| serve_storage(ctx, c.clone()));
+        let nodes = |topo: &mut Topology| (vec![topo.add_node(ZoneId(0), "storage"), topo.add_node(ZoneId(0), "storage")], topo.add_node(ZoneId(0), "driver"));
+        in_world(nodes, move |world, (storage, driver)| async move {
+            let mut cfg = StreamConfig::new(Vec::new(), storage.clone());
+            tune(&mut cfg);
+            for &s in &storage {
+                let c = cfg.clone();
+                world.start_node(s, move |ctx| serve_storage(ctx, c.clone()));
+            }
+            let disks = storage.iter().map(|&s| world.disk(s)).collect();
+            let story = std::sync::Mutex::new(Some((story, storage, disks, cfg.observer.clone())));
+            let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let d2 = done.clone();
+            world.start_node(driver, move |ctx| {
+                let taken = story.lock().expect("story lock").take();
+                let done = d2.clone();
+                async move {
+                    let Some((story, storage, disks, observer)) = taken else { return };
+                    let (net, inbox) = Net::bind(&ctx).await;
+                    story(Nodes { net, _inbox: inbox, storage, disks, observer }).await;
+                    done.store(true, std::sync::atomic::Ordering::SeqCst);
                 }
-                let disks = storage.iter().map(|&s| world.disk(s)).collect();
-                let story = std::sync::Mutex::new(Some((story, storage, disks, cfg.observer.clone())));
-                let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
-                let d2 = done.clone();
-                world.start_node(driver, move |ctx| {
-                    let taken = story.lock().expect("story lock").take();
-                    let done = d2.clone();
-                    async move {
-                        let Some((story, storage, disks, observer)) = taken else { return };
-                        let (net, inbox) = Net::bind(&ctx).await;
-                        story(Nodes { net, _inbox: inbox, storage, disks, observer }).await;
-                        done.store(true, std::sync::atomic::Ordering::SeqCst);
-                    }
-                });
-                while !done.load(std::sync::atomic::Ordering::SeqCst) {
-                    sim::time::sleep(Duration::from_millis(5)).await;
-                }
-            })
+            });
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                sim::time::sleep(Duration::from_millis(5)).await;
+            }
         });
-        if let Err(p) = h.join() {
-            std::panic::resume_unwind(p);
-        }
     }
 
     #[test]
