@@ -15,7 +15,7 @@ use engine::meta::service::serve;
 use engine::stream::client::{Namespace, StreamClient};
 use engine::stream::manager::{serve_manager, STANDBY_PINGS_PER_DEAD_AFTER};
 use engine::stream::replica::serve_storage;
-use engine::stream::{StreamConfig, StreamError};
+use engine::stream::{Admission, StreamConfig, StreamError};
 use sim::disk::{DiskConfig, DiskFaults};
 use sim::fault::{Direction, Fault, ZoneMode};
 use sim::time;
@@ -1067,4 +1067,69 @@ fn the_audit_has_rot_no_read_met_repaired_and_names_a_replica_that_stays_bad() {
             .await;
         });
     }
+}
+
+fn busy<T>(r: &Result<T, StreamError>) -> bool {
+    matches!(r, Err(StreamError::Busy(_)))
+}
+
+/// Opens namespace `ns` with file `log` holding the byte `x`.
+async fn one_byte_log(c: &StreamClient, ns: &str) -> Namespace {
+    let ns = c.open_namespace(ns).await.expect("open");
+    ns.create("log").await.expect("create");
+    ns.append("log", b"x").await.expect("first append");
+    ns
+}
+
+/// A client admits [`Admission::appends`] appends and [`Admission::meta`]
+/// opens and reads at once: one more is refused at once, busy, with no
+/// effect, and admitted again once the others were answered.
+#[test]
+fn a_client_refuses_at_once_what_it_cannot_admit_and_admits_again_when_work_is_done() {
+    run(1, move || async move {
+        let tune = |c: &mut StreamConfig| c.admission = Some(Admission { meta: 2, appends: 3 });
+        cluster(1, tune, move |cl| async move {
+            let (appends, again, reads, len) = cl
+                .agent("ctl-agent-0")
+                .run(|c| async move {
+                    let ns = one_byte_log(&c, "adm").await;
+                    let appends = engine::join::join_all((0..5).map(|_| ns.append("log", b"y")).collect()).await;
+                    let again = ns.append("log", b"z").await;
+                    let reads = engine::join::join_all((0..4).map(|_| c.read("adm", "log", 0, 1)).collect()).await;
+                    (appends, again, reads, ns.len("log"))
+                })
+                .await;
+            assert_eq!(appends.iter().filter(|r| r.is_ok()).count(), 3, "{appends:?}");
+            assert_eq!(appends.iter().filter(|r| busy(r)).count(), 2, "{appends:?}");
+            assert!(again.is_ok(), "admitted again once the others were answered: {again:?}");
+            assert_eq!(len, Some(5), "the refused appends wrote nothing: x, three y and z");
+            assert_eq!(reads.iter().filter(|r| busy(r)).count(), 2, "{reads:?}");
+            assert_eq!(reads.iter().filter(|r| r.as_deref().is_ok_and(|d| d == b"x")).count(), 2, "{reads:?}");
+            assert_eq!(cl.cfg.observer.snapshot().refused_busy, 4);
+        })
+        .await;
+    });
+}
+
+/// Without limits (the table service's own streams: its servers refuse
+/// excess work themselves) a client admits everything.
+#[test]
+fn a_client_without_admission_limits_admits_everything() {
+    run(1, move || async move {
+        cluster(1, |c| c.admission = None, move |cl| async move {
+            let (appends, reads) = cl
+                .agent("ctl-agent-0")
+                .run(|c| async move {
+                    let ns = one_byte_log(&c, "all").await;
+                    let appends = engine::join::join_all((0..600).map(|_| ns.append("log", b"y")).collect()).await;
+                    let reads = engine::join::join_all((0..100).map(|_| c.read("all", "log", 0, 1)).collect()).await;
+                    (appends, reads)
+                })
+                .await;
+            assert!(appends.iter().all(|r| r.is_ok()), "{:?}", appends.iter().find(|r| r.is_err()));
+            assert!(reads.iter().all(|r| r.is_ok()), "{:?}", reads.iter().find(|r| r.is_err()));
+            assert_eq!(cl.cfg.observer.snapshot().refused_busy, 0);
+        })
+        .await;
+    });
 }

@@ -83,6 +83,10 @@ pub struct StreamFigures {
     pub read_fallbacks: u64,
     /// Of those, the ones after the last fault healed.
     pub read_fallbacks_after_heal: u64,
+    /// Opens and reads a stream client refused at once, busy, having
+    /// had no effect: more were waiting for its metadata sessions than it
+    /// admits.
+    pub refused_busy: u64,
 }
 
 

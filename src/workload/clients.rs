@@ -141,6 +141,18 @@ impl Clients {
         self.processes.lock().expect("control").insert(process, (node, incarnation));
         (process, keys)
     }
+
+    /// The final reader's processes, `lanes` of them (the stream read-back
+    /// reads that many streams at once, one process each), and the streams.
+    async fn final_readers(&self, node: NodeId, incarnation: u64, lanes: u64) -> (Vec<u64>, Vec<String>) {
+        let (first, keys) = self.final_reader(node, incarnation).await;
+        let processes: Vec<u64> = (0..lanes).map(|k| first - k).collect();
+        let mut known = self.processes.lock().expect("control");
+        for &p in &processes {
+            known.insert(p, (node, incarnation));
+        }
+        (processes, keys)
+    }
 }
 
 /// Builds a process's spec from its process id (which depends on the
@@ -298,8 +310,8 @@ impl ClientNode {
             madsim::task::spawn(stream::run_process(ctx.world.clone(), client.clone(), self.history.clone(), spec, ends.clone(), self.clients.stream_progress.clone(), rng));
         }
         if self.plan.final_reader {
-            let (process, streams) = self.clients.final_reader(ctx.id, incarnation).await;
-            stream::final_reads(&ctx.world, &client, &self.history, process, streams, self.op_timeout).await;
+            let (processes, streams) = self.clients.final_readers(ctx.id, incarnation, stream::FINAL_LANES).await;
+            stream::final_reads(&ctx.world, &client, &self.history, &processes, streams, self.op_timeout).await;
             self.clients.final_done.store(true, Ordering::SeqCst);
         }
         std::future::pending::<()>().await;

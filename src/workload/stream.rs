@@ -17,13 +17,15 @@
 //! stall after a fault would measure the mix, not the stream layer. Appended values are unique and
 //! bracketed (`[p<process>.<n>....]`, `value_size` bytes) so the checker can
 //! split a stream's content back into appends. Reads pick a random offset
-//! below the highest acknowledged end this client node has seen.
+//! below the highest acknowledged end this client node has seen; a process
+//! that draws a read of a stream no process has opened yet opens it instead.
 //!
 //! Outcomes: an append acknowledged is `ok` at its offset; refused because
 //! the writer was fenced is `info` with error `fenced…` (a batch in flight
 //! when the fence landed may still have reached every replica that the new
 //! writer's seal counted, so it is not a definite failure), and liveness
-//! takes it for an answer; any other error or a timeout is `info`.
+//! takes it for an answer; an open or read the client refused, busy, is
+//! `fail` (it had no effect); any other error or a timeout is `info`.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -45,6 +47,8 @@ use crate::scenario::WorkloadDef;
 pub const STREAM_FILE: &str = "log";
 /// Bytes one final-phase read asks for.
 pub const FINAL_CHUNK: u64 = 64 * 1024;
+/// Streams the final phase reads back at once (each lane its own process).
+pub const FINAL_LANES: u64 = 16;
 /// Attempts per final-phase step (open, or one chunk) before giving up.
 pub const FINAL_ATTEMPTS_MAX: u32 = 50;
 /// A writer that knows it was deposed still tries an append with this
@@ -88,10 +92,13 @@ fn complete(world: &World, history: &SharedHistory, process: u64, op: Op, kind: 
     (op, kind)
 }
 
-/// The history kind and error text of a failed stream call.
+/// The history kind and error text of a failed stream call. A client's
+/// busy refusal came before anything left the node: a definite failure
+/// whose error starts `busy`, which liveness takes for an answer.
 fn classify(e: &StreamError) -> (Kind, String) {
     match e {
         StreamError::Fenced => (Kind::Info, format!("{FENCED}: {e}")),
+        StreamError::Busy(_) => (Kind::Fail, e.to_string()),
         _ => (Kind::Info, e.to_string()),
     }
 }
@@ -198,7 +205,11 @@ pub async fn run_process(world: World, client: StreamClient, history: SharedHist
             time::now().saturating_sub(last) >= TAKEOVER_AFTER
         };
         let deposed = writer.as_ref().is_some_and(|ns| ns.is_deposed());
-        if x < mix.open || (wants_append && (writer.is_none() || (deposed && time::now() >= backoff_until && stalled()))) {
+        // A read of a stream no process has opened yet would only find it
+        // missing: the process opens it instead.
+        let wants_read = x >= mix.open + mix.append;
+        let created = || progress.lock().expect("progress").contains_key(&spec.stream);
+        if x < mix.open || (wants_append && (writer.is_none() || (deposed && time::now() >= backoff_until && stalled()))) || (wants_read && !created()) {
             match open(&caller, &spec.stream, Some(&progress)).await {
                 Some(ns) => writer = Some(ns),
                 // Two processes taking a stream over at once fence each
@@ -241,35 +252,51 @@ pub async fn run_process(world: World, client: StreamClient, history: SharedHist
 
 /// The final phase for streams: take each stream over (which seals whatever
 /// its last writer left open at the committed length), then read it from
-/// offset 0 in chunks until a short read marks its end.
-pub async fn final_reads(world: &World, client: &StreamClient, history: &SharedHistory, process: u64, streams: Vec<String>, timeout: Duration) {
-    let caller = Caller { world, client, history, process, phase: Phase::Final, timeout };
-    for stream in streams {
-        let mut opened = false;
+/// offset 0 in chunks until a short read marks its end. Streams are read
+/// [`FINAL_LANES`] at a time, stream `i` by lane `i % lanes`, each lane
+/// its own process (`processes`), so a run of many streams reads them back
+/// within the final phase's limit.
+pub async fn final_reads(world: &World, client: &StreamClient, history: &SharedHistory, processes: &[u64], streams: Vec<String>, timeout: Duration) {
+    let lanes = processes.len().max(1);
+    let mut by_lane: Vec<Vec<String>> = vec![Vec::new(); lanes];
+    for (i, stream) in streams.into_iter().enumerate() {
+        by_lane[i % lanes].push(stream);
+    }
+    let work = processes.iter().zip(by_lane).map(|(&process, streams)| async move {
+        let caller = Caller { world, client, history, process, phase: Phase::Final, timeout };
+        for stream in streams {
+            read_back(&caller, &stream).await;
+        }
+    });
+    engine::join::join_all(work.collect()).await;
+}
+
+/// Takes one stream over and reads it back whole (see [`final_reads`]).
+async fn read_back(caller: &Caller<'_>, stream: &str) {
+    let mut opened = false;
+    for attempt in 0..FINAL_ATTEMPTS_MAX {
+        if open(caller, stream, None).await.is_some() {
+            opened = true;
+            break;
+        }
+        time::sleep(Duration::from_millis(10 * u64::from(attempt + 1).min(10))).await;
+    }
+    if !opened {
+        return;
+    }
+    let mut offset = 0u64;
+    'chunks: loop {
         for attempt in 0..FINAL_ATTEMPTS_MAX {
-            if open(&caller, &stream, None).await.is_some() {
-                opened = true;
-                break;
+            let (op, kind) = read(caller, stream, offset, FINAL_CHUNK).await;
+            if let (Kind::Ok, Op::StreamRead { value: Some(v), .. }) = (kind, op) {
+                if (v.len() as u64) < FINAL_CHUNK {
+                    break 'chunks;
+                }
+                offset += v.len() as u64;
+                continue 'chunks;
             }
             time::sleep(Duration::from_millis(10 * u64::from(attempt + 1).min(10))).await;
         }
-        if !opened {
-            continue;
-        }
-        let mut offset = 0u64;
-        'chunks: loop {
-            for attempt in 0..FINAL_ATTEMPTS_MAX {
-                let (op, kind) = read(&caller, &stream, offset, FINAL_CHUNK).await;
-                if let (Kind::Ok, Op::StreamRead { value: Some(v), .. }) = (kind, op) {
-                    if (v.len() as u64) < FINAL_CHUNK {
-                        break 'chunks;
-                    }
-                    offset += v.len() as u64;
-                    continue 'chunks;
-                }
-                time::sleep(Duration::from_millis(10 * u64::from(attempt + 1).min(10))).await;
-            }
-            break;
-        }
+        break;
     }
 }

@@ -52,12 +52,26 @@ struct ClientInner {
     meta: Vec<tokio::sync::Mutex<MetaClient>>,
     /// Round-robin position for waiting on a busy session.
     meta_next: std::sync::atomic::AtomicUsize,
+    /// Opens and reads admitted and not yet done ([`Admission::meta`]).
+    admitted_meta: Arc<std::sync::atomic::AtomicUsize>,
+    /// Appends admitted and not yet answered ([`Admission::appends`]).
+    admitted_appends: Arc<std::sync::atomic::AtomicUsize>,
     cfg: StreamConfig,
     rng: std::sync::Mutex<ChaCha8Rng>,
     /// Nodes to avoid until the given time (they failed a call).
     avoid: std::sync::Mutex<BTreeMap<NodeId, SimTime>>,
     /// The node's CPU, charged for file work ([`StreamClient::charge_table_write`]).
     cpu: sim::cpu::Cpu,
+}
+
+/// One admitted operation ([`StreamClient::admit_meta`],
+/// [`StreamClient::admit_append`]); dropping it ends the admission.
+struct Admitted(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 fn epoch_bytes(e: u64) -> Vec<u8> {
@@ -124,6 +138,8 @@ impl StreamClient {
                 _inbox: std::sync::Mutex::new(inbox),
                 meta: meta.into_iter().map(tokio::sync::Mutex::new).collect(),
                 meta_next: Default::default(),
+                admitted_meta: Default::default(),
+                admitted_appends: Default::default(),
                 rng: std::sync::Mutex::new(ctx.rng("stream-client")),
                 cfg,
                 avoid: std::sync::Mutex::new(BTreeMap::new()),
@@ -166,6 +182,33 @@ impl StreamClient {
         let mut v = nodes.to_vec();
         v.sort_by_key(|&n| (self.avoided(n), topo.zone_of(n) != mine, topo.link(me, n).latency, n));
         v
+    }
+
+    /// Admits one open or read while fewer than [`Admission::meta`] are
+    /// under way; refuses it with [`StreamError::Busy`] otherwise. The
+    /// admission lasts as long as the returned guard.
+    fn admit_meta(&self) -> Result<Option<Admitted>, StreamError> {
+        let limit = self.inner.cfg.admission.map(|a| a.meta);
+        self.admit(&self.inner.admitted_meta, limit, "opens and reads")
+    }
+
+    /// Admits one append while fewer than [`Admission::appends`] are
+    /// queued or in flight, as [`StreamClient::admit_meta`] does.
+    fn admit_append(&self) -> Result<Option<Admitted>, StreamError> {
+        let limit = self.inner.cfg.admission.map(|a| a.appends);
+        self.admit(&self.inner.admitted_appends, limit, "appends")
+    }
+
+    fn admit(&self, count: &Arc<std::sync::atomic::AtomicUsize>, limit: Option<usize>, what: &str) -> Result<Option<Admitted>, StreamError> {
+        use std::sync::atomic::Ordering;
+        let Some(limit) = limit else { return Ok(None) };
+        let now = count.load(Ordering::Relaxed);
+        if now >= limit {
+            self.observer().with(|o| o.refused_busy += 1);
+            return Err(StreamError::Busy(format!("stream client: {now} {what} under way (limit {limit})")));
+        }
+        count.store(now + 1, Ordering::Relaxed);
+        Ok(Some(Admitted(count.clone())))
     }
 
     /// A free metadata session (the first, in order), or the next in
@@ -252,6 +295,7 @@ impl StreamClient {
     /// Reads committed bytes of a stream from any node: up to `len` bytes
     /// at `offset`, fewer at the committed end.
     pub async fn read(&self, ns: &str, name: &str, offset: u64, len: u64) -> Result<Vec<u8>, StreamError> {
+        let _admitted = self.admit_meta()?;
         let meta = self.stream_meta(ns, name).await?.ok_or_else(|| StreamError::NotFound(name.to_string()))?;
         self.read_meta(&meta, offset, len, None).await
     }
@@ -312,10 +356,13 @@ impl StreamClient {
 
     /// One chunk of one extent, from the nearest good replica. With
     /// `exact`, a replica answering fewer than `want` bytes is short.
-    /// `Unavailable` when every replica timed out.
+    /// `Unavailable` when every replica timed out; otherwise `Busy` when
+    /// one refused it for lack of capacity, `Unavailable` when one timed
+    /// out, and `NoGoodReplica` only when every one answered bad.
     async fn read_chunk(&self, e: &ExtentMeta, offset: u64, want: u64, limit: Option<u64>, exact: bool) -> Result<Vec<u8>, StreamError> {
         let mut bad = Vec::new();
         let mut timeouts = 0;
+        let mut busy = 0;
         for node in self.by_distance(&e.replicas) {
             let msg = StreamMsg::Read { extent: e.id.clone(), offset, len: want, limit };
             match self.inner.net.call(node, msg, self.inner.cfg.call_timeout).await {
@@ -343,6 +390,10 @@ impl StreamClient {
                     self.observer().read_fell_back(time::now());
                     bad.push(node);
                 }
+                Ok(StreamMsg::Err(ReplicaError::Busy)) => {
+                    self.observer().read_fell_back(time::now());
+                    busy += 1;
+                }
                 Ok(_) => self.observer().read_fell_back(time::now()),
                 Err(_) => {
                     self.avoid(node);
@@ -351,8 +402,16 @@ impl StreamClient {
                 }
             }
         }
+        // No good replica only when none could have been: a busy or
+        // silent replica may hold the bytes.
         if timeouts == e.replicas.len() {
             return Err(StreamError::Unavailable(format!("every replica of extent {} timed out", e.id)));
+        }
+        if busy > 0 {
+            return Err(StreamError::Busy(format!("extent {}: {busy} replicas refused the read, busy, {timeouts} timed out, {} bad", e.id, bad.len())));
+        }
+        if timeouts > 0 {
+            return Err(StreamError::Unavailable(format!("extent {}: {timeouts} replicas timed out, {} bad", e.id, bad.len())));
         }
         Err(StreamError::NoGoodReplica(e.id.clone()))
     }
@@ -436,6 +495,7 @@ impl StreamClient {
         if ns.is_empty() || ns.contains('/') {
             return Err(StreamError::Invalid(format!("namespace name {ns:?}")));
         }
+        let _admitted = self.admit_meta()?;
         let key = ns_key(ns);
         let mut epoch = None;
         for _ in 0..META_ATTEMPTS_MAX {
@@ -742,6 +802,7 @@ impl Namespace {
             return Err(StreamError::Invalid(format!("append of {} bytes", data.len())));
         }
         let h = self.inner.handle(name)?;
+        let _admitted = self.inner.client.admit_append()?;
         let permit = h.permits.clone().acquire_owned().await.map_err(|_| StreamError::WriterGone)?;
         let (tx, rx) = oneshot::channel();
         h.tx.send(WEvent::Append { data: data.to_vec(), reply: tx, permit, at: time::now() }).map_err(|_| StreamError::WriterGone)?;
@@ -1060,8 +1121,9 @@ impl Writer {
             let (gen, seq, epoch) = (self.gen, b.seq, self.ns.epoch);
             let (extent, offset, data, commit_len) = (open.id.clone(), b.offset, b.data.clone(), open.committed);
             let timeout = self.ns.client.inner.cfg.call_timeout;
+            let jitter: u64 = self.ns.client.inner.rng.lock().expect("rng lock").random();
             madsim::task::spawn(Box::pin(async move {
-                let result = send_to_replica(&net, node, extent, epoch, offset, &data, commit_len, timeout).await;
+                let result = send_to_replica(&net, node, Call { extent, epoch, offset, data: &data, commit_len, timeout, jitter }).await;
                 let _ = tx.send(WEvent::Ack { gen, seq, node, result });
             }));
         }
@@ -1213,27 +1275,37 @@ impl Writer {
     }
 }
 
-/// Sends one batch to one replica, retrying timeouts with the same bytes.
-#[allow(clippy::too_many_arguments)]
-async fn send_to_replica(
-    net: &Net<StreamMsg>,
-    node: NodeId,
+/// One batch for one replica ([`send_to_replica`]).
+struct Call<'a> {
     extent: ExtentId,
     epoch: u64,
     offset: u64,
-    data: &[u8],
+    data: &'a [u8],
     commit_len: u64,
     timeout: Duration,
-) -> AckResult {
-    let crc = crc32fast::hash(data);
-    let end = offset + data.len() as u64;
-    for _ in 0..APPEND_ATTEMPTS_MAX {
-        let msg = StreamMsg::Append { extent: extent.clone(), epoch, offset, data: data.to_vec(), crc, commit_len };
-        match net.call(node, msg, timeout).await {
+    /// Seeds the waits after busy answers.
+    jitter: u64,
+}
+
+/// Sends one batch to one replica, retrying timeouts with the same bytes
+/// ([`APPEND_ATTEMPTS_MAX`] of them) and busy answers after a jittered
+/// wait ([`APPEND_BUSY_MAX`] of them).
+async fn send_to_replica(net: &Net<StreamMsg>, node: NodeId, c: Call<'_>) -> AckResult {
+    use rand::SeedableRng;
+    let crc = crc32fast::hash(c.data);
+    let end = c.offset + c.data.len() as u64;
+    let mut rng = ChaCha8Rng::seed_from_u64(c.jitter);
+    let (mut attempts, mut busy) = (0, 0);
+    while attempts < APPEND_ATTEMPTS_MAX && busy < APPEND_BUSY_MAX {
+        let msg = StreamMsg::Append { extent: c.extent.clone(), epoch: c.epoch, offset: c.offset, data: c.data.to_vec(), crc, commit_len: c.commit_len };
+        match net.call(node, msg, c.timeout).await {
             Ok(StreamMsg::Appended { len }) if len >= end => return AckResult::Durable,
-            Ok(StreamMsg::Err(ReplicaError::Fenced { fence })) if fence > epoch => return AckResult::Fenced,
-            Ok(StreamMsg::Err(ReplicaError::Busy)) | Err(NetError::TooManyPending) => time::sleep(timeout / 4).await,
-            Err(NetError::Timeout) => {}
+            Ok(StreamMsg::Err(ReplicaError::Fenced { fence })) if fence > c.epoch => return AckResult::Fenced,
+            Ok(StreamMsg::Err(ReplicaError::Busy)) | Err(NetError::TooManyPending) => {
+                busy += 1;
+                time::sleep((c.timeout / 8).mul_f64(1.0 + rng.random::<f64>())).await;
+            }
+            Err(NetError::Timeout) => attempts += 1,
             Ok(_) => return AckResult::Failed,
         }
     }

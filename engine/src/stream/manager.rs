@@ -61,8 +61,8 @@ pub const AUDIT_PARALLEL_MAX: usize = 16;
 pub const AUDIT_WAIT_ROUNDS_MAX: u32 = 10;
 
 /// Bad replicas an audit round that is not the last has repaired in
-/// place (the next round finds the rest).
-pub const AUDIT_REPAIRS_MAX: usize = 64;
+/// place, [`AUDIT_PARALLEL_MAX`] at a time (the next round finds the rest).
+pub const AUDIT_REPAIRS_MAX: usize = 1024;
 
 /// The audit describes at most this many bad replicas (it counts them all).
 pub const AUDIT_PROBLEMS_MAX: usize = 16;
@@ -277,8 +277,10 @@ pub async fn serve_manager(ctx: NodeCtx, cfg: StreamConfig) {
                     again
                 });
                 if again {
-                    let repairs = bad.iter().map(|(e, node)| repair_in_place(&client, &cfg, e, *node));
-                    crate::join::join_all(repairs.collect()).await;
+                    for group in bad.chunks(AUDIT_PARALLEL_MAX) {
+                        let repairs = group.iter().map(|(e, node)| repair_in_place(&client, &cfg, e, *node));
+                        crate::join::join_all(repairs.collect()).await;
+                    }
                 }
             }
             continue;

@@ -73,6 +73,12 @@ pub const REORDER_MAX: usize = 64;
 pub const APPEND_ATTEMPTS_MAX: u32 = 3;
 /// Messages one storage node handles in one group (one sync per file).
 pub const GROUP_MAX: usize = 256;
+/// Data messages one storage node queues for its worker; one more is
+/// refused `ReplicaError::Busy` at once (pings never queue). One group
+/// waiting behind the one being written keeps an admitted message's wait
+/// within a call timeout at the default disk (a group of distinct extents
+/// syncs each once).
+pub const DATA_QUEUE_MAX: usize = GROUP_MAX;
 /// Most bytes one read message returns.
 pub const READ_BYTES_MAX: u64 = 256 * 1024;
 /// The smallest chunk a reader shrinks its reads to when every replica
@@ -93,7 +99,18 @@ pub const DEGRADED_RECHECK: Duration = Duration::from_secs(1);
 pub const DEGRADED_CHECKS_MAX: u32 = 3600;
 /// Metadata sessions one stream client keeps, so that this many of its
 /// metadata requests (say, of partitions loading at once) are out together.
-pub const META_SESSIONS: usize = 4;
+pub const META_SESSIONS: usize = 16;
+/// Opens and reads one stream client lets wait for or use its metadata
+/// sessions at once ([`Admission`]).
+pub const META_ADMITTED_MAX: usize = 64;
+/// Appends one stream client lets queue at its writers or be in flight at
+/// once ([`Admission`]).
+pub const APPENDS_ADMITTED_MAX: usize = 512;
+/// Busy answers one batch takes from one replica, each followed by a
+/// jittered wait of about a quarter of the call timeout, before the writer
+/// counts that replica failing (a busy replica is alive: sealing its
+/// extent would only add work).
+pub const APPEND_BUSY_MAX: u32 = 16;
 /// Streams one namespace may hold (one `Scan`).
 pub const STREAMS_MAX: usize = crate::meta::service::SCAN_LIMIT_MAX;
 /// Streams the manager looks after (all namespaces; read in pages).
@@ -101,7 +118,7 @@ pub const MANAGED_STREAMS_MAX: usize = 1 << 20;
 /// Extents one stream's metadata may list.
 pub const EXTENTS_MAX: usize = 1024;
 /// Sealed extents one manager round re-replicates at most.
-pub const REREPLICATE_PARALLEL_MAX: usize = 8;
+pub const REREPLICATE_PARALLEL_MAX: usize = 32;
 /// Suspect (damaged or short) extents a storage node lists in one `Pong`.
 pub const SUSPECT_REPORT_MAX: usize = 64;
 /// Samples kept per observer series.
@@ -304,6 +321,10 @@ pub enum StreamError {
     Invalid(String),
     #[error("the stream's writer stopped")]
     WriterGone,
+    /// Refused at once for lack of capacity, having had no effect
+    /// ([`Admission`]): retry later.
+    #[error("busy: {0}")]
+    Busy(String),
 }
 
 /// Why an extent was sealed.
@@ -341,6 +362,9 @@ pub struct ObserverData {
     pub corrupt_replicas_detected: u64,
     pub fenced_appends_rejected: u64,
     pub read_fallbacks: u64,
+    /// Opens, reads and appends a client refused at once, busy
+    /// ([`Admission`]).
+    pub refused_busy: u64,
     /// When reads fell back (the newest [`OBSERVER_SAMPLES_MAX`] or more).
     pub read_fallback_times: Vec<SimTime>,
     /// The metadata replica the acting manager last found leading.
@@ -446,10 +470,31 @@ pub struct StreamConfig {
     /// before it reads): the calls would cost two messages per replica per
     /// write and be read by nobody.
     pub commit_when_idle: bool,
+    /// What one client admits before it refuses more, busy; `None`
+    /// admits everything.
+    pub admission: Option<Admission>,
     /// What work costs on the nodes' CPUs (storage nodes and, through the
     /// table service's configuration, the table roles).
     pub costs: crate::cost::Costs,
     pub observer: StreamObserver,
+}
+
+/// How much work one stream client admits at once. One more open or
+/// read, or one more append, is refused at once with
+/// [`StreamError::Busy`], before anything of it left the node, so a
+/// saturated client answers instead of queueing without bound.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Admission {
+    /// Opens and reads waiting for or using the metadata sessions.
+    pub meta: usize,
+    /// Appends queued at the client's writers or in flight.
+    pub appends: usize,
+}
+
+impl Default for Admission {
+    fn default() -> Admission {
+        Admission { meta: META_ADMITTED_MAX, appends: APPENDS_ADMITTED_MAX }
+    }
 }
 
 impl StreamConfig {
@@ -466,6 +511,7 @@ impl StreamConfig {
             extent_bytes_max: 4 << 20,
             seal_deadline: Duration::from_secs(5),
             commit_when_idle: true,
+            admission: Some(Admission::default()),
             costs: crate::cost::Costs::default(),
             observer: StreamObserver::new(),
         }

@@ -26,7 +26,7 @@ use sim::Disk;
 use tokio::sync::Mutex;
 
 use super::format::{self, RecordLoc, HEADER_LEN, RECORD_DATA_MAX};
-use super::{ExtentId, ReplicaError, StreamConfig, StreamMsg, GROUP_MAX, SUSPECT_REPORT_MAX, READ_BYTES_MAX, REORDER_MAX};
+use super::{ExtentId, ReplicaError, StreamConfig, StreamMsg, DATA_QUEUE_MAX, GROUP_MAX, SUSPECT_REPORT_MAX, READ_BYTES_MAX, REORDER_MAX};
 
 /// Attempts at reading a replica file back at startup.
 pub const RECOVERY_READ_ATTEMPTS_MAX: u32 = 3;
@@ -211,6 +211,10 @@ struct Node {
     store: Arc<Mutex<Store>>,
     cfg: StreamConfig,
     cpu: sim::Cpu,
+    /// The suspect extents as the store listed them when it was last free:
+    /// what a ping reports while the worker holds the store through a
+    /// group's syncs.
+    suspect_seen: std::sync::Mutex<Vec<ExtentId>>,
 }
 
 /// Runs one storage node until it crashes; restarts run it again.
@@ -225,22 +229,64 @@ pub async fn serve_storage(ctx: NodeCtx, cfg: StreamConfig) {
         cfg.observer.with(|o| o.corrupt_replicas_detected += found);
     }
     let (net, mut inbox): (Net<StreamMsg>, Inbox<StreamMsg>) = Net::bind(&ctx).await;
-    let node = Arc::new(Node { id: ctx.id, net, store: Arc::new(Mutex::new(store)), cfg, cpu: ctx.cpu() });
-    // The loop takes from the inbox itself (bounded by `INBOX_MAX`): what
-    // arrived while it wrote and synced the last group forms the next one.
-    while let Some(first) = inbox.recv().await {
-        let mut group = vec![first];
-        while group.len() < GROUP_MAX {
-            match inbox.try_recv() {
-                Some(m) => group.push(m),
-                None => break,
+    let node = Arc::new(Node { id: ctx.id, net, store: Arc::new(Mutex::new(store)), cfg, cpu: ctx.cpu(), suspect_seen: std::sync::Mutex::new(Vec::new()) });
+    // Two lanes: this loop answers pings at once on the control lane, so a
+    // node whose disk is saturated still shows it is alive; data messages
+    // queue for the worker (bounded by `DATA_QUEUE_MAX`; one more is
+    // refused `Busy`), which handles them in groups: what arrived while it
+    // wrote and synced the last group forms the next one.
+    let (queue, mut data) = tokio::sync::mpsc::channel::<sim::net::Incoming<StreamMsg>>(DATA_QUEUE_MAX);
+    let worker = node.clone();
+    madsim::task::spawn(async move {
+        while let Some(first) = data.recv().await {
+            let mut group = vec![first];
+            while group.len() < GROUP_MAX {
+                match data.try_recv() {
+                    Ok(m) => group.push(m),
+                    Err(_) => break,
+                }
             }
+            worker.clone().handle_group(group).await;
         }
-        node.clone().handle_group(group).await;
+    });
+    while let Some(m) = inbox.recv().await {
+        if matches!(m.msg, StreamMsg::Ping) {
+            node.answer_ping(m).await;
+            continue;
+        }
+        match queue.try_send(m) {
+            Ok(()) => {}
+            Err(tokio::sync::mpsc::error::TrySendError::Full(m)) => {
+                if let Some(request) = m.request {
+                    node.net.reply(m.from, request, StreamMsg::Err(ReplicaError::Busy)).await;
+                }
+            }
+            Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => return,
+        }
     }
 }
 
 impl Node {
+    /// Answers a ping on the control lane with the suspect extents: the
+    /// store's own list when it is free, else the list as last seen.
+    async fn answer_ping(&self, m: sim::net::Incoming<StreamMsg>) {
+        self.cpu.run_control(self.cfg.costs.control).await;
+        let Some(request) = m.request else { return };
+        let suspect = match self.store.try_lock() {
+            Ok(st) => self.see_suspects(&st),
+            Err(_) => self.suspect_seen.lock().expect("suspect lock").clone(),
+        };
+        self.net.reply(m.from, request, StreamMsg::Pong { suspect }).await;
+    }
+
+    /// The store's suspect extents (at most [`SUSPECT_REPORT_MAX`]), kept
+    /// as the last seen.
+    fn see_suspects(&self, st: &Store) -> Vec<ExtentId> {
+        let suspect: Vec<ExtentId> = st.suspect.iter().take(SUSPECT_REPORT_MAX).cloned().collect();
+        suspect.clone_into(&mut self.suspect_seen.lock().expect("suspect lock"));
+        suspect
+    }
+
     /// The CPU time the data messages of a group cost (pings are control
     /// work, answered at once on the control lane).
     fn group_cost(&self, group: &[sim::net::Incoming<StreamMsg>]) -> std::time::Duration {
@@ -256,20 +302,7 @@ impl Node {
             .sum()
     }
 
-    async fn handle_group(self: Arc<Self>, mut group: Vec<sim::net::Incoming<StreamMsg>>) {
-        // Pings are answered first, on the control lane: a storage node
-        // busy with data still shows it is alive.
-        let pings = group.iter().filter(|m| matches!(m.msg, StreamMsg::Ping)).count() as u32;
-        if pings > 0 {
-            self.cpu.run_control(self.cfg.costs.control * pings).await;
-            let suspect: Vec<ExtentId> = self.store.lock().await.suspect.iter().take(SUSPECT_REPORT_MAX).cloned().collect();
-            for m in group.iter().filter(|m| matches!(m.msg, StreamMsg::Ping)) {
-                if let Some(request) = m.request {
-                    self.net.reply(m.from, request, StreamMsg::Pong { suspect: suspect.clone() }).await;
-                }
-            }
-            group.retain(|m| !matches!(m.msg, StreamMsg::Ping));
-        }
+    async fn handle_group(self: Arc<Self>, group: Vec<sim::net::Incoming<StreamMsg>>) {
         // The group's data work waits for the node's CPU (the loop handles
         // one group at a time, so this never queues more than one job).
         self.cpu.run_always(self.group_cost(&group)).await;
@@ -345,18 +378,18 @@ impl Node {
                     }
                     Some(StreamMsg::Done)
                 }
-                StreamMsg::Ping => Some(StreamMsg::Pong { suspect: st.suspect.iter().take(SUSPECT_REPORT_MAX).cloned().collect() }),
-                // Responses are never requests; anything else is dropped.
+                // Pings are answered on the control lane; responses are
+                // never requests; anything else is dropped.
                 _ => None,
             };
             if let (Some(msg), Some(request)) = (reply, request) {
                 immediate.push((from, request, msg));
             }
         }
-        // Answers that claim nothing about durability (pings, reads of
-        // committed bytes, refusals) go out before the group's syncs, so a
-        // node busy syncing many extents still answers pings within the
-        // callers' timeouts.
+        // Answers that claim nothing about durability (reads of committed
+        // bytes, refusals) go out before the group's syncs, so a node busy
+        // syncing many extents still answers reads within the callers'
+        // timeouts.
         immediate.append(&mut st.late);
         for (to, request, msg) in immediate.drain(..) {
             self.net.reply(to, request, msg).await;
@@ -392,6 +425,7 @@ impl Node {
             immediate.push((from, request, msg));
         }
         immediate.append(&mut st.late);
+        self.see_suspects(&st);
         drop(st);
         for (to, request, msg) in immediate {
             self.net.reply(to, request, msg).await;
@@ -794,7 +828,7 @@ mod tests {
     }
 
     #[test]
-    fn the_pings_of_a_group_cost_control_time_each() {
+    fn pings_are_answered_while_a_group_is_written_each_at_its_control_cost() {
         const MS: Duration = Duration::from_millis(1);
         let tune = |c: &mut StreamConfig| {
             c.costs.storage_append = 40 * MS;
@@ -803,19 +837,28 @@ mod tests {
         with_nodes(tune, |n| async move {
             let busy = n.spawn(0, append_msg("x", 0, b"abc"));
             sim::time::sleep(MS).await;
+            let sent = sim::time::now();
             let pings: Vec<_> = (0..3).map(|_| n.spawn(0, StreamMsg::Ping)).collect();
-            let (_, a_at) = busy.await.expect("append");
+            let mut after = Vec::new();
             for p in pings {
                 let (pong, at) = p.await.expect("ping");
                 assert!(matches!(pong, Some(StreamMsg::Pong { .. })));
-                let after = at.saturating_sub(a_at);
-                assert!(after >= 30 * MS && after < 40 * MS, "three pings in one group cost 3 x 10 ms: answered {after:?} after the append");
+                after.push(at.saturating_sub(sent));
             }
+            let (_, a_at) = busy.await.expect("append");
+            after.sort();
+            // One after another on the control lane, 10 ms each, while the
+            // append's 40 ms of data work runs.
+            for (k, d) in after.iter().enumerate() {
+                let k = k as u32 + 1;
+                assert!(*d >= k * 10 * MS && *d < k * 10 * MS + MS, "ping {k} answered {d:?} after it was sent");
+            }
+            assert!(sent + after[2] < a_at, "the pings did not wait for the group: answered by {:?}, the append at {a_at:?}", sent + after[2]);
         });
     }
 
     #[test]
-    fn a_group_takes_at_most_group_max_messages() {
+    fn a_full_data_queue_refuses_busy_at_once_and_the_queue_is_one_group() {
         const MS: Duration = Duration::from_millis(1);
         let tune = |c: &mut StreamConfig| {
             c.costs.storage_append = 40 * MS;
@@ -824,20 +867,30 @@ mod tests {
         with_nodes(tune, |n| async move {
             let busy = n.spawn(0, append_msg("x", 0, b"abc"));
             sim::time::sleep(MS).await;
-            let pings: Vec<_> = (0..GROUP_MAX + 1).map(|_| n.spawn(0, StreamMsg::Ping)).collect();
+            let sent = sim::time::now();
+            // The worker holds the append; the queue takes DATA_QUEUE_MAX.
+            let commits: Vec<_> = (0..DATA_QUEUE_MAX + 1).map(|_| n.spawn(0, StreamMsg::Commit { extent: "y".into(), commit_len: 0 })).collect();
             let (_, a_at) = busy.await.expect("append");
-            let mut after = Vec::new();
-            for p in pings {
-                let (pong, at) = p.await.expect("ping");
-                assert!(matches!(pong, Some(StreamMsg::Pong { .. })));
-                after.push(at.saturating_sub(a_at));
+            let mut done = Vec::new();
+            let mut refused = Vec::new();
+            for c in commits {
+                match c.await.expect("commit") {
+                    (Some(StreamMsg::Done), at) => done.push(at),
+                    (Some(StreamMsg::Err(ReplicaError::Busy)), at) => refused.push(at),
+                    other => panic!("a commit answered {other:?}"),
+                }
             }
-            after.sort();
-            // GROUP_MAX pings form one group, answered after GROUP_MAX ms of
-            // control work; the last forms the next group, one ms later.
-            let first_group = after.iter().filter(|&&d| d < (GROUP_MAX as u32 + 1) * MS).count();
-            assert_eq!(first_group, GROUP_MAX, "pongs answered {:?} to {:?} after the append", after[0], after[GROUP_MAX]);
-            assert!(after[0] >= GROUP_MAX as u32 * MS);
+            assert_eq!(refused.len(), 1, "one message over the queue's limit is refused");
+            assert!(refused[0] < sent + 2 * MS, "refused at once, not after the group: {:?}", refused[0].saturating_sub(sent));
+            assert_eq!(done.len(), DATA_QUEUE_MAX);
+            // The queued messages form one group (GROUP_MAX of them),
+            // answered after the append once their control work (1 ms
+            // each) is done: a second group would answer a ms later.
+            assert_eq!(DATA_QUEUE_MAX, GROUP_MAX);
+            for at in done {
+                let after = at.saturating_sub(a_at);
+                assert!(after >= GROUP_MAX as u32 * MS && after < (GROUP_MAX as u32 + 1) * MS, "answered {after:?} after the append");
+            }
         });
     }
 

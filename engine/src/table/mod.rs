@@ -496,6 +496,9 @@ impl TableConfig {
         // extents), up to its own acknowledged length: replicas need not
         // learn the committed length of an idle stream.
         stream.commit_when_idle = false;
+        // A table server refuses excess work itself, before it takes it
+        // on: a WAL append refused here would fail a write it admitted.
+        stream.admission = None;
         TableConfig {
             stream,
             masters,

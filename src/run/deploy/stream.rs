@@ -343,6 +343,7 @@ fn figures(obs: &StreamObserver, out: &RunOutput, topology: &Topology, secs: usi
         }),
         read_fallbacks: d.read_fallbacks,
         read_fallbacks_after_heal: d.read_fallback_times.iter().filter(|&&t| t >= out.heal_at).count() as u64,
+        refused_busy: d.refused_busy,
     }
 }
 
