@@ -537,28 +537,50 @@ impl StreamClient {
     /// metadata as stored.
     async fn fence_stream(&self, ns: &str, name: &str, epoch: u64) -> Result<(StreamMeta, Vec<u8>), StreamError> {
         let key = stream_key(ns, name);
+        // The seal once made: the open extent (id and replicas), its sealed
+        // length and the replicas the seal did not hear from. A metadata
+        // write that lost to another one (the manager moving a replica of
+        // a sealed extent) takes the metadata it found and writes the same
+        // seal again at once, without fencing again: while the open extent
+        // is the same, the fence stands.
+        let mut sealed: Option<(ExtentId, Vec<NodeId>, u64, Vec<NodeId>)> = None;
+        let mut found: Option<Vec<u8>> = None;
         for _ in 0..META_ATTEMPTS_MAX {
-            let Some(bytes) = self.meta_get(&key).await? else { return Err(StreamError::NotFound(name.to_string())) };
+            let bytes = match found.take() {
+                Some(b) => b,
+                None => match self.meta_get(&key).await? {
+                    Some(b) => b,
+                    None => return Err(StreamError::NotFound(name.to_string())),
+                },
+            };
             let mut meta = StreamMeta::decode(&bytes).ok_or_else(|| StreamError::BadMeta(key.clone()))?;
             let Some(last) = meta.extents.last_mut().filter(|e| e.sealed_len.is_none()) else { return Ok((meta, bytes)) };
-            let (len, answered) = self.fence_extent(last, epoch).await?;
+            let (len, missed) = match &sealed {
+                Some((id, replicas, len, missed)) if *id == last.id && *replicas == last.replicas => (*len, missed.clone()),
+                _ => {
+                    let (len, answered) = self.fence_extent(last, epoch).await?;
+                    // Replicas the seal did not wait for may hold fewer
+                    // bytes than the extent now has (appends that reached
+                    // only the others).
+                    let missed: Vec<NodeId> = last.replicas.iter().copied().filter(|r| answered.get(r).is_none_or(|&(l, _)| l < len)).collect();
+                    sealed = Some((last.id.clone(), last.replicas.clone(), len, missed.clone()));
+                    (len, missed)
+                }
+            };
             last.sealed_len = Some(len);
-            // Replicas the seal did not wait for may hold fewer bytes than
-            // the extent now has (appends that reached only the others).
-            let missed: Vec<NodeId> = last.replicas.iter().copied().filter(|r| answered.get(r).is_none_or(|&(l, _)| l < len)).collect();
-            let settle = (last.id.clone(), missed);
+            let extent = last.id.clone();
             let new = meta.encode();
             let checks = vec![(ns_key(ns), Some(epoch_bytes(epoch))), (key.clone(), Some(bytes.clone()))];
             match self.meta_txn(checks, vec![(key.clone(), Some(new.clone()))]).await {
                 Ok(Outcome::Done) => {
                     self.observer().with(|o| o.seals.push((time::now(), SealCause::OwnerChange)));
-                    let (extent, missed) = settle;
                     if !missed.is_empty() {
                         madsim::task::spawn(self.clone().settle(extent, len, missed));
                     }
                     return Ok((meta, new));
                 }
                 Ok(Outcome::TxnFailed { key: k, .. }) if k == ns_key(ns) => return Err(StreamError::Fenced),
+                Ok(Outcome::TxnFailed { key: k, current }) if k == key => found = current,
                 Ok(_) | Err(ClientError::Unknown) => continue,
                 Err(e) => return Err(e.into()),
             }

@@ -16,7 +16,7 @@
 //! changes; scan every stream; record how many extents are under-replicated
 //! (a replica on a dead node, or fewer than three zones while three zones
 //! have live nodes); then, for at most [`REREPLICATE_PARALLEL_MAX`] sealed
-//! extents, either replace a replica dead for longer than
+//! extents, at most [`MOVES_PER_STREAM_MAX`] per stream, either replace a replica dead for longer than
 //! `rereplicate_after` (the grace period) or move a replica out of a zone
 //! holding two while a live zone holds none. A move is: the target copies
 //! the sealed extent from a good replica, verifying checksums
@@ -53,6 +53,12 @@ pub const STANDBY_PINGS_PER_DEAD_AFTER: u32 = 4;
 
 /// The metadata key of the published live set.
 pub const LIVE_KEY: &str = "storage/live";
+
+/// Replica moves of one stream a round starts at most. Each rewrites the
+/// stream's metadata, and a writer's or new owner's metadata write, which
+/// retries on the metadata it found, loses at most once to each: with at
+/// most this many a round it keeps `META_ATTEMPTS_MAX - 4` attempts.
+pub const MOVES_PER_STREAM_MAX: usize = 4;
 
 /// The audit reads the replicas of this many extents at once.
 pub const AUDIT_PARALLEL_MAX: usize = 16;
@@ -217,6 +223,7 @@ pub async fn serve_manager(ctx: NodeCtx, cfg: StreamConfig) {
         let mut repairs: Vec<(ExtentMeta, NodeId)> = Vec::new();
         for (key, bytes) in &streams {
             let Some(meta) = StreamMeta::decode(bytes) else { continue };
+            let mut moving = 0;
             for (i, e) in meta.extents.iter().enumerate() {
                 let dead: Vec<NodeId> = e.replicas.iter().copied().filter(|&r| dead_for(r) >= cfg.dead_after).collect();
                 let zones: BTreeSet<ZoneId> = e.replicas.iter().map(|&r| topo.zone_of(r)).collect();
@@ -232,8 +239,12 @@ pub async fn serve_manager(ctx: NodeCtx, cfg: StreamConfig) {
                     repairs.push((e.clone(), r));
                     continue;
                 }
+                if moving >= MOVES_PER_STREAM_MAX {
+                    continue;
+                }
                 if let Some(&d) = dead.iter().find(|&&d| dead_for(d) >= cfg.rereplicate_after) {
                     work.push((key.clone(), bytes.clone(), i, d));
+                    moving += 1;
                 } else if dead.is_empty() && zones.len() < 3 {
                     // Two replicas share a zone while a live zone holds none:
                     // move the one with the highest id.
@@ -245,6 +256,7 @@ pub async fn serve_manager(ctx: NodeCtx, cfg: StreamConfig) {
                         let missing = live_zones.iter().any(|z| !zones.contains(z));
                         if missing {
                             work.push((key.clone(), bytes.clone(), i, *v.iter().max().expect("two")));
+                            moving += 1;
                         }
                     }
                 }
