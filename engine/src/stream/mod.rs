@@ -73,8 +73,10 @@ pub const REORDER_MAX: usize = 64;
 pub const APPEND_ATTEMPTS_MAX: u32 = 3;
 /// Messages one storage node handles in one group (one sync per file).
 pub const GROUP_MAX: usize = 256;
-/// Data messages one storage node queues for its worker; one more is
-/// refused `ReplicaError::Busy` at once (pings never queue). One group
+/// Clients' appends and reads one storage node queues for its worker; one
+/// more is refused `ReplicaError::Busy` at once. Work owners and the
+/// manager owe (seals, commits, repairs, removals), bounded by its senders,
+/// is refused only when the queue holds twice this; pings never queue. One group
 /// waiting behind the one being written keeps an admitted message's wait
 /// within a call timeout at the default disk (a group of distinct extents
 /// syncs each once).

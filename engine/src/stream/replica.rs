@@ -232,11 +232,16 @@ pub async fn serve_storage(ctx: NodeCtx, cfg: StreamConfig) {
     let node = Arc::new(Node { id: ctx.id, net, store: Arc::new(Mutex::new(store)), cfg, cpu: ctx.cpu(), suspect_seen: std::sync::Mutex::new(Vec::new()) });
     // Two lanes: this loop answers pings at once on the control lane, so a
     // node whose disk is saturated still shows it is alive; data messages
-    // queue for the worker (bounded by `DATA_QUEUE_MAX`; one more is
-    // refused `Busy`), which handles them in groups: what arrived while it
-    // wrote and synced the last group forms the next one.
-    let (queue, mut data) = tokio::sync::mpsc::channel::<sim::net::Incoming<StreamMsg>>(DATA_QUEUE_MAX);
-    let worker = node.clone();
+    // queue for the worker, which handles them in groups: what arrived
+    // while it wrote and synced the last group forms the next one.
+    // Clients' appends and reads count against `DATA_QUEUE_MAX`; the work
+    // owners and the manager owe (seals, commits, repairs, removals) is
+    // bounded by its senders and refused only when the whole queue, twice
+    // that, is full: a new owner's seal must not starve behind appends.
+    let (queue, mut data) = tokio::sync::mpsc::channel::<sim::net::Incoming<StreamMsg>>(2 * DATA_QUEUE_MAX);
+    let queued = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let client_work = |m: &StreamMsg| matches!(m, StreamMsg::Append { .. } | StreamMsg::Read { .. });
+    let (worker, taken) = (node.clone(), queued.clone());
     madsim::task::spawn(async move {
         while let Some(first) = data.recv().await {
             let mut group = vec![first];
@@ -246,6 +251,8 @@ pub async fn serve_storage(ctx: NodeCtx, cfg: StreamConfig) {
                     Err(_) => break,
                 }
             }
+            let n = group.iter().filter(|m| client_work(&m.msg)).count();
+            taken.fetch_sub(n, std::sync::atomic::Ordering::Relaxed);
             worker.clone().handle_group(group).await;
         }
     });
@@ -254,8 +261,19 @@ pub async fn serve_storage(ctx: NodeCtx, cfg: StreamConfig) {
             node.answer_ping(m).await;
             continue;
         }
+        let counted = client_work(&m.msg);
+        if counted && queued.load(std::sync::atomic::Ordering::Relaxed) >= DATA_QUEUE_MAX {
+            if let Some(request) = m.request {
+                node.net.reply(m.from, request, StreamMsg::Err(ReplicaError::Busy)).await;
+            }
+            continue;
+        }
         match queue.try_send(m) {
-            Ok(()) => {}
+            Ok(()) => {
+                if counted {
+                    queued.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
             Err(tokio::sync::mpsc::error::TrySendError::Full(m)) => {
                 if let Some(request) = m.request {
                     node.net.reply(m.from, request, StreamMsg::Err(ReplicaError::Busy)).await;
@@ -858,39 +876,48 @@ mod tests {
     }
 
     #[test]
-    fn a_full_data_queue_refuses_busy_at_once_and_the_queue_is_one_group() {
+    fn a_full_data_queue_refuses_reads_busy_at_once_but_not_a_seal_and_the_queue_is_one_group() {
         const MS: Duration = Duration::from_millis(1);
         let tune = |c: &mut StreamConfig| {
             c.costs.storage_append = 40 * MS;
+            c.costs.storage_read = MS;
+            c.costs.storage_kib = Duration::ZERO;
             c.costs.control = MS;
         };
         with_nodes(tune, |n| async move {
             let busy = n.spawn(0, append_msg("x", 0, b"abc"));
             sim::time::sleep(MS).await;
             let sent = sim::time::now();
-            // The worker holds the append; the queue takes DATA_QUEUE_MAX.
-            let commits: Vec<_> = (0..DATA_QUEUE_MAX + 1).map(|_| n.spawn(0, StreamMsg::Commit { extent: "y".into(), commit_len: 0 })).collect();
+            // The worker holds the append; the queue takes DATA_QUEUE_MAX
+            // clients' reads and refuses the next one.
+            let read = || StreamMsg::Read { extent: "y".into(), offset: 0, len: 1, limit: None };
+            let reads: Vec<_> = (0..DATA_QUEUE_MAX + 1).map(|_| n.spawn(0, read())).collect();
+            sim::time::sleep(MS).await;
+            // Work an owner owes still gets in.
+            let seal = n.spawn(0, StreamMsg::Seal { extent: "x".into(), epoch: 2 });
             let (_, a_at) = busy.await.expect("append");
             let mut done = Vec::new();
             let mut refused = Vec::new();
-            for c in commits {
-                match c.await.expect("commit") {
-                    (Some(StreamMsg::Done), at) => done.push(at),
+            for r in reads {
+                match r.await.expect("read") {
                     (Some(StreamMsg::Err(ReplicaError::Busy)), at) => refused.push(at),
-                    other => panic!("a commit answered {other:?}"),
+                    (Some(_), at) => done.push(at),
+                    other => panic!("a read answered {other:?}"),
                 }
             }
-            assert_eq!(refused.len(), 1, "one message over the queue's limit is refused");
+            assert_eq!(refused.len(), 1, "one read over the queue's limit is refused");
             assert!(refused[0] < sent + 2 * MS, "refused at once, not after the group: {:?}", refused[0].saturating_sub(sent));
             assert_eq!(done.len(), DATA_QUEUE_MAX);
-            // The queued messages form one group (GROUP_MAX of them),
-            // answered after the append once their control work (1 ms
-            // each) is done: a second group would answer a ms later.
+            // The queued reads form one group (GROUP_MAX of them), answered
+            // after the append once their work (1 ms each) is done: a
+            // second group would answer later.
             assert_eq!(DATA_QUEUE_MAX, GROUP_MAX);
             for at in done {
                 let after = at.saturating_sub(a_at);
                 assert!(after >= GROUP_MAX as u32 * MS && after < (GROUP_MAX as u32 + 1) * MS, "answered {after:?} after the append");
             }
+            let (sealed, _) = seal.await.expect("seal");
+            assert!(matches!(sealed, Some(StreamMsg::SealedAt { len: 3, .. })), "the seal is served, not refused: {sealed:?}");
         });
     }
 
