@@ -305,8 +305,8 @@ impl Node {
         suspect
     }
 
-    /// The CPU time the data messages of a group cost (pings are control
-    /// work, answered at once on the control lane).
+    /// The CPU time the data messages of a group cost (pings never join a
+    /// group: the receive loop answers them on the control lane).
     fn group_cost(&self, group: &[sim::net::Incoming<StreamMsg>]) -> std::time::Duration {
         let c = &self.cfg.costs;
         group
@@ -314,7 +314,6 @@ impl Node {
             .map(|m| match &m.msg {
                 StreamMsg::Append { data, .. } => c.storage_append + crate::cost::Costs::per_kib(c.storage_kib, data.len()),
                 StreamMsg::Read { len, .. } => c.storage_read + crate::cost::Costs::per_kib(c.storage_kib, (*len).min(READ_BYTES_MAX) as usize),
-                StreamMsg::Ping => std::time::Duration::ZERO,
                 _ => c.control,
             })
             .sum()
