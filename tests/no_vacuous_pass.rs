@@ -3,11 +3,10 @@
 //! workload got nothing done, when a fault window met no operation, or
 //! when the service could not be set up.
 
-use std::path::Path;
+mod common;
 
-use tablesim::execute::{execute, Executed};
-use tablesim::parse_scenario as parse;
-use tablesim::run::RunOptions;
+use common::{expectation, run};
+use tablesim::execute::Executed;
 
 /// A small table store (one node of each role per zone, three storage
 /// nodes), `duration` long, with `faults` (TOML) and `expect` (TOML).
@@ -69,16 +68,7 @@ timeout = "50ms"
     )
 }
 
-fn run(text: &str) -> Executed {
-    let scn = parse(Path::new("t.toml"), text.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
-    execute(&scn, scn.seed, &RunOptions::default()).expect("the run ends")
-}
 
-/// The verdict and measured value of the expectation `name`.
-fn expectation(done: &Executed, name: &str) -> (bool, String) {
-    let e = done.report.expectations.iter().find(|e| e.name == name).unwrap_or_else(|| panic!("no `{name}` in {:?}", done.report.expectations));
-    (e.pass, e.measured.clone())
-}
 
 fn main_ops(done: &Executed) -> u64 {
     done.report.operations.values().map(|c| c.ok + c.fail + c.info).sum()

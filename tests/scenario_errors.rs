@@ -555,3 +555,60 @@ fn the_zipf_tables_of_a_run_are_bounded_together() {
     assert_eq!(e.field, "workload[3].keys", "{e}");
     assert!(e.message.contains("rank 12000000 keys: at most 8000000"), "{e}");
 }
+
+fn tenant_surge() -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/table-tenant-surge.toml")).expect("shipped scenario")
+}
+
+#[test]
+fn the_tenant_scenario_parses_with_its_instances_quotas_and_surge() {
+    let s = parse(Path::new("table-tenant-surge.toml"), tenant_surge().as_bytes()).unwrap();
+    assert_eq!(s.workloads[1].instance.as_deref(), Some("b"));
+    assert_eq!(s.hotspots[0].instance.as_deref(), Some("b"));
+    assert_eq!(s.quotas.len(), 2);
+    assert_eq!((s.quotas[0].rate, s.quotas[0].burst, s.quotas[0].at), (300, 30, None));
+}
+
+#[test]
+fn bad_quotas_are_refused_with_their_field() {
+    let with = |from: &str, to: &str| {
+        let text = tenant_surge();
+        assert!(text.contains(from), "{from}");
+        text.replacen(from, to, 1)
+    };
+    let cases = [
+        (with("op = \"write\"", "op = \"delete\""), "quota[0].op", "unknown operation kind `delete`"),
+        (with("instance = \"b\"\nop", "instance = \"c\"\nop"), "quota[0].instance", "no workload of instance `c`"),
+        (with("burst = 30", "burst = 0"), "quota[0].burst", "use 1 to"),
+        (with("rate = 300\nburst", "rate = 20000000\nburst"), "quota[0].rate", "at most"),
+        (with("burst = 30", "burst = 30\nat = \"99s\""), "quota[0].at", "after the end of the run"),
+        (with("burst = 30", "burst = 30\ncolour = 1"), "quota[0].colour", "unknown field"),
+    ];
+    for (text, field, words) in cases {
+        let e = err(&text);
+        assert_eq!(e.field, field, "{e}");
+        assert!(e.message.contains(words), "{e}");
+    }
+}
+
+#[test]
+fn bad_instances_are_refused() {
+    for (name, words) in [("B", "lowercase"), ("main", "names the main instance"), ("tablesim", "main instance's name in the store")] {
+        let text = tenant_surge().replacen("instance = \"b\"\nclients", &format!("instance = \"{name}\"\nclients"), 1);
+        let e = err(&text);
+        assert_eq!(e.field, "workload[1].instance", "{name}: {e}");
+        assert!(e.message.contains(words), "{name}: {e}");
+    }
+    let text = tenant_surge().replacen("instance = \"b\"\nat", "instance = \"c\"\nat", 1);
+    let e = err(&text);
+    assert_eq!(e.field, "hotspot[0].instance", "{e}");
+}
+
+#[test]
+fn quotas_and_instances_on_another_service_are_refused() {
+    let e = err(&format!("{GOOD}\n[[quota]]\ninstance = \"main\"\nop = \"read\"\nrate = 10\n"));
+    assert_eq!(e.field, "quota[0]", "{e}");
+    assert!(e.message.contains("table"), "{e}");
+    let e = err(&GOOD.replace("keys = 10", "keys = 10\ninstance = \"b\""));
+    assert_eq!(e.field, "workload[0].instance", "{e}");
+}

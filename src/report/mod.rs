@@ -321,6 +321,16 @@ impl Report {
             let n = self.table.as_ref().and_then(|t| t.unserved.as_ref()).map_or(0, |u| u.count);
             let _ = writeln!(s, "  longest unserved {l} (servers' view, {n} spans in all)");
         }
+        if let Some(t) = self.table.as_ref().and_then(|t| t.traffic.as_ref()) {
+            for (r, l) in &t.resources {
+                let limit = l.limit.as_deref().map(|x| format!(" quota {x}")).unwrap_or_default();
+                let acc = l.accuracy.as_deref().map(|a| format!(", {a}")).unwrap_or_default();
+                let _ = writeln!(s, "  traffic {r}{limit}: offered {} admitted {} throttled {}{acc}", l.offered, l.admitted, l.throttled);
+            }
+            for (w, l) in &t.tenants {
+                let _ = writeln!(s, "  tenant {w} ({}): ok {} throttled {} failed {} availability {:.4} p50 {} p99 {}", l.instance, l.ok, l.throttled, l.failed, l.availability, l.p50, l.p99);
+            }
+        }
         for p in &self.phases {
             let lat = |k: &str| p.latency.get(k).map_or("-", |l| l.p99.as_str());
             let _ = writeln!(

@@ -50,6 +50,10 @@ pub struct TableFigures {
     /// (absent when no write succeeded before it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub healthy_write: Option<HealthyWrite>,
+    /// Traffic control (scenarios with quotas or instances, and any run
+    /// in which a table server throttled a partition).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub traffic: Option<TrafficFigures>,
 }
 
 /// How close healthy writes come to what the model makes them cost.
@@ -96,4 +100,194 @@ pub fn healthy_write(ops: &[Operation<'_>], start: SimTime, first_fault: SimTime
         modeled: fmt_duration(modeled),
         ratio: if modeled.is_zero() { 0.0 } else { round2(p50 as f64 / modeled.as_nanos() as f64) },
     })
+}
+
+/// Traffic control: what each quota (and each partition a table server
+/// throttled) was offered, admitted and throttled, and every tenant's
+/// service, so that a reader sees who was protected from whom.
+#[derive(Serialize, Debug, Clone, PartialEq, Default)]
+pub struct TrafficFigures {
+    /// By quota (`instance b write`, `table b/rows read`) or partition
+    /// (`partition 7`; the [`TOP_PARTITIONS`] most throttled).
+    pub resources: BTreeMap<String, TrafficLine>,
+    /// By workload (each belongs to one instance).
+    pub tenants: BTreeMap<String, TenantLine>,
+    /// (time, instance) of every quota change the master committed.
+    pub quota_changes: Vec<String>,
+}
+
+/// Partitions the traffic section lists.
+pub const TOP_PARTITIONS: usize = 5;
+
+#[derive(Serialize, Debug, Clone, PartialEq, Default)]
+pub struct TrafficLine {
+    /// The quota in force at the end (`1000/s burst 100`); none for a
+    /// partition.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<String>,
+    pub offered: u64,
+    pub admitted: u64,
+    pub throttled: u64,
+    /// Per second of the main phase: admitted, and throttled.
+    pub admitted_per_s: String,
+    pub throttled_per_s: String,
+    /// Limiter accuracy (judged by `quota_accuracy`, with the burst bound
+    /// below): admitted over the quota in every whole second in
+    /// which more than the quota was offered, after the first such second
+    /// and leaving out the seconds a quota change took effect in: the
+    /// lowest and the highest ratio, and how many seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accuracy: Option<String>,
+    /// The most admitted in one 100 ms slot beyond a tenth of the rate
+    /// (the burst bounds it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_over_rate_100ms: Option<i64>,
+    /// The most admitted in one 100 ms slot beyond a tenth of the rate and
+    /// the burst (0 or less: the burst held).
+    #[serde(skip)]
+    pub max_over_burst_100ms: Option<i64>,
+    /// Lowest and highest accuracy ratios (for expectations).
+    #[serde(skip)]
+    pub ratios: Option<(f64, f64)>,
+}
+
+#[derive(Serialize, Debug, Clone, PartialEq, Default)]
+pub struct TenantLine {
+    pub instance: String,
+    pub ok: u64,
+    /// Refused by a quota or a partition's traffic control.
+    pub throttled: u64,
+    pub failed: u64,
+    pub availability: f64,
+    pub p50: String,
+    pub p99: String,
+    #[serde(skip)]
+    pub p99_ns: u64,
+}
+
+/// A quota's limit per 100 ms slot: (rate, burst) in force, and whether a
+/// change took effect in that slot's second.
+pub type LimitAt<'a> = &'a dyn Fn(&str, u64) -> Option<(u64, u64)>;
+
+/// The traffic section from the observer's counts (`traffic`, per
+/// resource and 100 ms slot of true time), the main phase's bounds, the
+/// limits in force per slot, and the tenants' operations.
+pub fn traffic_figures(
+    traffic: &BTreeMap<(String, u64), engine::table::quota::Counts>,
+    changes: &[(SimTime, String)],
+    main: (SimTime, SimTime),
+    limit_at: LimitAt<'_>,
+    tenants: BTreeMap<String, TenantLine>,
+) -> TrafficFigures {
+    let slot_ns = engine::table::TRAFFIC_SLOT.as_nanos() as u64;
+    let (from, to) = (main.0.as_nanos() / slot_ns, main.1.as_nanos().div_ceil(slot_ns));
+    let per_sec = 1_000_000_000 / slot_ns;
+    let change_secs: Vec<u64> = changes.iter().map(|(t, _)| t.as_nanos() / 1_000_000_000).collect();
+    let mut by: BTreeMap<&str, Vec<(u64, engine::table::quota::Counts)>> = BTreeMap::new();
+    for ((r, slot), c) in traffic.range(..) {
+        if (from..to).contains(slot) {
+            by.entry(r.as_str()).or_default().push((*slot, *c));
+        }
+    }
+    let mut resources = BTreeMap::new();
+    let mut parts: Vec<(u64, String, TrafficLine)> = Vec::new();
+    for (r, slots) in by {
+        let mut line = TrafficLine::default();
+        let secs = ((to - from).div_ceil(per_sec)) as usize;
+        let (mut adm_s, mut thr_s, mut off_s) = (vec![0u64; secs], vec![0u64; secs], vec![0u64; secs]);
+        let mut over: Option<i64> = None;
+        for &(slot, c) in &slots {
+            line.offered += c.offered;
+            line.admitted += c.admitted;
+            line.throttled += c.throttled;
+            let i = ((slot - from) / per_sec) as usize;
+            adm_s[i] += c.admitted;
+            thr_s[i] += c.throttled;
+            off_s[i] += c.offered;
+            if let Some((rate, burst)) = limit_at(r, slot) {
+                let excess = c.admitted as i64 - (rate / per_sec) as i64;
+                over = Some(over.map_or(excess, |o| o.max(excess)));
+                let beyond = excess - burst as i64;
+                line.max_over_burst_100ms = Some(line.max_over_burst_100ms.map_or(beyond, |o| o.max(beyond)));
+            }
+        }
+        let line_of = |v: &[u64]| v.iter().map(u64::to_string).collect::<Vec<_>>().join(" ");
+        line.admitted_per_s = line_of(&adm_s);
+        line.throttled_per_s = line_of(&thr_s);
+        line.max_over_rate_100ms = over;
+        let end_limit = limit_at(r, to.saturating_sub(1));
+        line.limit = end_limit.map(|(rate, burst)| format!("{rate}/s burst {burst}"));
+        if end_limit.is_some() || limit_at(r, from).is_some() {
+            let mut ratios = Vec::new();
+            let mut first = true;
+            for i in 0..secs {
+                let slot = from + i as u64 * per_sec;
+                let Some((rate, _)) = limit_at(r, slot) else { continue };
+                let whole = slot + per_sec <= to;
+                let sec = slot * slot_ns / 1_000_000_000;
+                let changed = change_secs.contains(&sec) || limit_at(r, slot + per_sec - 1) != limit_at(r, slot);
+                if rate == 0 || !whole || off_s[i] < rate {
+                    first = true;
+                    continue;
+                }
+                if first || changed {
+                    first = false;
+                    continue;
+                }
+                ratios.push(adm_s[i] as f64 / rate as f64);
+            }
+            if !ratios.is_empty() {
+                let lo = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+                let hi = ratios.iter().copied().fold(0.0, f64::max);
+                line.accuracy = Some(format!("{:.3}..{:.3} of the quota over {} saturated seconds", lo, hi, ratios.len()));
+                line.ratios = Some((lo, hi));
+            }
+        }
+        if r.starts_with("partition ") {
+            parts.push((line.throttled, r.to_string(), line));
+        } else {
+            resources.insert(r.to_string(), line);
+        }
+    }
+    parts.sort_by_key(|(t, r, _)| (std::cmp::Reverse(*t), r.clone()));
+    for (_, r, line) in parts.into_iter().take(TOP_PARTITIONS) {
+        resources.insert(r, line);
+    }
+    let _ = round2;
+    TrafficFigures { resources, tenants, quota_changes: changes.iter().map(|(t, i)| format!("{t} {i}")).collect() }
+}
+
+/// Every workload's service: its instance, answers and latency.
+pub fn tenant_lines(ops: &[Operation<'_>], workload_of: &dyn Fn(u64) -> Option<(String, String)>) -> BTreeMap<String, TenantLine> {
+    let mut acc: BTreeMap<String, (TenantLine, Vec<u64>, u64)> = BTreeMap::new();
+    for r in ops.iter().filter(|r| r.phase == Phase::Main) {
+        let Some((w, instance)) = workload_of(r.process) else { continue };
+        let e = acc.entry(w).or_insert_with(|| (TenantLine { instance, ..TenantLine::default() }, Vec::new(), 0));
+        e.2 += 1;
+        match r.outcome {
+            Outcome::Ok => {
+                e.0.ok += 1;
+                if let Some(c) = r.complete_ns {
+                    e.1.push(c - r.invoke_ns);
+                }
+            }
+            _ if r.error.is_some_and(|x| x.starts_with("busy: throttled")) => e.0.throttled += 1,
+            _ => e.0.failed += 1,
+        }
+        if super::measure::answered(r) {
+            e.0.availability += 1.0;
+        }
+    }
+    acc.into_iter()
+        .map(|(w, (mut l, mut lat, n))| {
+            lat.sort_unstable();
+            l.availability = super::measure::round4(l.availability / n.max(1) as f64);
+            if !lat.is_empty() {
+                l.p50 = fmt_duration(Duration::from_nanos(quantile(&lat, 0.5)));
+                l.p99_ns = quantile(&lat, 0.99);
+                l.p99 = fmt_duration(Duration::from_nanos(l.p99_ns));
+            }
+            (w, l)
+        })
+        .collect()
 }

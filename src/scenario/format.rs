@@ -82,6 +82,9 @@ pub struct ScenarioFile {
     pub fault: Vec<Spanned<FaultDef>>,
     #[serde(default)]
     pub hotspot: Vec<Spanned<HotspotDef>>,
+    /// Table scenarios: quotas of the instances (traffic control).
+    #[serde(default)]
+    pub quota: Vec<Spanned<QuotaDef>>,
     #[serde(default)]
     pub expect: ExpectDef,
     pub resources: Option<Spanned<ResourcesDef>>,
@@ -371,6 +374,10 @@ pub struct WorkloadDef {
     pub open_loop: bool,
     #[serde(default = "default_outstanding_max")]
     pub outstanding_max: u32,
+    /// Table scenarios: the instance (tenant) the workload's rows belong
+    /// to; each instance has its own table, and its rows keys begin with
+    /// `{instance}.`. Absent: the scenario's main instance.
+    pub instance: Option<String>,
 }
 
 /// The most operations one open-loop client process keeps open.
@@ -469,6 +476,31 @@ pub struct HotspotDef {
     pub rate: Spanned<f64>,
     #[serde(default = "default_hot_clients")]
     pub clients: u32,
+    /// Table scenarios: the instance whose first workload's keys it loads
+    /// (absent: the main instance's).
+    pub instance: Option<Spanned<String>>,
+}
+
+/// `[[quota]]`: one limit of an instance (or of its table) on one kind of
+/// operation, set when the instance is created, or from `at` on (the
+/// `set-quota` change, made through the master while the run goes on).
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaDef {
+    /// The instance: a workload's `instance`, or `main`.
+    pub instance: Spanned<String>,
+    /// Limit the instance's table only (absent: the whole instance).
+    #[serde(default)]
+    pub table: bool,
+    /// `read`, `write` or `scan`.
+    pub op: Spanned<String>,
+    /// Requests per second over all proxies.
+    pub rate: Spanned<u64>,
+    /// Requests admitted above the rate at any moment (default a tenth of
+    /// a second's worth, at least 1).
+    pub burst: Option<Spanned<u64>>,
+    /// When the limit takes effect (absent: at creation).
+    pub at: Option<Spanned<Dur>>,
 }
 
 fn default_hot_clients() -> u32 {
@@ -540,11 +572,22 @@ pub struct ExpectDef {
     /// (messages it cut, lost or delayed, nodes it stopped, disk operations
     /// it failed, clock readings it moved, CPU jobs it slowed); default on.
     pub faults_take_effect: Option<bool>,
+    /// Traffic control: the highest p99 latency of each named workload's
+    /// successful operations in the main phase.
+    pub tenant_max_p99: Option<BTreeMap<String, Dur>>,
+    /// Traffic control: the lowest availability of each named workload.
+    pub tenant_min_availability: Option<BTreeMap<String, f64>>,
+    /// Traffic control: every quota admits within this fraction of its
+    /// rate in every saturated second (the report's `accuracy`).
+    pub quota_accuracy: Option<f64>,
+    /// Traffic control: fewest requests throttled per reason prefix
+    /// (`instance b`, `partition`), so a run that throttled nothing fails.
+    pub min_throttled: Option<BTreeMap<String, u64>>,
 }
 
 impl ExpectDef {
     /// Every expectation, in file order, and whether the scenario sets it.
-    pub fn fields(&self) -> [(&'static str, bool); 26] {
+    pub fn fields(&self) -> [(&'static str, bool); 30] {
         [
             ("lost_acked_writes", self.lost_acked_writes.is_some()),
             ("linearizable", self.linearizable.is_some()),
@@ -572,6 +615,10 @@ impl ExpectDef {
             ("min_workload_ops", self.min_workload_ops.is_some()),
             ("min_fault_window_ops", self.min_fault_window_ops.is_some()),
             ("faults_take_effect", self.faults_take_effect.is_some()),
+            ("tenant_max_p99", self.tenant_max_p99.is_some()),
+            ("tenant_min_availability", self.tenant_min_availability.is_some()),
+            ("quota_accuracy", self.quota_accuracy.is_some()),
+            ("min_throttled", self.min_throttled.is_some()),
         ]
     }
 }

@@ -70,6 +70,12 @@ pub const VALUE_BYTES_MAX_PER_RUN: f64 = 256.0 * 1024.0 * 1024.0;
 
 /// `[[hotspot]]` entries.
 pub const HOTSPOTS_MAX: usize = 64;
+/// Most `[[quota]]` entries of one scenario.
+pub const QUOTAS_MAX: usize = 64;
+/// Most instances (tenants) the workloads of one scenario use.
+pub const INSTANCES_MAX: usize = 8;
+/// Highest quota rate (requests per second).
+pub const QUOTA_RATE_MAX: u64 = 10_000_000;
 /// `[[fault]]` entries.
 pub const FAULTS_MAX: usize = 512;
 /// Names in a fault's `from` or `to`.

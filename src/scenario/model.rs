@@ -28,6 +28,39 @@ pub struct Hotspot {
     pub op: HotOp,
     pub rate: f64,
     pub clients: u32,
+    /// The instance whose keys it loads (`None`: the main one).
+    pub instance: Option<String>,
+}
+
+/// The kind of operation a quota limits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum QuotaOp {
+    Read,
+    Write,
+    Scan,
+}
+
+impl QuotaOp {
+    pub fn parse(s: &str) -> Option<QuotaOp> {
+        match s {
+            "read" => Some(QuotaOp::Read),
+            "write" => Some(QuotaOp::Write),
+            "scan" => Some(QuotaOp::Scan),
+            _ => None,
+        }
+    }
+}
+
+/// A validated `[[quota]]`: one limit from `at` on (`None`: at creation).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Quota {
+    /// `None`: the main instance.
+    pub instance: Option<String>,
+    pub table: bool,
+    pub class: QuotaOp,
+    pub rate: u64,
+    pub burst: u64,
+    pub at: Option<Duration>,
 }
 
 /// A validated scenario, ready to run.
@@ -44,6 +77,7 @@ pub struct Scenario {
     pub workloads: Vec<WorkloadDef>,
     pub faults: Vec<TimedFault>,
     pub hotspots: Vec<Hotspot>,
+    pub quotas: Vec<Quota>,
     pub expect: ExpectDef,
     pub resources: Resources,
 }

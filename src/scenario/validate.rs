@@ -14,7 +14,7 @@ use sim::topology::{LinkParams, Topology};
 
 use super::format::{Distribution, ScenarioFile, WorkloadDef, WorkloadKind, CLIENT_ROLE};
 use super::limits::{self, shown};
-use super::model::{line_col, Hotspot, Scenario, ScenarioError, TimedFault};
+use super::model::{line_col, Hotspot, Quota, Scenario, ScenarioError, TimedFault};
 use super::service::{ServiceRules, WorkloadFeature};
 use super::spans::FieldSpans;
 use super::timeline::{fault_pair, replay, Targets};
@@ -342,6 +342,24 @@ pub(super) fn validate(path: &Path, text: &str, spans: &FieldSpans<'_>, f: Scena
         if workloads.iter().any(|o: &WorkloadDef| o.name == wd.name) {
             return bad("name", format!("two workloads are named `{}`", wd.name));
         }
+        if let Some(inst) = &wd.instance {
+            if kind != "table" {
+                return bad("instance", "instances (tenants) are the table store's: use `kind = \"table\"`".into());
+            }
+            if let Err(m) = check_instance(inst) {
+                return bad("instance", m);
+            }
+            let mut names: Vec<&str> = workloads.iter().filter_map(|w: &WorkloadDef| w.instance.as_deref()).collect();
+            names.push(inst);
+            names.sort();
+            names.dedup();
+            if names.len() > limits::INSTANCES_MAX {
+                return bad("instance", format!("{} instances: at most {}", names.len(), limits::INSTANCES_MAX));
+            }
+            if wd.bad_requests > 0.0 {
+                return bad("bad_requests", "bad requests come from workloads of the main instance only".into());
+            }
+        }
         let bytes = f64::from(wd.value_size) * (1.0 + f64::from(wd.columns));
         if let Err(m) = budget.add(u64::from(wd.clients), wd.rate, duration, bytes) {
             return bad(m.0, m.1);
@@ -363,8 +381,12 @@ pub(super) fn validate(path: &Path, text: &str, spans: &FieldSpans<'_>, f: Scena
     for (i, h) in f.hotspot.iter().enumerate() {
         let field = format!("hotspot[{i}]");
         let hd = h.get_ref();
-        let keys = workloads.first().map(|w| w.keys).unwrap_or(0);
+        let instance = hd.instance.as_ref().map(|s| s.get_ref().clone()).filter(|s| s != MAIN_INSTANCE);
+        let keys = workloads.iter().find(|w| w.instance.as_ref().filter(|s| *s != MAIN_INSTANCE) == instance.as_ref()).map(|w| w.keys).unwrap_or(0);
         if keys == 0 {
+            if let Some(s) = &hd.instance {
+                return Err(err(s.span(), format!("{field}.instance"), format!("no workload of instance `{}`", shown(s.get_ref()))));
+            }
             return Err(err(h.span(), field, "a hotspot adds load to the first workload's keys: define a [[workload]]".into()));
         }
         let (lo, hi) = match (hd.key, hd.keys) {
@@ -394,7 +416,50 @@ pub(super) fn validate(path: &Path, text: &str, spans: &FieldSpans<'_>, f: Scena
         if let Err((what, m)) = budget.add(u64::from(hd.clients), rate, until - at, bytes) {
             return Err(err(h.span(), format!("{field}.{what}"), m));
         }
-        hotspots.push(Hotspot { at, until, lo, hi, op: hd.op, rate, clients: hd.clients });
+        hotspots.push(Hotspot { at, until, lo, hi, op: hd.op, rate, clients: hd.clients, instance });
+    }
+
+    // Quotas.
+    if let Some(q) = f.quota.first().filter(|_| kind != "table") {
+        return Err(err(q.span(), "quota[0]".into(), format!("quotas are the table store's traffic control; the {kind} service has none")));
+    }
+    if let Some(q) = f.quota.get(limits::QUOTAS_MAX) {
+        return Err(err(q.span(), format!("quota[{}]", limits::QUOTAS_MAX), format!("{} quotas: at most {}", f.quota.len(), limits::QUOTAS_MAX)));
+    }
+    let mut quotas = Vec::new();
+    for (i, q) in f.quota.iter().enumerate() {
+        let field = format!("quota[{i}]");
+        let qd = q.get_ref();
+        let name = qd.instance.get_ref();
+        let instance = (name != MAIN_INSTANCE).then(|| name.clone());
+        if !workloads.iter().any(|w| w.instance.as_ref().filter(|s| *s != MAIN_INSTANCE) == instance.as_ref()) {
+            return Err(err(qd.instance.span(), format!("{field}.instance"), format!("no workload of instance `{}` (`{MAIN_INSTANCE}` is the workloads' without `instance`)", shown(name))));
+        }
+        let Some(class) = super::model::QuotaOp::parse(qd.op.get_ref()) else {
+            return Err(err(qd.op.span(), format!("{field}.op"), format!("unknown operation kind `{}` (read, write, scan)", shown(qd.op.get_ref()))));
+        };
+        let rate = *qd.rate.get_ref();
+        if rate > limits::QUOTA_RATE_MAX {
+            return Err(err(qd.rate.span(), format!("{field}.rate"), format!("{rate} requests per second: at most {}", limits::QUOTA_RATE_MAX)));
+        }
+        let burst = match &qd.burst {
+            Some(b) if *b.get_ref() == 0 || *b.get_ref() > limits::QUOTA_RATE_MAX => {
+                return Err(err(b.span(), format!("{field}.burst"), format!("{}: use 1 to {}", b.get_ref(), limits::QUOTA_RATE_MAX)));
+            }
+            Some(b) => *b.get_ref(),
+            None => (rate / 10).max(1),
+        };
+        let at = qd.at.as_ref().map(|a| a.get_ref().0);
+        if let (Some(a), Some(span)) = (at, qd.at.as_ref().map(|a| a.span())) {
+            if a > duration {
+                return Err(err(span, format!("{field}.at"), format!("{} is after the end of the run ({})", fmt_duration(a), fmt_duration(duration))));
+            }
+        }
+        let quota = Quota { instance, table: qd.table, class, rate, burst, at };
+        if quotas.iter().any(|o: &Quota| o.instance == quota.instance && o.table == quota.table && o.class == quota.class && o.at == quota.at) {
+            return Err(err(q.span(), field, "another quota sets the same limit at the same time".into()));
+        }
+        quotas.push(quota);
     }
 
     // Faults.
@@ -442,9 +507,27 @@ pub(super) fn validate(path: &Path, text: &str, spans: &FieldSpans<'_>, f: Scena
         workloads,
         faults,
         hotspots,
+        quotas,
         expect: f.expect,
         resources,
     })
+}
+
+/// The name `[[quota]]` entries give the workloads' instance when they
+/// set no `instance`.
+pub const MAIN_INSTANCE: &str = "main";
+
+/// An instance name: 1 to 32 lowercase letters, digits and `-`, not
+/// `main` (the name quotas give the main instance).
+fn check_instance(s: &str) -> Result<(), String> {
+    let ok = !s.is_empty() && s.len() <= 32 && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if !ok {
+        return Err(format!("`{}`: 1 to 32 lowercase letters, digits and `-`", shown(s)));
+    }
+    if s == MAIN_INSTANCE {
+        return Err(format!("`{s}` names the main instance: leave `instance` out"));
+    }
+    Ok(())
 }
 
 /// "`d` is over the limit of `max`".

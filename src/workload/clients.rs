@@ -234,11 +234,13 @@ pub fn spread(scn: &Scenario, nodes: usize, history: &SharedHistory, bad_request
             next_process += 1;
         }
     }
-    // The hotspots add load to the first workload's keys: they share one
-    // key chooser (a Zipf table can be large).
-    let hot_chooser = scn.workloads.first().filter(|_| !scn.hotspots.is_empty()).map(|base| Arc::new(KeyChooser::new(base.keys, base.distribution, base.zipf_theta)));
+    // The hotspots add load to the keys of their instance's first
+    // workload: those of one instance share one key chooser (a Zipf table
+    // can be large).
+    let mut hot_choosers: BTreeMap<Option<String>, Arc<KeyChooser>> = BTreeMap::new();
     for (i, h) in scn.hotspots.iter().enumerate() {
-        let (Some(base), Some(chooser)) = (scn.workloads.first(), hot_chooser.clone()) else { break };
+        let Some(base) = scn.workloads.iter().find(|w| w.instance == h.instance) else { break };
+        let chooser = hot_choosers.entry(h.instance.clone()).or_insert_with(|| Arc::new(KeyChooser::new(base.keys, base.distribution, base.zipf_theta))).clone();
         let def = Arc::new(base.clone());
         for _ in 0..h.clients {
             let (def, chooser, h) = (def.clone(), chooser.clone(), h.clone());

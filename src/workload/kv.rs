@@ -30,6 +30,12 @@ pub fn key_name(i: u64) -> String {
     format!("k{i:08}")
 }
 
+/// What the row keys of a workload of `instance` begin with (nothing for
+/// the main instance): the instances' keys never meet in the history.
+pub fn key_prefix(instance: Option<&str>) -> String {
+    instance.map(|i| format!("{i}.")).unwrap_or_default()
+}
+
 /// Samples key indices uniformly or Zipf-distributed (rank 0 hottest).
 pub struct KeyChooser {
     keys: u64,
@@ -124,6 +130,8 @@ struct Generator {
     bad_sent: u64,
     hot: Option<(HotOp, u64, u64)>,
     chooser: Arc<KeyChooser>,
+    /// The workload's instance's key prefix.
+    prefix: String,
 }
 
 impl Generator {
@@ -135,12 +143,14 @@ impl Generator {
         // scenarios' streams are unchanged).
         let bad_fraction = spec.def.bad_requests;
         let bad_sent = if bad_fraction > 0.0 { rng.random_range(0..BadKind::ALL.len() as u64) } else { 0 };
-        Generator { process: spec.process, counter: 0, weights, total, bad_fraction, bad_sent, hot: spec.hot, chooser: spec.chooser.clone() }
+        let prefix = key_prefix(spec.def.instance.as_deref());
+        Generator { process: spec.process, counter: 0, weights, total, bad_fraction, bad_sent, hot: spec.hot, chooser: spec.chooser.clone(), prefix }
     }
 
     fn next(&mut self, rng: &mut ChaCha8Rng, known: &BTreeMap<String, Option<String>>) -> Next {
+        let p = &self.prefix;
         if let Some((hop, lo, hi)) = self.hot {
-            let key = key_name(rng.random_range(lo..=hi));
+            let key = format!("{p}{}", key_name(rng.random_range(lo..=hi)));
             return Next::Op(match hop {
                 HotOp::Read => Op::Read { key, value: None },
                 HotOp::Write => {
@@ -159,15 +169,15 @@ impl Generator {
             }
         }).map(|(k, _)| *k).unwrap_or("read");
         let idx = self.chooser.pick(rng);
-        let key = key_name(idx);
+        let key = format!("{p}{}", key_name(idx));
         self.counter += 1;
         let value = format!("p{}.{}", self.process, self.counter);
         let op = match kind {
             "write" => Op::Write { key, value },
             "cas" => Op::Cas { expected: known.get(&key).cloned().unwrap_or(None), key, value },
             "delete" => Op::Delete { key },
-            "append" => Op::Append { pkey: format!("u{:04}", idx % APPEND_PKEYS), seq: None },
-            "scan" => Op::Scan { start: key, end: key_name(idx + 50), count: None },
+            "append" => Op::Append { pkey: format!("{p}u{:04}", idx % APPEND_PKEYS), seq: None },
+            "scan" => Op::Scan { start: key, end: format!("{p}{}", key_name(idx + 50)), count: None },
             _ => Op::Read { key, value: None },
         };
         if self.bad_fraction > 0.0 && rng.random::<f64>() < self.bad_fraction {

@@ -15,7 +15,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::badreq::{self, BadAnswer, BadKind, BadLog, BadRequest};
-use super::kv::{key_name, Answer, KvService};
+use super::kv::{key_name, key_prefix, Answer, KvService};
+use crate::scenario::{Quota, QuotaOp};
+use engine::table::quota::{Limit, OpClass, QuotaEntry};
+use sim::time::SimTime;
 use crate::history::Op;
 
 /// The instance, its access key and the table every workload uses.
@@ -44,10 +47,68 @@ pub const WRONG_ACCESS_KEY: &str = "tablesim-key-guessed";
 /// Bytes of an oversized bad cell (over [`CELL_BYTES_MAX`]).
 pub const OVERSIZED_CELL_BYTES: usize = CELL_BYTES_MAX + 64;
 
+/// Another instance (tenant) of a scenario: its name and its key space
+/// (its workloads' keys begin with `{instance}.`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tenant {
+    pub instance: String,
+    pub keys: u64,
+}
+
+/// The access key of a tenant instance.
+pub fn tenant_access_key(instance: &str) -> String {
+    format!("{instance}-key")
+}
+
+/// The store's name of a scenario's instance (`None`: the main one).
+pub fn store_instance(instance: Option<&str>) -> &str {
+    instance.unwrap_or(INSTANCE)
+}
+
+/// The store's kind of a quota's operations.
+pub fn op_class(op: QuotaOp) -> OpClass {
+    match op {
+        QuotaOp::Read => OpClass::Read,
+        QuotaOp::Write => OpClass::Write,
+        QuotaOp::Scan => OpClass::Scan,
+    }
+}
+
+/// The quotas of `instance` in force at `at` (creation: `None`): for each
+/// table and kind, the latest entry from at or before then.
+pub fn quotas_at(quotas: &[Quota], instance: Option<&str>, at: Option<Duration>) -> Vec<QuotaEntry> {
+    let mut latest: BTreeMap<(bool, QuotaOp), &Quota> = BTreeMap::new();
+    for q in quotas.iter().filter(|q| q.instance.as_deref() == instance && q.at.unwrap_or_default() <= at.unwrap_or_default()) {
+        let e = latest.entry((q.table, q.class)).or_insert(q);
+        if q.at.unwrap_or_default() >= e.at.unwrap_or_default() {
+            *e = q;
+        }
+    }
+    latest.values().map(|q| QuotaEntry { table: q.table.then(|| TABLE.to_string()), class: op_class(q.class), limit: Limit { rate: q.rate, burst: q.burst } }).collect()
+}
+
+/// Makes the scenario's quota changes (`[[quota]]` entries with `at`)
+/// through the master, each at its time.
+pub async fn quota_changes(client: &TableClient, quotas: &[Quota]) {
+    let mut times: Vec<Duration> = quotas.iter().filter_map(|q| q.at).collect();
+    times.sort();
+    times.dedup();
+    for at in times {
+        time::sleep_until(SimTime::from_duration(at)).await;
+        let mut instances: Vec<Option<&str>> = quotas.iter().filter(|q| q.at == Some(at)).map(|q| q.instance.as_deref()).collect();
+        instances.dedup();
+        for i in instances {
+            let _ = client.set_quota(store_instance(i), quotas_at(quotas, i, Some(at))).await;
+        }
+    }
+}
+
 /// The table client as a key-value service.
 #[derive(Clone)]
 pub struct TableKv {
     client: TableClient,
+    /// The tenants' key prefixes and clients (their credentials).
+    tenants: Vec<(String, TableClient)>,
     /// Where bad requests and scans that see their rows are recorded.
     bad: Option<BadLog>,
     /// Columns per row beside the value (0: one-value rows).
@@ -55,8 +116,19 @@ pub struct TableKv {
 }
 
 impl TableKv {
-    pub fn new(client: TableClient, bad: Option<BadLog>, columns: u32) -> TableKv {
-        TableKv { client, bad, columns }
+    pub fn new(client: TableClient, bad: Option<BadLog>, columns: u32, tenants: &[Tenant]) -> TableKv {
+        let tenants = tenants.iter().map(|t| (key_prefix(Some(&t.instance)), client.with_credentials(&t.instance, &tenant_access_key(&t.instance)))).collect();
+        TableKv { client, tenants, bad, columns }
+    }
+
+    /// The client of the instance whose rows `op` touches.
+    fn client_for(&self, op: &Op) -> &TableClient {
+        let key = match op {
+            Op::Append { pkey, .. } => pkey.as_str(),
+            Op::Scan { start, .. } => start.as_str(),
+            other => other.register_key().unwrap_or(""),
+        };
+        self.tenants.iter().find(|(p, _)| key.starts_with(p.as_str())).map_or(&self.client, |(_, c)| c)
     }
 
     /// The client, table and operation of a bad request.
@@ -157,7 +229,7 @@ fn answer_err(e: TableError) -> Answer {
 
 impl KvService for TableKv {
     async fn call(&self, op: &Op, _value_size: u32) -> Answer {
-        match run_op(&self.client, TABLE, op, self.columns).await {
+        match run_op(self.client_for(op), TABLE, op, self.columns).await {
             Ok((done, rows)) => {
                 // A scan's rows are not in the history: look for bad
                 // requests' rows here.
@@ -220,7 +292,7 @@ pub fn split_points(keys: u64, partitions: u32) -> Vec<String> {
 /// Creates the instance and the table (both idempotent), and with `other`
 /// the second instance and its one-partition table, retrying while the
 /// master is not yet elected or moves; `Err` after [`SETUP_ATTEMPTS_MAX`].
-pub async fn setup(client: &TableClient, keys: u64, partitions: u32, other: bool) -> Result<usize, String> {
+pub async fn setup(client: &TableClient, keys: u64, partitions: u32, other: bool, tenants: &[Tenant], quotas: &[Quota]) -> Result<usize, String> {
     let splits = split_points(keys, partitions);
     // A request that reaches a master before its node listens is lost, and
     // the client's admin call waits out its whole timeout: let the roles
@@ -232,6 +304,30 @@ pub async fn setup(client: &TableClient, keys: u64, partitions: u32, other: bool
             Ok(()) => client.create_table(INSTANCE, TABLE, splits.len() as u32 + 1, splits.clone()).await,
             Err(e) => Err(e),
         };
+        for t in tenants {
+            if created.is_err() {
+                break;
+            }
+            let p = key_prefix(Some(&t.instance));
+            let splits: Vec<String> = split_points(t.keys, partitions).into_iter().map(|k| format!("{p}{k}")).collect();
+            let n = splits.len() as u32 + 1;
+            if let Err(e) = client.create_instance(&t.instance, &tenant_access_key(&t.instance)).await {
+                created = Err(e);
+            } else if let Err(e) = client.create_table(&t.instance, TABLE, n, splits).await {
+                created = Err(e);
+            }
+        }
+        let mut instances: Vec<Option<&str>> = quotas.iter().filter(|q| q.at.is_none()).map(|q| q.instance.as_deref()).collect();
+        instances.sort();
+        instances.dedup();
+        for i in instances {
+            if created.is_err() {
+                break;
+            }
+            if let Err(e) = client.set_quota(store_instance(i), quotas_at(quotas, i, None)).await {
+                created = Err(e);
+            }
+        }
         if other && created.is_ok() {
             let second = match client.create_instance(OTHER_INSTANCE, OTHER_ACCESS_KEY).await {
                 Ok(()) => client.create_table(OTHER_INSTANCE, OTHER_TABLE, 1, Vec::new()).await,

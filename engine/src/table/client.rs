@@ -10,7 +10,9 @@
 //! [`BACKOFF_GROWTH_MAX`] times, each pause drawn between half and all of
 //! it from the client's seeded stream, and never shorter than a `Busy`
 //! answer's hint), so that clients retrying together spread out and
-//! retries cannot multiply the load of an overloaded store.
+//! retries cannot multiply the load of an overloaded store. A request a
+//! quota throttled is retried after one to two times its hint, at most
+//! [`THROTTLE_RETRIES_MAX`] times; the next throttle is the answer.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -28,6 +30,10 @@ use super::*;
 pub const ATTEMPTS_MAX: u32 = 64;
 /// Times the back-off between two attempts doubles at most.
 pub const BACKOFF_GROWTH_MAX: u32 = 3;
+/// Times one operation is retried after a quota throttled it; the next
+/// throttle is its answer (a tenant over its quota at most triples its
+/// offered load by retrying).
+pub const THROTTLE_RETRIES_MAX: u32 = 2;
 
 /// A client of one instance. Cheap to clone; clones share the request-id
 /// counter.
@@ -164,6 +170,14 @@ impl TableClient {
         Duration::from_nanos(drawn).max(hint)
     }
 
+    /// The pause after a throttle whose hint is `hint`: between one and two
+    /// hints, drawn from the client's seeded stream, so that the clients a
+    /// quota refused together do not all come back at the same instant.
+    fn throttle_pause(&self, hint: Duration) -> Duration {
+        let ns = u64::try_from(hint.as_nanos()).unwrap_or(u64::MAX / 2).max(1);
+        Duration::from_nanos(self.inner.rng.lock().expect("rng lock").random_range(ns..=ns * 2))
+    }
+
     /// Runs one operation under a given request id (for tests).
     pub async fn op_with(&self, op: Op, rid: Option<ReqId>) -> Result<OpResult, TableError> {
         let i = &self.inner;
@@ -175,6 +189,7 @@ impl TableClient {
         let mut maybe_applied = false;
         let mut last = TableError::Unavailable("no attempt".into());
         let mut retries = 0u32;
+        let mut throttled = 0u32;
         for _ in 0..ATTEMPTS_MAX {
             if time::now() >= deadline {
                 break;
@@ -200,6 +215,16 @@ impl TableClient {
                         last = e;
                         retries += 1;
                         time::sleep(self.backoff(retries, Duration::from_micros(retry_after_us))).await;
+                    }
+                    TableError::Throttled { retry_after_us, .. } => {
+                        throttled += 1;
+                        if throttled > THROTTLE_RETRIES_MAX {
+                            // After an unknown attempt the outcome stays unknown;
+                            // the last answer was a refusal for lack of quota.
+                            return Err(if maybe_applied { TableError::Unknown(format!("no definite answer (last: {e})")) } else { e });
+                        }
+                        last = e;
+                        time::sleep(self.throttle_pause(Duration::from_micros(retry_after_us))).await;
                     }
                     TableError::ConditionFailed(_) | TableError::Refused(_) | TableError::Auth(_) | TableError::Failed(_) => {
                         // A definite answer; after an unknown attempt, a
@@ -261,6 +286,12 @@ impl TableClient {
     /// Splits a partition at `at`; returns the two new partition ids.
     pub async fn split(&self, pid: PartitionId, at: &str) -> Result<Vec<PartitionId>, TableError> {
         self.admin(AdminOp::Split { pid, at: at.into() }).await
+    }
+
+    /// Replaces an instance's quotas (through the master, which divides
+    /// them over the proxies).
+    pub async fn set_quota(&self, instance: &str, entries: Vec<super::quota::QuotaEntry>) -> Result<(), TableError> {
+        self.admin(AdminOp::SetQuota { instance: instance.into(), entries }).await.map(|_| ())
     }
 
     /// Merges two neighbours; returns the new partition id.

@@ -14,6 +14,7 @@ use sim::world::NodeCtx;
 use sim::Clock;
 
 use super::core::{Cmd, Core, Input};
+use super::quota::{quota_key, QuotaEntry, ShareDivider, QUOTAS_MAX, QUOTAS_PER_INSTANCE_MAX, SHARE_LEASE, SHARE_SKEW};
 use super::part::{routing_key, PartStore};
 use super::*;
 use crate::lsm::db::ClockFn;
@@ -47,6 +48,8 @@ struct LeaseRec {
 struct Active {
     epoch: u64,
     core: Core,
+    /// Divides every quota over the proxies.
+    quotas: ShareDivider,
     /// Local send time of the last successful renewal.
     renewed: SimTime,
 }
@@ -128,6 +131,14 @@ impl Master {
                 let parts = cmds.into_iter().find_map(|c| if let Cmd::Grant { parts, .. } = c { Some(parts) } else { None }).unwrap_or_default();
                 ControlMsg::Grant { master_epoch: epoch, sent, parts }
             }
+            (ControlMsg::Quota(report), Some(_)) if self.cfg.proxies.contains(&m.from) => {
+                let now = self.clock.now();
+                let grant = self.active.lock().expect("active lock").as_mut().and_then(|a| a.quotas.report(now, m.from, report));
+                match grant {
+                    Some(g) => ControlMsg::QuotaGrant(g),
+                    None => ControlMsg::NotMaster,
+                }
+            }
             _ => ControlMsg::NotMaster,
         };
         self.net.reply(m.from, req, answer).await;
@@ -207,9 +218,17 @@ impl Master {
             return;
         }
         let Ok(map) = self.load_map().await else { return };
-        let mut core = Core::new(self.cfg.core(), self.clock.now());
-        core.step(self.clock.now(), Input::Map(map));
-        *self.active.lock().expect("active lock") = Some(Active { epoch, core, renewed: started });
+        let Ok(stored) = self.client.meta_scan_all(QUOTA_PREFIX, QUOTAS_MAX).await else { return };
+        let now = self.clock.now();
+        let mut core = Core::new(self.cfg.core(), now);
+        core.step(now, Input::Map(map));
+        let mut quotas = ShareDivider::new(epoch, self.cfg.proxies.clone(), SHARE_LEASE, SHARE_SKEW, now);
+        for (k, v) in stored {
+            if let (Some(instance), Some(entries)) = (k.strip_prefix(QUOTA_PREFIX), decode::<Vec<QuotaEntry>>(&v)) {
+                quotas.set_instance(instance, &entries);
+            }
+        }
+        *self.active.lock().expect("active lock") = Some(Active { epoch, core, quotas, renewed: started });
         self.ctx.note(format!("master takes over at epoch {epoch}"));
         let me = self.ctx.id;
         self.cfg.observer.with(|o| o.master_takeovers.push((time::now(), me, epoch)));
@@ -441,6 +460,34 @@ impl Master {
                 }
                 let merged = PartitionInfo { end: r.end.clone(), owner: None, epoch: 0, ..l.clone() };
                 self.rewrite(epoch, vec![l, r], vec![merged], FailoverCause::Merged).await
+            }
+            AdminOp::SetQuota { instance, entries } => {
+                if !valid_name(&instance) {
+                    return Err(TableError::Refused("bad instance name".into()));
+                }
+                if entries.len() > QUOTAS_PER_INSTANCE_MAX {
+                    return Err(TableError::Refused(format!("{} quotas over {QUOTAS_PER_INSTANCE_MAX}", entries.len())));
+                }
+                if let Some(e) = entries.iter().find(|e| e.table.as_deref().is_some_and(|t| !valid_name(t)) || e.limit.burst == 0) {
+                    return Err(TableError::Refused(format!("bad quota {e:?}: a table name, and a burst of at least 1")));
+                }
+                if self.client.meta_get(&instance_key(&instance)).await.map_err(|e| TableError::Unknown(e.to_string()))?.is_none() {
+                    return Err(TableError::Failed(format!("no instance {instance}")));
+                }
+                let k = quota_key(&instance);
+                let cur = self.client.meta_get(&k).await.map_err(|e| TableError::Unknown(e.to_string()))?;
+                match self.txn(epoch, vec![(k.clone(), cur)], vec![(k, Some(encode(&entries)))]).await? {
+                    Outcome::Done => {
+                        let mut a = self.active.lock().expect("active lock");
+                        if let Some(a) = a.as_mut().filter(|a| a.epoch == epoch) {
+                            a.quotas.set_instance(&instance, &entries);
+                        }
+                        let at = time::now();
+                        self.cfg.observer.with(|o| o.quota_changes.push((at, instance.clone())));
+                        Ok(vec![])
+                    }
+                    _ => Err(TableError::Failed("concurrent change, retry".into())),
+                }
             }
         }
     }

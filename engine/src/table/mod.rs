@@ -93,6 +93,7 @@ pub mod core;
 pub mod master;
 pub mod part;
 pub mod proxy;
+pub mod quota;
 pub mod routing;
 pub mod server;
 
@@ -164,6 +165,8 @@ pub const MASTER_EPOCH_KEY: &str = "tbl/master/epoch";
 pub const NEXT_PID_KEY: &str = "tbl/next-pid";
 pub const INSTANCE_PREFIX: &str = "tbl/inst/";
 pub const TABLE_PREFIX: &str = "tbl/table/";
+/// An instance's quotas (see [`quota`]).
+pub const QUOTA_PREFIX: &str = "tbl/quota/";
 /// A table being created: its partition ids, until the table entry exists.
 pub const CREATING_PREFIX: &str = "tbl/creating/";
 /// Changed by every transaction that changes the partition map, so that a
@@ -329,6 +332,11 @@ pub enum TableError {
     /// (definitely not applied); retry after the hint.
     #[error("busy: {resource} (retry after {retry_after_us} us)")]
     Busy { resource: String, retry_after_us: u64 },
+    /// Over a quota: refused before any work was done (definitely not
+    /// applied); names the quota (instance, table, partition, operation
+    /// kind) and why; retry after the hint.
+    #[error("busy: throttled by {resource}: {reason} (retry after {retry_after_us} us)")]
+    Throttled { resource: String, reason: String, retry_after_us: u64 },
 }
 
 impl TableError {
@@ -417,6 +425,31 @@ pub struct TableObserverData {
     pub data_requests: u64,
     /// (time, partition, load duration) of every partition load.
     pub loads: Vec<(SimTime, PartitionId, Duration)>,
+    /// (time, instance) of every quota change the master committed.
+    pub quota_changes: Vec<(SimTime, String)>,
+    /// Requests offered, admitted and throttled per quota (its display,
+    /// e.g. `instance b write`) or throttled partition (`partition 7`), per
+    /// [`TRAFFIC_SLOT`] of true time (index from 0), over all proxies or
+    /// servers.
+    pub traffic: BTreeMap<(String, u64), quota::Counts>,
+}
+
+/// The slot of [`TableObserverData::traffic`]'s counts.
+pub const TRAFFIC_SLOT: Duration = Duration::from_millis(100);
+/// Most (resource, slot) entries the observer keeps counts of.
+pub const TRAFFIC_ENTRIES_MAX: usize = 200_000;
+
+impl TableObserverData {
+    /// Counts one request of `resource` at `at`.
+    pub(crate) fn count_traffic(&mut self, resource: String, at: SimTime, f: impl FnOnce(&mut quota::Counts)) {
+        let slot = at.as_nanos() / (TRAFFIC_SLOT.as_nanos() as u64);
+        let len = self.traffic.len();
+        match self.traffic.entry((resource, slot)) {
+            std::collections::btree_map::Entry::Occupied(mut e) => f(e.get_mut()),
+            std::collections::btree_map::Entry::Vacant(e) if len < TRAFFIC_ENTRIES_MAX => f(e.insert(quota::Counts::default())),
+            std::collections::btree_map::Entry::Vacant(_) => {}
+        }
+    }
 }
 
 /// Shared sink of observations (cheap to clone).
@@ -564,6 +597,9 @@ pub enum AdminOp {
     Split { pid: PartitionId, at: String },
     /// Merges `left` with its right neighbour `right`.
     Merge { left: PartitionId, right: PartitionId },
+    /// Replaces an instance's quotas (at most
+    /// [`quota::QUOTAS_PER_INSTANCE_MAX`]; empty: no limits).
+    SetQuota { instance: String, entries: Vec<quota::QuotaEntry> },
 }
 
 /// The control protocol: servers and admin clients to masters.
@@ -584,6 +620,10 @@ pub enum ControlMsg {
     Released,
     Admin(AdminOp),
     AdminDone(Result<Vec<PartitionId>, TableError>),
+    /// Proxy to masters, every heartbeat: its demand and what it holds.
+    Quota(quota::QuotaReport),
+    /// The active master's answer to `Quota`.
+    QuotaGrant(quota::QuotaGrant),
 }
 
 impl sim::net::Message for ControlMsg {
@@ -597,6 +637,8 @@ impl sim::net::Message for ControlMsg {
             ControlMsg::Released => "tb-released",
             ControlMsg::Admin(_) => "tb-admin",
             ControlMsg::AdminDone(_) => "tb-admin-done",
+            ControlMsg::Quota(_) => "tb-quota",
+            ControlMsg::QuotaGrant(_) => "tb-quota-grant",
         }
     }
 }

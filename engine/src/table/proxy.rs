@@ -17,6 +17,7 @@ use sim::world::NodeCtx;
 
 use super::*;
 use super::routing::*;
+use super::quota::{quota_key, OpClass, ProxyLimiter, QuotaEntry, SHARE_LEASE, SHARE_SKEW};
 use crate::meta::service::{MetaClient, SCAN_LIMIT_MAX};
 
 /// Requests one proxy handles at once.
@@ -28,7 +29,12 @@ pub const SCAN_PARTS_MAX: usize = 4096;
 
 struct Proxy {
     cfg: TableConfig,
+    clock: sim::Clock,
     net: Net<DataMsg>,
+    /// Quotas: this proxy's floors and leased shares.
+    limiter: Mutex<ProxyLimiter>,
+    /// instance key -> stored quotas
+    quotas: Mutex<TtlCache>,
     meta: tokio::sync::Mutex<MetaClient>,
     /// instance key -> stored access key
     auth: Mutex<TtlCache>,
@@ -52,7 +58,27 @@ async fn run(ctx: NodeCtx, cfg: TableConfig) {
     meta_cfg.op_deadline = meta_cfg.op_deadline.min(cfg.proxy_budget / 2);
     let meta = MetaClient::bind(&ctx, meta_cfg).await;
     let map_ttl = cfg.map_ttl;
-    let p = Arc::new(Proxy { cfg, net, meta: tokio::sync::Mutex::new(meta), auth: Mutex::default(), tables: Mutex::default(), map: Mutex::new(MapCache::new(map_ttl, SCAN_LIMIT_MAX)), inflight: AtomicUsize::new(0) });
+    let clock = ctx.clock();
+    let limiter = Mutex::new(ProxyLimiter::new(cfg.proxies.len(), SHARE_LEASE, SHARE_SKEW, clock.now()));
+    let p = Arc::new(Proxy {
+        cfg,
+        clock,
+        net,
+        limiter,
+        quotas: Mutex::default(),
+        meta: tokio::sync::Mutex::new(meta),
+        auth: Mutex::default(),
+        tables: Mutex::default(),
+        map: Mutex::new(MapCache::new(map_ttl, SCAN_LIMIT_MAX)),
+        inflight: AtomicUsize::new(0),
+    });
+    let (ctl, _ctl_inbox) = Net::<ControlMsg>::bind(&ctx).await;
+    let q = p.clone();
+    let qcpu = ctx.cpu();
+    madsim::task::spawn_local(async move {
+        let _keep = _ctl_inbox;
+        q.quota_loop(ctl, qcpu).await
+    });
     let cpu = ctx.cpu();
     while let Some(m) = inbox.recv().await {
         let Some(req) = m.request else { continue };
@@ -177,6 +203,73 @@ impl Proxy {
         Ok(())
     }
 
+    /// Every heartbeat: the demand report to the master that answered
+    /// last (every master while none has), its grant applied on arrival.
+    async fn quota_loop(self: Arc<Self>, ctl: Net<ControlMsg>, cpu: sim::Cpu) {
+        let mut master: Option<NodeId> = None;
+        loop {
+            let asked = self.clock.now();
+            let report = self.limiter.lock().expect("limiter lock").report(asked);
+            cpu.run_control(self.cfg.stream.costs.control).await;
+            let masters = master.map_or_else(|| self.cfg.masters.clone(), |m| vec![m]);
+            master = None;
+            for m in masters {
+                match ctl.call(m, ControlMsg::Quota(report.clone()), self.cfg.call_timeout).await {
+                    Ok(ControlMsg::QuotaGrant(g)) => {
+                        self.limiter.lock().expect("limiter lock").grant(asked, self.clock.now(), g);
+                        master = Some(m);
+                        break;
+                    }
+                    _ => continue,
+                }
+            }
+            self.clock.sleep(self.cfg.heartbeat).await;
+        }
+    }
+
+    /// The quotas of an instance as stored, into the limiter, while it
+    /// holds no live grant of the master's (a grant carries every quota).
+    /// A metadata store out of reach leaves the limiter as it is.
+    async fn load_quotas(&self, instance: &str) {
+        if self.limiter.lock().expect("limiter lock").leased(self.clock.now()) {
+            return;
+        }
+        if let Ok(stored) = self.cached_get(&self.quotas, quota_key(instance)).await {
+            let entries: Vec<QuotaEntry> = stored.and_then(|b| decode(&b)).unwrap_or_default();
+            self.limiter.lock().expect("limiter lock").set_instance(self.clock.now(), instance, &entries);
+        }
+    }
+
+    /// Whether the instance's quotas admit the request; counted per quota.
+    fn throttle(&self, instance: &str, op: &Op) -> Result<(), TableError> {
+        let class = OpClass::of(op);
+        let now = self.clock.now();
+        let at = time::now();
+        let mut l = self.limiter.lock().expect("limiter lock");
+        let r = l.admit(now, instance, op.table(), class);
+        let keys = l.covering(instance, op.table(), class);
+        drop(l);
+        if !keys.is_empty() {
+            let refused = r.as_ref().err().map(|t| t.key.clone());
+            self.cfg.observer.with(|o| {
+                for k in keys {
+                    let bad = refused.as_ref() == Some(&k);
+                    let ok = refused.is_none();
+                    o.count_traffic(k.to_string(), at, |c| {
+                        c.offered += 1;
+                        c.admitted += u64::from(ok);
+                        c.throttled += u64::from(bad);
+                    });
+                }
+            });
+        }
+        r.map_err(|t| TableError::Throttled {
+            resource: t.key.to_string(),
+            reason: format!("over its quota of {} requests/s (burst {})", t.limit.rate, t.limit.burst),
+            retry_after_us: u64::try_from(t.retry_after.as_micros()).unwrap_or(u64::MAX).max(1),
+        })
+    }
+
     async fn request(&self, instance: &str, access_key: &str, op: Op, rid: Option<ReqId>) -> Result<OpResult, TableError> {
         self.check_auth(instance, access_key, op.table()).await?;
         if let Err(e) = validate(&op) {
@@ -186,6 +279,9 @@ impl Proxy {
         if op.is_write() && rid.is_none() {
             return Err(TableError::Refused("a write needs a request id".into()));
         }
+        // Quotas, before the request reaches any server.
+        self.load_quotas(instance).await;
+        self.throttle(instance, &op)?;
         let deadline = time::now() + self.cfg.proxy_budget;
         match op {
             Op::Scan { table, start, end, limit } => {

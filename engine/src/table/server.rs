@@ -22,6 +22,7 @@ use sim::world::NodeCtx;
 use sim::Clock;
 
 use super::part::PartStore;
+use super::quota::PartitionController;
 use super::*;
 use crate::lsm::db::ClockFn;
 use crate::stream::client::StreamClient;
@@ -65,6 +66,12 @@ struct State {
     /// CPU time (µs) each partition's requests cost since the last
     /// heartbeat (the master balances by it).
     load: BTreeMap<PartitionId, u64>,
+    /// Active partition traffic control.
+    traffic: PartitionController,
+    /// Time admitted requests waited for a core, and the CPU time they
+    /// cost, since the last heartbeat: the server is contended when the
+    /// first is at least the second (work waits as long as it runs).
+    waited: (Duration, Duration),
 }
 
 struct Server {
@@ -108,6 +115,36 @@ async fn run(ctx: NodeCtx, cfg: TableConfig) {
             data.reply(m.from, req, DataMsg::Response(Err(TableError::Failed("server busy".into())))).await;
             continue;
         }
+        // Partition traffic control: a hot partition of a contended server
+        // is throttled before it reaches the engine.
+        let now = time::now();
+        let (throttled, limited) = {
+            let mut st = s.st.lock().expect("state lock");
+            (st.traffic.admit(now, pid), st.traffic.is_limited(pid))
+        };
+        if limited && throttled.is_ok() {
+            s.cfg.observer.with(|o| {
+                o.count_traffic(format!("partition {pid}"), now, |c| {
+                    c.offered += 1;
+                    c.admitted += 1;
+                })
+            });
+        }
+        if let Err(wait) = throttled {
+            s.cfg.observer.with(|o| {
+                o.count_traffic(format!("partition {pid}"), now, |c| {
+                    c.offered += 1;
+                    c.throttled += 1;
+                })
+            });
+            let e = TableError::Throttled {
+                resource: format!("partition {pid}"),
+                reason: "it takes more than its share of a contended server".into(),
+                retry_after_us: u64::try_from(wait.as_micros()).unwrap_or(u64::MAX).max(1),
+            };
+            data.reply(m.from, req, DataMsg::Response(Err(e))).await;
+            continue;
+        }
         // Admission: the operation's CPU time, or a refusal at once when
         // the run queue is full (before any work: no effect).
         let cost = op_cost(&s.cfg.stream.costs, &op);
@@ -117,6 +154,13 @@ async fn run(ctx: NodeCtx, cfg: TableConfig) {
                 if st.load.len() < LOAD_REPORT_MAX || st.load.contains_key(&pid) {
                     *st.load.entry(pid).or_default() += u64::try_from(cost.as_micros()).unwrap_or(u64::MAX);
                 }
+                let bytes = match &op {
+                    Op::Put { key, value, .. } | Op::Cas { key, value, .. } => key.len() + value.len(),
+                    _ => 0,
+                };
+                st.traffic.done(pid, cost, 1, bytes as u64);
+                st.waited.0 += end.saturating_sub(now + cost);
+                st.waited.1 += cost;
                 end
             }
             Err(b) => {
@@ -211,10 +255,18 @@ impl Server {
     }
 
     async fn heartbeat_loop(self: Arc<Self>) {
+        let mut last_tick = time::now();
         loop {
             let sent = self.clock.now();
             let (echo, lost, granter, load) = {
                 let mut st = self.st.lock().expect("state lock");
+                let now = time::now();
+                let (waited, ran) = std::mem::take(&mut st.waited);
+                let contended = !ran.is_zero() && waited >= ran;
+                for pid in st.traffic.tick(now, now.saturating_sub(last_tick), contended) {
+                    self.ctx.note(format!("partition {pid} throttled: more than its share of a contended server"));
+                }
+                last_tick = now;
                 let load: Vec<(PartitionId, u64)> = std::mem::take(&mut st.load).into_iter().collect();
                 (st.echo, st.lost.clone(), st.granter, load)
             };

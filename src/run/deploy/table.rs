@@ -23,6 +23,7 @@ use crate::report::{healthy_write, HealthyWrite, Report, TableFigures};
 use crate::run::output::{Observers, RunOutput};
 use crate::scenario::{DynamicTarget, Refusal, Role, Scenario, ServiceDef, ServiceRules, WorkloadDef, WorkloadFeature, WorkloadKind};
 use crate::workload::clients::ClientNode;
+use crate::workload::kv::key_prefix as kv_prefix;
 use crate::workload::table::{self as kv_table, split_points, wide_row_bytes, TableKv, ACCESS_KEY, INSTANCE, TABLE};
 
 /// The role of the table servers unless `server_role` names another.
@@ -111,6 +112,9 @@ impl ServiceRules for Table {
 
     /// Wide rows must fit the store's limits.
     fn check_workload(&self, w: &WorkloadDef) -> Result<(), Refusal> {
+        if w.instance.as_deref() == Some(INSTANCE) {
+            return Err(Refusal::new("instance", format!("`{INSTANCE}` is the main instance's name in the store: leave `instance` out")));
+        }
         if w.columns as usize > engine::table::COLUMNS_MAX {
             return Err(Refusal::new("columns", format!("{} columns over the table store's {} per row", w.columns, engine::table::COLUMNS_MAX)));
         }
@@ -134,6 +138,10 @@ impl ServiceRules for Table {
             "replicas_agree_at_end",
             "max_repairs_per_replica",
             "max_read_fallbacks_after_heal",
+            "tenant_max_p99",
+            "tenant_min_availability",
+            "quota_accuracy",
+            "min_throttled",
         ]
     }
 
@@ -202,10 +210,20 @@ impl Service for Table {
             let c = cfg.clone();
             world.start_node(p, move |ctx| engine::table::proxy::serve(ctx, c.clone()));
         }
+        let mut tenants: Vec<kv_table::Tenant> = Vec::new();
+        for w in &scn.workloads {
+            if let Some(i) = &w.instance {
+                if !tenants.iter().any(|t| &t.instance == i) {
+                    tenants.push(kv_table::Tenant { instance: i.clone(), keys: w.keys });
+                }
+            }
+        }
         let setup = TableSetup {
-            keys: scn.workloads.first().map(|w| w.keys).unwrap_or(1),
+            keys: scn.workloads.iter().find(|w| w.instance.is_none()).map(|w| w.keys).unwrap_or(1),
             partitions: scn.service.partitions.unwrap_or(DEFAULT_PARTITIONS),
             columns: scn.workloads.iter().map(|w| w.columns).max().unwrap_or(0),
+            tenants,
+            quotas: scn.quotas.clone(),
         };
         Box::new(Running { cfg, setup, ready: Arc::new(Mutex::new(SetUp::Pending)) })
     }
@@ -213,15 +231,33 @@ impl Service for Table {
     /// A key is unavailable with its range partition (partitions move
     /// between servers, so not with a server).
     fn availability_unit<'a>(&self, scn: &'a Scenario) -> Box<dyn Fn(&str) -> String + 'a> {
-        let splits = split_points(scn.workloads.first().map(|w| w.keys).unwrap_or(1), scn.service.partitions.unwrap_or(DEFAULT_PARTITIONS));
-        Box::new(move |key| format!("{TABLE}/{}", splits.partition_point(|s| s.as_str() <= key)))
+        let parts = scn.service.partitions.unwrap_or(DEFAULT_PARTITIONS);
+        let splits = split_points(scn.workloads.iter().find(|w| w.instance.is_none()).map(|w| w.keys).unwrap_or(1), parts);
+        // Another instance's keys are its table's, split alike.
+        let mut tenants: Vec<(String, Vec<String>)> = Vec::new();
+        for w in &scn.workloads {
+            if let Some(i) = &w.instance {
+                if !tenants.iter().any(|(p, _)| *p == kv_prefix(Some(i))) {
+                    tenants.push((kv_prefix(Some(i)), split_points(w.keys, parts)));
+                }
+            }
+        }
+        Box::new(move |key| match tenants.iter().find(|(p, _)| key.starts_with(p.as_str())) {
+            Some((p, s)) => {
+                let k = &key[p.len()..];
+                format!("{p}{TABLE}/{}", s.partition_point(|x| x.as_str() <= k))
+            }
+            None => format!("{TABLE}/{}", splits.partition_point(|s| s.as_str() <= key)),
+        })
     }
 
     fn report(&self, scn: &Scenario, out: &RunOutput, ops: &[Operation<'_>], report: &mut Report) {
         report.streams = stream::report_section(scn, out, ops);
         report.table = out.observers.get::<TableObserver>().map(|t| {
             let first_fault = out.faults.first().map(|f| f.at).unwrap_or(out.main_end);
-            figures(t, healthy_write(ops, out.workloads_start(), first_fault, &scn.topology, &scn.disk), out.main_end)
+            let mut f = figures(t, healthy_write(ops, out.workloads_start(), first_fault, &scn.topology, &scn.disk), out.main_end);
+            f.traffic = traffic_section(scn, out, ops, t);
+            f
         });
     }
 
@@ -256,6 +292,42 @@ impl Service for Table {
                 None => "0 partitions".to_string(),
             };
             report.expect("no_split_brain", want.to_string(), measured, (count == 0) == want);
+        }
+        let traffic = report.table.as_ref().and_then(|t| t.traffic.clone()).unwrap_or_default();
+        for (w, max) in e.tenant_max_p99.iter().flatten() {
+            let l = traffic.tenants.get(w);
+            let p99 = l.map_or(0, |l| l.p99_ns);
+            let measured = l.map_or_else(|| "no operations".to_string(), |l| format!("{} ({} ok)", l.p99, l.ok));
+            report.expect(&format!("tenant_max_p99.{w}"), format!("<= {}", fmt_duration(max.0)), measured, l.is_some_and(|l| l.ok > 0) && Duration::from_nanos(p99) <= max.0);
+        }
+        for (w, min) in e.tenant_min_availability.iter().flatten() {
+            let a = traffic.tenants.get(w).map(|l| l.availability);
+            report.expect(&format!("tenant_min_availability.{w}"), format!(">= {min}"), a.map_or("no operations".into(), |a| format!("{a:.4}")), a.is_some_and(|a| a >= *min));
+        }
+        if let Some(tol) = e.quota_accuracy {
+            let mut worst: Option<(f64, String)> = None;
+            let mut judged = 0;
+            for (r, l) in traffic.resources.iter().filter(|(r, _)| !r.starts_with("partition ")) {
+                if let Some((lo, hi)) = l.ratios {
+                    judged += 1;
+                    let dev = (1.0 - lo).max(hi - 1.0);
+                    if worst.as_ref().is_none_or(|w| dev > w.0) {
+                        worst = Some((dev, format!("{r}: {}", l.accuracy.clone().unwrap_or_default())));
+                    }
+                }
+            }
+            // Nor more than the burst above the rate in any 100 ms.
+            let over = traffic.resources.iter().filter_map(|(r, l)| l.max_over_burst_100ms.filter(|&o| o > 0).map(|o| format!("{r}: {o} over its burst in 100 ms"))).next();
+            let pass = judged > 0 && worst.as_ref().is_some_and(|w| w.0 <= tol) && over.is_none();
+            let measured = match (over, worst) {
+                (Some(o), _) => o,
+                (None, w) => w.map_or("no quota was saturated for two whole seconds".into(), |w| w.1),
+            };
+            report.expect("quota_accuracy", format!("within {:.0}% of the quota", tol * 100.0), measured, pass);
+        }
+        for (prefix, min) in e.min_throttled.iter().flatten() {
+            let n: u64 = traffic.resources.iter().filter(|(r, _)| r.starts_with(prefix.as_str())).map(|(_, l)| l.throttled).sum();
+            report.expect(&format!("min_throttled.{prefix}"), format!(">= {min}"), n.to_string(), n >= *min);
         }
         let bad = report.bad_requests.clone();
         let bad_figure = |f: fn(&crate::workload::badreq::BadRequestFigures) -> u64| bad.as_ref().map(f).unwrap_or(0);
@@ -310,11 +382,14 @@ fn split_brain(d: &TableObserverData, topology: &Topology) -> (u64, Option<Strin
 
 /// What the table's set-up needs: its keys and partitions, and the
 /// columns per row (the workloads agree: validated).
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct TableSetup {
     keys: u64,
     partitions: u32,
     columns: u32,
+    /// The other instances and their key spaces.
+    tenants: Vec<kv_table::Tenant>,
+    quotas: Vec<crate::scenario::Quota>,
 }
 
 struct Running {
@@ -326,8 +401,8 @@ struct Running {
 
 impl Deployment for Running {
     fn start_client(&self, world: &World, node: NodeId, share: ClientNode) {
-        let (cfg, setup, ready) = (self.cfg.clone(), self.setup, self.ready.clone());
-        world.start_node(node, move |ctx| client_main(ctx, share.clone(), cfg.clone(), setup, ready.clone()));
+        let (cfg, setup, ready) = (self.cfg.clone(), self.setup.clone(), self.ready.clone());
+        world.start_node(node, move |ctx| client_main(ctx, share.clone(), cfg.clone(), setup.clone(), ready.clone()));
     }
 
     /// The first client node creates the instance and the table.
@@ -368,7 +443,7 @@ async fn client_main(ctx: NodeCtx, share: ClientNode, cfg: TableConfig, setup: T
     let client = TableClient::bind(&ctx, &cfg, INSTANCE, ACCESS_KEY).await;
     let pending = || *ready.lock().expect("set-up") == SetUp::Pending;
     if share.is_first() && pending() {
-        let state = match kv_table::setup(&client, setup.keys, setup.partitions, share.bad_requests.is_some()).await {
+        let state = match kv_table::setup(&client, setup.keys, setup.partitions, share.bad_requests.is_some(), &setup.tenants, &setup.quotas).await {
             Ok(n) => {
                 ctx.note(format!("table {TABLE} created with {n} partitions"));
                 SetUp::Ready
@@ -383,8 +458,47 @@ async fn client_main(ctx: NodeCtx, share: ClientNode, cfg: TableConfig, setup: T
     while *ready.lock().expect("set-up") != SetUp::Ready {
         time::sleep(Duration::from_millis(5)).await;
     }
+    if share.is_first() && setup.quotas.iter().any(|q| q.at.is_some()) {
+        let (c, quotas) = (client.clone(), setup.quotas.clone());
+        madsim::task::spawn_local(async move { kv_table::quota_changes(&c, &quotas).await });
+    }
     let bad = share.bad_requests.clone();
-    share.run_kv(ctx, TableKv::new(client, bad, setup.columns)).await
+    share.run_kv(ctx, TableKv::new(client, bad, setup.columns, &setup.tenants)).await
+}
+
+/// The traffic section: when the scenario has quotas or instances or
+/// expectations about them, or a server throttled a partition.
+fn traffic_section(scn: &Scenario, out: &RunOutput, ops: &[Operation<'_>], obs: &TableObserver) -> Option<crate::report::table::TrafficFigures> {
+    let d = obs.snapshot();
+    let tenants_used = scn.workloads.iter().any(|w| w.instance.is_some());
+    let e = &scn.expect;
+    let judged = e.tenant_max_p99.is_some() || e.tenant_min_availability.is_some() || e.min_throttled.is_some() || e.quota_accuracy.is_some();
+    if scn.quotas.is_empty() && !tenants_used && d.traffic.is_empty() && !judged {
+        return None;
+    }
+    let slot = engine::table::TRAFFIC_SLOT;
+    let limit_at = |r: &str, s: u64| -> Option<(u64, u64)> {
+        let at = slot * u32::try_from(s).unwrap_or(u32::MAX);
+        let mut best: Option<(Duration, u64, u64)> = None;
+        for q in &scn.quotas {
+            let key = engine::table::quota::QuotaKey { instance: kv_table::store_instance(q.instance.as_deref()).to_string(), table: q.table.then(|| TABLE.to_string()), class: kv_table::op_class(q.class) };
+            let from = q.at.unwrap_or_default();
+            if key.to_string() == r && from <= at && best.is_none_or(|b| from >= b.0) {
+                best = Some((from, q.rate, q.burst));
+            }
+        }
+        best.map(|b| (b.1, b.2))
+    };
+    let workload_of = |p: u64| -> Option<(String, String)> {
+        let w = out.process_workloads.get(&p)?;
+        let instance = match w.strip_prefix("hotspot").and_then(|i| i.parse::<usize>().ok()) {
+            Some(i) => scn.hotspots.get(i)?.instance.clone(),
+            None => scn.workloads.iter().find(|d| &d.name == w)?.instance.clone(),
+        };
+        Some((w.clone(), kv_table::store_instance(instance.as_deref()).to_string()))
+    };
+    let tenants = crate::report::table::tenant_lines(ops, &workload_of);
+    Some(crate::report::table::traffic_figures(&d.traffic, &d.quota_changes, (out.main_start, out.main_end), &limit_at, tenants))
 }
 
 /// The table section: failovers and recovery from the observer, and the
@@ -427,6 +541,7 @@ fn figures(obs: &TableObserver, healthy_write: Option<HealthyWrite>, main_end: S
         not_serving_answers: d.not_serving,
         partition_loads: d.loads.len() as u64,
         healthy_write,
+        traffic: None,
         unserved,
         longest_unserved,
         longest_unserved_time,
