@@ -583,6 +583,7 @@ fn bad_quotas_are_refused_with_their_field() {
         (with("rate = 300\nburst", "rate = 20000000\nburst"), "quota[0].rate", "at most"),
         (with("burst = 30", "burst = 30\nat = \"99s\""), "quota[0].at", "after the end of the run"),
         (with("burst = 30", "burst = 30\ncolour = 1"), "quota[0].colour", "unknown field"),
+        (with("burst = 30", "burst = 30\nunit = \"pages\""), "quota[0].unit", "unknown unit `pages`"),
     ];
     for (text, field, words) in cases {
         let e = err(&text);

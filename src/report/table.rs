@@ -121,19 +121,25 @@ pub const TOP_PARTITIONS: usize = 5;
 
 #[derive(Serialize, Debug, Clone, PartialEq, Default)]
 pub struct TrafficLine {
-    /// The quota in force at the end (`1000/s burst 100`); none for a
-    /// partition.
+    /// The quota in force at the end (`1000/s burst 100`, in its unit);
+    /// none for a partition.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub limit: Option<String>,
+    /// Requests.
     pub offered: u64,
     pub admitted: u64,
     pub throttled: u64,
-    /// Per second of the main phase: admitted, and throttled.
+    /// What was charged for the admitted requests, in the quota's unit
+    /// (requests, bytes or rows; a partition's: requests).
+    pub units: u64,
+    /// Per second of the main phase: units admitted, and requests
+    /// throttled.
     pub admitted_per_s: String,
     pub throttled_per_s: String,
     /// Limiter accuracy (judged by `quota_accuracy`, with the burst bound
-    /// below): admitted over the quota in every whole second in
-    /// which more than the quota was offered, after the first such second
+    /// below): admitted over the quota in every whole saturated second
+    /// (in all of its 100 ms slots but one a request was throttled or the
+    /// slot's share of the rate was offered), after the first such second
     /// and leaving out the seconds a quota change took effect in: the
     /// lowest and the highest ratio, and how many seconds.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -195,17 +201,23 @@ pub fn traffic_figures(
         let mut line = TrafficLine::default();
         let secs = ((to - from).div_ceil(per_sec)) as usize;
         let (mut adm_s, mut thr_s, mut off_s) = (vec![0u64; secs], vec![0u64; secs], vec![0u64; secs]);
+        // Slots of each second in which the quota was wanted in full: some
+        // request throttled, or its slot's worth offered.
+        let mut busy_s = vec![0u64; secs];
         let mut over: Option<i64> = None;
         for &(slot, c) in &slots {
             line.offered += c.offered;
             line.admitted += c.admitted;
             line.throttled += c.throttled;
             let i = ((slot - from) / per_sec) as usize;
-            adm_s[i] += c.admitted;
+            // Units (requests, bytes or rows) for the quota's accuracy.
+            adm_s[i] += c.units;
+            line.units += c.units;
             thr_s[i] += c.throttled;
-            off_s[i] += c.offered;
+            off_s[i] += c.offered_units;
             if let Some((rate, burst)) = limit_at(r, slot) {
-                let excess = c.admitted as i64 - (rate / per_sec) as i64;
+                busy_s[i] += u64::from(c.throttled > 0 || c.offered_units >= rate / per_sec);
+                let excess = c.units as i64 - (rate / per_sec) as i64;
                 over = Some(over.map_or(excess, |o| o.max(excess)));
                 let beyond = excess - burst as i64;
                 line.max_over_burst_100ms = Some(line.max_over_burst_100ms.map_or(beyond, |o| o.max(beyond)));
@@ -226,7 +238,11 @@ pub fn traffic_figures(
                 let whole = slot + per_sec <= to;
                 let sec = slot * slot_ns / 1_000_000_000;
                 let changed = change_secs.contains(&sec) || limit_at(r, slot + per_sec - 1) != limit_at(r, slot);
-                if rate == 0 || !whole || off_s[i] < rate {
+                // Saturated: wanted in full in all its slots but one
+                // (clients that back off offer little while throttled, so
+                // offered alone would miss a second the limiter starved).
+                let saturated = busy_s[i] + 1 >= per_sec;
+                if rate == 0 || !whole || !saturated {
                     first = true;
                     continue;
                 }

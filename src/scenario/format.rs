@@ -494,7 +494,11 @@ pub struct QuotaDef {
     pub table: bool,
     /// `read`, `write` or `scan`.
     pub op: Spanned<String>,
-    /// Requests per second over all proxies.
+    /// What `rate` and `burst` count: `requests` (default), `bytes` (of
+    /// row data: a write's when admitted, a read's or scan's once
+    /// answered) or `rows`.
+    pub unit: Option<Spanned<String>>,
+    /// Units per second over all proxies.
     pub rate: Spanned<u64>,
     /// Requests admitted above the rate at any moment (default a tenth of
     /// a second's worth, at least 1).

@@ -33,7 +33,7 @@ mod validate;
 use std::path::Path;
 
 pub use format::{Distribution, Dur, ExpectDef, HotOp, Mix, ServiceDef, WorkloadDef, WorkloadKind, CLIENT_ROLE, DEFAULT_SERVICE};
-pub use model::{Hotspot, Quota, QuotaOp, Scenario, ScenarioError, TimedFault};
+pub use model::{Hotspot, Quota, QuotaOp, QuotaUnit, Scenario, ScenarioError, TimedFault};
 pub use service::{DynamicTarget, Refusal, Role, ServiceRules, WorkloadFeature};
 pub use timeline::{fault_windows, heal_all};
 

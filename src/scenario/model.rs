@@ -51,6 +51,25 @@ impl QuotaOp {
     }
 }
 
+/// What a quota counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum QuotaUnit {
+    Requests,
+    Bytes,
+    Rows,
+}
+
+impl QuotaUnit {
+    pub fn parse(s: &str) -> Option<QuotaUnit> {
+        match s {
+            "requests" => Some(QuotaUnit::Requests),
+            "bytes" => Some(QuotaUnit::Bytes),
+            "rows" => Some(QuotaUnit::Rows),
+            _ => None,
+        }
+    }
+}
+
 /// A validated `[[quota]]`: one limit from `at` on (`None`: at creation).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Quota {
@@ -58,6 +77,7 @@ pub struct Quota {
     pub instance: Option<String>,
     pub table: bool,
     pub class: QuotaOp,
+    pub unit: QuotaUnit,
     pub rate: u64,
     pub burst: u64,
     pub at: Option<Duration>,

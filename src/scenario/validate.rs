@@ -438,6 +438,10 @@ pub(super) fn validate(path: &Path, text: &str, spans: &FieldSpans<'_>, f: Scena
         let Some(class) = super::model::QuotaOp::parse(qd.op.get_ref()) else {
             return Err(err(qd.op.span(), format!("{field}.op"), format!("unknown operation kind `{}` (read, write, scan)", shown(qd.op.get_ref()))));
         };
+        let unit = match &qd.unit {
+            None => super::model::QuotaUnit::Requests,
+            Some(u) => super::model::QuotaUnit::parse(u.get_ref()).ok_or_else(|| err(u.span(), format!("{field}.unit"), format!("unknown unit `{}` (requests, bytes, rows)", shown(u.get_ref()))))?,
+        };
         let rate = *qd.rate.get_ref();
         if rate > limits::QUOTA_RATE_MAX {
             return Err(err(qd.rate.span(), format!("{field}.rate"), format!("{rate} requests per second: at most {}", limits::QUOTA_RATE_MAX)));
@@ -455,8 +459,8 @@ pub(super) fn validate(path: &Path, text: &str, spans: &FieldSpans<'_>, f: Scena
                 return Err(err(span, format!("{field}.at"), format!("{} is after the end of the run ({})", fmt_duration(a), fmt_duration(duration))));
             }
         }
-        let quota = Quota { instance, table: qd.table, class, rate, burst, at };
-        if quotas.iter().any(|o: &Quota| o.instance == quota.instance && o.table == quota.table && o.class == quota.class && o.at == quota.at) {
+        let quota = Quota { instance, table: qd.table, class, unit, rate, burst, at };
+        if quotas.iter().any(|o: &Quota| o.instance == quota.instance && o.table == quota.table && o.class == quota.class && o.unit == quota.unit && o.at == quota.at) {
             return Err(err(q.span(), field, "another quota sets the same limit at the same time".into()));
         }
         quotas.push(quota);

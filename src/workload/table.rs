@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use super::badreq::{self, BadAnswer, BadKind, BadLog, BadRequest};
 use super::kv::{key_name, key_prefix, Answer, KvService};
-use crate::scenario::{Quota, QuotaOp};
-use engine::table::quota::{Limit, OpClass, QuotaEntry};
+use crate::scenario::{Quota, QuotaOp, QuotaUnit};
+use engine::table::quota::{Limit, OpClass, QuotaEntry, Unit};
 use sim::time::SimTime;
 use crate::history::Op;
 
@@ -74,17 +74,26 @@ pub fn op_class(op: QuotaOp) -> OpClass {
     }
 }
 
+/// The store's unit of a quota.
+pub fn unit_of(u: QuotaUnit) -> Unit {
+    match u {
+        QuotaUnit::Requests => Unit::Requests,
+        QuotaUnit::Bytes => Unit::Bytes,
+        QuotaUnit::Rows => Unit::Rows,
+    }
+}
+
 /// The quotas of `instance` in force at `at` (creation: `None`): for each
 /// table and kind, the latest entry from at or before then.
 pub fn quotas_at(quotas: &[Quota], instance: Option<&str>, at: Option<Duration>) -> Vec<QuotaEntry> {
-    let mut latest: BTreeMap<(bool, QuotaOp), &Quota> = BTreeMap::new();
+    let mut latest: BTreeMap<(bool, QuotaOp, QuotaUnit), &Quota> = BTreeMap::new();
     for q in quotas.iter().filter(|q| q.instance.as_deref() == instance && q.at.unwrap_or_default() <= at.unwrap_or_default()) {
-        let e = latest.entry((q.table, q.class)).or_insert(q);
+        let e = latest.entry((q.table, q.class, q.unit)).or_insert(q);
         if q.at.unwrap_or_default() >= e.at.unwrap_or_default() {
             *e = q;
         }
     }
-    latest.values().map(|q| QuotaEntry { table: q.table.then(|| TABLE.to_string()), class: op_class(q.class), limit: Limit { rate: q.rate, burst: q.burst } }).collect()
+    latest.values().map(|q| QuotaEntry { table: q.table.then(|| TABLE.to_string()), class: op_class(q.class), unit: unit_of(q.unit), limit: Limit { rate: q.rate, burst: q.burst } }).collect()
 }
 
 /// Makes the scenario's quota changes (`[[quota]]` entries with `at`)

@@ -17,7 +17,7 @@ use sim::world::NodeCtx;
 
 use super::*;
 use super::routing::*;
-use super::quota::{quota_key, OpClass, ProxyLimiter, QuotaEntry, SHARE_LEASE, SHARE_SKEW};
+use super::quota::{quota_key, Cost, OpClass, ProxyLimiter, QuotaEntry, QuotaKey, SHARE_LEASE, SHARE_SKEW};
 use crate::meta::service::{MetaClient, SCAN_LIMIT_MAX};
 
 /// Requests one proxy handles at once.
@@ -107,6 +107,25 @@ async fn run(ctx: NodeCtx, cfg: TableConfig) {
             p2.inflight.fetch_sub(1, Ordering::Relaxed);
         }));
     }
+}
+
+/// What a request costs its quotas when admitted: a write's bytes (key,
+/// value, columns) and one row; a read's one row; a scan's rows it asks
+/// for (a read's or scan's bytes are charged, and the rows a scan did not
+/// get given back, once answered).
+pub fn cost_before(op: &Op) -> Cost {
+    let bytes = match op {
+        Op::Put { key, value, columns, .. } => key.len() + value.len() + columns.iter().map(|(c, v)| c.len() + v.len()).sum::<usize>(),
+        Op::Cas { key, value, .. } => key.len() + value.len(),
+        Op::Delete { key, .. } => key.len(),
+        Op::Append { pkey, .. } => pkey.len(),
+        Op::Get { .. } | Op::GetRow { .. } | Op::Scan { .. } => 0,
+    };
+    let rows = match op {
+        Op::Scan { limit, .. } => u64::from(*limit),
+        _ => 1,
+    };
+    Cost { bytes: bytes as u64, rows }
 }
 
 /// Checks sizes and key shapes of one operation.
@@ -241,33 +260,73 @@ impl Proxy {
     }
 
     /// Whether the instance's quotas admit the request; counted per quota.
-    fn throttle(&self, instance: &str, op: &Op) -> Result<(), TableError> {
+    /// Returns the quotas it was charged to.
+    fn throttle(&self, instance: &str, op: &Op) -> Result<Vec<QuotaKey>, TableError> {
         let class = OpClass::of(op);
         let now = self.clock.now();
         let at = time::now();
         let mut l = self.limiter.lock().expect("limiter lock");
-        let r = l.admit(now, instance, op.table(), class);
+        let cost = cost_before(op);
+        let r = l.admit(now, instance, op.table(), class, cost);
         let keys = l.covering(instance, op.table(), class);
         drop(l);
         if !keys.is_empty() {
             let refused = r.as_ref().err().map(|t| t.key.clone());
+            let charged = r.as_ref().ok().cloned().unwrap_or_default();
             self.cfg.observer.with(|o| {
                 for k in keys {
                     let bad = refused.as_ref() == Some(&k);
                     let ok = refused.is_none();
+                    let units = charged.iter().find(|(c, _)| *c == k).map_or(0, |c| c.1);
+                    let asked = ProxyLimiter::cost_of(&k, cost);
                     o.count_traffic(k.to_string(), at, |c| {
+                        c.offered_units += asked;
                         c.offered += 1;
                         c.admitted += u64::from(ok);
                         c.throttled += u64::from(bad);
+                        c.units += units;
                     });
                 }
             });
         }
-        r.map_err(|t| TableError::Throttled {
+        r.map(|charged| charged.into_iter().map(|(k, _)| k).collect()).map_err(|t| TableError::Throttled {
             resource: t.key.to_string(),
-            reason: format!("over its quota of {} requests/s (burst {})", t.limit.rate, t.limit.burst),
+            reason: format!("over its quota of {} {}/s (burst {})", t.limit.rate, t.key.unit.name(), t.limit.burst),
             retry_after_us: u64::try_from(t.retry_after.as_micros()).unwrap_or(u64::MAX).max(1),
         })
+    }
+
+    /// An answered request's quotas settled: what it cost beyond what it
+    /// was charged when admitted (a read's bytes), or back what it did not
+    /// use (a scan's rows it did not get).
+    /// The change is counted in the observer's slot of the admission, so
+    /// that a slot shows what the requests admitted in it cost.
+    fn settle(&self, keys: &[QuotaKey], before: Cost, admitted_at: SimTime, r: &Result<OpResult, TableError>) {
+        if keys.is_empty() {
+            return;
+        }
+        let actual = match r {
+            Ok(OpResult::Value(v)) => Cost { bytes: v.as_ref().map_or(0, |v| v.len() as u64), rows: 1 },
+            Ok(OpResult::Row(row)) => Cost { bytes: row.as_ref().map_or(0, |row| (row.value.len() + row.columns.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()) as u64), rows: 1 },
+            Ok(OpResult::Rows { rows, .. }) => Cost { bytes: rows.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>() as u64, rows: rows.len() as u64 },
+            // A failed read or scan used what its first attempt did; a
+            // write keeps its charge.
+            _ => before,
+        };
+        let changed = self.limiter.lock().expect("limiter lock").settle(self.clock.now(), keys, before, actual);
+        let at = admitted_at;
+        if !changed.is_empty() {
+            self.cfg.observer.with(|o| {
+                for (k, n) in changed {
+                    o.count_traffic(k.to_string(), at, |c| {
+                        c.units = c.units.saturating_add_signed(n);
+                        if n > 0 {
+                            c.offered_units += n as u64;
+                        }
+                    });
+                }
+            });
+        }
     }
 
     async fn request(&self, instance: &str, access_key: &str, op: Op, rid: Option<ReqId>) -> Result<OpResult, TableError> {
@@ -281,7 +340,14 @@ impl Proxy {
         }
         // Quotas, before the request reaches any server.
         self.load_quotas(instance).await;
-        self.throttle(instance, &op)?;
+        let charged = self.throttle(instance, &op)?;
+        let (before, admitted_at) = (cost_before(&op), time::now());
+        let r = self.serve(instance, op, rid).await;
+        self.settle(&charged, before, admitted_at, &r);
+        r
+    }
+
+    async fn serve(&self, instance: &str, op: Op, rid: Option<ReqId>) -> Result<OpResult, TableError> {
         let deadline = time::now() + self.cfg.proxy_budget;
         match op {
             Op::Scan { table, start, end, limit } => {

@@ -59,7 +59,7 @@ pub const BUCKET_MIN: u64 = 1;
 /// The retry hint of a bucket whose rate is 0.
 pub const EMPTY_RETRY: Duration = Duration::from_secs(1);
 
-const MICRO: u128 = 1_000_000;
+const MICRO: i128 = 1_000_000;
 
 /// The kind of operation a quota limits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -95,20 +95,70 @@ impl OpClass {
     }
 }
 
-/// What one quota limits: an instance's requests of one kind, or one
-/// table's of that instance.
+/// What a quota counts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Unit {
+    /// Requests.
+    #[default]
+    Requests,
+    /// Bytes of row data: a write's when it is admitted, a read's or
+    /// scan's once answered.
+    Bytes,
+    /// Rows: a write's or read's one, a scan's once answered.
+    Rows,
+}
+
+impl Unit {
+    pub fn name(self) -> &'static str {
+        match self {
+            Unit::Requests => "requests",
+            Unit::Bytes => "bytes",
+            Unit::Rows => "rows",
+        }
+    }
+}
+
+/// What one quota limits: an instance's requests (or bytes, or rows) of
+/// one kind, or one table's of that instance.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct QuotaKey {
     pub instance: String,
     pub table: Option<String>,
     pub class: OpClass,
+    #[serde(default)]
+    pub unit: Unit,
 }
 
 impl std::fmt::Display for QuotaKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.table {
-            Some(t) => write!(f, "table {}/{} {}", self.instance, t, self.class.name()),
-            None => write!(f, "instance {} {}", self.instance, self.class.name()),
+            Some(t) => write!(f, "table {}/{} {}", self.instance, t, self.class.name())?,
+            None => write!(f, "instance {} {}", self.instance, self.class.name())?,
+        }
+        match self.unit {
+            Unit::Requests => Ok(()),
+            u => write!(f, " {}", u.name()),
+        }
+    }
+}
+
+/// What a request costs a quota of each unit: charged when it is admitted
+/// (a write's bytes and row; a read's row; the rows a scan asks for), then
+/// settled once it is answered (a read's or scan's bytes charged, the rows
+/// a scan did not get given back).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Cost {
+    pub bytes: u64,
+    pub rows: u64,
+}
+
+impl Cost {
+    fn of(&self, unit: Unit) -> u64 {
+        match unit {
+            Unit::Requests => 1,
+            Unit::Bytes => self.bytes,
+            Unit::Rows => self.rows,
         }
     }
 }
@@ -127,12 +177,14 @@ pub struct QuotaEntry {
     /// `None`: the whole instance.
     pub table: Option<String>,
     pub class: OpClass,
+    #[serde(default)]
+    pub unit: Unit,
     pub limit: Limit,
 }
 
 impl QuotaEntry {
     pub fn key(&self, instance: &str) -> QuotaKey {
-        QuotaKey { instance: instance.to_string(), table: self.table.clone(), class: self.class }
+        QuotaKey { instance: instance.to_string(), table: self.table.clone(), class: self.class, unit: self.unit }
     }
 }
 
@@ -143,27 +195,32 @@ pub fn quota_key(instance: &str) -> String {
 
 // ---- token bucket ----------------------------------------------------------
 
-/// A token bucket in micro-requests: `rate` requests per second, at most
-/// `burst` (at least [`BUCKET_MIN`]) held; starts full.
+/// A token bucket in micro-units: `rate` units per second, at most
+/// `burst` (at least [`BUCKET_MIN`]) held; starts full. What is charged
+/// after the fact (a read's bytes) may take it below zero, down to
+/// [`DEBT_BURSTS_MAX`] bursts: nothing passes until the debt is repaid.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TokenBucket {
     rate: u64,
-    cap: u128,
-    tokens: u128,
+    cap: i128,
+    tokens: i128,
     at: SimTime,
 }
 
+/// The most a bucket may owe, in bursts.
+pub const DEBT_BURSTS_MAX: i128 = 16;
+
 impl TokenBucket {
     pub fn new(rate: u64, burst: u64, now: SimTime) -> TokenBucket {
-        let cap = u128::from(burst.max(BUCKET_MIN)) * MICRO;
+        let cap = i128::from(burst.max(BUCKET_MIN)) * MICRO;
         TokenBucket { rate, cap, tokens: cap, at: now }
     }
 
     fn refill(&mut self, now: SimTime) {
         if now > self.at {
             let ns = now.saturating_sub(self.at).as_nanos();
-            // rate req/s = rate * 1e6 micro per 1e9 ns.
-            self.tokens = (self.tokens + u128::from(self.rate) * ns / 1000).min(self.cap);
+            // rate units/s = rate * 1e6 micro per 1e9 ns.
+            self.tokens = (self.tokens + i128::from(self.rate) * i128::try_from(ns).unwrap_or(i128::MAX / 4) / 1000).min(self.cap);
             self.at = now;
         }
     }
@@ -173,7 +230,7 @@ impl TokenBucket {
     pub fn set(&mut self, rate: u64, burst: u64, now: SimTime) {
         self.refill(now);
         self.rate = rate;
-        self.cap = u128::from(burst.max(BUCKET_MIN)) * MICRO;
+        self.cap = i128::from(burst.max(BUCKET_MIN)) * MICRO;
         self.tokens = self.tokens.min(self.cap);
     }
 
@@ -181,26 +238,46 @@ impl TokenBucket {
         self.rate
     }
 
-    /// Whether one request may pass now, without taking it; else how long
+    /// Whether one unit may pass now, without taking it; else how long
     /// until it could.
     pub fn check(&mut self, now: SimTime) -> Result<(), Duration> {
+        self.check_n(now, 1)
+    }
+
+    /// Whether `n` units may pass now (at most a burst's worth is asked
+    /// for: a larger request passes on a full bucket and leaves a debt).
+    pub fn check_n(&mut self, now: SimTime, n: u64) -> Result<(), Duration> {
         self.refill(now);
-        if self.tokens >= MICRO {
+        let need = (i128::from(n.max(1)) * MICRO).min(self.cap);
+        if self.tokens >= need {
             return Ok(());
         }
         if self.rate == 0 {
             return Err(EMPTY_RETRY);
         }
-        let missing = MICRO - self.tokens;
+        let missing = need - self.tokens;
         // ns = micro * 1000 / rate, rounded up.
-        let ns = (missing * 1000).div_ceil(u128::from(self.rate));
+        let rate = i128::from(self.rate);
+        let ns = (missing * 1000 + rate - 1) / rate;
         Err(Duration::from_nanos(u64::try_from(ns).unwrap_or(u64::MAX)))
     }
 
-    /// Takes one request (after a successful [`TokenBucket::check`]).
+    /// Takes one unit (after a successful [`TokenBucket::check`]).
     pub fn take(&mut self, now: SimTime) {
+        self.take_n(now, 1);
+    }
+
+    /// Gives back `n` units taken too many (up to its burst).
+    pub fn give_n(&mut self, now: SimTime, n: u64) {
         self.refill(now);
-        self.tokens = self.tokens.saturating_sub(MICRO);
+        self.tokens = (self.tokens + i128::from(n) * MICRO).min(self.cap);
+    }
+
+    /// Takes `n` units, owing what it does not hold (at most
+    /// [`DEBT_BURSTS_MAX`] bursts).
+    pub fn take_n(&mut self, now: SimTime, n: u64) {
+        self.refill(now);
+        self.tokens = (self.tokens - i128::from(n) * MICRO).max(-self.cap * DEBT_BURSTS_MAX);
     }
 }
 
@@ -413,6 +490,11 @@ pub struct Counts {
     pub offered: u64,
     pub admitted: u64,
     pub throttled: u64,
+    /// Units (requests, bytes or rows) charged for what was admitted.
+    pub units: u64,
+    /// Units asked for, admitted or not (what a refused request would
+    /// have been charged when admitted).
+    pub offered_units: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -519,18 +601,26 @@ impl ProxyLimiter {
 
     /// The quotas that cover a request of `class` on `instance`'s `table`.
     pub fn covering(&self, instance: &str, table: &str, class: OpClass) -> Vec<QuotaKey> {
-        [QuotaKey { instance: instance.to_string(), table: None, class }, QuotaKey { instance: instance.to_string(), table: Some(table.to_string()), class }]
-            .into_iter()
-            .filter(|k| self.limits.contains_key(k))
-            .collect()
+        let k = |table: Option<&str>, unit| QuotaKey { instance: instance.to_string(), table: table.map(str::to_string), class, unit };
+        let mut v = Vec::new();
+        for unit in [Unit::Requests, Unit::Bytes, Unit::Rows] {
+            for t in [None, Some(table)] {
+                let key = k(t, unit);
+                if self.limits.contains_key(&key) {
+                    v.push(key);
+                }
+            }
+        }
+        v
     }
 
-    /// Whether a request of `class` on `instance`'s `table` may pass:
-    /// every quota that covers it must admit it (none is charged unless all
-    /// do). The first that refuses is named.
-    pub fn admit(&mut self, now: SimTime, instance: &str, table: &str, class: OpClass) -> Result<(), Throttle> {
+    /// Whether a request of `class` on `instance`'s `table`, costing
+    /// `cost` when admitted, may pass: every quota that covers it must
+    /// admit it (none is charged unless all do). The first that refuses
+    /// is named. Returns the quotas charged, with what each was charged.
+    pub fn admit(&mut self, now: SimTime, instance: &str, table: &str, class: OpClass, cost: Cost) -> Result<Vec<(QuotaKey, u64)>, Throttle> {
         if self.limits.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         // The lease may have run out since the last grant: back to floors.
         if self.held.as_ref().is_some_and(|h| now >= h.until && !h.shares.is_empty()) {
@@ -539,12 +629,13 @@ impl ProxyLimiter {
             }
             self.retune(now);
         }
-        let keys = [QuotaKey { instance: instance.to_string(), table: None, class }, QuotaKey { instance: instance.to_string(), table: Some(table.to_string()), class }];
+        let keys = self.covering(instance, table, class);
         let mut refused = None;
-        for k in keys.iter().filter(|k| self.limits.contains_key(k)) {
-            *self.window.entry(k.clone()).or_default() += 1;
+        for k in &keys {
+            let n = cost.of(k.unit);
+            *self.window.entry(k.clone()).or_default() += n;
             if refused.is_none() {
-                if let Err(wait) = self.buckets.get_mut(k).expect("retuned").check(now) {
+                if let Err(wait) = self.buckets.get_mut(k).expect("retuned").check_n(now, n) {
                     refused = Some(Throttle { key: k.clone(), limit: self.limits[k], retry_after: wait });
                 }
             }
@@ -552,12 +643,46 @@ impl ProxyLimiter {
         if let Some(t) = refused {
             return Err(t);
         }
-        for k in &keys {
-            if let Some(b) = self.buckets.get_mut(k) {
-                b.take(now);
+        Ok(keys
+            .into_iter()
+            .map(|k| {
+                let n = cost.of(k.unit);
+                if let Some(b) = self.buckets.get_mut(&k) {
+                    b.take_n(now, n);
+                }
+                (k, n)
+            })
+            .collect())
+    }
+
+    /// What a request costing `cost` is asked for by quota `k`.
+    pub fn cost_of(k: &QuotaKey, cost: Cost) -> u64 {
+        cost.of(k.unit)
+    }
+
+    /// An admitted request once answered: each quota is charged what it
+    /// `actual`ly cost beyond what it was charged when admitted
+    /// (`before`: a read's bytes), or given back what it was charged too
+    /// much (a scan's rows it asked for and did not get). Returns the
+    /// change per quota.
+    pub fn settle(&mut self, now: SimTime, keys: &[QuotaKey], before: Cost, actual: Cost) -> Vec<(QuotaKey, i64)> {
+        let mut changed = Vec::new();
+        for k in keys {
+            let (b, a) = (before.of(k.unit), actual.of(k.unit));
+            if a == b {
+                continue;
+            }
+            if let Some(bucket) = self.buckets.get_mut(k) {
+                if a > b {
+                    bucket.take_n(now, a - b);
+                    *self.window.entry(k.clone()).or_default() += a - b;
+                } else {
+                    bucket.give_n(now, b - a);
+                }
+                changed.push((k.clone(), a as i64 - b as i64));
             }
         }
-        Ok(())
+        changed
     }
 }
 
@@ -764,13 +889,57 @@ mod tests {
         assert_eq!(n, 2);
     }
 
+    const ONE: Cost = Cost { bytes: 0, rows: 1 };
+
+    #[test]
+    fn a_charge_after_the_fact_leaves_a_debt_that_blocks_until_repaid() {
+        let mut b = TokenBucket::new(1000, 100, t(0));
+        // A request larger than the burst passes on a full bucket only.
+        assert!(b.check_n(t(0), 500).is_ok());
+        b.take_n(t(0), 500);
+        // 400 owed: nothing passes for 401 ms (400 to repay, then 1).
+        assert_eq!(b.check(t(0)), Err(Duration::from_millis(401)));
+        assert!(b.check(t(400)).is_err());
+        assert!(b.check(t(401)).is_ok());
+        // The debt is bounded: 16 bursts.
+        b.take_n(t(401), 1_000_000);
+        assert_eq!(b.check(t(401)), Err(Duration::from_millis(1601)));
+    }
+
+    #[test]
+    fn a_bytes_quota_charges_writes_when_admitted_and_reads_once_answered() {
+        let mut p = ProxyLimiter::new(1, Duration::from_millis(300), Duration::from_millis(50), t(0));
+        let bytes = |class| QuotaEntry { table: None, class, unit: Unit::Bytes, limit: Limit { rate: 100_000, burst: 1000 } };
+        p.set_instance(t(0), "b", &[bytes(OpClass::Write), bytes(OpClass::Read)]);
+        let wk = QuotaKey { instance: "b".into(), table: None, class: OpClass::Write, unit: Unit::Bytes };
+        let rk = QuotaKey { class: OpClass::Read, ..wk.clone() };
+        // One proxy's floor: 3% of 100 kB/s, its burst 30 bytes.
+        assert_eq!(p.allowance(&wk, t(0)), Some(Limit { rate: 3000, burst: 30 }));
+        // A 20-byte write passes, a second does not (10 bytes left).
+        let w = Cost { bytes: 20, rows: 1 };
+        assert_eq!(p.admit(t(0), "b", "rows", OpClass::Write, w), Ok(vec![(wk.clone(), 20)]));
+        let e = p.admit(t(0), "b", "rows", OpClass::Write, w).unwrap_err();
+        assert_eq!((e.key, e.retry_after), (wk.clone(), Duration::from_nanos(3_333_334)), "10 bytes at 3000/s");
+        // A read is admitted on any credit and charged its 200 bytes after.
+        let r = Cost { bytes: 0, rows: 1 };
+        assert_eq!(p.admit(t(0), "b", "rows", OpClass::Read, r), Ok(vec![(rk.clone(), 0)]));
+        assert_eq!(p.settle(t(0), std::slice::from_ref(&rk), r, Cost { bytes: 200, rows: 1 }), vec![(rk.clone(), 200)]);
+        // 170 bytes owed: the next read waits 171 bytes' time.
+        let e = p.admit(t(0), "b", "rows", OpClass::Read, r).unwrap_err();
+        assert_eq!(e.retry_after, Duration::from_millis(57));
+        assert!(p.admit(t(57), "b", "rows", OpClass::Read, r).is_ok());
+        // Demand counts the units offered: 20 + 20 + 200 + 0 + 0 bytes.
+        let report = p.report(t(100));
+        assert_eq!(report.demand, vec![(rk, 2000), (wk, 400)]);
+    }
+
     fn key(i: &str, class: OpClass) -> QuotaKey {
-        QuotaKey { instance: i.into(), table: None, class }
+        QuotaKey { instance: i.into(), table: None, class, unit: Unit::Requests }
     }
 
     fn divider(n: u32) -> ShareDivider {
         let mut d = ShareDivider::new(1, (1..=n).map(NodeId).collect(), Duration::from_millis(600), Duration::from_millis(200), t(0));
-        d.set_instance("b", &[QuotaEntry { table: None, class: OpClass::Write, limit: Limit { rate: 1000, burst: 100 } }]);
+        d.set_instance("b", &[QuotaEntry { table: None, class: OpClass::Write, unit: Unit::Requests, limit: Limit { rate: 1000, burst: 100 } }]);
         d
     }
 
@@ -856,7 +1025,7 @@ mod tests {
     #[test]
     fn a_new_divider_never_grows_a_share_until_every_proxy_reported() {
         let mut d = ShareDivider::new(2, vec![NodeId(1), NodeId(2)], Duration::from_millis(600), Duration::from_millis(200), t(5000));
-        d.set_instance("b", &[QuotaEntry { table: None, class: OpClass::Write, limit: Limit { rate: 1000, burst: 100 } }]);
+        d.set_instance("b", &[QuotaEntry { table: None, class: OpClass::Write, unit: Unit::Requests, limit: Limit { rate: 1000, burst: 100 } }]);
         let k = key("b", OpClass::Write);
         let ask = |d: &mut ShareDivider, now: u64, p: u32, applied: (u64, u64), held: u64, demand: u64| {
             let g = d.report(t(now), NodeId(p), QuotaReport { applied: Some(applied), held: vec![(k.clone(), held)], demand: vec![(k.clone(), demand)] }).unwrap();
@@ -879,13 +1048,13 @@ mod tests {
     #[test]
     fn a_proxy_admits_its_floor_without_a_grant_and_its_share_while_leased() {
         let mut p = ProxyLimiter::new(3, Duration::from_millis(600), Duration::from_millis(200), t(0));
-        p.set_instance(t(0), "b", &[QuotaEntry { table: None, class: OpClass::Write, limit: Limit { rate: 1000, burst: 100 } }]);
+        p.set_instance(t(0), "b", &[QuotaEntry { table: None, class: OpClass::Write, unit: Unit::Requests, limit: Limit { rate: 1000, burst: 100 } }]);
         // Floor: 10/s, burst 1.
-        let count = |p: &mut ProxyLimiter, from: u64, to: u64| (from..to).filter(|&ms| p.admit(t(ms), "b", "rows", OpClass::Write).is_ok()).count();
+        let count = |p: &mut ProxyLimiter, from: u64, to: u64| (from..to).filter(|&ms| p.admit(t(ms), "b", "rows", OpClass::Write, ONE).is_ok()).count();
         assert_eq!(count(&mut p, 0, 1000), 10);
         // Other kinds and instances are not limited.
-        assert!(p.admit(t(1000), "b", "rows", OpClass::Read).is_ok());
-        assert!(p.admit(t(1000), "a", "rows", OpClass::Write).is_ok());
+        assert!(p.admit(t(1000), "b", "rows", OpClass::Read, ONE).is_ok());
+        assert!(p.admit(t(1000), "a", "rows", OpClass::Write, ONE).is_ok());
         let k = key("b", OpClass::Write);
         p.grant(t(1000), t(1001), QuotaGrant { epoch: 1, seq: 1, limits: vec![(k.clone(), Limit { rate: 1000, burst: 100 })], shares: vec![(k.clone(), 490)] });
         assert_eq!(p.allowance(&k, t(1001)), Some(Limit { rate: 500, burst: 50 }));
@@ -907,21 +1076,21 @@ mod tests {
             t(0),
             "b",
             &[
-                QuotaEntry { table: None, class: OpClass::Read, limit: Limit { rate: 1000, burst: 5 } },
-                QuotaEntry { table: Some("t".into()), class: OpClass::Read, limit: Limit { rate: 1000, burst: 2 } },
+                QuotaEntry { table: None, class: OpClass::Read, unit: Unit::Requests, limit: Limit { rate: 1000, burst: 5 } },
+                QuotaEntry { table: Some("t".into()), class: OpClass::Read, unit: Unit::Requests, limit: Limit { rate: 1000, burst: 2 } },
             ],
         );
         let ik = key("b", OpClass::Read);
         let tk = QuotaKey { table: Some("t".into()), ..ik.clone() };
         // One proxy: its floor is 3% (30/s), burst in proportion (0 -> 1).
         assert_eq!(p.allowance(&ik, t(0)), Some(Limit { rate: 30, burst: 0 }));
-        assert!(p.admit(t(0), "b", "t", OpClass::Read).is_ok());
-        let e = p.admit(t(0), "b", "t", OpClass::Read).unwrap_err();
+        assert!(p.admit(t(0), "b", "t", OpClass::Read, ONE).is_ok());
+        let e = p.admit(t(0), "b", "t", OpClass::Read, ONE).unwrap_err();
         assert_eq!(e.key, ik, "the instance quota refuses first");
         // Another table of b: only the instance quota applies, and it was
         // not charged by the refused request.
-        assert!(p.admit(t(34), "b", "u", OpClass::Read).is_ok());
-        let e = p.admit(t(34), "b", "t", OpClass::Read).unwrap_err();
+        assert!(p.admit(t(34), "b", "u", OpClass::Read, ONE).is_ok());
+        let e = p.admit(t(34), "b", "t", OpClass::Read, ONE).unwrap_err();
         assert_eq!(e.key, ik);
         let _ = tk;
         let r = p.report(t(100));

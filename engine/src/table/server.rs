@@ -127,6 +127,8 @@ async fn run(ctx: NodeCtx, cfg: TableConfig) {
                 o.count_traffic(format!("partition {pid}"), now, |c| {
                     c.offered += 1;
                     c.admitted += 1;
+                    c.units += 1;
+                    c.offered_units += 1;
                 })
             });
         }
@@ -135,6 +137,7 @@ async fn run(ctx: NodeCtx, cfg: TableConfig) {
                 o.count_traffic(format!("partition {pid}"), now, |c| {
                     c.offered += 1;
                     c.throttled += 1;
+                    c.offered_units += 1;
                 })
             });
             let e = TableError::Throttled {

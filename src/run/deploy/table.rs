@@ -481,7 +481,7 @@ fn traffic_section(scn: &Scenario, out: &RunOutput, ops: &[Operation<'_>], obs: 
         let at = slot * u32::try_from(s).unwrap_or(u32::MAX);
         let mut best: Option<(Duration, u64, u64)> = None;
         for q in &scn.quotas {
-            let key = engine::table::quota::QuotaKey { instance: kv_table::store_instance(q.instance.as_deref()).to_string(), table: q.table.then(|| TABLE.to_string()), class: kv_table::op_class(q.class) };
+            let key = engine::table::quota::QuotaKey { instance: kv_table::store_instance(q.instance.as_deref()).to_string(), table: q.table.then(|| TABLE.to_string()), class: kv_table::op_class(q.class), unit: kv_table::unit_of(q.unit) };
             let from = q.at.unwrap_or_default();
             if key.to_string() == r && from <= at && best.is_none_or(|b| from >= b.0) {
                 best = Some((from, q.rate, q.burst));
