@@ -12,7 +12,8 @@
 //! answer's hint), so that clients retrying together spread out and
 //! retries cannot multiply the load of an overloaded store. A request a
 //! quota throttled is retried after one to two times its hint, at most
-//! [`THROTTLE_RETRIES_MAX`] times; the next throttle is the answer.
+//! [`THROTTLE_RETRIES_MAX`] times and never past its deadline; the next
+//! throttle is the answer.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -218,13 +219,16 @@ impl TableClient {
                     }
                     TableError::Throttled { retry_after_us, .. } => {
                         throttled += 1;
-                        if throttled > THROTTLE_RETRIES_MAX {
+                        let pause = self.throttle_pause(Duration::from_micros(retry_after_us));
+                        // Nor is it retried when the pause would end past
+                        // the operation's deadline.
+                        if throttled > THROTTLE_RETRIES_MAX || time::now() + pause >= deadline {
                             // After an unknown attempt the outcome stays unknown;
                             // the last answer was a refusal for lack of quota.
                             return Err(if maybe_applied { TableError::Unknown(format!("no definite answer (last: {e})")) } else { e });
                         }
                         last = e;
-                        time::sleep(self.throttle_pause(Duration::from_micros(retry_after_us))).await;
+                        time::sleep(pause).await;
                     }
                     TableError::ConditionFailed(_) | TableError::Refused(_) | TableError::Auth(_) | TableError::Failed(_) => {
                         // A definite answer; after an unknown attempt, a
