@@ -4,7 +4,10 @@
 //! moving to the next proxy when one does not answer. Every write carries
 //! a request id (client id, counter) that stays the same over all retries
 //! of that write, so the partition applies it at most once; a write whose
-//! outcome could not be learned within `op_deadline` is `Unknown`. Retries
+//! outcome could not be learned within `op_deadline` is `Unknown`; every
+//! attempt carries that deadline as the request's expiry, after which no
+//! proxy or server starts it (so a late attempt cannot apply a write whose
+//! de-duplication record is gone). Retries
 //! are bounded by [`ATTEMPTS_MAX`] and the deadline, and spaced by
 //! exponential back-off with jitter (`retry_backoff` doubling up to
 //! [`BACKOFF_GROWTH_MAX`] times, each pause drawn between half and all of
@@ -186,6 +189,7 @@ impl TableClient {
             return Err(TableError::Unavailable("no proxies".into()));
         }
         let deadline = time::now() + i.cfg.op_deadline;
+        let expires_ms = ms_ceil(deadline);
         let timeout = i.cfg.proxy_budget + i.cfg.call_timeout * 2;
         let mut maybe_applied = false;
         let mut last = TableError::Unavailable("no attempt".into());
@@ -197,7 +201,7 @@ impl TableClient {
             }
             let at = i.current.load(Ordering::Relaxed) % i.proxies.len();
             let proxy = i.proxies[at];
-            let msg = DataMsg::Request { instance: self.instance.to_string(), access_key: self.access_key.to_string(), op: op.clone(), rid };
+            let msg = DataMsg::Request { instance: self.instance.to_string(), access_key: self.access_key.to_string(), op: op.clone(), rid, expires_ms };
             match i.net.call(proxy, msg, timeout).await {
                 Ok(DataMsg::Response(Ok(v))) => return Ok(v),
                 Ok(DataMsg::Response(Err(e))) => match e {

@@ -119,8 +119,18 @@ pub const SCAN_ROWS_MAX: u32 = 1000;
 pub const PARTITIONS_MAX: usize = 16_384;
 /// Attempts at reading the whole map as one snapshot (see [`read_map`]).
 pub const MAP_READ_ATTEMPTS_MAX: u32 = 8;
-/// Recent request ids each partition remembers for de-duplication.
-pub const DEDUPE_MAX: usize = 4096;
+/// Request ids each partition remembers for de-duplication at most. A
+/// record is kept until its request expired [`DEDUPE_RETAIN_MS`] ago; a
+/// write that would need one more record than this while none has expired
+/// is refused busy (before any work, no effect).
+pub const DEDUPE_MAX: usize = 65_536;
+/// How long after its request's expiry a de-duplication record is kept, on
+/// the owner's clock: more than any clock offset between two owners of a
+/// partition (the faults offset clocks by up to 2 s), so that no owner
+/// accepts an attempt of a request whose record another owner dropped.
+pub const DEDUPE_RETAIN_MS: u64 = 5_000;
+/// Expired records one write removes at most.
+pub const DEDUPE_EVICT_PER_WRITE: usize = 8;
 /// Samples kept per observer series.
 pub const OBSERVER_SAMPLES_MAX: usize = 100_000;
 /// Partitions one heartbeat reports the load of.
@@ -337,6 +347,18 @@ pub enum TableError {
     /// kind) and why; retry after the hint.
     #[error("busy: throttled by {resource}: {reason} (retry after {retry_after_us} us)")]
     Throttled { resource: String, reason: String, retry_after_us: u64 },
+}
+
+/// The answer to a request whose expiry (`expires_ms`, see
+/// [`DataMsg::Request`]) is not after `now_ms`: refused before any work
+/// (definitely not applied; its client has stopped waiting).
+pub fn expired(now_ms: u64, expires_ms: u64) -> Option<TableError> {
+    (now_ms >= expires_ms).then(|| TableError::Failed(format!("expired {} ms ago", now_ms - expires_ms)))
+}
+
+/// `t` in whole milliseconds, rounded up (a request's expiry).
+pub fn ms_ceil(t: SimTime) -> u64 {
+    t.as_nanos().div_ceil(1_000_000)
 }
 
 impl TableError {
@@ -566,11 +588,14 @@ impl TableConfig {
 /// The data protocol: client to proxy, proxy to server.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum DataMsg {
-    /// Client to proxy. Writes carry a request id.
-    Request { instance: String, access_key: String, op: Op, rid: Option<ReqId> },
+    /// Client to proxy. Writes carry a request id. `expires_ms` is the
+    /// operation's deadline on the client's clock (milliseconds): no proxy
+    /// or server starts work on it later, and no attempt of a write is
+    /// applied once it passed on the owner's clock (see [`DEDUPE_RETAIN_MS`]).
+    Request { instance: String, access_key: String, op: Op, rid: Option<ReqId>, expires_ms: u64 },
     /// Proxy to server: an operation on one partition at the epoch the
-    /// proxy's map names.
-    Partition { pid: PartitionId, op: Op, rid: Option<ReqId> },
+    /// proxy's map names, with the client's expiry.
+    Partition { pid: PartitionId, op: Op, rid: Option<ReqId>, expires_ms: u64 },
     Response(Result<OpResult, TableError>),
 }
 

@@ -9,6 +9,15 @@
 //!   auto-increment appended;
 //! - `d` + client (BE) + seq (BE): a de-duplication record (order, result).
 //!
+//! A record is kept until its request expired (the client's deadline,
+//! carried by every attempt) [`DEDUPE_RETAIN_MS`] ago on the owner's clock,
+//! and an attempt that arrives once its request expired is refused without
+//! effect: so every attempt that is applied finds the record of any earlier
+//! one, however long it was held up on its way (in a proxy's queue, or
+//! behind a failover). Records are removed oldest first, only once
+//! expired, a few per write; a write that would need one more record than
+//! [`DEDUPE_MAX`] while none has expired is refused busy.
+//!
 //! Writes proceed together, as the seed's implicit transactions do: plain
 //! writes (put, delete) hold the partition's write lock shared only while
 //! they hand their batch to the engine, and then wait for its group commit
@@ -19,7 +28,7 @@
 //! order, acknowledged as a prefix: a write decided on another that is not
 //! yet durable is acknowledged only after it. Each write batch holds the
 //! row change, the counter, and the request id's record with its outcome
-//! (and the deletion of the oldest record once [`DEDUPE_MAX`] are kept). A
+//! (and the deletion of expired records). A
 //! retry of a write whose record exists gets the recorded outcome without
 //! being applied again, also on a new owner after a failover, since the
 //! record is in the same batch as the write; a retry that arrives while
@@ -137,15 +146,31 @@ fn gc() -> GcPolicy {
 /// of its condition.
 type Outcome = Result<OpResult, TableError>;
 
-#[derive(Default)]
+/// A de-duplication record as stored: (order, outcome, the request's
+/// expiry in milliseconds).
+type Record = (u64, Outcome, u64);
+
 struct Dedupe {
     /// rid -> (order, outcome)
     by_rid: BTreeMap<ReqId, (u64, Outcome)>,
-    by_order: BTreeMap<u64, ReqId>,
+    /// order -> (rid, the request's expiry)
+    by_order: BTreeMap<u64, (ReqId, u64)>,
     next_order: u64,
+    /// Most records kept ([`DEDUPE_MAX`]; lower in tests).
+    limit: usize,
     /// Request ids being written now: a second attempt waits on this.
     inflight: BTreeMap<ReqId, Arc<tokio::sync::Notify>>,
 }
+
+impl Default for Dedupe {
+    fn default() -> Dedupe {
+        Dedupe { by_rid: BTreeMap::new(), by_order: BTreeMap::new(), next_order: 0, limit: DEDUPE_MAX, inflight: BTreeMap::new() }
+    }
+}
+
+/// Records a partition loads at most: two merged parents' records, each
+/// up to [`DEDUPE_MAX`] and those of the writes in flight beyond it.
+pub const DEDUPE_LOAD_MAX: usize = DEDUPE_MAX * 4;
 
 /// A loaded partition. Cheap to clone.
 #[derive(Clone)]
@@ -157,6 +182,8 @@ pub struct PartStore {
     /// appends (see the module doc).
     writes: Arc<tokio::sync::RwLock<()>>,
     observer: Option<TableObserver>,
+    /// The owner's clock in milliseconds (requests' expiry).
+    clock: ClockFn,
 }
 
 /// What a write the engine refused to take (nothing written) answers. An
@@ -179,10 +206,10 @@ impl PartStore {
     /// owner) and recovers its LSM.
     pub async fn open(client: &StreamClient, pid: PartitionId, memory: PartMemory, clock: ClockFn, observer: Option<TableObserver>) -> Result<PartStore, String> {
         let files = StreamFiles::open(client, &namespace_of(pid)).await.map_err(|e| format!("open namespace: {e}"))?;
-        let (db, _) = recovery::open(files.clone(), options(memory), gc(), clock).await.map_err(|e| format!("recover: {e}"))?;
-        let store = PartStore { db, files, dedupe: Arc::default(), writes: Arc::default(), observer };
+        let (db, _) = recovery::open(files.clone(), options(memory), gc(), clock.clone()).await.map_err(|e| format!("recover: {e}"))?;
+        let store = PartStore { db, files, dedupe: Arc::default(), writes: Arc::default(), observer, clock };
         // Load the de-duplication table.
-        let recs = store.range(&key(KIND_DEDUPE, &[]), Some(&key(KIND_DEDUPE + 1, &[])), DEDUPE_MAX * 2).await.map_err(|e| format!("load dedupe: {e}"))?;
+        let recs = store.range(&key(KIND_DEDUPE, &[]), Some(&key(KIND_DEDUPE + 1, &[])), DEDUPE_LOAD_MAX).await.map_err(|e| format!("load dedupe: {e}"))?;
         {
             let mut d = store.dedupe.lock().expect("dedupe lock");
             for (k, v) in recs {
@@ -191,9 +218,9 @@ impl PartStore {
                     return Err("malformed de-duplication key".into());
                 };
                 let rid = ReqId { client: u64::from_be_bytes(c), seq: u64::from_be_bytes(s) };
-                let (order, result): (u64, Outcome) = decode(&v).ok_or("malformed de-duplication record")?;
+                let (order, result, expires): Record = decode(&v).ok_or("malformed de-duplication record")?;
                 d.by_rid.insert(rid, (order, result));
-                d.by_order.insert(order, rid);
+                d.by_order.insert(order, (rid, expires));
                 d.next_order = d.next_order.max(order + 1);
             }
         }
@@ -202,30 +229,34 @@ impl PartStore {
 
     /// Creates partition `pid` from `entries` (a split or merge child):
     /// writes them in batches and flushes them to tables.
-    /// Of the de-duplication records, only the newest [`DEDUPE_MAX`] (by
-    /// their parent's order) are kept, so that merges stay within the limit.
+    /// The de-duplication records are kept in their parents' order, but for
+    /// those whose retention (see the module doc) is over.
     pub async fn create(client: &StreamClient, pid: PartitionId, memory: PartMemory, clock: ClockFn, entries: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), String> {
         let (mut dedupe, mut entries): (Vec<_>, Vec<_>) = entries.into_iter().partition(|(k, _)| k.starts_with(&key(KIND_DEDUPE, &[])));
+        let now = clock();
         let mut recs = Vec::with_capacity(dedupe.len());
         for (k, v) in dedupe.drain(..) {
-            let (order, result): (u64, Outcome) = decode(&v).ok_or("malformed de-duplication record")?;
-            recs.push((order, k, result));
+            let (order, result, expires): Record = decode(&v).ok_or("malformed de-duplication record")?;
+            if expires.saturating_add(DEDUPE_RETAIN_MS) > now {
+                recs.push((order, k, result, expires));
+            }
         }
-        recs.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
-        recs.truncate(DEDUPE_MAX);
-        let n = recs.len() as u64;
-        for (i, (_, k, result)) in recs.into_iter().enumerate() {
+        if recs.len() > DEDUPE_LOAD_MAX {
+            return Err(format!("{} de-duplication records over {DEDUPE_LOAD_MAX}", recs.len()));
+        }
+        recs.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
+        for (i, (_, k, result, expires)) in recs.into_iter().enumerate() {
             // Renumbered oldest first, so the child evicts in the same order.
-            entries.push((k, encode(&(n - 1 - i as u64, result))));
+            entries.push((k, encode(&(i as u64, result, expires))));
         }
         entries.sort();
         let files = StreamFiles::open(client, &namespace_of(pid)).await.map_err(|e| format!("open namespace: {e}"))?;
-        let (db, _) = recovery::open(files.clone(), options(memory), gc(), clock).await.map_err(|e| format!("recover: {e}"))?;
+        let (db, _) = recovery::open(files.clone(), options(memory), gc(), clock.clone()).await.map_err(|e| format!("recover: {e}"))?;
         let r = async {
             // An interrupted earlier attempt may have left entries behind:
             // whatever the new set does not hold is deleted, so nothing the
             // parent deleted in between comes back.
-            let old = PartStore { db: db.clone(), files, dedupe: Arc::default(), writes: Arc::default(), observer: None };
+            let old = PartStore { db: db.clone(), files, dedupe: Arc::default(), writes: Arc::default(), observer: None, clock: clock.clone() };
             let stale: Vec<Vec<u8>> = old.entries().await.map_err(|e| e.to_string())?.into_iter().map(|(k, _)| k).filter(|k| entries.binary_search_by(|(e, _)| e.cmp(k)).is_err()).collect();
             let mut batch: Vec<(Vec<u8>, Option<Vec<u8>>)> = stale.into_iter().map(|k| (k, None)).collect();
             batch.extend(entries.iter().map(|(k, v)| (k.clone(), Some(v.clone()))));
@@ -297,8 +328,16 @@ impl PartStore {
         }
     }
 
-    /// Runs one operation on this partition (`info` is its range).
-    pub async fn apply(&self, info: &PartitionInfo, op: &Op, rid: Option<ReqId>) -> Result<OpResult, TableError> {
+    /// Runs one operation on this partition (`info` is its range), unless
+    /// its request expired (`expires_ms`, on this owner's clock): a write
+    /// attempt that finds its request's record gets the recorded outcome
+    /// even then.
+    pub async fn apply(&self, info: &PartitionInfo, op: &Op, rid: Option<ReqId>, expires_ms: u64) -> Result<OpResult, TableError> {
+        if !op.is_write() {
+            if let Some(e) = expired((self.clock)(), expires_ms) {
+                return Err(e);
+            }
+        }
         match op {
             Op::Get { key, .. } => Ok(OpResult::Value(self.row(key, false).await?.map(|r| r.value))),
             Op::GetRow { key, .. } => Ok(OpResult::Row(self.row(key, false).await?)),
@@ -319,11 +358,11 @@ impl PartStore {
                 let partial_end = if rows.len() < *limit as usize { partial_end } else { None };
                 Ok(OpResult::Rows { rows, partial_end })
             }
-            _ => self.write(info.pid, op, rid).await,
+            _ => self.write(info.pid, op, rid, expires_ms).await,
         }
     }
 
-    async fn write(&self, pid: PartitionId, op: &Op, rid: Option<ReqId>) -> Result<OpResult, TableError> {
+    async fn write(&self, pid: PartitionId, op: &Op, rid: Option<ReqId>, expires_ms: u64) -> Result<OpResult, TableError> {
         if let Some(r) = rid {
             // The recorded outcome, or wait for an attempt in flight.
             loop {
@@ -340,6 +379,11 @@ impl PartStore {
                     match d.inflight.get(&r) {
                         Some(n) => n.clone(),
                         None => {
+                            // No record, none in flight: an expired request
+                            // may have had its record removed.
+                            if let Some(e) = expired((self.clock)(), expires_ms) {
+                                return Err(e);
+                            }
                             d.inflight.insert(r, Arc::new(tokio::sync::Notify::new()));
                             break;
                         }
@@ -351,8 +395,10 @@ impl PartStore {
                     notified.await;
                 }
             }
+        } else if let Some(e) = expired((self.clock)(), expires_ms) {
+            return Err(e);
         }
-        let r = self.write_once(pid, op, rid).await;
+        let r = self.write_once(pid, op, rid, expires_ms).await;
         if let Some(rid) = rid {
             let mut d = self.dedupe.lock().expect("dedupe lock");
             if let Some(n) = d.inflight.remove(&rid) {
@@ -362,7 +408,7 @@ impl PartStore {
         r
     }
 
-    async fn write_once(&self, pid: PartitionId, op: &Op, rid: Option<ReqId>) -> Result<OpResult, TableError> {
+    async fn write_once(&self, pid: PartitionId, op: &Op, rid: Option<ReqId>, expires_ms: u64) -> Result<OpResult, TableError> {
         let exclusive = matches!(op, Op::Cas { .. } | Op::Append { .. });
         let (_shared, _exclusive) = if exclusive { (None, Some(self.writes.write().await)) } else { (Some(self.writes.read().await), None) };
         // A write handed over before may have stopped the engine with an
@@ -408,21 +454,30 @@ impl PartStore {
         if batch.is_empty() && rid.is_none() {
             return result;
         }
-        // The record's order and the eviction of the oldest record are
-        // taken now, so that writes in flight together never share them.
+        // The record's order and the removal of expired records are taken
+        // now, so that writes in flight together never share them.
         let mut order = 0;
         if let Some(r) = rid {
+            let now = (self.clock)();
             let mut d = self.dedupe.lock().expect("dedupe lock");
-            order = d.next_order;
-            d.next_order += 1;
-            batch.push((dedupe_key(r), Some(encode(&(order, result.clone())))));
-            if d.by_rid.len() >= DEDUPE_MAX {
-                if let Some((o, old)) = d.by_order.pop_first() {
-                    d.by_rid.remove(&old);
-                    batch.push((dedupe_key(old), None));
-                    let _ = o;
+            let retained_until = |d: &Dedupe| d.by_order.first_key_value().map(|(_, (_, exp))| exp.saturating_add(DEDUPE_RETAIN_MS));
+            if d.by_rid.len() >= d.limit {
+                if let Some(until) = retained_until(&d).filter(|u| *u > now) {
+                    return Err(TableError::Busy { resource: format!("partition {pid} request-id records"), retry_after_us: (until - now).saturating_mul(1000) });
                 }
             }
+            for _ in 0..DEDUPE_EVICT_PER_WRITE {
+                if retained_until(&d).is_none_or(|u| u > now) {
+                    break;
+                }
+                let (_, (old, _)) = d.by_order.pop_first().expect("a first record");
+                d.by_rid.remove(&old);
+                batch.push((dedupe_key(old), None));
+            }
+            order = d.next_order;
+            d.next_order += 1;
+            let rec: Record = (order, result.clone(), expires_ms);
+            batch.push((dedupe_key(r), Some(encode(&rec))));
         }
         let g = self.db.lock_writes().await;
         let ticket = self.db.submit(&g, batch).await.map_err(|e| not_written(pid, e))?;
@@ -435,7 +490,7 @@ impl PartStore {
         if let Some(r) = rid {
             let mut d = self.dedupe.lock().expect("dedupe lock");
             d.by_rid.insert(r, (order, result.clone()));
-            d.by_order.insert(order, r);
+            d.by_order.insert(order, (r, expires_ms));
         }
         result
     }
@@ -502,12 +557,33 @@ mod tests {
         }
     }
 
+    /// An expiry no test reaches.
+    const FAR: u64 = u64::MAX;
+
     fn clock() -> ClockFn {
         Arc::new(|| 0)
     }
 
+    /// A clock the test sets (milliseconds).
+    fn set_clock(ms: &Arc<std::sync::atomic::AtomicU64>) -> ClockFn {
+        let ms = ms.clone();
+        Arc::new(move || ms.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
     async fn open(client: &StreamClient, pid: PartitionId) -> PartStore {
         PartStore::open(client, pid, PartMemory::default(), clock(), None).await.expect("open")
+    }
+
+    async fn open_at(client: &StreamClient, pid: PartitionId, clock: ClockFn) -> PartStore {
+        PartStore::open(client, pid, PartMemory::default(), clock, None).await.expect("open")
+    }
+
+    fn value_put(k: &str, v: &str) -> Op {
+        Op::Put { table: "t".into(), key: k.into(), value: v.into(), columns: BTreeMap::new() }
+    }
+
+    fn get(k: &str) -> Op {
+        Op::Get { table: "t".into(), key: k.into() }
     }
 
     fn info(pid: PartitionId) -> PartitionInfo {
@@ -526,14 +602,16 @@ mod tests {
         ReqId { client, seq }
     }
 
-    /// A parent's de-duplication record of `r`, with its `order`.
-    fn record(r: ReqId, order: u64, outcome: Outcome) -> (Vec<u8>, Vec<u8>) {
-        (dedupe_key(r), encode(&(order, outcome)))
+    /// A parent's de-duplication record of `r`, with its `order` and its
+    /// request's expiry.
+    fn record(r: ReqId, order: u64, outcome: Outcome, expires: u64) -> (Vec<u8>, Vec<u8>) {
+        let rec: Record = (order, outcome, expires);
+        (dedupe_key(r), encode(&rec))
     }
 
     /// Puts with request ids `client`/0..`n`, all in flight together.
     async fn puts(store: &PartStore, client: u64, n: u64) -> Vec<Result<OpResult, TableError>> {
-        let writes: Vec<_> = (0..n).map(|i| async move { store.apply(&info(PID), &put("k"), Some(rid(client, i))).await }).collect();
+        let writes: Vec<_> = (0..n).map(|i| async move { store.apply(&info(PID), &put("k"), Some(rid(client, i)), FAR).await }).collect();
         crate::join::join_all(writes).await
     }
 
@@ -547,10 +625,10 @@ mod tests {
     fn a_retry_after_a_reopen_gets_the_recorded_outcome() {
         with_streams(|client| async move {
             let s1 = open(&client, PID).await;
-            assert_eq!(s1.apply(&info(PID), &append("p"), Some(rid(1, 1))).await, Ok(OpResult::Seq(1)));
+            assert_eq!(s1.apply(&info(PID), &append("p"), Some(rid(1, 1)), FAR).await, Ok(OpResult::Seq(1)));
             let s2 = open(&client, PID).await;
-            assert_eq!(s2.apply(&info(PID), &append("p"), Some(rid(1, 1))).await, Ok(OpResult::Seq(1)), "recorded");
-            assert_eq!(s2.apply(&info(PID), &append("p"), Some(rid(1, 2))).await, Ok(OpResult::Seq(2)), "a new request");
+            assert_eq!(s2.apply(&info(PID), &append("p"), Some(rid(1, 1)), FAR).await, Ok(OpResult::Seq(1)), "recorded");
+            assert_eq!(s2.apply(&info(PID), &append("p"), Some(rid(1, 2)), FAR).await, Ok(OpResult::Seq(2)), "a new request");
         });
     }
 
@@ -562,10 +640,10 @@ mod tests {
             let s1 = open(&client, PID).await;
             let s2 = open(&client, PID).await;
             assert!(s2.epoch() > s1.epoch(), "epochs {} then {}", s1.epoch(), s2.epoch());
-            assert!(s1.apply(&info(PID), &put("k"), None).await.is_err(), "the fenced store cannot write");
+            assert!(s1.apply(&info(PID), &put("k"), None, FAR).await.is_err(), "the fenced store cannot write");
             assert!(s1.broken());
             assert!(!s2.broken());
-            assert_eq!(s2.apply(&info(PID), &put("k"), None).await, Ok(OpResult::Done));
+            assert_eq!(s2.apply(&info(PID), &put("k"), None, FAR).await, Ok(OpResult::Done));
         });
     }
 
@@ -575,10 +653,10 @@ mod tests {
         with_streams(|client| async move {
             let s = open(&client, PID).await;
             assert!(!s.broken());
-            assert_eq!(s.apply(&info(PID), &put("k"), None).await, Ok(OpResult::Done));
+            assert_eq!(s.apply(&info(PID), &put("k"), None, FAR).await, Ok(OpResult::Done));
             s.kill();
             assert!(s.broken());
-            assert_eq!(s.apply(&info(PID), &put("k"), None).await, Err(TableError::NotServingHere(PID)));
+            assert_eq!(s.apply(&info(PID), &put("k"), None, FAR).await, Err(TableError::NotServingHere(PID)));
         });
     }
 
@@ -593,73 +671,134 @@ mod tests {
         assert!(matches!(e, TableError::Failed(m) if m.contains("not written") && m.contains("too big")));
     }
 
-    /// A split or merge child keeps its parents' records in their order:
-    /// its first eviction drops the oldest record, and a retry of the
-    /// newest still gets its recorded outcome.
+    /// A split or merge child keeps its parents' records in their order,
+    /// but for those whose retention is over: a retry of a kept one gets
+    /// its recorded outcome, and the oldest kept is the first removed.
     #[test]
-    fn a_created_child_evicts_its_parents_oldest_record_first() {
+    fn a_created_child_keeps_its_parents_live_records_in_their_order() {
         with_streams(|client| async move {
-            let n = DEDUPE_MAX as u64;
-            let entries: Vec<_> = (0..n).map(|s| record(rid(7, s), 10 * s, Ok(OpResult::Seq(100 + s)))).collect();
-            PartStore::create(&client, PID, PartMemory::default(), clock(), entries).await.expect("create");
-            let s = open(&client, PID).await;
-            assert_eq!(records(&s), DEDUPE_MAX);
-            assert_eq!(s.apply(&info(PID), &put("k"), Some(rid(8, 0))).await, Ok(OpResult::Done));
-            assert_eq!(s.apply(&info(PID), &append("p"), Some(rid(7, n - 1))).await, Ok(OpResult::Seq(100 + n - 1)), "the newest is kept");
-            assert_eq!(s.apply(&info(PID), &append("p"), Some(rid(7, 0))).await, Ok(OpResult::Seq(1)), "the oldest was evicted");
+            let ms = Arc::new(std::sync::atomic::AtomicU64::new(10_000));
+            // Records 0..4 expired at 1,000 (retention over at 6,000); 4..8
+            // expire at 9,000 + s (retained until 14,000 + s).
+            let entries: Vec<_> = (0..8).map(|s| record(rid(7, s), 10 * (8 - s), Ok(OpResult::Seq(100 + s)), if s < 4 { 1_000 } else { 9_000 + s })).collect();
+            PartStore::create(&client, PID, PartMemory::default(), set_clock(&ms), entries).await.expect("create");
+            let s = open_at(&client, PID, set_clock(&ms)).await;
+            assert_eq!(records(&s), 4, "the four whose retention is over are gone");
+            assert_eq!(s.dedupe.lock().expect("dedupe lock").by_order.first_key_value().map(|(_, (r, _))| *r), Some(rid(7, 7)), "the parent's oldest first");
+            assert_eq!(s.apply(&info(PID), &append("p"), Some(rid(7, 5)), 9_005).await, Ok(OpResult::Seq(105)), "recorded, though expired");
+            assert!(matches!(s.apply(&info(PID), &append("p"), Some(rid(7, 1)), 1_000).await, Err(TableError::Failed(e)) if e.contains("expired")));
+            // 7 is the oldest, retained until 14,007: nothing newer goes
+            // before it, though 4 to 6 are over at 14,006.
+            ms.store(14_006, std::sync::atomic::Ordering::Relaxed);
+            assert_eq!(s.apply(&info(PID), &put("k"), Some(rid(8, 0)), FAR).await, Ok(OpResult::Done));
+            assert_eq!(records(&s), 5);
+            ms.store(14_007, std::sync::atomic::Ordering::Relaxed);
+            assert_eq!(s.apply(&info(PID), &put("k"), Some(rid(8, 1)), FAR).await, Ok(OpResult::Done));
+            assert_eq!(records(&s), 2, "all four removed, oldest first");
         });
     }
 
-    /// Records are evicted oldest first: once [`DEDUPE_MAX`] are kept, the
-    /// next write drops the oldest, and a retry of the newest still gets
-    /// its recorded outcome.
+    /// An attempt that arrives once its request expired is refused without
+    /// effect; a read too.
     #[test]
-    fn the_oldest_record_is_evicted_first() {
+    fn an_attempt_after_its_requests_expiry_is_refused_without_effect() {
         with_streams(|client| async move {
-            let s = open(&client, PID).await;
-            assert_eq!(s.apply(&info(PID), &put("k"), Some(rid(6, 0))).await, Ok(OpResult::Done));
-            assert!(puts(&s, 8, DEDUPE_MAX as u64 - 2).await.into_iter().all(|r| r == Ok(OpResult::Done)));
-            assert_eq!(s.apply(&info(PID), &append("p"), Some(rid(7, 0))).await, Ok(OpResult::Seq(1)));
-            assert_eq!(records(&s), DEDUPE_MAX);
-            assert_eq!(s.apply(&info(PID), &put("k"), Some(rid(9, 0))).await, Ok(OpResult::Done));
-            assert_eq!(records(&s), DEDUPE_MAX);
-            assert!(!s.dedupe.lock().expect("dedupe lock").by_rid.contains_key(&rid(6, 0)), "the oldest was evicted");
-            assert_eq!(s.apply(&info(PID), &append("p"), Some(rid(7, 0))).await, Ok(OpResult::Seq(1)), "the newest is kept");
+            let ms = Arc::new(std::sync::atomic::AtomicU64::new(100));
+            let s = open_at(&client, PID, set_clock(&ms)).await;
+            let r = s.apply(&info(PID), &value_put("k", "late"), Some(rid(1, 1)), 100).await;
+            assert!(matches!(&r, Err(TableError::Failed(e)) if e.contains("expired 0 ms ago")), "{r:?}");
+            assert!(matches!(s.apply(&info(PID), &get("k"), None, 99).await, Err(TableError::Failed(e)) if e.contains("expired 1 ms ago")));
+            assert_eq!(s.apply(&info(PID), &get("k"), None, 101).await, Ok(OpResult::Value(None)), "nothing written");
+            assert_eq!(records(&s), 0, "nor recorded");
         });
     }
 
-    /// Records are evicted oldest first also across a reopen: the records
-    /// written after it come after the ones it loaded.
+    /// The failure this rule exists for: an attempt held up on its way
+    /// until long after another attempt of the same write was applied and
+    /// newer writes followed. Its record is kept while it could still be
+    /// accepted, and once the record is removed the attempt is refused: it
+    /// never overwrites the newer value.
     #[test]
-    fn after_a_reopen_new_records_are_evicted_after_the_loaded_ones() {
+    fn a_late_attempt_never_applies_its_write_a_second_time() {
         with_streams(|client| async move {
-            let s1 = open(&client, PID).await;
-            assert_eq!(s1.apply(&info(PID), &put("k"), Some(rid(7, 0))).await, Ok(OpResult::Done));
-            let s = open(&client, PID).await;
-            assert_eq!(s.apply(&info(PID), &append("p"), Some(rid(7, 1))).await, Ok(OpResult::Seq(1)));
-            // Fill the records up to the limit (no eviction yet), then one more.
-            let fill = DEDUPE_MAX as u64 - 2;
-            assert!(puts(&s, 8, fill).await.into_iter().all(|r| r == Ok(OpResult::Done)));
-            assert_eq!(records(&s), DEDUPE_MAX);
-            assert_eq!(s.apply(&info(PID), &put("k"), Some(rid(9, 0))).await, Ok(OpResult::Done));
-            assert_eq!(s.apply(&info(PID), &append("p"), Some(rid(7, 1))).await, Ok(OpResult::Seq(1)), "the append is recorded");
+            let ms = Arc::new(std::sync::atomic::AtomicU64::new(0));
+            let s = open_at(&client, PID, set_clock(&ms)).await;
+            let at = |t: u64| ms.store(t, std::sync::atomic::Ordering::Relaxed);
+            assert_eq!(s.apply(&info(PID), &value_put("k", "old"), Some(rid(1, 1)), 3_000).await, Ok(OpResult::Done));
+            at(1_000);
+            assert_eq!(s.apply(&info(PID), &value_put("k", "new"), Some(rid(2, 1)), 4_000).await, Ok(OpResult::Done));
+            // Within its expiry: the record answers.
+            at(2_999);
+            assert_eq!(s.apply(&info(PID), &value_put("k", "old"), Some(rid(1, 1)), 3_000).await, Ok(OpResult::Done));
+            // Past it, but retained: still the record.
+            at(3_000 + DEDUPE_RETAIN_MS - 1);
+            assert_eq!(s.apply(&info(PID), &value_put("k", "x"), Some(rid(3, 1)), FAR).await, Ok(OpResult::Done));
+            assert!(s.dedupe.lock().expect("dedupe lock").by_rid.contains_key(&rid(1, 1)));
+            assert_eq!(s.apply(&info(PID), &value_put("k", "y"), Some(rid(3, 2)), FAR).await, Ok(OpResult::Done));
+            // Retention over: the next write removes it, and the late
+            // attempt is refused.
+            at(3_000 + DEDUPE_RETAIN_MS);
+            assert_eq!(s.apply(&info(PID), &value_put("k", "newest"), Some(rid(3, 3)), FAR).await, Ok(OpResult::Done));
+            assert!(!s.dedupe.lock().expect("dedupe lock").by_rid.contains_key(&rid(1, 1)));
+            assert!(matches!(s.apply(&info(PID), &value_put("k", "old"), Some(rid(1, 1)), 3_000).await, Err(TableError::Failed(e)) if e.contains("expired")));
+            assert_eq!(s.apply(&info(PID), &get("k"), None, FAR).await, Ok(OpResult::Value(Some("newest".into()))));
+            // A new owner that loaded the records refuses it the same way.
+            let s2 = open_at(&client, PID, set_clock(&ms)).await;
+            assert!(matches!(s2.apply(&info(PID), &value_put("k", "old"), Some(rid(1, 1)), 3_000).await, Err(TableError::Failed(e)) if e.contains("expired")));
+            assert_eq!(s2.apply(&info(PID), &get("k"), None, FAR).await, Ok(OpResult::Value(Some("newest".into()))));
         });
     }
 
-    /// Writes in flight together may leave more than [`DEDUPE_MAX`]
-    /// records (each evicts only if the limit is reached when it is
-    /// handed over); a reopen still loads every one of them.
+    /// Records are removed oldest first and only once their retention is
+    /// over, at most a few per write; while the records are full and none
+    /// is over, a write is refused busy (nothing written) with a hint of
+    /// when the oldest will be.
+    #[test]
+    fn full_records_refuse_writes_busy_until_the_oldest_retention_is_over() {
+        with_streams(|client| async move {
+            let ms = Arc::new(std::sync::atomic::AtomicU64::new(0));
+            let s = open_at(&client, PID, set_clock(&ms)).await;
+            s.dedupe.lock().expect("dedupe lock").limit = 4;
+            for i in 0..4 {
+                assert_eq!(s.apply(&info(PID), &value_put("k", &format!("v{i}")), Some(rid(1, i)), 1_000 + i).await, Ok(OpResult::Done));
+            }
+            ms.store(2_000, std::sync::atomic::Ordering::Relaxed);
+            let r = s.apply(&info(PID), &value_put("k", "refused"), Some(rid(2, 0)), FAR).await;
+            assert_eq!(r, Err(TableError::Busy { resource: format!("partition {PID} request-id records"), retry_after_us: (1_000 + DEDUPE_RETAIN_MS - 2_000) * 1000 }));
+            assert_eq!(s.apply(&info(PID), &get("k"), None, FAR).await, Ok(OpResult::Value(Some("v3".into()))), "nothing written");
+            // Two records' retention over: the write removes both.
+            ms.store(1_001 + DEDUPE_RETAIN_MS, std::sync::atomic::Ordering::Relaxed);
+            assert_eq!(s.apply(&info(PID), &value_put("k", "in"), Some(rid(2, 0)), 6_002).await, Ok(OpResult::Done));
+            assert_eq!(records(&s), 3);
+            let left: Vec<ReqId> = s.dedupe.lock().expect("dedupe lock").by_order.values().map(|(r, _)| *r).collect();
+            assert_eq!(left, vec![rid(1, 2), rid(1, 3), rid(2, 0)]);
+            // At most DEDUPE_EVICT_PER_WRITE per write.
+            s.dedupe.lock().expect("dedupe lock").limit = DEDUPE_MAX;
+            for i in 0..20 {
+                assert_eq!(s.apply(&info(PID), &put("k"), Some(rid(3, i)), 7_000).await, Ok(OpResult::Done));
+            }
+            assert_eq!(records(&s), 23);
+            ms.store(7_000 + DEDUPE_RETAIN_MS, std::sync::atomic::Ordering::Relaxed);
+            assert_eq!(s.apply(&info(PID), &put("k"), Some(rid(4, 0)), FAR).await, Ok(OpResult::Done));
+            assert_eq!(records(&s), 23 + 1 - DEDUPE_EVICT_PER_WRITE);
+        });
+    }
+
+    /// Writes in flight together may leave more records than the limit
+    /// (each checks it when it is handed over); a reopen still loads every
+    /// one of them.
     #[test]
     fn records_beyond_the_limit_from_concurrent_writes_load_on_reopen() {
         with_streams(|client| async move {
-            let entries: Vec<_> = (0..DEDUPE_MAX as u64 - 1).map(|s| record(rid(7, s), s, Ok(OpResult::Seq(100 + s)))).collect();
+            let entries: Vec<_> = (0..7).map(|s| record(rid(7, s), s, Ok(OpResult::Seq(100 + s)), FAR)).collect();
             PartStore::create(&client, PID, PartMemory::default(), clock(), entries).await.expect("create");
             let s1 = open(&client, PID).await;
+            s1.dedupe.lock().expect("dedupe lock").limit = 8;
             assert!(puts(&s1, 8, 16).await.into_iter().all(|r| r == Ok(OpResult::Done)));
-            assert_eq!(records(&s1), DEDUPE_MAX - 1 + 16);
+            assert_eq!(records(&s1), 7 + 16);
             let s2 = open(&client, PID).await;
-            assert_eq!(records(&s2), DEDUPE_MAX - 1 + 16);
-            assert_eq!(s2.apply(&info(PID), &append("p"), Some(rid(7, 0))).await, Ok(OpResult::Seq(100)), "the oldest is recorded");
+            assert_eq!(records(&s2), 7 + 16);
+            assert_eq!(s2.apply(&info(PID), &append("p"), Some(rid(7, 0)), FAR).await, Ok(OpResult::Seq(100)), "the oldest is recorded");
         });
     }
 
@@ -670,10 +809,10 @@ mod tests {
             let s = open(&client, PID).await;
             let columns: BTreeMap<String, String> = [("c".to_string(), "x".to_string())].into();
             let op = Op::Put { table: "t".into(), key: "k".into(), value: "v".into(), columns: columns.clone() };
-            assert_eq!(s.apply(&info(PID), &op, None).await, Ok(OpResult::Done));
+            assert_eq!(s.apply(&info(PID), &op, None, FAR).await, Ok(OpResult::Done));
             let get_row = |k: &str| Op::GetRow { table: "t".into(), key: k.into() };
-            assert_eq!(s.apply(&info(PID), &get_row("k"), None).await, Ok(OpResult::Row(Some(RowVal { value: "v".into(), columns }))));
-            assert_eq!(s.apply(&info(PID), &get_row("j"), None).await, Ok(OpResult::Row(None)));
+            assert_eq!(s.apply(&info(PID), &get_row("k"), None, FAR).await, Ok(OpResult::Row(Some(RowVal { value: "v".into(), columns }))));
+            assert_eq!(s.apply(&info(PID), &get_row("j"), None, FAR).await, Ok(OpResult::Row(None)));
         });
     }
 
@@ -686,15 +825,15 @@ mod tests {
             let s = open(&client, PID).await;
             let part = PartitionInfo { end: Some("m".into()), ..info(PID) };
             for k in ["a", "b", "c"] {
-                assert_eq!(s.apply(&part, &put(k), None).await, Ok(OpResult::Done));
+                assert_eq!(s.apply(&part, &put(k), None, FAR).await, Ok(OpResult::Done));
             }
             let scan = |start: &str, end: &str, limit: u32| Op::Scan { table: "t".into(), start: start.into(), end: end.into(), limit };
             let rows = |ks: &[&str]| ks.iter().map(|k| (k.to_string(), "v".to_string())).collect::<Vec<_>>();
-            assert_eq!(s.apply(&part, &scan("a", "z", 10), None).await, Ok(OpResult::Rows { rows: rows(&["a", "b", "c"]), partial_end: Some("m".into()) }), "past the end");
-            assert_eq!(s.apply(&part, &scan("a", "c", 10), None).await, Ok(OpResult::Rows { rows: rows(&["a", "b"]), partial_end: None }), "within");
-            assert_eq!(s.apply(&part, &scan("a", "m", 10), None).await, Ok(OpResult::Rows { rows: rows(&["a", "b", "c"]), partial_end: None }), "up to the end");
-            assert_eq!(s.apply(&part, &scan("a", "z", 3), None).await, Ok(OpResult::Rows { rows: rows(&["a", "b", "c"]), partial_end: None }), "a full page");
-            assert_eq!(s.apply(&part, &scan("b", "z", 1), None).await, Ok(OpResult::Rows { rows: rows(&["b"]), partial_end: None }), "a full page");
+            assert_eq!(s.apply(&part, &scan("a", "z", 10), None, FAR).await, Ok(OpResult::Rows { rows: rows(&["a", "b", "c"]), partial_end: Some("m".into()) }), "past the end");
+            assert_eq!(s.apply(&part, &scan("a", "c", 10), None, FAR).await, Ok(OpResult::Rows { rows: rows(&["a", "b"]), partial_end: None }), "within");
+            assert_eq!(s.apply(&part, &scan("a", "m", 10), None, FAR).await, Ok(OpResult::Rows { rows: rows(&["a", "b", "c"]), partial_end: None }), "up to the end");
+            assert_eq!(s.apply(&part, &scan("a", "z", 3), None, FAR).await, Ok(OpResult::Rows { rows: rows(&["a", "b", "c"]), partial_end: None }), "a full page");
+            assert_eq!(s.apply(&part, &scan("b", "z", 1), None, FAR).await, Ok(OpResult::Rows { rows: rows(&["b"]), partial_end: None }), "a full page");
         });
     }
 

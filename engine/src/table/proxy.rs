@@ -36,6 +36,8 @@ struct Proxy {
     /// instance key -> stored quotas
     quotas: Mutex<TtlCache>,
     meta: tokio::sync::Mutex<MetaClient>,
+    /// When a cached read of the metadata store last failed.
+    meta_failed: Mutex<Option<SimTime>>,
     /// instance key -> stored access key
     auth: Mutex<TtlCache>,
     /// table key -> stored table entry
@@ -67,6 +69,7 @@ async fn run(ctx: NodeCtx, cfg: TableConfig) {
         limiter,
         quotas: Mutex::default(),
         meta: tokio::sync::Mutex::new(meta),
+        meta_failed: Mutex::new(None),
         auth: Mutex::default(),
         tables: Mutex::default(),
         map: Mutex::new(MapCache::new(map_ttl, SCAN_LIMIT_MAX)),
@@ -83,7 +86,8 @@ async fn run(ctx: NodeCtx, cfg: TableConfig) {
     while let Some(m) = inbox.recv().await {
         let Some(req) = m.request else { continue };
         if p.inflight.load(Ordering::Relaxed) >= INFLIGHT_MAX {
-            p.net.reply(m.from, req, DataMsg::Response(Err(TableError::Unavailable("proxy busy".into())))).await;
+            let hint = u64::try_from(p.cfg.retry_backoff.as_micros()).unwrap_or(u64::MAX);
+            p.net.reply(m.from, req, DataMsg::Response(Err(TableError::Busy { resource: "proxy requests in flight".into(), retry_after_us: hint }))).await;
             continue;
         }
         // Admission: the request's CPU time, or a refusal at once.
@@ -100,7 +104,7 @@ async fn run(ctx: NodeCtx, cfg: TableConfig) {
         madsim::task::spawn_local(Box::pin(async move {
             time::sleep_until(end).await;
             let r = match m.msg {
-                DataMsg::Request { instance, access_key, op, rid } => p2.request(&instance, &access_key, op, rid).await,
+                DataMsg::Request { instance, access_key, op, rid, expires_ms } => p2.request(&instance, &access_key, op, rid, expires_ms).await,
                 _ => Err(TableError::Refused("not a client request".into())),
             };
             p2.net.reply(m.from, req, DataMsg::Response(r)).await;
@@ -188,18 +192,35 @@ impl Proxy {
     /// metadata store cannot be reached, a cached value up to
     /// [`AUTH_STALE_MAX`] old is used (a proxy cut off from the metadata
     /// store keeps serving the instances it knows).
+    ///
+    /// One read per wait for the proxy's metadata session, not one per
+    /// waiting request: a request that got the session after another read
+    /// the key takes that value, and one that waited while a read failed
+    /// takes the fallback without trying again.
     async fn cached_get(&self, cache: &Mutex<TtlCache>, key: String) -> Result<Cached, TableError> {
-        let now = time::now();
-        let fallback = match cache.lock().expect("cache lock").lookup(&key, now, self.cfg.auth_ttl) {
+        let asked = time::now();
+        let fallback = match cache.lock().expect("cache lock").lookup(&key, asked, self.cfg.auth_ttl) {
             Lookup::Fresh(v) => return Ok(v),
             Lookup::Read { fallback } => fallback,
         };
-        match self.meta.lock().await.get(&key).await {
+        let mut meta = self.meta.lock().await;
+        let now = time::now();
+        let fallback = match cache.lock().expect("cache lock").lookup(&key, now, self.cfg.auth_ttl) {
+            Lookup::Fresh(v) => return Ok(v),
+            Lookup::Read { fallback: f } => f.or(fallback),
+        };
+        if *self.meta_failed.lock().expect("meta_failed lock") >= Some(asked) {
+            return fallback.ok_or_else(|| TableError::Unavailable("metadata: unreachable".into()));
+        }
+        match meta.get(&key).await {
             Ok(v) => {
                 cache.lock().expect("cache lock").insert(key, v.clone(), now);
                 Ok(v)
             }
-            Err(e) => fallback.ok_or_else(|| TableError::Unavailable(format!("metadata: {e}"))),
+            Err(e) => {
+                *self.meta_failed.lock().expect("meta_failed lock") = Some(time::now());
+                fallback.ok_or_else(|| TableError::Unavailable(format!("metadata: {e}")))
+            }
         }
     }
 
@@ -329,7 +350,10 @@ impl Proxy {
         }
     }
 
-    async fn request(&self, instance: &str, access_key: &str, op: Op, rid: Option<ReqId>) -> Result<OpResult, TableError> {
+    async fn request(&self, instance: &str, access_key: &str, op: Op, rid: Option<ReqId>, expires_ms: u64) -> Result<OpResult, TableError> {
+        if let Some(e) = expired(self.now_ms(), expires_ms) {
+            return Err(e);
+        }
         self.check_auth(instance, access_key, op.table()).await?;
         if let Err(e) = validate(&op) {
             self.cfg.observer.with(|o| o.invalid_refused += 1);
@@ -342,12 +366,18 @@ impl Proxy {
         self.load_quotas(instance).await;
         let charged = self.throttle(instance, &op)?;
         let (before, admitted_at) = (cost_before(&op), time::now());
-        let r = self.serve(instance, op, rid).await;
+        let r = self.serve(instance, op, rid, expires_ms).await;
         self.settle(&charged, before, admitted_at, &r);
         r
     }
 
-    async fn serve(&self, instance: &str, op: Op, rid: Option<ReqId>) -> Result<OpResult, TableError> {
+    /// The proxy's clock in milliseconds (a request's expiry is compared
+    /// with it).
+    fn now_ms(&self) -> u64 {
+        self.clock.now().as_nanos() / 1_000_000
+    }
+
+    async fn serve(&self, instance: &str, op: Op, rid: Option<ReqId>, expires_ms: u64) -> Result<OpResult, TableError> {
         let deadline = time::now() + self.cfg.proxy_budget;
         match op {
             Op::Scan { table, start, end, limit } => {
@@ -355,7 +385,7 @@ impl Proxy {
                 let mut from = start;
                 for _ in 0..SCAN_PARTS_MAX {
                     let part = Op::Scan { table: table.clone(), start: from.clone(), end: end.clone(), limit: limit - rows.len() as u32 };
-                    match self.route(instance, part, None, deadline).await? {
+                    match self.route(instance, part, None, expires_ms, deadline).await? {
                         OpResult::Rows { rows: got, partial_end } => {
                             rows.extend(got);
                             match scan_next(rows.len(), limit, partial_end) {
@@ -368,7 +398,7 @@ impl Proxy {
                 }
                 Err(TableError::Failed("scan crossed too many partitions".into()))
             }
-            op => self.route(instance, op, rid, deadline).await,
+            op => self.route(instance, op, rid, expires_ms, deadline).await,
         }
     }
 
@@ -410,13 +440,18 @@ impl Proxy {
             .ok_or_else(|| TableError::Unavailable(format!("no partition holds {key:?}")))
     }
 
-    async fn route(&self, instance: &str, op: Op, rid: Option<ReqId>, deadline: SimTime) -> Result<OpResult, TableError> {
+    async fn route(&self, instance: &str, op: Op, rid: Option<ReqId>, expires_ms: u64, deadline: SimTime) -> Result<OpResult, TableError> {
         let mut force = false;
         let mut stale: Option<PartitionId> = None;
         let mut last = TableError::Unavailable("no attempt".into());
         for _ in 0..ATTEMPTS_MAX {
             if time::now() >= deadline {
                 break;
+            }
+            // Every earlier attempt had a definite answer (a write's unknown
+            // one ends the loop).
+            if let Some(e) = expired(self.now_ms(), expires_ms) {
+                return Err(e);
             }
             let p = match self.partition_for(instance, op.table(), op.route_key(), force, stale.take()).await {
                 Ok(p) => p,
@@ -434,7 +469,7 @@ impl Proxy {
                 continue;
             };
             force = false;
-            let r = self.net.call(owner, DataMsg::Partition { pid: p.pid, op: op.clone(), rid }, self.cfg.call_timeout).await;
+            let r = self.net.call(owner, DataMsg::Partition { pid: p.pid, op: op.clone(), rid, expires_ms }, self.cfg.call_timeout).await;
             match after_answer(op.is_write(), owner, r) {
                 Step::Done(r) => return r,
                 Step::Retry { error, backoff } => {

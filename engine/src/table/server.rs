@@ -107,12 +107,15 @@ async fn run(ctx: NodeCtx, cfg: TableConfig) {
     });
     while let Some(m) = data_inbox.recv().await {
         let Some(req) = m.request else { continue };
-        let DataMsg::Partition { pid, op, rid } = m.msg else {
+        let DataMsg::Partition { pid, op, rid, expires_ms } = m.msg else {
             data.reply(m.from, req, DataMsg::Response(Err(TableError::Refused("not a partition request".into())))).await;
             continue;
         };
         if s.inflight.load(Ordering::Relaxed) >= INFLIGHT_MAX {
-            data.reply(m.from, req, DataMsg::Response(Err(TableError::Failed("server busy".into())))).await;
+            // Refused before any work (no effect): retryable, after a
+            // back-off.
+            let hint = u64::try_from(s.cfg.retry_backoff.as_micros()).unwrap_or(u64::MAX);
+            data.reply(m.from, req, DataMsg::Response(Err(TableError::Busy { resource: "table server requests in flight".into(), retry_after_us: hint }))).await;
             continue;
         }
         // Partition traffic control: a hot partition of a contended server
@@ -175,7 +178,7 @@ async fn run(ctx: NodeCtx, cfg: TableConfig) {
         let (s2, data2) = (s.clone(), data.clone());
         madsim::task::spawn_local(Box::pin(async move {
             time::sleep_until(end).await;
-            let r = s2.handle(pid, &op, rid).await;
+            let r = s2.handle(pid, &op, rid, expires_ms).await;
             // A scan's rows cost their share once read.
             if let Ok(OpResult::Rows { rows, .. }) = &r {
                 let c = &s2.cfg.stream.costs;
@@ -452,7 +455,7 @@ impl Server {
     /// freeze: it is answered only if the lease still holds then, else the
     /// client is sent elsewhere. The serving interval records those
     /// instants (what `no_split_brain` compares), not when answers leave.
-    async fn handle(&self, pid: PartitionId, op: &Op, rid: Option<ReqId>) -> Result<OpResult, TableError> {
+    async fn handle(&self, pid: PartitionId, op: &Op, rid: Option<ReqId>, expires_ms: u64) -> Result<OpResult, TableError> {
         let checked = time::now();
         let (store, info, interval, epoch) = {
             let st = self.st.lock().expect("state lock");
@@ -474,7 +477,7 @@ impl Server {
             .inspect_err(|_| self.cfg.observer.with(|o| o.not_serving += 1))?
         };
         self.cfg.observer.with(|o| o.data_requests += 1);
-        let r = store.apply(&info, op, rid).await;
+        let r = store.apply(&info, op, rid, expires_ms).await;
         let served = if op.is_write() {
             checked
         } else {
