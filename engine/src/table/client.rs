@@ -234,6 +234,14 @@ impl TableClient {
                         last = e;
                         time::sleep(pause).await;
                     }
+                    // The attempt reached the proxy or server after the
+                    // deadline: no new answer, the deadline has passed.
+                    e if e.is_expiry() => {
+                        if retries + throttled == 0 {
+                            last = e;
+                        }
+                        break;
+                    }
                     TableError::ConditionFailed(_) | TableError::Refused(_) | TableError::Auth(_) | TableError::Failed(_) => {
                         // A definite answer; after an unknown attempt, a
                         // failure may be the retry's, not the write's.

@@ -353,7 +353,17 @@ pub enum TableError {
 /// [`DataMsg::Request`]) is not after `now_ms`: refused before any work
 /// (definitely not applied; its client has stopped waiting).
 pub fn expired(now_ms: u64, expires_ms: u64) -> Option<TableError> {
-    (now_ms >= expires_ms).then(|| TableError::Failed(format!("expired {} ms ago", now_ms - expires_ms)))
+    (now_ms >= expires_ms).then(|| TableError::Failed(format!("{EXPIRED} {} ms ago", now_ms - expires_ms)))
+}
+
+/// How the refusal of an expired request starts.
+pub const EXPIRED: &str = "expired";
+
+impl TableError {
+    /// Whether this is the refusal of a request that expired on its way.
+    pub fn is_expiry(&self) -> bool {
+        matches!(self, TableError::Failed(m) if m.starts_with(EXPIRED))
+    }
 }
 
 /// `t` in whole milliseconds, rounded up (a request's expiry).
