@@ -110,7 +110,12 @@ pub struct CpuState {
     control_until: SimTime,
     /// Start times of data jobs admitted and not yet started, in order.
     waiting: VecDeque<SimTime>,
+    /// Totals of [`CpuStats`]; its seconds are kept in `seconds`.
     stats: CpuStats,
+    /// Per second of model time, indexed by the second (dense: a lookup
+    /// per job, where a map would search); `None` for a second no job
+    /// touched, which [`CpuState::stats`] leaves out as before.
+    seconds: Vec<Option<CpuSecond>>,
     /// Jobs run below full speed (the proof a slowdown fired).
     slowed_jobs: u64,
 }
@@ -125,6 +130,7 @@ impl CpuState {
             control_until: SimTime::ZERO,
             waiting: VecDeque::new(),
             stats: CpuStats { cores, ..CpuStats::default() },
+            seconds: Vec::new(),
             slowed_jobs: 0,
         }
     }
@@ -141,7 +147,11 @@ impl CpuState {
         if s >= CPU_STATS_SECONDS_MAX {
             return None;
         }
-        Some(self.stats.seconds.entry(s).or_default())
+        let i = s as usize;
+        if i >= self.seconds.len() {
+            self.seconds.resize(i + 1, None);
+        }
+        Some(self.seconds[i].get_or_insert_with(CpuSecond::default))
     }
 
     /// Adds `[start, end)` of busy time to the seconds it spans.
@@ -239,7 +249,8 @@ impl CpuState {
     }
 
     pub fn stats(&self) -> CpuStats {
-        self.stats.clone()
+        let seconds = self.seconds.iter().enumerate().filter_map(|(i, s)| s.map(|s| (i as u64, s))).collect();
+        CpuStats { seconds, ..self.stats.clone() }
     }
 }
 

@@ -236,7 +236,7 @@ impl TableClient {
                     }
                     // The attempt reached the proxy or server after the
                     // deadline: no new answer, the deadline has passed.
-                    e if e.is_expiry() => {
+                    TableError::Expired { .. } => {
                         if retries + throttled == 0 {
                             last = e;
                         }

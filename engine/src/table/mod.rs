@@ -347,23 +347,17 @@ pub enum TableError {
     /// kind) and why; retry after the hint.
     #[error("busy: throttled by {resource}: {reason} (retry after {retry_after_us} us)")]
     Throttled { resource: String, reason: String, retry_after_us: u64 },
+    /// The request's expiry had passed `ago_ms` before a proxy or server
+    /// would have started it: refused before any work (definitely not
+    /// applied; its client has stopped waiting for it).
+    #[error("failed: expired {ago_ms} ms ago")]
+    Expired { ago_ms: u64 },
 }
 
 /// The answer to a request whose expiry (`expires_ms`, see
-/// [`DataMsg::Request`]) is not after `now_ms`: refused before any work
-/// (definitely not applied; its client has stopped waiting).
+/// [`DataMsg::Request`]) is not after `now_ms`: [`TableError::Expired`].
 pub fn expired(now_ms: u64, expires_ms: u64) -> Option<TableError> {
-    (now_ms >= expires_ms).then(|| TableError::Failed(format!("{EXPIRED} {} ms ago", now_ms - expires_ms)))
-}
-
-/// How the refusal of an expired request starts.
-pub const EXPIRED: &str = "expired";
-
-impl TableError {
-    /// Whether this is the refusal of a request that expired on its way.
-    pub fn is_expiry(&self) -> bool {
-        matches!(self, TableError::Failed(m) if m.starts_with(EXPIRED))
-    }
+    (now_ms >= expires_ms).then(|| TableError::Expired { ago_ms: now_ms - expires_ms })
 }
 
 /// `t` in whole milliseconds, rounded up (a request's expiry).
@@ -374,8 +368,13 @@ pub fn ms_ceil(t: SimTime) -> u64 {
 impl TableError {
     /// The refusal a node answers when its CPU's run queue is full.
     pub fn busy(resource: &str, b: sim::CpuBusy, cost: Duration) -> TableError {
-        let wait = cost * b.waiting / b.cores.max(1);
-        TableError::Busy { resource: resource.to_string(), retry_after_us: u64::try_from(wait.as_micros()).unwrap_or(u64::MAX).max(1) }
+        TableError::busy_for(resource, cost * b.waiting / b.cores.max(1))
+    }
+
+    /// The refusal a node answers when `resource` is full, with the client's
+    /// pause before it tries again (at least 1 µs).
+    pub fn busy_for(resource: &str, retry_after: Duration) -> TableError {
+        TableError::Busy { resource: resource.to_string(), retry_after_us: u64::try_from(retry_after.as_micros()).unwrap_or(u64::MAX).max(1) }
     }
 }
 

@@ -686,7 +686,7 @@ mod tests {
             assert_eq!(records(&s), 4, "the four whose retention is over are gone");
             assert_eq!(s.dedupe.lock().expect("dedupe lock").by_order.first_key_value().map(|(_, (r, _))| *r), Some(rid(7, 7)), "the parent's oldest first");
             assert_eq!(s.apply(&info(PID), &append("p"), Some(rid(7, 5)), 9_005).await, Ok(OpResult::Seq(105)), "recorded, though expired");
-            assert!(matches!(s.apply(&info(PID), &append("p"), Some(rid(7, 1)), 1_000).await, Err(TableError::Failed(e)) if e.contains("expired")));
+            assert!(matches!(s.apply(&info(PID), &append("p"), Some(rid(7, 1)), 1_000).await, Err(TableError::Expired { .. })));
             // 7 is the oldest, retained until 14,007: nothing newer goes
             // before it, though 4 to 6 are over at 14,006.
             ms.store(14_006, std::sync::atomic::Ordering::Relaxed);
@@ -706,8 +706,9 @@ mod tests {
             let ms = Arc::new(std::sync::atomic::AtomicU64::new(100));
             let s = open_at(&client, PID, set_clock(&ms)).await;
             let r = s.apply(&info(PID), &value_put("k", "late"), Some(rid(1, 1)), 100).await;
-            assert!(matches!(&r, Err(TableError::Failed(e)) if e.contains("expired 0 ms ago")), "{r:?}");
-            assert!(matches!(s.apply(&info(PID), &get("k"), None, 99).await, Err(TableError::Failed(e)) if e.contains("expired 1 ms ago")));
+            assert_eq!(r, Err(TableError::Expired { ago_ms: 0 }));
+            assert_eq!(r.unwrap_err().to_string(), "failed: expired 0 ms ago", "worded as a failure in histories");
+            assert_eq!(s.apply(&info(PID), &get("k"), None, 99).await, Err(TableError::Expired { ago_ms: 1 }));
             assert_eq!(s.apply(&info(PID), &get("k"), None, 101).await, Ok(OpResult::Value(None)), "nothing written");
             assert_eq!(records(&s), 0, "nor recorded");
         });
@@ -740,11 +741,11 @@ mod tests {
             at(3_000 + DEDUPE_RETAIN_MS);
             assert_eq!(s.apply(&info(PID), &value_put("k", "newest"), Some(rid(3, 3)), FAR).await, Ok(OpResult::Done));
             assert!(!s.dedupe.lock().expect("dedupe lock").by_rid.contains_key(&rid(1, 1)));
-            assert!(matches!(s.apply(&info(PID), &value_put("k", "old"), Some(rid(1, 1)), 3_000).await, Err(TableError::Failed(e)) if e.contains("expired")));
+            assert!(matches!(s.apply(&info(PID), &value_put("k", "old"), Some(rid(1, 1)), 3_000).await, Err(TableError::Expired { .. })));
             assert_eq!(s.apply(&info(PID), &get("k"), None, FAR).await, Ok(OpResult::Value(Some("newest".into()))));
             // A new owner that loaded the records refuses it the same way.
             let s2 = open_at(&client, PID, set_clock(&ms)).await;
-            assert!(matches!(s2.apply(&info(PID), &value_put("k", "old"), Some(rid(1, 1)), 3_000).await, Err(TableError::Failed(e)) if e.contains("expired")));
+            assert!(matches!(s2.apply(&info(PID), &value_put("k", "old"), Some(rid(1, 1)), 3_000).await, Err(TableError::Expired { .. })));
             assert_eq!(s2.apply(&info(PID), &get("k"), None, FAR).await, Ok(OpResult::Value(Some("newest".into()))));
         });
     }

@@ -86,8 +86,7 @@ async fn run(ctx: NodeCtx, cfg: TableConfig) {
     while let Some(m) = inbox.recv().await {
         let Some(req) = m.request else { continue };
         if p.inflight.load(Ordering::Relaxed) >= INFLIGHT_MAX {
-            let hint = u64::try_from(p.cfg.retry_backoff.as_micros()).unwrap_or(u64::MAX);
-            p.net.reply(m.from, req, DataMsg::Response(Err(TableError::Busy { resource: "proxy requests in flight".into(), retry_after_us: hint }))).await;
+            p.net.reply(m.from, req, DataMsg::Response(Err(TableError::busy_for("proxy requests in flight", p.cfg.retry_backoff)))).await;
             continue;
         }
         // Admission: the request's CPU time, or a refusal at once.

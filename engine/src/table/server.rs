@@ -114,8 +114,7 @@ async fn run(ctx: NodeCtx, cfg: TableConfig) {
         if s.inflight.load(Ordering::Relaxed) >= INFLIGHT_MAX {
             // Refused before any work (no effect): retryable, after a
             // back-off.
-            let hint = u64::try_from(s.cfg.retry_backoff.as_micros()).unwrap_or(u64::MAX);
-            data.reply(m.from, req, DataMsg::Response(Err(TableError::Busy { resource: "table server requests in flight".into(), retry_after_us: hint }))).await;
+            data.reply(m.from, req, DataMsg::Response(Err(TableError::busy_for("table server requests in flight", s.cfg.retry_backoff)))).await;
             continue;
         }
         // Partition traffic control: a hot partition of a contended server
