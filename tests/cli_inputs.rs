@@ -85,3 +85,18 @@ fn a_seed_range_ending_at_the_largest_seed_ends() {
     assert!(out.contains("3 seeds of smoke"), "{out}");
     assert!(status.code().is_some(), "{out}");
 }
+
+#[test]
+fn a_baseline_comparison_runs_both_sides_and_names_a_bad_baseline() {
+    // The binary against itself: two rounds, one reference run per side
+    // and round (the figures are speed, so only their shape is checked).
+    let me = env!("CARGO_BIN_EXE_tablesim");
+    let (code, out) = tablesim(&["bench", "--baseline", me, "--baseline-rounds", "2", "--scenario-runs", "1"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("round 2/2") && out.contains("rounds: 2"), "{out}");
+    let ratio: f64 = out.lines().find_map(|l| l.strip_prefix("ratio_whole: ")).and_then(|v| v.trim().parse().ok()).unwrap_or_else(|| panic!("no ratio_whole: {out}"));
+    assert!(ratio.is_finite() && ratio > 0.0, "{out}");
+    let (code, out) = tablesim(&["bench", "--baseline", "/nonexistent/tablesim-old", "--baseline-rounds", "1"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("/nonexistent/tablesim-old: cannot run it"), "{out}");
+}

@@ -6,6 +6,7 @@
 //! diverged or panicked (the replay command is printed); 2 bad input.
 #![allow(clippy::disallowed_methods)] // the CLI lives outside the simulation: real files, threads, wall clock
 
+mod baseline;
 pub mod bench;
 pub mod curve;
 mod files;
@@ -188,6 +189,15 @@ enum Cmd {
         /// Parallel runs of the capacity curve (default: available cores).
         #[arg(long)]
         jobs: Option<usize>,
+        /// Instead of the benchmarks: this binary's reference-scenario
+        /// speed against another build's (a path to its `tablesim`), in
+        /// rounds that alternate which runs first; `--scenario-runs` runs
+        /// per side and round.
+        #[arg(long, conflicts_with = "scenario")]
+        baseline: Option<PathBuf>,
+        /// Rounds of the comparison with `--baseline`.
+        #[arg(long, default_value_t = 12)]
+        baseline_rounds: usize,
     },
 }
 
@@ -268,7 +278,8 @@ pub fn main() -> ExitCode {
         Cmd::Validate { scenarios } => files::validate(scenarios),
         Cmd::List { dir } => files::list(&dir),
         Cmd::Check { history, checker, heal_at, liveness_bound } => files::check(&history, checker.as_deref(), heal_at, liveness_bound),
-        Cmd::Bench { round_trips, disk_ops, checker_ops, scenario, scenario_runs, curve_rates, jobs } => {
+        Cmd::Bench { baseline: Some(baseline), baseline_rounds, scenario_runs, .. } => baseline::command(&baseline, baseline_rounds, scenario_runs),
+        Cmd::Bench { round_trips, disk_ops, checker_ops, scenario, scenario_runs, curve_rates, jobs, baseline: None, .. } => {
             let rates = if curve_rates.trim().is_empty() { Ok(Vec::new()) } else { curve::parse_steps(&curve_rates) };
             let rates = match rates {
                 Ok(r) => r,
