@@ -114,8 +114,8 @@ async fn run(ctx: NodeCtx, cfg: TableConfig) {
 
 /// What a request costs its quotas when admitted: a write's bytes (key,
 /// value, columns) and one row; a read's one row; a scan's rows it asks
-/// for (a read's or scan's bytes are charged, and the rows a scan did not
-/// get given back, once answered).
+/// for, at most (a rows quota charges its estimate; a read's or scan's
+/// bytes are charged, and a scan's rows settled, once answered).
 pub fn cost_before(op: &Op) -> Cost {
     let bytes = match op {
         Op::Put { key, value, columns, .. } => key.len() + value.len() + columns.iter().map(|(c, v)| c.len() + v.len()).sum::<usize>(),
@@ -280,25 +280,27 @@ impl Proxy {
     }
 
     /// Whether the instance's quotas admit the request; counted per quota.
-    /// Returns the quotas it was charged to.
-    fn throttle(&self, instance: &str, op: &Op) -> Result<Vec<QuotaKey>, TableError> {
+    /// Returns the quotas it was charged to, with what each was charged.
+    fn throttle(&self, instance: &str, op: &Op) -> Result<Vec<(QuotaKey, u64)>, TableError> {
         let class = OpClass::of(op);
         let now = self.clock.now();
         let at = time::now();
         let mut l = self.limiter.lock().expect("limiter lock");
         let cost = cost_before(op);
         let r = l.admit(now, instance, op.table(), class, cost);
-        let keys = l.covering(instance, op.table(), class);
+        let keys: Vec<(QuotaKey, u64)> = l.covering(instance, op.table(), class).into_iter().map(|k| {
+            let n = l.charge_of(&k, cost);
+            (k, n)
+        }).collect();
         drop(l);
         if !keys.is_empty() {
             let refused = r.as_ref().err().map(|t| t.key.clone());
             let charged = r.as_ref().ok().cloned().unwrap_or_default();
             self.cfg.observer.with(|o| {
-                for k in keys {
+                for (k, asked) in keys {
                     let bad = refused.as_ref() == Some(&k);
                     let ok = refused.is_none();
                     let units = charged.iter().find(|(c, _)| *c == k).map_or(0, |c| c.1);
-                    let asked = ProxyLimiter::cost_of(&k, cost);
                     o.count_traffic(k.to_string(), at, |c| {
                         c.offered_units += asked;
                         c.offered += 1;
@@ -309,7 +311,7 @@ impl Proxy {
                 }
             });
         }
-        r.map(|charged| charged.into_iter().map(|(k, _)| k).collect()).map_err(|t| TableError::Throttled {
+        r.map_err(|t| TableError::Throttled {
             resource: t.key.to_string(),
             reason: format!("over its quota of {} {}/s (burst {})", t.limit.rate, t.key.unit.name(), t.limit.burst),
             retry_after_us: u64::try_from(t.retry_after.as_micros()).unwrap_or(u64::MAX).max(1),
@@ -317,23 +319,24 @@ impl Proxy {
     }
 
     /// An answered request's quotas settled: what it cost beyond what it
-    /// was charged when admitted (a read's bytes), or back what it did not
-    /// use (a scan's rows it did not get).
+    /// was charged when admitted (a read's bytes, a scan's rows over the
+    /// estimate), or back what it did not use (a scan's rows it did not
+    /// get).
     /// The change is counted in the observer's slot of the admission, so
     /// that a slot shows what the requests admitted in it cost.
-    fn settle(&self, keys: &[QuotaKey], before: Cost, admitted_at: SimTime, r: &Result<OpResult, TableError>) {
-        if keys.is_empty() {
+    fn settle(&self, charged: &[(QuotaKey, u64)], admitted_at: SimTime, r: &Result<OpResult, TableError>) {
+        if charged.is_empty() {
             return;
         }
         let actual = match r {
-            Ok(OpResult::Value(v)) => Cost { bytes: v.as_ref().map_or(0, |v| v.len() as u64), rows: 1 },
-            Ok(OpResult::Row(row)) => Cost { bytes: row.as_ref().map_or(0, |row| (row.value.len() + row.columns.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()) as u64), rows: 1 },
-            Ok(OpResult::Rows { rows, .. }) => Cost { bytes: rows.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>() as u64, rows: rows.len() as u64 },
+            Ok(OpResult::Value(v)) => Some(Cost { bytes: v.as_ref().map_or(0, |v| v.len() as u64), rows: 1 }),
+            Ok(OpResult::Row(row)) => Some(Cost { bytes: row.as_ref().map_or(0, |row| (row.value.len() + row.columns.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()) as u64), rows: 1 }),
+            Ok(OpResult::Rows { rows, .. }) => Some(Cost { bytes: rows.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>() as u64, rows: rows.len() as u64 }),
             // A failed read or scan used what its first attempt did; a
             // write keeps its charge.
-            _ => before,
+            _ => None,
         };
-        let changed = self.limiter.lock().expect("limiter lock").settle(self.clock.now(), keys, before, actual);
+        let changed = self.limiter.lock().expect("limiter lock").settle(self.clock.now(), charged, actual);
         let at = admitted_at;
         if !changed.is_empty() {
             self.cfg.observer.with(|o| {
@@ -364,9 +367,9 @@ impl Proxy {
         // Quotas, before the request reaches any server.
         self.load_quotas(instance).await;
         let charged = self.throttle(instance, &op)?;
-        let (before, admitted_at) = (cost_before(&op), time::now());
+        let admitted_at = time::now();
         let r = self.serve(instance, op, rid, expires_ms).await;
-        self.settle(&charged, before, admitted_at, &r);
+        self.settle(&charged, admitted_at, &r);
         r
     }
 

@@ -58,6 +58,10 @@ pub const QUOTAS_MAX: usize = 4096;
 pub const BUCKET_MIN: u64 = 1;
 /// The retry hint of a bucket whose rate is 0.
 pub const EMPTY_RETRY: Duration = Duration::from_secs(1);
+/// Answered scans a proxy remembers per rows quota: a scan is charged,
+/// when admitted, the most rows any of them got (at most what it asks
+/// for), and settled once answered.
+pub const SCAN_ROWS_REMEMBERED: usize = 8;
 
 const MICRO: i128 = 1_000_000;
 
@@ -144,9 +148,10 @@ impl std::fmt::Display for QuotaKey {
 }
 
 /// What a request costs a quota of each unit: charged when it is admitted
-/// (a write's bytes and row; a read's row; the rows a scan asks for), then
-/// settled once it is answered (a read's or scan's bytes charged, the rows
-/// a scan did not get given back).
+/// (a write's bytes and row; a read's row; the rows a scan asks for, which
+/// a rows quota lowers to an estimate: [`ProxyLimiter::charge_of`]), then
+/// settled once it is answered (a read's or scan's bytes charged, a scan's
+/// rows settled to what it got).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Cost {
     pub bytes: u64,
@@ -517,11 +522,14 @@ pub struct ProxyLimiter {
     buckets: BTreeMap<QuotaKey, TokenBucket>,
     window: BTreeMap<QuotaKey, u64>,
     window_start: SimTime,
+    /// Per scan rows quota: the rows the last answered scans got (at most
+    /// [`SCAN_ROWS_REMEMBERED`], newest last).
+    scan_rows: BTreeMap<QuotaKey, VecDeque<u64>>,
 }
 
 impl ProxyLimiter {
     pub fn new(proxies: usize, lease: Duration, max_skew: Duration, now: SimTime) -> ProxyLimiter {
-        ProxyLimiter { proxies, lease, max_skew, limits: BTreeMap::new(), held: None, buckets: BTreeMap::new(), window: BTreeMap::new(), window_start: now }
+        ProxyLimiter { proxies, lease, max_skew, limits: BTreeMap::new(), held: None, buckets: BTreeMap::new(), window: BTreeMap::new(), window_start: now, scan_rows: BTreeMap::new() }
     }
 
     /// The rate (requests per second) and burst this proxy may admit of `k`.
@@ -538,6 +546,7 @@ impl ProxyLimiter {
     fn retune(&mut self, now: SimTime) {
         let keys: Vec<QuotaKey> = self.limits.keys().cloned().collect();
         self.buckets.retain(|k, _| self.limits.contains_key(k));
+        self.scan_rows.retain(|k, _| self.limits.contains_key(k));
         for k in keys {
             let a = self.allowance(&k, now).expect("known");
             match self.buckets.get_mut(&k) {
@@ -634,44 +643,66 @@ impl ProxyLimiter {
         }
         let keys = self.covering(instance, table, class);
         let mut refused = None;
-        for k in &keys {
-            let n = cost.of(k.unit);
+        let mut charges = Vec::with_capacity(keys.len());
+        for k in keys {
+            let n = self.charge_of(&k, cost);
             *self.window.entry(k.clone()).or_default() += n;
             if refused.is_none() {
-                if let Err(wait) = self.buckets.get_mut(k).expect("retuned").check_n(now, n) {
-                    refused = Some(Throttle { key: k.clone(), limit: self.limits[k], retry_after: wait });
+                if let Err(wait) = self.buckets.get_mut(&k).expect("retuned").check_n(now, n) {
+                    refused = Some(Throttle { key: k.clone(), limit: self.limits[&k], retry_after: wait });
                 }
             }
+            charges.push((k, n));
         }
         if let Some(t) = refused {
             return Err(t);
         }
-        Ok(keys
-            .into_iter()
-            .map(|k| {
-                let n = cost.of(k.unit);
-                if let Some(b) = self.buckets.get_mut(&k) {
-                    b.take_n(now, n);
-                }
-                (k, n)
-            })
-            .collect())
+        for (k, n) in &charges {
+            if let Some(b) = self.buckets.get_mut(k) {
+                b.take_n(now, *n);
+            }
+        }
+        Ok(charges)
     }
 
-    /// What a request costing `cost` is asked for by quota `k`.
-    pub fn cost_of(k: &QuotaKey, cost: Cost) -> u64 {
-        cost.of(k.unit)
+    /// What quota `k` charges a request costing `cost` when it is
+    /// admitted: a scan's rows are the most the last answered scans got
+    /// (what it asks for until one was answered); anything else its cost.
+    /// Charging the rows a scan asks for would hold them until it is
+    /// answered, and what it gives back then is lost whenever the bucket
+    /// has refilled meanwhile: a quota whose scans get fewer rows than
+    /// they ask for would admit a fraction of its rate.
+    pub fn charge_of(&self, k: &QuotaKey, cost: Cost) -> u64 {
+        let n = cost.of(k.unit);
+        if k.unit != Unit::Rows || k.class != OpClass::Scan {
+            return n;
+        }
+        match self.scan_rows.get(k).and_then(|v| v.iter().max()) {
+            Some(&most) => most.clamp(1, n.max(1)),
+            None => n,
+        }
     }
 
-    /// An admitted request once answered: each quota is charged what it
-    /// `actual`ly cost beyond what it was charged when admitted
-    /// (`before`: a read's bytes), or given back what it was charged too
-    /// much (a scan's rows it asked for and did not get). Returns the
-    /// change per quota.
-    pub fn settle(&mut self, now: SimTime, keys: &[QuotaKey], before: Cost, actual: Cost) -> Vec<(QuotaKey, i64)> {
+    /// An admitted request once answered (`actual`: what it cost; `None`
+    /// when it failed, which keeps every charge): each quota in `charged`
+    /// (what [`ProxyLimiter::admit`] charged it) is charged what the
+    /// request cost beyond that (a read's bytes, a scan's rows over its
+    /// estimate), or given back what it was charged too much (a scan's
+    /// rows it did not get). Returns the change per quota.
+    pub fn settle(&mut self, now: SimTime, charged: &[(QuotaKey, u64)], actual: Option<Cost>) -> Vec<(QuotaKey, i64)> {
+        let Some(actual) = actual else {
+            return Vec::new();
+        };
         let mut changed = Vec::new();
-        for k in keys {
-            let (b, a) = (before.of(k.unit), actual.of(k.unit));
+        for (k, b) in charged {
+            let (b, a) = (*b, actual.of(k.unit));
+            if k.unit == Unit::Rows && k.class == OpClass::Scan && self.limits.contains_key(k) {
+                let seen = self.scan_rows.entry(k.clone()).or_default();
+                if seen.len() == SCAN_ROWS_REMEMBERED {
+                    seen.pop_front();
+                }
+                seen.push_back(a);
+            }
             if a == b {
                 continue;
             }
@@ -926,7 +957,7 @@ mod tests {
         // A read is admitted on any credit and charged its 200 bytes after.
         let r = Cost { bytes: 0, rows: 1 };
         assert_eq!(p.admit(t(0), "b", "rows", OpClass::Read, r), Ok(vec![(rk.clone(), 0)]));
-        assert_eq!(p.settle(t(0), std::slice::from_ref(&rk), r, Cost { bytes: 200, rows: 1 }), vec![(rk.clone(), 200)]);
+        assert_eq!(p.settle(t(0), &[(rk.clone(), 0)], Some(Cost { bytes: 200, rows: 1 })), vec![(rk.clone(), 200)]);
         // 170 bytes owed: the next read waits 171 bytes' time.
         let e = p.admit(t(0), "b", "rows", OpClass::Read, r).unwrap_err();
         assert_eq!(e.retry_after, Duration::from_millis(57));
@@ -934,6 +965,41 @@ mod tests {
         // Demand counts the units offered: 20 + 20 + 200 + 0 + 0 bytes.
         let report = p.report(t(100));
         assert_eq!(report.demand, vec![(rk, 2000), (wk, 400)]);
+    }
+
+    #[test]
+    fn a_scan_is_charged_the_most_rows_recent_scans_got_and_settled_once_answered() {
+        let mut p = ProxyLimiter::new(1, Duration::from_millis(300), Duration::from_millis(50), t(0));
+        p.set_instance(t(0), "b", &[QuotaEntry { table: None, class: OpClass::Scan, unit: Unit::Rows, limit: Limit { rate: 100_000, burst: 10_000 } }]);
+        let k = QuotaKey { instance: "b".into(), table: None, class: OpClass::Scan, unit: Unit::Rows };
+        // One proxy's floor: 3,000 rows/s, a burst of 300.
+        let scan = Cost { bytes: 0, rows: 100 };
+        // No scan answered yet: charged the 100 rows it asks for; it got
+        // 10, so 90 come back.
+        assert_eq!(p.admit(t(0), "b", "t", OpClass::Scan, scan), Ok(vec![(k.clone(), 100)]));
+        assert_eq!(p.settle(t(0), &[(k.clone(), 100)], Some(Cost { bytes: 0, rows: 10 })), vec![(k.clone(), -90)]);
+        // Now charged the most any recent scan got: 10, then 30.
+        assert_eq!(p.admit(t(0), "b", "t", OpClass::Scan, scan), Ok(vec![(k.clone(), 10)]));
+        assert_eq!(p.settle(t(0), &[(k.clone(), 10)], Some(Cost { bytes: 0, rows: 30 })), vec![(k.clone(), 20)], "the rows over the estimate are owed");
+        assert_eq!(p.charge_of(&k, scan), 30);
+        // Never more than it asks for, never less than one row.
+        assert_eq!(p.charge_of(&k, Cost { bytes: 0, rows: 5 }), 5);
+        for _ in 0..SCAN_ROWS_REMEMBERED {
+            assert_eq!(p.settle(t(0), &[(k.clone(), 30)], Some(Cost { bytes: 0, rows: 0 })), vec![(k.clone(), -30)]);
+        }
+        assert_eq!(p.charge_of(&k, scan), 1, "only the last {SCAN_ROWS_REMEMBERED} scans count");
+        // A failed scan keeps its charge and teaches nothing.
+        assert_eq!(p.settle(t(0), &[(k.clone(), 1)], None), vec![]);
+        assert_eq!(p.charge_of(&k, scan), 1);
+        // The bucket is full again (what came back is capped at its
+        // burst of 300): the first scan is charged 1 row and owes the 49
+        // more it got, the next ones 50 each, so it pays for exactly six.
+        let mut admitted = 0;
+        while let Ok(c) = p.admit(t(0), "b", "t", OpClass::Scan, scan) {
+            p.settle(t(0), &c, Some(Cost { bytes: 0, rows: 50 }));
+            admitted += 1;
+        }
+        assert_eq!(admitted, 6, "300 rows pay for six scans of 50");
     }
 
     fn key(i: &str, class: OpClass) -> QuotaKey {
