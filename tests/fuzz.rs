@@ -136,7 +136,7 @@ const NAMES: &[&str] = &[
 ];
 const VERBS: &[&str] = &[
     "zone-down", "zone-up", "node-crash", "node-restart", "node-pause", "node-resume", "partition", "heal", "clog", "unclog", "loss", "loss-off", "latency-spike",
-    "latency-clear", "disk-faults", "disk-faults-off", "clock-offset", "clock-drift", "clock-reset", "cpu-slow", "cpu-restore", "zone-explode",
+    "latency-clear", "disk-faults", "disk-faults-off", "clock-offset", "clock-drift", "clock-reset", "cpu-slow", "cpu-restore", "node-add", "node-drain", "zone-explode",
 ];
 const FAULT_FIELDS: &[(&str, &[&str])] = &[
     ("target", NAMES),
@@ -161,6 +161,7 @@ fn needs(verb: &str) -> &'static [(&'static str, &'static str)] {
     match verb {
         "zone-down" | "zone-up" => &[("target", "\"az2\""), ("until", "\"250ms\"")],
         "node-crash" | "node-restart" | "node-pause" | "node-resume" | "disk-faults-off" | "clock-reset" => &[("target", "\"az1-client-0\""), ("until", "\"250ms\"")],
+        "node-add" | "node-drain" => &[("target", "\"az3-table-0\"")],
         "partition" | "heal" | "clog" | "unclog" | "loss-off" | "latency-clear" => &[("from", "\"az1\""), ("to", "\"az2\"")],
         "loss" => &[("from", "\"az1\""), ("rate", "0.2")],
         "latency-spike" => &[("extra", "\"5ms\""), ("until", "\"250ms\"")],

@@ -222,3 +222,76 @@ fn the_load_sections_goodput_counts_the_open_loop_workloads_only() {
     let ok: u64 = load.ok.split(' ').map(|x| x.parse::<u64>().unwrap()).sum();
     assert_eq!(ok, workload_ok["open"], "{load:?}");
 }
+
+/// A small table store with a spare server per zone: az1's joins at 1 s,
+/// and az3's first server is drained at 2 s (`{drain}`: its target).
+const ELASTIC: &str = r#"name = "elastic"
+description = "a server joins and one is drained"
+duration = "4s"
+
+[topology]
+zones = ["az1", "az2", "az3"]
+nodes = { meta = 1, manager = 1, storage = 3, master = 1, table = 1, proxy = 1, client = 1 }
+spare = { table = 1 }
+intra_zone_latency = "100us"
+inter_zone_latency = "1ms"
+
+[service]
+kind = "table"
+partitions = 12
+
+[[workload]]
+name = "rows"
+clients = 3
+rate = 150
+keys = 60
+mix = { read = 1.0, write = 1.0 }
+timeout = "3s"
+
+[[fault]]
+at = "1s"
+verb = "node-add"
+target = "az1-table-1"
+
+[[fault]]
+at = "2s"
+verb = "node-drain"
+target = "{drain}"
+
+[expect]
+lost_acked_writes = 0
+linearizable = true
+max_drain_time = "{max_drain}"
+min_added_share = 0.5
+"#;
+
+fn elastic(drain: &str, max_drain: &str) -> tablesim::report::Report {
+    let text = ELASTIC.replace("{drain}", drain).replace("{max_drain}", max_drain);
+    let scn = parse(Path::new("elastic.toml"), text.as_bytes()).unwrap();
+    execute(&scn, 1, &RunOptions::default()).unwrap().report
+}
+
+#[test]
+fn an_added_server_takes_its_share_and_a_drained_one_gives_all_away() {
+    let r = elastic("az3-table-0", "3s");
+    let table = r.table.as_ref().expect("table section");
+    let names: Vec<(&str, bool, bool)> = table.elastic.iter().map(|e| (e.server.as_str(), e.added.is_some(), e.drain_from.is_some())).collect();
+    assert_eq!(names, vec![("az1-table-1", true, false), ("az3-table-0", false, true)]);
+    let drained = &table.elastic[1];
+    assert_eq!(drained.partitions_at_end, 0);
+    assert!(drained.drained_after_time.is_some_and(|d| d < std::time::Duration::from_secs(3)), "{drained:?}");
+    assert!(table.failovers.get("Drained").is_some_and(|&n| n > 0), "{:?}", table.failovers);
+    assert!(table.elastic[0].partitions_at_end > 0, "{:?}", table.elastic[0]);
+    for name in ["max_drain_time", "min_added_share", "lost_acked_writes", "linearizable"] {
+        let e = r.expectations.iter().find(|e| e.name == name).expect("judged");
+        assert!(e.pass, "{e:?}");
+    }
+    // A drain slower than the bound fails, and names the server.
+    let r = elastic("az3-table-0", "1ns");
+    let e = r.expectations.iter().find(|e| e.name == "max_drain_time").expect("judged");
+    assert!(!e.pass && e.measured.starts_with("az3-table-0 empty"), "{e:?}");
+    // Draining the added server leaves it nothing: min_added_share fails.
+    let r = elastic("az1-table-1", "3s");
+    let e = r.expectations.iter().find(|e| e.name == "min_added_share").expect("judged");
+    assert!(!e.pass && e.measured.starts_with("az1-table-1: 0 partitions"), "{e:?}");
+}

@@ -613,3 +613,40 @@ fn quotas_and_instances_on_another_service_are_refused() {
     let e = err(&GOOD.replace("keys = 10", "keys = 10\ninstance = \"b\""));
     assert_eq!(e.field, "workload[0].instance", "{e}");
 }
+
+fn scale_out_in() -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/table-scale-out-in.toml")).expect("shipped scenario")
+}
+
+#[test]
+fn spares_are_named_after_their_role_and_start_only_at_node_add() {
+    let s = parse(Path::new("s.toml"), scale_out_in().as_bytes()).expect("valid");
+    let spares: Vec<&str> = s.topology.nodes().iter().filter(|n| n.spare).map(|n| n.name.as_str()).collect();
+    assert_eq!(spares, vec!["az1-table-1", "az2-table-1", "az3-table-1"]);
+    assert!(s.topology.describe().contains("2 table (1 spare)"), "{}", s.topology.describe());
+    assert!(s.faults.iter().any(|f| f.fault == sim::Fault::NodeAdd { node: "az2-table-1".into() }));
+    assert!(s.faults.iter().any(|f| f.fault == sim::Fault::NodeDrain { node: "az2-table-0".into() }));
+}
+
+#[test]
+fn spares_and_the_elastic_verbs_are_refused_where_they_cannot_work() {
+    let text = scale_out_in();
+    let spare_line = text.lines().position(|l| l.starts_with("spare =")).expect("spare line") + 1;
+    // Only the table service's servers join a running cluster.
+    check(&text.replace("spare = { table = 1 }", "spare = { proxy = 1 }"), spare_line, "topology.spare.proxy", "only `table` may");
+    check(&GOOD.replace("nodes = {", "spare = { kv = 1 }\nnodes = {"), 7, "topology.spare.kv", "takes no new nodes while it runs");
+    // node-add names a spare.
+    let add = text.lines().position(|l| l == "target = \"az1-table-1\"").expect("the first node-add") + 1;
+    check(&text.replacen("target = \"az1-table-1\"", "target = \"az1-table-0\"", 1), add, "fault[0].target", "`az1-table-0` is not a spare node (spares: az1-table-1, az2-table-1, az3-table-1)");
+    // A spare cannot crash, pause or drain before it is added, nor be
+    // added twice; a node is drained once.
+    let late = format!("{text}\n[[fault]]\nat = \"1s\"\nverb = \"node-crash\"\ntarget = \"az1-table-1\"\n");
+    assert!(err(&late).message.contains("node az1-table-1 is a spare not yet added: node-add starts it"), "{}", err(&late));
+    let twice = format!("{text}\n[[fault]]\nat = \"6s\"\nverb = \"node-add\"\ntarget = \"az1-table-1\"\n");
+    assert!(err(&twice).message.contains("node az1-table-1 was already added"), "{}", err(&twice));
+    let drain = format!("{text}\n[[fault]]\nat = \"16s\"\nverb = \"node-drain\"\ntarget = \"az1-table-0\"\n");
+    assert!(err(&drain).message.contains("node az1-table-0 is already marked for removal"), "{}", err(&drain));
+    // The expectations' bounds.
+    let e = err(&text.replace("min_added_share = 0.8", "min_added_share = 1.5"));
+    assert_eq!(e.field, "expect.min_added_share", "{e}");
+}

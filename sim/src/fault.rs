@@ -68,6 +68,10 @@ pub enum Fault {
     /// at `speed_permille` per mille of their speed.
     CpuSlow { target: Target, speed_permille: u32 },
     CpuRestore { target: Target },
+    /// Operations, not faults: start a spare node (the cluster grows), and
+    /// mark a node for removal (its services move their work off it).
+    NodeAdd { node: String },
+    NodeDrain { node: String },
 }
 
 impl Fault {
@@ -114,6 +118,8 @@ pub struct FaultEffect {
     pub clock_reads_moved: u64,
     /// CPU jobs run on nodes it slowed.
     pub cpu_jobs_slowed: u64,
+    /// Running nodes it marked for removal.
+    pub nodes_drained: u64,
 }
 
 impl FaultEffect {
@@ -133,6 +139,7 @@ impl fmt::Display for FaultEffect {
             (self.disk_faults, "disk operation", "failed"),
             (self.clock_reads_moved, "clock reading", "moved"),
             (self.cpu_jobs_slowed, "CPU job", "slowed"),
+            (self.nodes_drained, "node", "marked for removal"),
         ];
         let said: Vec<String> = parts.iter().filter(|p| p.0 > 0).map(|&(n, what, how)| format!("{n} {what}{} {how}", if n == 1 { "" } else { "s" })).collect();
         if said.is_empty() {
@@ -243,6 +250,8 @@ impl fmt::Display for Fault {
             Fault::NodeRestart { node } => write!(f, "node-restart {node}"),
             Fault::NodePause { node } => write!(f, "node-pause {node}"),
             Fault::NodeResume { node } => write!(f, "node-resume {node}"),
+            Fault::NodeAdd { node } => write!(f, "node-add {node}"),
+            Fault::NodeDrain { node } => write!(f, "node-drain {node}"),
             Fault::Partition { a, b, direction } => write!(f, "partition {} {} {}", set(a), if *direction == Direction::Both { "<->" } else { "->" }, set(b)),
             Fault::Heal { a, b, direction } => write!(f, "heal {} {} {}", set(a), if *direction == Direction::Both { "<->" } else { "->" }, set(b)),
             Fault::Clog { a, b } => write!(f, "clog {} -> {}", set(a), set(b)),
@@ -368,7 +377,8 @@ impl World {
                     self.clear_rule(&format!("{key}:in"));
                 } else if self.clear_rule(&format!("{key}:crash")) {
                     for n in self.topology().nodes_in_zone(z) {
-                        if !self.is_alive(n) {
+                        // A spare not yet added stays out.
+                        if !self.is_alive(n) && self.is_launched(n) {
                             self.restart_node(n);
                             self.book().credit(|e| e.nodes_started += 1);
                         }
@@ -392,6 +402,9 @@ impl World {
                 if self.is_alive(n) {
                     return bad("node-restart", node, "the node is running");
                 }
+                if !self.is_launched(n) {
+                    return bad("node-restart", node, "the node is a spare not yet added (node-add starts it)");
+                }
                 self.restart_node(n);
                 self.book().credit(|e| e.nodes_started += 1);
                 Ok(())
@@ -412,6 +425,33 @@ impl World {
                 }
                 self.resume_node(n);
                 self.book().credit(|e| e.nodes_started += 1);
+                Ok(())
+            }
+            Fault::NodeAdd { node } => {
+                let n = self.node_named(node)?;
+                if !self.is_waiting(n) {
+                    return bad("node-add", node, "the node is not a spare waiting to be added (spares are declared in [topology.spare])");
+                }
+                let zone = self.topology().zone_name(self.topology().zone_of(n)).to_string();
+                if self.has_rule(&format!("zone-down:{zone}:crash")) {
+                    return bad("node-add", node, "its zone is down");
+                }
+                self.add_node(n);
+                self.book().credit(|e| e.nodes_started += 1);
+                Ok(())
+            }
+            Fault::NodeDrain { node } => {
+                let n = self.node_named(node)?;
+                if self.is_draining(n) {
+                    return bad("node-drain", node, "the node is already marked for removal");
+                }
+                if !self.is_launched(n) {
+                    return bad("node-drain", node, "the node is a spare not yet added");
+                }
+                self.drain_node(n);
+                if self.is_alive(n) {
+                    self.book().credit(|e| e.nodes_drained += 1);
+                }
                 Ok(())
             }
             Fault::Partition { a, b, direction } => {

@@ -40,6 +40,9 @@ pub struct NodeInfo {
     pub name: String,
     pub zone: ZoneId,
     pub role: String,
+    /// A spare: its process is deployed but starts only at a `node-add`
+    /// (the cluster grows while it runs).
+    pub spare: bool,
 }
 
 /// One-way latency of a message a node sends to itself.
@@ -93,11 +96,21 @@ impl Topology {
     }
 
     pub fn add_node(&mut self, zone: ZoneId, role: &str) -> NodeId {
+        self.push_node(zone, role, false)
+    }
+
+    /// A spare node (see [`NodeInfo::spare`]), named after the role's
+    /// other nodes in its zone.
+    pub fn add_spare_node(&mut self, zone: ZoneId, role: &str) -> NodeId {
+        self.push_node(zone, role, true)
+    }
+
+    fn push_node(&mut self, zone: ZoneId, role: &str, spare: bool) -> NodeId {
         assert!((zone.0 as usize) < self.zone_names.len(), "zone out of range");
         let index = self.nodes.iter().filter(|n| n.zone == zone && n.role == role).count();
         let id = NodeId(u32::try_from(self.nodes.len()).expect("node count fits u32"));
         let name = format!("{}-{}-{}", self.zone_names[zone.0 as usize], role, index);
-        self.nodes.push(NodeInfo { id, name, zone, role: role.to_string() });
+        self.nodes.push(NodeInfo { id, name, zone, role: role.to_string(), spare });
         id
     }
 
@@ -150,11 +163,13 @@ impl Topology {
     pub fn describe(&self) -> String {
         let mut s = String::new();
         for z in self.zones() {
-            let mut roles: std::collections::BTreeMap<&str, usize> = Default::default();
+            let mut roles: std::collections::BTreeMap<&str, (usize, usize)> = Default::default();
             for n in self.nodes.iter().filter(|n| n.zone == z) {
-                *roles.entry(n.role.as_str()).or_default() += 1;
+                let e = roles.entry(n.role.as_str()).or_default();
+                e.0 += 1;
+                e.1 += usize::from(n.spare);
             }
-            let roles: Vec<String> = roles.iter().map(|(r, c)| format!("{c} {r}")).collect();
+            let roles: Vec<String> = roles.iter().map(|(r, (c, spare))| if *spare > 0 { format!("{c} {r} ({spare} spare)") } else { format!("{c} {r}") }).collect();
             let _ = writeln!(s, "zone {}: {}", self.zone_name(z), roles.join(", "));
         }
         for e in self.graph.edge_indices() {

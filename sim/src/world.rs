@@ -103,6 +103,9 @@ struct NodeState {
     alive: bool,
     paused: bool,
     started: bool,
+    /// An operator marked it for removal (`node-drain`): its processes
+    /// read it ([`NodeCtx::draining`]) and it lasts across restarts.
+    draining: bool,
     incarnation: u64,
     madsim_id: Option<madsim::task::NodeId>,
     main: Option<NodeMain>,
@@ -237,12 +240,25 @@ impl World {
     pub fn is_paused(&self, node: NodeId) -> bool {
         self.nodes()[node.index()].paused
     }
+    /// Whether its process runs or ran (a spare has not, until added).
+    pub fn is_launched(&self, node: NodeId) -> bool {
+        self.nodes()[node.index()].madsim_id.is_some()
+    }
+    pub fn is_draining(&self, node: NodeId) -> bool {
+        self.nodes()[node.index()].draining
+    }
+    /// Marks a node for removal (see [`NodeCtx::draining`]).
+    pub fn drain_node(&self, node: NodeId) {
+        self.nodes()[node.index()].draining = true;
+        self.note(node, "drain");
+    }
     pub fn incarnation(&self, node: NodeId) -> u64 {
         self.nodes()[node.index()].incarnation
     }
 
     /// Creates the madsim node for `node` and runs `main` on it; `main` runs
-    /// again on every restart, with the disk as the crash left it.
+    /// again on every restart, with the disk as the crash left it. A spare
+    /// node's `main` waits for [`World::add_node`].
     pub fn start_node<F, Fut>(&self, node: NodeId, main: F)
     where
         F: Fn(NodeCtx) -> Fut + Send + Sync + 'static,
@@ -254,9 +270,33 @@ impl World {
             let st = &mut nodes[node.index()];
             assert!(!st.started, "node {} started twice", self.0.topo.node(node).name);
             st.started = true;
-            st.alive = true;
-            st.main = Some(main.clone());
+            st.main = Some(main);
         }
+        if !self.0.topo.node(node).spare {
+            self.launch(node);
+        }
+    }
+
+    /// Whether a spare node waits for [`World::add_node`].
+    pub fn is_waiting(&self, node: NodeId) -> bool {
+        let nodes = self.nodes();
+        let st = &nodes[node.index()];
+        st.main.is_some() && st.madsim_id.is_none()
+    }
+
+    /// Starts a spare node's process (`node-add`).
+    pub fn add_node(&self, node: NodeId) {
+        assert!(self.is_waiting(node), "node {} is not a waiting spare", self.0.topo.node(node).name);
+        self.launch(node);
+    }
+
+    fn launch(&self, node: NodeId) {
+        let main = {
+            let mut nodes = self.nodes();
+            let st = &mut nodes[node.index()];
+            st.alive = true;
+            st.main.clone().expect("registered")
+        };
         let world = self.clone();
         let handle = madsim::runtime::Handle::current();
         let h = handle
@@ -531,5 +571,10 @@ impl NodeCtx {
     }
     pub fn note(&self, text: impl Into<String>) {
         self.world.note(self.id, text)
+    }
+    /// Whether an operator marked this node for removal (`node-drain`):
+    /// its services give their work to others.
+    pub fn draining(&self) -> bool {
+        self.world.is_draining(self.id)
     }
 }

@@ -69,6 +69,16 @@ where
     for n in world.topology().nodes().iter().map(|n| n.id).filter(|&n| n != client) {
         world.start_node(n, echo_server);
     }
+    with_client_only(world, client, body).await;
+}
+
+/// Runs `body` on `client` with its transport (the other nodes as the
+/// caller started them); returns when `body` does.
+async fn with_client_only<B, Fut>(world: &World, client: NodeId, body: B)
+where
+    B: Fn(NodeCtx, Net<Ping>) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let done = Arc::new(Mutex::new(false));
     let d2 = done.clone();
     let body = Arc::new(body);
@@ -462,5 +472,65 @@ fn each_fault_counts_its_own_effect_and_an_idle_one_counts_none() {
         assert!(e[10].is_none());
         assert_eq!(e[12].cpu_jobs_slowed, 2);
         assert_eq!(e[14].disk_faults, 3, "counted up to now while the rates are on");
+    });
+}
+
+/// Answers a ping with its number, plus 1000 once the node is marked for
+/// removal.
+async fn drain_echo(ctx: NodeCtx) {
+    let (net, mut inbox): (Net<Ping>, Inbox<Ping>) = Net::bind(&ctx).await;
+    while let Some(m) = inbox.recv().await {
+        if let (Ping::Ping(x), Some(req)) = (m.msg, m.request) {
+            net.reply(m.from, req, Ping::Pong(x + if ctx.draining() { 1000 } else { 0 })).await;
+        }
+    }
+}
+
+#[test]
+fn a_spare_starts_only_when_added_and_a_drain_mark_reaches_the_nodes_processes() {
+    run(7, || async {
+        let mut t = topo();
+        let spare = t.add_spare_node(ZoneId(2), "n");
+        assert_eq!(t.node(spare).name, "az3-n-2");
+        let world = World::new(7, t, DiskConfig::default(), false);
+        for n in world.topology().nodes().iter().map(|n| n.id).filter(|&n| n != NodeId(0)) {
+            world.start_node(n, drain_echo);
+        }
+        let w = world.clone();
+        with_client_only(&world, NodeId(0), move |_ctx, net| {
+            let w = w.clone();
+            async move {
+                let call = |to: NodeId, x: u64| net.call(to, Ping::Ping(x), Duration::from_millis(10));
+                assert!(!w.is_alive(spare) && w.is_waiting(spare));
+                assert!(matches!(call(spare, 1).await, Err(NetError::Timeout)), "a spare not yet added is down");
+                assert!(w.apply(&Fault::NodeRestart { node: "az3-n-2".into() }).is_err(), "restart cannot start a spare");
+                assert!(w.apply(&Fault::NodeDrain { node: "az3-n-2".into() }).is_err());
+                // A zone that comes back leaves the spare out.
+                w.apply(&Fault::ZoneDown { zone: "az3".into(), mode: ZoneMode::Crash }).unwrap();
+                assert!(w.apply(&Fault::NodeAdd { node: "az3-n-2".into() }).is_err(), "not into a zone that is down");
+                w.apply(&Fault::ZoneUp { zone: "az3".into() }).unwrap();
+                time::sleep(Duration::from_micros(50)).await;
+                assert!(matches!(call(NodeId(4), 2).await, Ok(Ping::Pong(2))));
+                assert!(matches!(call(spare, 3).await, Err(NetError::Timeout)));
+                // Added: it runs and answers.
+                w.apply(&Fault::NodeAdd { node: "az3-n-2".into() }).unwrap();
+                assert!(w.apply(&Fault::NodeAdd { node: "az3-n-2".into() }).is_err(), "added once");
+                time::sleep(Duration::from_micros(50)).await;
+                assert!(matches!(call(spare, 4).await, Ok(Ping::Pong(4))));
+                // A drain mark: the node's process reads it, across a restart.
+                assert!(w.apply(&Fault::NodeAdd { node: "az2-n-0".into() }).is_err(), "not a spare");
+                w.apply(&Fault::NodeDrain { node: "az2-n-0".into() }).unwrap();
+                assert!(matches!(call(NodeId(2), 5).await, Ok(Ping::Pong(1005))));
+                assert!(matches!(call(NodeId(3), 5).await, Ok(Ping::Pong(5))), "only the marked node");
+                w.apply(&Fault::NodeCrash { node: "az2-n-0".into() }).unwrap();
+                w.apply(&Fault::NodeRestart { node: "az2-n-0".into() }).unwrap();
+                time::sleep(Duration::from_micros(50)).await;
+                assert!(matches!(call(NodeId(2), 6).await, Ok(Ping::Pong(1006))));
+                assert!(w.apply(&Fault::NodeDrain { node: "az2-n-0".into() }).is_err(), "marked once");
+            }
+        })
+        .await;
+        let effects = world.fault_effects();
+        assert!(effects.iter().any(|e| e.nodes_drained == 1), "{effects:?}");
     });
 }

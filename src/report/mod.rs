@@ -321,6 +321,15 @@ impl Report {
             let n = self.table.as_ref().and_then(|t| t.unserved.as_ref()).map_or(0, |u| u.count);
             let _ = writeln!(s, "  longest unserved {l} (servers' view, {n} spans in all)");
         }
+        for e in self.table.iter().flat_map(|t| &t.elastic) {
+            let added = e.added.as_deref().map(|a| format!(" added at {a},")).unwrap_or_default();
+            let drain = match (&e.drain_from, &e.drained_after) {
+                (Some(f), Some(d)) => format!(" drained from {f}, empty {d} later,"),
+                (Some(f), None) => format!(" drained from {f}, never empty,"),
+                _ => String::new(),
+            };
+            let _ = writeln!(s, "  server {}{added}{drain} {} partitions at the end (mean {:.1})", e.server, e.partitions_at_end, e.mean_at_end);
+        }
         if let Some(t) = self.table.as_ref().and_then(|t| t.traffic.as_ref()) {
             for (r, l) in &t.resources {
                 let limit = l.limit.as_deref().map(|x| format!(" quota {x}")).unwrap_or_default();

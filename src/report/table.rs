@@ -54,6 +54,32 @@ pub struct TableFigures {
     /// in which a table server throttled a partition).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub traffic: Option<TrafficFigures>,
+    /// Servers that joined the cluster (`node-add`) or were marked for
+    /// removal (`node-drain`) during the run.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub elastic: Vec<ElasticServer>,
+}
+
+/// A server that joined or left: when, and what it held.
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct ElasticServer {
+    pub server: String,
+    /// When its `node-add` started it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub added: Option<String>,
+    /// When its `node-drain` marked it for removal.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drain_from: Option<String>,
+    /// How long after that it first held no partition (absent: it never
+    /// did before the run ended).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drained_after: Option<String>,
+    #[serde(skip)]
+    pub drained_after_time: Option<Duration>,
+    /// Partitions it owned at the end of the main phase, and the mean over
+    /// the servers that owned any then.
+    pub partitions_at_end: u64,
+    pub mean_at_end: f64,
 }
 
 /// How close healthy writes come to what the model makes them cost.

@@ -117,6 +117,10 @@ pub struct TopologyDef {
     pub zones: Spanned<Vec<String>>,
     /// Nodes of each role in every zone, e.g. `{ kv = 2, client = 1 }`.
     pub nodes: Spanned<BTreeMap<String, u32>>,
+    /// Spare nodes of each role in every zone, beside `nodes`: deployed
+    /// but started only by a `node-add` (only roles whose service takes
+    /// new nodes while it runs, e.g. the table service's servers).
+    pub spare: Option<Spanned<BTreeMap<String, u32>>>,
     pub intra_zone_latency: Dur,
     pub inter_zone_latency: Dur,
     #[serde(default = "zero_dur")]
@@ -587,11 +591,18 @@ pub struct ExpectDef {
     /// Traffic control: fewest requests throttled per reason prefix
     /// (`instance b`, `partition`), so a run that throttled nothing fails.
     pub min_throttled: Option<BTreeMap<String, u64>>,
+    /// Table: every server a `node-drain` marked held no partition within
+    /// this long of it.
+    pub max_drain_time: Option<Dur>,
+    /// Table: every server a `node-add` started owned, at the end of the
+    /// main phase, at least this fraction of the mean partitions per
+    /// serving server.
+    pub min_added_share: Option<f64>,
 }
 
 impl ExpectDef {
     /// Every expectation, in file order, and whether the scenario sets it.
-    pub fn fields(&self) -> [(&'static str, bool); 30] {
+    pub fn fields(&self) -> [(&'static str, bool); 32] {
         [
             ("lost_acked_writes", self.lost_acked_writes.is_some()),
             ("linearizable", self.linearizable.is_some()),
@@ -623,6 +634,8 @@ impl ExpectDef {
             ("tenant_min_availability", self.tenant_min_availability.is_some()),
             ("quota_accuracy", self.quota_accuracy.is_some()),
             ("min_throttled", self.min_throttled.is_some()),
+            ("max_drain_time", self.max_drain_time.is_some()),
+            ("min_added_share", self.min_added_share.is_some()),
         ]
     }
 }

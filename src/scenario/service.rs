@@ -19,6 +19,12 @@ pub trait ServiceRules: Sync {
     /// these roles and `client`.
     fn roles(&self, def: &ServiceDef) -> Vec<Role>;
 
+    /// The roles whose nodes may join the service while it runs (spares
+    /// started by `node-add`).
+    fn elastic_roles(&self, _def: &ServiceDef) -> Vec<String> {
+        Vec::new()
+    }
+
     /// The fewest zones its promises need, and why (`None`: any number);
     /// a scenario on fewer zones is refused, since a run could not show
     /// what the service promises.

@@ -36,7 +36,7 @@ impl Targets<'_> {
 }
 
 /// Every verb, and the fields beside `at`, `until` and `verb` it reads.
-const VERBS: [(&str, &[&str]); 21] = [
+const VERBS: [(&str, &[&str]); 23] = [
     ("zone-down", &["target", "mode"]),
     ("zone-up", &["target"]),
     ("node-crash", &["target"]),
@@ -58,6 +58,8 @@ const VERBS: [(&str, &[&str]); 21] = [
     ("clock-reset", &["target"]),
     ("cpu-slow", &["target", "speed"]),
     ("cpu-restore", &["target"]),
+    ("node-add", &["target"]),
+    ("node-drain", &["target"]),
 ];
 
 /// The verb of a `[[fault]]` entry and, for entries with `until`, its inverse.
@@ -217,6 +219,16 @@ pub(super) fn fault_pair(topo: &Topology, fd: &FaultDef, i: usize, targets: &Tar
             (Fault::CpuSlow { target: vec![t.clone()], speed_permille }, Some(Fault::CpuRestore { target: vec![t] }))
         }
         "cpu-restore" => (Fault::CpuRestore { target: vec![target(true, true)?] }, None),
+        "node-add" => {
+            let node = target(false, true)?;
+            if !topo.node_by_name(&node).is_some_and(|n| topo.node(n).spare) {
+                let spares: Vec<&str> = topo.nodes().iter().filter(|n| n.spare).map(|n| n.name.as_str()).collect();
+                let known = if spares.is_empty() { "none: declare them in [topology] spare = { role = count }".to_string() } else { spares.join(", ") };
+                return Err(err(fd.target.as_ref().map_or_else(|| fd.verb.span(), |t| t.span()), field("target"), format!("`{node}` is not a spare node (spares: {known})")));
+            }
+            (Fault::NodeAdd { node }, None)
+        }
+        "node-drain" => (Fault::NodeDrain { node: target(false, true)? }, None),
         other => unreachable!("`{other}` is in VERBS"),
     })
 }
@@ -234,8 +246,17 @@ pub(super) fn replay(topo: &Topology, faults: &[TimedFault], is_dynamic_zone: &d
         topo.zone_by_name(z).map(|id| topo.nodes_in_zone(id).into_iter().map(|n| topo.node(n).name.clone()).collect()).unwrap_or_default()
     };
     let zone_of = |n: &str| topo.node_by_name(n).map(|id| topo.zone_name(topo.zone_of(id)).to_string()).unwrap_or_default();
+    // Spares not yet added, and nodes marked for removal.
+    let mut waiting: BTreeSet<String> = topo.nodes().iter().filter(|n| n.spare).map(|n| n.name.clone()).collect();
+    let mut drained: BTreeSet<String> = BTreeSet::new();
     for (i, tf) in faults.iter().enumerate() {
         let bad = |why: String| Err((i, why));
+        match &tf.fault {
+            Fault::NodeCrash { node } | Fault::NodeRestart { node } | Fault::NodePause { node } | Fault::NodeDrain { node } if waiting.contains(node) => {
+                return bad(format!("node {node} is a spare not yet added: node-add starts it"));
+            }
+            _ => {}
+        }
         match &tf.fault {
             Fault::ZoneDown { zone, mode } => {
                 if zone_down.contains_key(zone) {
@@ -300,6 +321,22 @@ pub(super) fn replay(topo: &Topology, faults: &[TimedFault], is_dynamic_zone: &d
             Fault::NodeResume { node } => {
                 if !paused.remove(node) {
                     return bad(format!("node {node} is not paused"));
+                }
+            }
+            Fault::NodeAdd { node } => {
+                if let Some(d) = zone_down.iter().find(|(z, m)| is_dynamic_zone(z) && **m == ZoneMode::Crash).map(|(z, _)| z) {
+                    return bad(format!("`{d}` is down and may be the zone of {node}: bring it back first"));
+                }
+                if zone_down.get(&zone_of(node)) == Some(&ZoneMode::Crash) {
+                    return bad(format!("the zone of {node} is down"));
+                }
+                if !waiting.remove(node) {
+                    return bad(format!("node {node} was already added"));
+                }
+            }
+            Fault::NodeDrain { node } => {
+                if !drained.insert(node.clone()) {
+                    return bad(format!("node {node} is already marked for removal"));
                 }
             }
             Fault::Partition { a, b, .. } => {

@@ -143,16 +143,37 @@ pub(super) fn validate(path: &Path, text: &str, spans: &FieldSpans<'_>, f: Scena
     if nodes > limits::NODES_MAX {
         return Err(err(f.topology.nodes.span(), "topology.nodes".into(), format!("{nodes} nodes ({per_zone} per zone in {} zones): at most {}", zones.len(), limits::NODES_MAX)));
     }
+    let spares = f.topology.spare.as_ref().map(|s| (s.get_ref().clone(), s.span())).unwrap_or_default();
+    let elastic = service.elastic_roles(&f.service);
+    for (role, &count) in &spares.0 {
+        if count == 0 {
+            continue;
+        }
+        if !elastic.contains(role) {
+            let which = if elastic.is_empty() { format!("the {kind} service takes no new nodes while it runs") } else { format!("only {} may", elastic.iter().map(|r| format!("`{r}`")).collect::<Vec<_>>().join(", ")) };
+            return Err(err(spares.1.clone(), format!("topology.spare.{}", shown(role)), format!("nodes of role `{}` cannot be spares: {which}", shown(role))));
+        }
+    }
+    let spare_per_zone = spares.0.values().map(|&c| u64::from(c)).sum::<u64>();
+    let all = (per_zone + spare_per_zone).saturating_mul(zones.len() as u64);
+    if all > limits::NODES_MAX {
+        return Err(err(spares.1.clone(), "topology.spare".into(), format!("{all} nodes with the spares: at most {}", limits::NODES_MAX)));
+    }
     for z in topology.zones().collect::<Vec<_>>() {
         for (role, &count) in roles {
             for _ in 0..count {
                 topology.add_node(z, role);
             }
         }
+        for (role, &count) in &spares.0 {
+            for _ in 0..count {
+                topology.add_spare_node(z, role);
+            }
+        }
     }
     // The service: its kind, the nodes it needs, the fields it reads.
     for role in needed {
-        if topology.nodes_with_role(&role.name).len() < role.min {
+        if topology.nodes_with_role(&role.name).iter().filter(|&&n| !topology.node(n).spare).count() < role.min {
             return Err(err(f.topology.nodes.span(), "topology.nodes".into(), role.missing));
         }
     }
@@ -580,11 +601,15 @@ fn check_expect_bounds(e: &super::format::ExpectDef) -> Result<(), (String, Stri
     if let Some(a) = e.min_availability.filter(|a| !(0.0..=1.0).contains(a)) {
         return Err(("expect.min_availability".into(), format!("{a} is not a fraction in [0, 1]")));
     }
+    if let Some(a) = e.min_added_share.filter(|a| !(0.0..=1.0).contains(a)) {
+        return Err(("expect.min_added_share".into(), format!("{a} is not a fraction in [0, 1]")));
+    }
     for (name, d) in [
         ("max_unavailability", e.max_unavailability),
         ("liveness_bound", e.liveness_bound),
         ("max_append_stall", e.max_append_stall),
         ("max_time_to_recover", e.max_time_to_recover),
+        ("max_drain_time", e.max_drain_time),
     ] {
         if let Some(d) = d.filter(|d| d.0 > limits::EXPECT_DURATION_MAX) {
             return Err((format!("expect.{name}"), over(d.0, limits::EXPECT_DURATION_MAX)));

@@ -26,6 +26,12 @@
 //!   master waits out the old grants. A move makes the difference at most
 //!   one smaller and never reverses (the source holds at least two more),
 //!   so counts converge and nothing moves back and forth.
+//! - A server marked for removal (it says so in its heartbeats) is
+//!   drained: placement and rebalancing give it nothing, and before any
+//!   other rebalancing its partitions move to the other servers (the zone
+//!   with the fewest partitions first), at most [`REBALANCE_MOVES_MAX`] at
+//!   once, pins and cool-downs notwithstanding; once it holds none, the
+//!   core says so once ([`Cmd::Drained`]).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -87,6 +93,10 @@ struct Server {
     alive_since: SimTime,
     /// When its last load report came (the interval of the next one).
     load_at: Option<SimTime>,
+    /// Marked for removal: it gets nothing and gives all it has.
+    draining: bool,
+    /// [`Cmd::Drained`] was given for it.
+    drained: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -139,6 +149,8 @@ pub enum Input {
     Undrain { pid: PartitionId },
     /// The owner confirmed it released (pid, epoch).
     Released { pid: PartitionId, epoch: u64 },
+    /// A heartbeat said its server is marked for removal.
+    Draining { server: NodeId },
     /// An `Assign` was committed (Map follows) or failed.
     AssignDone { pid: PartitionId },
 }
@@ -154,6 +166,8 @@ pub enum Cmd {
     Release { server: NodeId, pid: PartitionId, epoch: u64 },
     /// A server was declared dead (for the event log).
     Dead { server: NodeId },
+    /// A server marked for removal holds no partition any more.
+    Drained { server: NodeId },
 }
 
 /// The core of one master term.
@@ -211,7 +225,7 @@ impl Core {
         let mut out = Vec::new();
         match input {
             Input::Heartbeat { server, zone, echo, lost, load } => {
-                let s = self.servers.entry(server).or_insert(Server { zone, heard: now, dead: false, alive_since: now, load_at: None });
+                let s = self.servers.entry(server).or_insert(Server { zone, heard: now, dead: false, alive_since: now, load_at: None, draining: false, drained: false });
                 // The load its partitions cost it since its last report, as
                 // a rate, into each partition's moving average.
                 if let Some(since) = s.load_at.filter(|&t| t < now) {
@@ -310,6 +324,11 @@ impl Core {
                 }
                 self.place(now, &mut out);
             }
+            Input::Draining { server } => {
+                if let Some(s) = self.servers.get_mut(&server) {
+                    s.draining = true;
+                }
+            }
             Input::AssignDone { pid } => {
                 if let Some(p) = self.parts.get_mut(&pid) {
                     p.pending = false;
@@ -382,7 +401,7 @@ impl Core {
                 Some(t) if self.alive(t) => t,
                 // A rebalancing move whose target died goes wherever
                 // placement chooses (its owner may have released it).
-                Some(_) if cause == FailoverCause::Rebalanced => match self.choose(&load) {
+                Some(_) if matches!(cause, FailoverCause::Rebalanced | FailoverCause::Drained) => match self.choose(&load) {
                     Some(t) => t,
                     None => continue,
                 },
@@ -425,7 +444,7 @@ impl Core {
                 return;
             }
             let at = match &p.draining {
-                Some(Drain { to: Some(to), cause: FailoverCause::Rebalanced }) => {
+                Some(Drain { to: Some(to), cause: FailoverCause::Rebalanced | FailoverCause::Drained }) => {
                     moving += 1;
                     *to
                 }
@@ -435,10 +454,13 @@ impl Core {
             *count.entry(at).or_default() += 1;
             *load.entry(at).or_default() += p.rate;
         }
+        if self.drain(now, &count, moving, out) {
+            return;
+        }
         if moving >= REBALANCE_MOVES_MAX {
             return;
         }
-        let settled = |n: &NodeId| self.servers[n].alive_since + REBALANCE_SETTLE <= now;
+        let settled = |n: &NodeId| self.servers[n].alive_since + REBALANCE_SETTLE <= now && !self.servers[n].draining;
         let movable = |p: &Part, from: NodeId| p.info.owner == Some(from) && p.draining.is_none() && p.pinned_until <= now && p.moved_at.is_none_or(|t| t + LOAD_MOVE_COOLDOWN <= now);
         // Counts: a server with two partitions fewer (a zone that came
         // back) gets the coldest partition of the fullest server, unless
@@ -481,10 +503,53 @@ impl Core {
         }
     }
 
+    /// Moves partitions off live servers marked for removal (see the
+    /// module doc), given each live server's partition `count` (moves in
+    /// flight counted at their targets). Returns whether any such server
+    /// still holds partitions (no other rebalancing until it is empty).
+    fn drain(&mut self, now: SimTime, count: &BTreeMap<NodeId, usize>, mut moving: usize, out: &mut Vec<Cmd>) -> bool {
+        let leaving: Vec<NodeId> = count.keys().copied().filter(|n| self.servers[n].draining).collect();
+        if leaving.is_empty() {
+            return false;
+        }
+        let mut count = count.clone();
+        let mut busy = false;
+        for from in leaving {
+            let held: Vec<PartitionId> = self.parts.values().filter(|p| p.info.owner == Some(from)).map(|p| p.info.pid).collect();
+            if held.is_empty() {
+                let s = self.servers.get_mut(&from).expect("live");
+                if !s.drained {
+                    s.drained = true;
+                    out.push(Cmd::Drained { server: from });
+                }
+                continue;
+            }
+            busy = true;
+            for pid in held {
+                if moving >= REBALANCE_MOVES_MAX {
+                    return true;
+                }
+                if self.parts[&pid].draining.is_some() {
+                    continue;
+                }
+                let targets: BTreeMap<NodeId, usize> = count.iter().filter(|(n, _)| !self.servers[*n].draining).map(|(&n, &c)| (n, c)).collect();
+                let Some(to) = self.choose_in(&targets, &count) else { return true };
+                *count.entry(to).or_default() += 1;
+                moving += 1;
+                self.start_move_for(pid, from, to, FailoverCause::Drained, now, out);
+            }
+        }
+        busy
+    }
+
     /// Drains `pid` from `from` for a rebalancing move to `to`.
     fn start_move(&mut self, pid: PartitionId, from: NodeId, to: NodeId, now: SimTime, out: &mut Vec<Cmd>) {
+        self.start_move_for(pid, from, to, FailoverCause::Rebalanced, now, out);
+    }
+
+    fn start_move_for(&mut self, pid: PartitionId, from: NodeId, to: NodeId, cause: FailoverCause, now: SimTime, out: &mut Vec<Cmd>) {
         let p = self.parts.get_mut(&pid).expect("found");
-        p.draining = Some(Drain { to: Some(to), cause: FailoverCause::Rebalanced });
+        p.draining = Some(Drain { to: Some(to), cause });
         p.moved_at = Some(now);
         out.push(Cmd::Release { server: from, pid, epoch: p.info.epoch });
     }
@@ -505,7 +570,7 @@ impl Core {
         for (n, l) in load {
             *zones.entry(self.servers[n].zone).or_default() += l;
         }
-        load.iter().map(|(&n, &l)| (zones[&self.servers[&n].zone], l, n)).min().map(|(_, _, n)| n)
+        load.iter().filter(|(n, _)| !self.servers[*n].draining).map(|(&n, &l)| (zones[&self.servers[&n].zone], l, n)).min().map(|(_, _, n)| n)
     }
 }
 
@@ -728,6 +793,79 @@ mod tests {
         let count = |s: u32| c.partitions().iter().filter(|p| p.owner == Some(NodeId(s))).count();
         assert_eq!((count(1), count(2), count(3)), (4, 4, 4), "moves: {moves:?}");
         assert_eq!(moves.len(), 4, "no move beyond what evens the counts: {moves:?}");
+    }
+
+    /// A server marked for removal gives all its partitions away, a few at
+    /// a time and pins notwithstanding, gets none back, and is reported
+    /// drained once.
+    #[test]
+    fn a_draining_server_gives_everything_away_and_gets_nothing() {
+        let mut c = Core::new(cfg(), t(0));
+        // Servers 1 (zone 0) and 2 (zone 1) hold three partitions each,
+        // server 3 (zone 2) none; partition 1 was pinned by an admin move.
+        let map: Vec<PartitionInfo> = (1..=6).map(|i| part(i, Some(if i <= 3 { 1 } else { 2 }), 1)).collect();
+        c.step(t(0), Input::Map(map));
+        c.parts.get_mut(&1).unwrap().pinned_until = t(60_000);
+        let live = [(1, 0), (2, 1), (3, 2)];
+        for now in (0..1300).step_by(100) {
+            beat(&mut c, now, &live);
+        }
+        // Let the counts even out first: 2, 2, 2.
+        let mut now = 1300;
+        let settle = |c: &mut Core, now: u64| -> (Vec<(NodeId, PartitionId, NodeId)>, Vec<NodeId>) {
+            let out = beat(c, now, &live);
+            let drained: Vec<NodeId> = out.iter().filter_map(|c| if let Cmd::Drained { server } = c { Some(*server) } else { None }).collect();
+            let mut moved = Vec::new();
+            assert!(releases(&out).len() <= REBALANCE_MOVES_MAX);
+            for (from, pid) in releases(&out) {
+                let out = c.step(t(now), Input::Released { pid, epoch: c.partition(pid).unwrap().epoch });
+                for (p, to, cause) in assigns(&out) {
+                    moved.push((from, p, to));
+                    assert!(matches!(cause, FailoverCause::Rebalanced | FailoverCause::Drained), "{cause:?}");
+                }
+                commit(c, &out);
+            }
+            (moved, drained)
+        };
+        while now < 5000 {
+            settle(&mut c, now);
+            now += 100;
+        }
+        let count = |c: &Core, s: u32| c.partitions().iter().filter(|p| p.owner == Some(NodeId(s))).count();
+        assert_eq!((count(&c, 1), count(&c, 2), count(&c, 3)), (2, 2, 2));
+        assert_eq!(c.partition(1).unwrap().owner, Some(NodeId(1)), "pinned");
+        // Server 1 is marked for removal.
+        c.step(t(now), Input::Draining { server: NodeId(1) });
+        let mut moved = Vec::new();
+        let mut drained = Vec::new();
+        while now < 20_000 {
+            let (m, d) = settle(&mut c, now);
+            moved.extend(m);
+            drained.extend(d.into_iter().map(|s| (s, now)));
+            now += 100;
+        }
+        assert_eq!(count(&c, 1), 0);
+        assert!(moved.iter().all(|&(from, _, to)| from == NodeId(1) && to != NodeId(1)), "{moved:?}");
+        assert!(moved.iter().any(|&(_, pid, _)| pid == 1), "the pin does not hold a drain");
+        assert_eq!(moved.len(), 2, "only what it held moved: {moved:?}");
+        assert_eq!((count(&c, 2), count(&c, 3)), (3, 3), "to the zones with the fewest");
+        assert_eq!(drained.len(), 1, "reported drained once: {drained:?}");
+        assert_eq!(drained[0].0, NodeId(1));
+        // A server that dies gives its partitions to others, never to the
+        // draining one.
+        let live = [(1, 0), (3, 2)];
+        let mut given = Vec::new();
+        while now < 30_000 {
+            for &(s, z) in &live {
+                hb(&mut c, now, s, z, Some(now.saturating_sub(100)));
+            }
+            let out = c.step(t(now), Input::Tick);
+            given.extend(assigns(&out));
+            commit(&mut c, &out);
+            now += 100;
+        }
+        assert_eq!(given.len(), 3, "{given:?}");
+        assert!(given.iter().all(|&(_, to, cause)| to == NodeId(3) && cause == FailoverCause::ServerDead), "{given:?}");
     }
 
     #[test]

@@ -123,11 +123,15 @@ impl Master {
     async fn control(self: &Arc<Self>, m: Incoming<ControlMsg>) {
         let Some(req) = m.request else { return };
         let answer = match (m.msg, self.acting()) {
-            (ControlMsg::Heartbeat { echo, lost, load }, Some(epoch)) => {
+            (ControlMsg::Heartbeat { echo, lost, load, draining }, Some(epoch)) => {
                 let echo = echo.filter(|(e, _)| *e == epoch).map(|(_, t)| t);
                 let zone = self.ctx.world.topology().zone_of(m.from);
                 let sent = self.clock.now();
-                let cmds = if self.cfg.servers.contains(&m.from) { self.step(Input::Heartbeat { server: m.from, zone, echo, lost, load }) } else { Vec::new() };
+                let known = self.cfg.servers.contains(&m.from);
+                let cmds = if known { self.step(Input::Heartbeat { server: m.from, zone, echo, lost, load }) } else { Vec::new() };
+                if known && draining {
+                    self.step(Input::Draining { server: m.from });
+                }
                 let parts = cmds.into_iter().find_map(|c| if let Cmd::Grant { parts, .. } = c { Some(parts) } else { None }).unwrap_or_default();
                 ControlMsg::Grant { master_epoch: epoch, sent, parts }
             }
@@ -253,6 +257,15 @@ impl Master {
             match c {
                 Cmd::Grant { .. } => {}
                 Cmd::Dead { server } => self.ctx.note(format!("server {} declared dead", server.0)),
+                Cmd::Drained { server } => {
+                    self.ctx.note(format!("server {} drained", server.0));
+                    let at = time::now();
+                    self.cfg.observer.with(|o| {
+                        if !o.drained.iter().any(|d| d.0 == server) {
+                            o.drained.push((server, at));
+                        }
+                    });
+                }
                 Cmd::Release { server, pid, epoch } => {
                     let m = self.clone();
                     madsim::task::spawn_local(async move {

@@ -399,6 +399,8 @@ pub enum FailoverCause {
     /// The master evened out the servers' partition counts (a zone or
     /// server came back).
     Rebalanced,
+    /// Its owner was marked for removal (drained before it is taken away).
+    Drained,
     Split,
     Merged,
 }
@@ -458,6 +460,9 @@ pub struct TableObserverData {
     pub loads: Vec<(SimTime, PartitionId, Duration)>,
     /// (time, instance) of every quota change the master committed.
     pub quota_changes: Vec<(SimTime, String)>,
+    /// (server, time) a server marked for removal first held no partition
+    /// (one entry per server).
+    pub drained: Vec<(NodeId, SimTime)>,
     /// Requests offered, admitted and throttled per quota (its display,
     /// e.g. `instance b write`) or throttled partition (`partition 7`), per
     /// [`TRAFFIC_SLOT`] of true time (index from 0), over all proxies or
@@ -644,7 +649,8 @@ pub enum ControlMsg {
     /// partitions it was granted but could not load.
     /// `load` is the CPU time (µs) each partition's requests cost the
     /// server since its last heartbeat (at most [`LOAD_REPORT_MAX`]).
-    Heartbeat { echo: Option<(u64, SimTime)>, lost: Vec<(PartitionId, u64)>, load: Vec<(PartitionId, u64)> },
+    /// `draining`: an operator marked the server for removal.
+    Heartbeat { echo: Option<(u64, SimTime)>, lost: Vec<(PartitionId, u64)>, load: Vec<(PartitionId, u64)>, draining: bool },
     /// Master to server: the partitions (pid, owner epoch) the server owns.
     Grant { master_epoch: u64, sent: SimTime, parts: Vec<(PartitionId, u64)> },
     NotMaster,

@@ -286,7 +286,7 @@ impl Server {
             // or the next heartbeat.
             for m in masters {
                 let s = self.clone();
-                let msg = ControlMsg::Heartbeat { echo, lost: lost.clone(), load: load.clone() };
+                let msg = ControlMsg::Heartbeat { echo, lost: lost.clone(), load: load.clone(), draining: self.ctx.draining() };
                 let lost = lost.clone();
                 madsim::task::spawn_local(async move {
                     if let Ok(ControlMsg::Grant { master_epoch, sent: msent, parts }) = s.net.call(m, msg, s.cfg.call_timeout).await {

@@ -18,7 +18,7 @@ use sim::world::{NodeCtx, World};
 use super::stream::{self, META_LEADER, STORAGE_ROLE};
 use super::{Deployment, Service, SetUp};
 use crate::history::Operation;
-use crate::report::measure::latency_of;
+use crate::report::measure::{latency_of, round2};
 use crate::report::{healthy_write, HealthyWrite, Report, TableFigures};
 use crate::run::output::{Observers, RunOutput};
 use crate::scenario::{DynamicTarget, Refusal, Role, Scenario, ServiceDef, ServiceRules, WorkloadDef, WorkloadFeature, WorkloadKind};
@@ -73,6 +73,11 @@ impl ServiceRules for Table {
             roles.push(Role { name: role.to_string(), min: 1, missing: format!("the table service needs nodes of role `{role}`") });
         }
         roles
+    }
+
+    /// Table servers: the master takes a new one from its first heartbeat.
+    fn elastic_roles(&self, def: &ServiceDef) -> Vec<String> {
+        vec![def.server_role_or(TABLE_SERVER_ROLE).to_string()]
     }
 
     fn zones_needed(&self) -> Option<(usize, &'static str)> {
@@ -142,6 +147,8 @@ impl ServiceRules for Table {
             "tenant_min_availability",
             "quota_accuracy",
             "min_throttled",
+            "max_drain_time",
+            "min_added_share",
         ]
     }
 
@@ -257,6 +264,7 @@ impl Service for Table {
             let first_fault = out.faults.first().map(|f| f.at).unwrap_or(out.main_end);
             let mut f = figures(t, healthy_write(ops, out.workloads_start(), first_fault, &scn.topology, &scn.disk), out.main_end);
             f.traffic = traffic_section(scn, out, ops, t);
+            f.elastic = elastic_servers(out, &t.snapshot(), &scn.topology);
             f
         });
     }
@@ -271,6 +279,28 @@ impl Service for Table {
                 None => (Duration::ZERO, "no partition was ever unserved".into()),
             };
             report.expect("max_time_to_recover", format!("<= {}", fmt_duration(max.0)), what, slowest <= max.0);
+        }
+        let elastic = report.table.as_ref().map(|t| t.elastic.clone()).unwrap_or_default();
+        if let Some(max) = e.max_drain_time {
+            let drains: Vec<_> = elastic.iter().filter(|s| s.drain_from.is_some()).collect();
+            let slowest = drains.iter().max_by_key(|s| s.drained_after_time.unwrap_or(Duration::MAX));
+            let measured = match slowest {
+                None => "no server was drained".to_string(),
+                Some(s) => match &s.drained_after {
+                    Some(d) => format!("{} empty {d} after its drain began ({} drained)", s.server, drains.len()),
+                    None => format!("{} was never empty after its drain began", s.server),
+                },
+            };
+            let pass = !drains.is_empty() && drains.iter().all(|s| s.drained_after_time.is_some_and(|d| d <= max.0));
+            report.expect("max_drain_time", format!("<= {}", fmt_duration(max.0)), measured, pass);
+        }
+        if let Some(min) = e.min_added_share {
+            let added: Vec<_> = elastic.iter().filter(|s| s.added.is_some()).collect();
+            let share = |s: &crate::report::table::ElasticServer| if s.mean_at_end > 0.0 { s.partitions_at_end as f64 / s.mean_at_end } else { 0.0 };
+            let least = added.iter().min_by(|a, b| share(a).total_cmp(&share(b)));
+            let measured = least.map_or_else(|| "no server was added".to_string(), |s| format!("{}: {} partitions, {:.2} of the mean ({} added)", s.server, s.partitions_at_end, share(s), added.len()));
+            let pass = !added.is_empty() && added.iter().all(|s| share(s) >= min);
+            report.expect("min_added_share", format!(">= {min}"), measured, pass);
         }
         if let Some(min) = e.min_master_takeovers {
             // From the first fault as applied (a fault's time is when it fired).
@@ -501,6 +531,46 @@ fn traffic_section(scn: &Scenario, out: &RunOutput, ops: &[Operation<'_>], obs: 
     Some(crate::report::table::traffic_figures(&d.traffic, &d.quota_changes, (out.main_start, out.main_end), &limit_at, tenants))
 }
 
+/// Servers a `node-add` started or a `node-drain` marked, in the order of
+/// those verbs: when, how long the drain took, what each held at the end
+/// of the main phase.
+fn elastic_servers(out: &RunOutput, d: &TableObserverData, topology: &Topology) -> Vec<crate::report::table::ElasticServer> {
+    let mut owner: BTreeMap<u64, Option<NodeId>> = BTreeMap::new();
+    for f in d.failovers.iter().filter(|f| f.at <= out.main_end) {
+        owner.insert(f.partition, f.to);
+    }
+    let mut held: BTreeMap<NodeId, u64> = BTreeMap::new();
+    for o in owner.values().flatten() {
+        *held.entry(*o).or_default() += 1;
+    }
+    let mean = if held.is_empty() { 0.0 } else { held.values().sum::<u64>() as f64 / held.len() as f64 };
+    let mut v: Vec<crate::report::table::ElasticServer> = Vec::new();
+    for f in out.faults.iter().filter(|f| f.error.is_none()) {
+        let (name, add) = match (f.text.strip_prefix("node-add "), f.text.strip_prefix("node-drain ")) {
+            (Some(n), _) => (n, true),
+            (_, Some(n)) => (n, false),
+            _ => continue,
+        };
+        let Some(id) = topology.node_by_name(name) else { continue };
+        let i = match v.iter().position(|e| e.server == name) {
+            Some(i) => i,
+            None => {
+                v.push(crate::report::table::ElasticServer { server: name.to_string(), added: None, drain_from: None, drained_after: None, drained_after_time: None, partitions_at_end: held.get(&id).copied().unwrap_or(0), mean_at_end: round2(mean) });
+                v.len() - 1
+            }
+        };
+        if add {
+            v[i].added = Some(f.at.to_string());
+        } else {
+            v[i].drain_from = Some(f.at.to_string());
+            let empty = d.drained.iter().find(|(n, at)| *n == id && *at >= f.at).map(|(_, at)| at.saturating_sub(f.at));
+            v[i].drained_after = empty.map(fmt_duration);
+            v[i].drained_after_time = empty;
+        }
+    }
+    v
+}
+
 /// The table section: failovers and recovery from the observer, and the
 /// healthy-write figures computed from the history.
 fn figures(obs: &TableObserver, healthy_write: Option<HealthyWrite>, main_end: SimTime) -> TableFigures {
@@ -542,6 +612,7 @@ fn figures(obs: &TableObserver, healthy_write: Option<HealthyWrite>, main_end: S
         partition_loads: d.loads.len() as u64,
         healthy_write,
         traffic: None,
+        elastic: Vec::new(),
         unserved,
         longest_unserved,
         longest_unserved_time,
