@@ -532,8 +532,7 @@ impl Core {
                 if self.parts[&pid].draining.is_some() {
                     continue;
                 }
-                let targets: BTreeMap<NodeId, usize> = count.iter().filter(|(n, _)| !self.servers[*n].draining).map(|(&n, &c)| (n, c)).collect();
-                let Some(to) = self.choose_in(&targets, &count) else { return true };
+                let Some(to) = self.choose(&count) else { return true };
                 *count.entry(to).or_default() += 1;
                 moving += 1;
                 self.start_move_for(pid, from, to, FailoverCause::Drained, now, out);
@@ -564,13 +563,11 @@ impl Core {
         candidates.iter().map(|(&n, &l)| (zones[&self.servers[&n].zone], l, n)).min().map(|(_, _, n)| n)
     }
 
-    /// The live server in the least loaded zone with the least load.
+    /// Of the live servers in `load`, the one not marked for removal in
+    /// the least loaded zone with the least load.
     fn choose(&self, load: &BTreeMap<NodeId, usize>) -> Option<NodeId> {
-        let mut zones: BTreeMap<ZoneId, usize> = BTreeMap::new();
-        for (n, l) in load {
-            *zones.entry(self.servers[n].zone).or_default() += l;
-        }
-        load.iter().filter(|(n, _)| !self.servers[*n].draining).map(|(&n, &l)| (zones[&self.servers[&n].zone], l, n)).min().map(|(_, _, n)| n)
+        let targets: BTreeMap<NodeId, usize> = load.iter().filter(|(n, _)| !self.servers[*n].draining).map(|(&n, &l)| (n, l)).collect();
+        self.choose_in(&targets, load)
     }
 }
 
