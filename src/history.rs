@@ -22,11 +22,18 @@
 //! (`read.value`, `append.seq`, `scan.count`, `epoch`, `offset`,
 //! `stream-read.value`) are null on invocations and set on `ok` completions. `phase` is `main` (default when absent) or `final` (the
 //! durability reads after healing); a completion belongs to its invocation's
-//! phase. `error` is optional text on completions. Written values are unique
-//! per key. Blank lines and lines starting with `#` are skipped when parsing.
+//! phase. `error` is optional text on completions. `stale_ns` is optional
+//! and allowed only on the `ok` completion of a `read`: the read was served
+//! from a cache that may be up to `stale_ns` nanoseconds behind, so it may
+//! return any value the key held at some moment from `time_ns - stale_ns`
+//! (or its invocation, if earlier) to its completion at `time_ns` (see
+//! `check::linearizable`); when absent (an ordinary read) it is not written.
+//! Written values are unique per key. Blank lines and lines starting with `#`
+//! are skipped when parsing.
 //!
 //! Invariant: a `History` is always well formed (indices count from 0, time never
-//! goes backwards, every completion matches the open invocation of its process).
+//! goes backwards, every completion matches the open invocation of its process,
+//! `stale_ns` only on ok read completions).
 //! `parse_jsonl` returns a typed error naming the line instead of building a bad
 //! one; `invoke`/`complete` panic on misuse because that is a bug in the runner.
 
@@ -234,6 +241,19 @@ pub fn push_debug_str(out: &mut String, s: &str) {
     }
 }
 
+/// Appends nanoseconds in the largest unit that shows them exactly: `5ms`,
+/// `1500us`, `25ns`.
+fn push_duration(out: &mut String, ns: u64) {
+    use std::fmt::Write;
+    let _ = match ns {
+        0 => write!(out, "0ns"),
+        _ if ns % 1_000_000_000 == 0 => write!(out, "{}s", ns / 1_000_000_000),
+        _ if ns % 1_000_000 == 0 => write!(out, "{}ms", ns / 1_000_000),
+        _ if ns % 1_000 == 0 => write!(out, "{}us", ns / 1_000),
+        _ => write!(out, "{ns}ns"),
+    };
+}
+
 /// The entry type (`type` field).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -254,6 +274,18 @@ pub enum Kind {
     Fail,
     /// Unknown outcome: it may have happened, at any time after its invocation.
     Info,
+}
+
+impl EntryType {
+    /// The name as written in the `type` field.
+    pub fn name(self) -> &'static str {
+        match self {
+            EntryType::Invoke => "invoke",
+            EntryType::Ok => "ok",
+            EntryType::Fail => "fail",
+            EntryType::Info => "info",
+        }
+    }
 }
 
 impl From<Kind> for EntryType {
@@ -291,6 +323,12 @@ pub struct Entry {
     pub phase: Phase,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Set on a read's `ok` completion when the read was served from a cache
+    /// that may be up to `stale_ns` nanoseconds behind: it may return any
+    /// value the key held at some moment within `stale_ns` before this
+    /// completion. `None` (and left out of the file) for every other entry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stale_ns: Option<u64>,
 }
 
 /// The outcome of an operation, pairing its invocation with its completion.
@@ -324,8 +362,8 @@ impl Outcome {
 ///
 /// Positions (`invoke_index`, `complete_index`) are entry indices: they order
 /// events exactly as the runner observed them, even when model times tie, so the
-/// checkers use them for real-time precedence and `time_ns` only for display and
-/// for the liveness bound.
+/// checkers use them for real-time precedence and `time_ns` only for display,
+/// for the liveness bound and for the window of a stale read (`stale_ns`).
 #[derive(Clone, Copy, Debug)]
 pub struct Operation<'a> {
     pub process: u64,
@@ -338,10 +376,17 @@ pub struct Operation<'a> {
     pub op: &'a Op,
     pub phase: Phase,
     pub error: Option<&'a str>,
+    /// The completion's staleness allowance (only ever on an ok read): the
+    /// read may have taken effect as early as `complete_ns - stale_ns`.
+    pub stale_ns: Option<u64>,
 }
 
 impl Operation<'_> {
     /// True when `self` certainly finished before `other` started.
+    ///
+    /// This is the recorded order: a stale read (`stale_ns`) may have
+    /// observed the key as of before its invocation, which this does not
+    /// account for.
     pub fn precedes(&self, other: &Operation<'_>) -> bool {
         match self.complete_index {
             Some(c) => self.outcome != Outcome::Info && c < other.invoke_index,
@@ -372,9 +417,21 @@ impl Operation<'_> {
         }
     }
 
+    /// The op as text, marked with a stale read's allowance:
+    /// `read k1 -> "a" (stale ≤ 5ms)`.
+    pub fn describe_op(&self) -> String {
+        let mut out = self.op.describe();
+        if let Some(s) = self.stale_ns {
+            out.push_str(" (stale ≤ ");
+            push_duration(&mut out, s);
+            out.push(')');
+        }
+        out
+    }
+
     /// One line: process, outcome, op and span.
     pub fn describe(&self) -> String {
-        format!("p{} {} {} ({})", self.process, self.outcome.name(), self.op.describe(), self.span())
+        format!("p{} {} {} ({})", self.process, self.outcome.name(), self.describe_op(), self.span())
     }
 }
 
@@ -408,6 +465,10 @@ pub enum HistoryErrorKind {
     /// append's offset, a stream open's epoch, a stream read's value).
     #[error("ok completion on {pkey} carries no output")]
     MissingOutput { pkey: String },
+    /// `stale_ns` on anything but the `ok` completion of a read: `f` is the
+    /// entry's op, `entry_type` its type.
+    #[error("stale_ns on a `{f}` {} entry: only an ok read completion may carry one", .entry_type.name())]
+    StalenessNotOnRead { f: String, entry_type: EntryType },
 }
 
 /// A recorded history: the entries, plus each process's open invocation.
@@ -474,6 +535,7 @@ impl History {
             op,
             phase,
             error: None,
+            stale_ns: None,
         };
         self.push(entry)
     }
@@ -498,7 +560,25 @@ impl History {
         op: Op,
         error: Option<String>,
     ) -> usize {
-        match self.try_complete(process, time_ns, kind, op, error) {
+        self.complete_stale(process, time_ns, kind, op, error, None)
+    }
+
+    /// Like `complete`, for a read served from a cache that may be up to
+    /// `stale_ns` behind (`None`: an ordinary completion).
+    ///
+    /// # Panics
+    /// As `complete`, and if `stale_ns` is set on anything but an ok read.
+    /// See `try_complete_stale`.
+    pub fn complete_stale(
+        &mut self,
+        process: u64,
+        time_ns: u64,
+        kind: Kind,
+        op: Op,
+        error: Option<String>,
+        stale_ns: Option<u64>,
+    ) -> usize {
+        match self.try_complete_stale(process, time_ns, kind, op, error, stale_ns) {
             Ok(index) => index,
             Err(kind) => panic!("history misuse: {kind}"),
         }
@@ -512,6 +592,19 @@ impl History {
         kind: Kind,
         op: Op,
         error: Option<String>,
+    ) -> Result<usize, HistoryErrorKind> {
+        self.try_complete_stale(process, time_ns, kind, op, error, None)
+    }
+
+    /// Like `complete_stale`, returning what is wrong instead of panicking.
+    pub fn try_complete_stale(
+        &mut self,
+        process: u64,
+        time_ns: u64,
+        kind: Kind,
+        op: Op,
+        error: Option<String>,
+        stale_ns: Option<u64>,
     ) -> Result<usize, HistoryErrorKind> {
         // A completion belongs to the phase of its invocation.
         let phase = self
@@ -528,6 +621,7 @@ impl History {
             op,
             phase,
             error,
+            stale_ns,
         };
         self.push(entry)
     }
@@ -545,6 +639,13 @@ impl History {
                     got: entry.time_ns,
                 });
             }
+        }
+        let stale_allowed = entry.entry_type == EntryType::Ok && matches!(entry.op, Op::Read { .. });
+        if entry.stale_ns.is_some() && !stale_allowed {
+            return Err(HistoryErrorKind::StalenessNotOnRead {
+                f: entry.op.name().to_string(),
+                entry_type: entry.entry_type,
+            });
         }
         match entry.entry_type {
             EntryType::Invoke => {
@@ -605,6 +706,7 @@ impl History {
                         op: &e.op,
                         phase: e.phase,
                         error: None,
+                        stale_ns: None,
                     });
                 }
                 EntryType::Ok | EntryType::Fail | EntryType::Info => {
@@ -620,6 +722,7 @@ impl History {
                     };
                     o.op = &e.op;
                     o.error = e.error.as_deref();
+                    o.stale_ns = e.stale_ns;
                 }
             }
         }
@@ -689,5 +792,74 @@ mod tests {
         assert_eq!(op.describe(), "cas k1 nil -> \"v\\\"1\"");
         let op = Op::Read { key: "k2".into(), value: Some("x y".into()) };
         assert_eq!(op.describe(), "read k2 -> \"x y\"");
+    }
+
+    const W_INVOKE: &str = r#"{"index":0,"type":"invoke","process":1,"time_ns":0,"op":{"f":"write","key":"k","value":"a"}}"#;
+    const W_OK: &str = r#"{"index":1,"type":"ok","process":1,"time_ns":10,"op":{"f":"write","key":"k","value":"a"}}"#;
+    const R_INVOKE: &str = r#"{"index":2,"type":"invoke","process":2,"time_ns":20,"op":{"f":"read","key":"k","value":null}}"#;
+
+    fn parse_err(lines: &[&str]) -> HistoryError {
+        History::parse_jsonl(&lines.join("\n")).expect_err("history must be refused")
+    }
+
+    /// A stale allowance sits only on an ok read completion; it is kept
+    /// through a round trip, written after `error`, and shows in `describe`.
+    #[test]
+    fn stale_reads_parse_and_round_trip() {
+        let read_ok = r#"{"index":3,"type":"ok","process":2,"time_ns":30,"op":{"f":"read","key":"k","value":"a"},"phase":"main","error":"cached","stale_ns":5000000}"#;
+        let text = [W_INVOKE, W_OK, R_INVOKE, read_ok].join("\n") + "\n";
+        let h = History::parse_jsonl(&text).expect("parses");
+        assert_eq!(h.entries()[3].stale_ns, Some(5_000_000));
+        assert!(h.entries()[..3].iter().all(|e| e.stale_ns.is_none()));
+        let ops = h.operations();
+        assert_eq!(ops[0].stale_ns, None);
+        assert_eq!(ops[1].stale_ns, Some(5_000_000));
+        assert!(ops[1].describe().contains(r#"read k -> "a" (stale ≤ 5ms)"#), "{}", ops[1].describe());
+        let mut out = Vec::new();
+        h.write_jsonl(&mut out).expect("writes");
+        let out = String::from_utf8(out).expect("utf-8");
+        assert_eq!(out.lines().nth(3), Some(read_ok));
+        // Entries without the field serialize exactly as before it existed.
+        let plain = r#"{"index":1,"type":"ok","process":1,"time_ns":10,"op":{"f":"write","key":"k","value":"a"},"phase":"main"}"#;
+        assert_eq!(out.lines().nth(1), Some(plain));
+    }
+
+    #[test]
+    fn stale_ns_on_a_write_completion_is_refused() {
+        let w_ok = r#"{"index":1,"type":"ok","process":1,"time_ns":10,"op":{"f":"write","key":"k","value":"a"},"stale_ns":5}"#;
+        let err = parse_err(&["# why", W_INVOKE, w_ok]);
+        assert_eq!(err.line, 3);
+        assert_eq!(err.kind, HistoryErrorKind::StalenessNotOnRead { f: "write".into(), entry_type: EntryType::Ok });
+        assert_eq!(err.to_string(), "line 3: stale_ns on a `write` ok entry: only an ok read completion may carry one");
+        let cas_ok = r#"{"index":1,"type":"ok","process":1,"time_ns":10,"op":{"f":"cas","key":"k","expected":null,"value":"a"},"stale_ns":5}"#;
+        let cas_invoke = r#"{"index":0,"type":"invoke","process":1,"time_ns":0,"op":{"f":"cas","key":"k","expected":null,"value":"a"}}"#;
+        let err = parse_err(&[cas_invoke, cas_ok]);
+        assert_eq!(err.kind, HistoryErrorKind::StalenessNotOnRead { f: "cas".into(), entry_type: EntryType::Ok });
+    }
+
+    #[test]
+    fn stale_ns_on_an_invocation_or_a_failed_read_is_refused() {
+        let r_invoke = r#"{"index":2,"type":"invoke","process":2,"time_ns":20,"op":{"f":"read","key":"k"},"stale_ns":5}"#;
+        let err = parse_err(&[W_INVOKE, W_OK, r_invoke]);
+        assert_eq!((err.line, err.kind), (3, HistoryErrorKind::StalenessNotOnRead { f: "read".into(), entry_type: EntryType::Invoke }));
+        let r_fail = r#"{"index":3,"type":"fail","process":2,"time_ns":30,"op":{"f":"read","key":"k"},"stale_ns":5}"#;
+        let err = parse_err(&[W_INVOKE, W_OK, R_INVOKE, r_fail]);
+        assert_eq!((err.line, err.kind), (4, HistoryErrorKind::StalenessNotOnRead { f: "read".into(), entry_type: EntryType::Fail }));
+    }
+
+    /// The runner's path refuses the same, and leaves the history as it was.
+    #[test]
+    fn try_complete_stale_refuses_an_allowance_on_a_write() {
+        let mut h = History::new();
+        let write = Op::Write { key: "k".into(), value: "a".into() };
+        h.invoke(1, 0, write.clone(), Phase::Main);
+        let err = h.try_complete_stale(1, 10, Kind::Ok, write.clone(), None, Some(5));
+        assert_eq!(err, Err(HistoryErrorKind::StalenessNotOnRead { f: "write".into(), entry_type: EntryType::Ok }));
+        assert_eq!(h.len(), 1);
+        h.complete(1, 10, Kind::Ok, write, None);
+        let read = Op::Read { key: "k".into(), value: None };
+        h.invoke(1, 20, read, Phase::Main);
+        let index = h.complete_stale(1, 30, Kind::Ok, Op::Read { key: "k".into(), value: Some("a".into()) }, None, Some(5));
+        assert_eq!(h.entries()[index].stale_ns, Some(5));
     }
 }

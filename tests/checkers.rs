@@ -54,6 +54,8 @@ fn cases() -> Vec<Case> {
         c(history_file!("dur_info_read_then_lost"), [F, F, P, P], &[("lost_acked_writes", 1)]),
         c(history_file!("dur_lost_write_read_evidence"), [F, F, P, P], &[("lost_acked_writes", 1)]),
         c(history_file!("dur_valid_read_then_overwritten"), [P, P, P, P], &[("lost_acked_writes", 0)]),
+        c(history_file!("dur_valid_stale_read"), [P, P, P, P], &[("lost_acked_writes", 0), ("stale_reads", 1)]),
+        c(history_file!("dur_lost_write_fresh_read"), [F, F, P, P], &[("lost_acked_writes", 1)]),
         c(history_file!("dur_delete_resurrected"), [F, F, P, P], &[("resurrected_deletes", 1)]),
         c(history_file!("dur_unreachable_partition"), [P, F, P, F], &[("unreachable_acked_writes", 3), ("lost_acked_writes", 0), ("final_reads", 1)]),
         c(history_file!("dur_valid_final_retry"), [P, P, P, F], &[("unreachable_acked_writes", 0), ("final_reads", 1)]),

@@ -80,12 +80,17 @@ fn acknowledging_writes_before_the_wal_sync_loses_some_and_the_checkers_find_the
 }
 
 #[test]
-fn a_planted_bug_is_minikvs_alone_and_must_be_a_known_one() {
+fn a_planted_bug_must_be_one_its_service_knows() {
     let refused = |text: String| parse_scenario(Path::new("bad.toml"), text.as_bytes()).expect_err("refused");
     let e = refused(SLOW_DISKS_ZONE_CRASH.replacen("[[workload]]", "[service]\nplanted_bug = \"lose-everything\"\n\n[[workload]]", 1));
     assert_eq!(e.field, "service.planted_bug", "{e}");
     assert!(e.message.contains("unknown bug `lose-everything`") && e.message.contains("ack-before-sync"), "{e}");
     let stream = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/stream-zone-crash.toml")).expect("shipped scenario");
     let e = refused(stream.replacen("[service]\n", "[service]\nplanted_bug = \"ack-before-sync\"\n", 1));
-    assert_eq!((e.field.as_str(), e.message.as_str()), ("service.planted_bug", "applies to `kind = \"minikv\"` only"), "{e}");
+    assert_eq!(e.field, "service.planted_bug", "{e}");
+    assert_eq!(e.message, "applies to the minikv and table services only", "{e}");
+    let table = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/table-hot-key-read.toml")).expect("shipped scenario");
+    let e = refused(table.replacen("[service]\n", "[service]\nplanted_bug = \"ack-before-sync\"\n", 1));
+    assert_eq!(e.field, "service.planted_bug", "{e}");
+    assert!(e.message.contains("unknown bug `ack-before-sync`") && e.message.contains("hotzone-stale") && e.message.contains("combine-early-ack"), "{e}");
 }

@@ -10,6 +10,8 @@ use std::path::PathBuf;
 use tablesim::execute::execute;
 use tablesim::run::RunOptions;
 
+mod common;
+
 fn scenarios() -> Vec<PathBuf> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scenarios");
     let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
@@ -31,12 +33,18 @@ fn scenarios() -> Vec<PathBuf> {
 
 #[test]
 fn every_scenario_report_matches_its_snapshot() {
-    for path in scenarios() {
-        let scn = tablesim::load_scenario(&path).unwrap_or_else(|e| panic!("{e}"));
+    // The runs side by side, then their reports against the snapshots in
+    // file order.
+    let paths = scenarios();
+    let reports = common::par_map(&paths, |path| {
+        let scn = tablesim::load_scenario(path).unwrap_or_else(|e| panic!("{e}"));
         let done = execute(&scn, scn.seed, &RunOptions::default()).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        assert!(done.report.pass, "{} fails its expectations at its default seed:\n{}", path.display(), done.report.summary());
+        (scn.name.clone(), done.report)
+    });
+    for (path, (name, report)) in paths.iter().zip(reports) {
+        assert!(report.pass, "{} fails its expectations at its default seed:\n{}", path.display(), report.summary());
         insta::with_settings!({ snapshot_path => "../snapshots", prepend_module_to_snapshot => false, omit_expression => true }, {
-            insta::assert_yaml_snapshot!(scn.name.clone(), done.report);
+            insta::assert_yaml_snapshot!(name, report);
         });
     }
 }

@@ -24,6 +24,9 @@ pub struct Costs {
     /// Table server: one write (put, cas, delete, append): encoding, the
     /// memtable insert, the log record.
     pub server_write: Duration,
+    /// Table server: a put of a hot key that joins a combined batch: its
+    /// share of the batch's one engine write.
+    pub server_combined: Duration,
     /// Table server: a scan's set-up, plus `server_scan_row` per row.
     pub server_scan: Duration,
     pub server_scan_row: Duration,
@@ -53,6 +56,7 @@ impl Default for Costs {
             proxy_request: us(20),
             server_read: us(30),
             server_write: us(40),
+            server_combined: us(5),
             server_scan: us(20),
             server_scan_row: us(2),
             server_kib: us(2),
@@ -73,6 +77,7 @@ impl Costs {
             proxy_request: Duration::ZERO,
             server_read: Duration::ZERO,
             server_write: Duration::ZERO,
+            server_combined: Duration::ZERO,
             server_scan: Duration::ZERO,
             server_scan_row: Duration::ZERO,
             server_kib: Duration::ZERO,

@@ -666,7 +666,7 @@ fn a_server_refuses_partitions_and_keys_it_does_not_own() {
                 }
                 assert_eq!(open.len(), 4, "every partition is served");
                 let get = |to: NodeId, pid: PartitionId, key: &str| {
-                    let (net, msg) = (net.clone(), DataMsg::Partition { pid, op: Op::Get { table: TABLE.into(), key: key.into() }, rid: None, expires_ms: u64::MAX });
+                    let (net, msg) = (net.clone(), DataMsg::Partition { pid, op: Op::Get { table: TABLE.into(), key: key.into() }, rid: None, expires_ms: u64::MAX, hits: 0 });
                     async move {
                         match net.call(to, msg, Duration::from_millis(100)).await {
                             Ok(DataMsg::Response(r)) => r,

@@ -14,7 +14,9 @@
 //!   or when `x` is absent and no delete may have followed `W`.
 //!   `info` and open writes whose value some read observed count as
 //!   acknowledged too: they certainly happened. Other `info` writes may be
-//!   either present or absent.
+//!   either present or absent. A read allowed to be stale (`stale_ns`, served
+//!   by a cache) shows that its value was written, not that it was still in
+//!   place when the read started: it is no "read that still saw `w`".
 //! - An acknowledged delete is resurrected when the final value's writer
 //!   certainly finished before the delete started.
 //! - Once the history has a final phase, a key with an acknowledged write or
@@ -108,6 +110,11 @@ pub fn check(all: &[Operation<'_>]) -> CheckerReport {
                             all[w].describe()
                         )
                     })
+                }
+                // A read that may be stale (`stale_ns`) shows only that the
+                // value was in place some time before it: no evidence.
+                Some(&w) if o.stale_ns.is_some() => {
+                    evidence.entry(w).or_insert(all[w].invoke_index);
                 }
                 Some(&w) => {
                     let e = evidence.entry(w).or_insert(all[w].invoke_index);

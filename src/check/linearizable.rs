@@ -17,6 +17,16 @@
 //! effect and are left out. A per-key budget (steps for time, configurations
 //! for memory) turns hopeless searches into
 //! `Unknown` instead of hanging.
+//!
+//! Bounded staleness: an `ok` read whose completion carries `stale_ns = S`
+//! (served from a cache up to `S` behind) may take effect at any moment from
+//! `complete_ns - S` to its completion: its call is moved back to just before
+//! the first entry whose `time_ns` is at or after `complete_ns - S`, when that
+//! is before its invocation (so at a tie of times the read may come first;
+//! with `S = 0` and distinct times nothing moves). Every other operation stays
+//! linearizable. Each stale read gets its own window, so two stale reads by
+//! one process may see `b` and then the older `a`: bounded staleness does not
+//! promise monotonic reads.
 
 use super::verdict::{CheckerReport, Verdict};
 use crate::history::{Op, Operation, Outcome};
@@ -68,12 +78,73 @@ impl Step {
 }
 
 /// One operation of a key's sub-history, ready for the search.
+///
+/// `call` and `ret` are positions: only their order matters. Built from a
+/// history, entry `e` sits at `2e + 1` (see [`Clock`]).
 #[derive(Clone, Copy, Debug)]
 struct KeyOp {
     step: Step,
     call: usize,
     /// `None`: no response (info/open), i.e. +∞.
     ret: Option<usize>,
+}
+
+/// The search position of entry `index`: odd, leaving the even slot before
+/// each entry free for a stale read's moved call.
+fn entry_pos(index: usize) -> usize {
+    2 * index + 1
+}
+
+/// Entry times, to place a stale read's call at a model time.
+///
+/// Built from any set of operations that holds every operation of the key
+/// being searched: only the order of the call relative to that key's own
+/// entries matters, and "before the first entry at or after `t`" gives the
+/// same order whichever other entries are known (time never decreases along
+/// the entries).
+struct Clock {
+    /// `(time_ns, entry index)`, ascending.
+    entries: Vec<(u64, usize)>,
+}
+
+impl Clock {
+    fn new<'x, 'o: 'x>(ops: impl IntoIterator<Item = &'x Operation<'o>>) -> Clock {
+        let mut entries = Vec::new();
+        for o in ops {
+            entries.push((o.invoke_ns, o.invoke_index));
+            if let (Some(c), Some(t)) = (o.complete_index, o.complete_ns) {
+                entries.push((t, c));
+            }
+        }
+        entries.sort_unstable();
+        Clock { entries }
+    }
+
+    /// The index of the first known entry at or after model time `t`.
+    fn first_at(&self, t: u64) -> Option<usize> {
+        let k = self.entries.partition_point(|&(time, _)| time < t);
+        self.entries.get(k).map(|&(_, index)| index)
+    }
+
+    /// Search position of an `ok` read's call: its invocation, or for a stale
+    /// read the even slot before the first entry at or after `complete_ns -
+    /// stale_ns` when that comes first.
+    fn call_pos(&self, o: &Operation<'_>) -> usize {
+        let invoked = entry_pos(o.invoke_index);
+        match stale_from(o).and_then(|t| self.first_at(t)) {
+            Some(first) => invoked.min(2 * first),
+            None => invoked,
+        }
+    }
+}
+
+/// The moment from which a stale read may take effect (`complete_ns -
+/// stale_ns`, saturating); `None` for every other operation.
+fn stale_from(o: &Operation<'_>) -> Option<u64> {
+    match (o.op, o.outcome, o.stale_ns, o.complete_ns) {
+        (Op::Read { .. }, Outcome::Ok, Some(s), Some(c)) => Some(c.saturating_sub(s)),
+        _ => None,
+    }
 }
 
 /// A key's sub-history, ready for the search.
@@ -395,7 +466,7 @@ type Value<'a> = Option<&'a str>;
 
 /// An operation reduced to what the search needs, values still as strings.
 /// Fail ops and unknown-outcome reads never become records: they have no
-/// effect and constrain nothing.
+/// effect and constrain nothing. Positions as in [`KeyOp`].
 #[derive(Clone, Copy, Debug)]
 struct Record<'a> {
     step: RecordStep<'a>,
@@ -411,8 +482,10 @@ enum RecordStep<'a> {
     Delete,
 }
 
-/// Turns an operation into a record.
-fn record<'a>(o: &Operation<'a>) -> Option<Record<'a>> {
+/// Turns an operation into a record. A stale read's call is placed by the
+/// clock, built by `make_clock` on first need (it is never built for
+/// histories without stale reads).
+fn record<'a>(o: &Operation<'a>, clock: &mut Option<Clock>, make_clock: impl FnOnce() -> Clock) -> Option<Record<'a>> {
     if o.outcome == Outcome::Fail {
         return None;
     }
@@ -428,7 +501,11 @@ fn record<'a>(o: &Operation<'a>) -> Option<Record<'a>> {
         Op::Delete { .. } => RecordStep::Delete,
         Op::Append { .. } | Op::Scan { .. } | Op::StreamOpen { .. } | Op::StreamAppend { .. } | Op::StreamRead { .. } => return None,
     };
-    Some(Record { step, call: o.invoke_index, ret: o.response_index() })
+    let call = match stale_from(o) {
+        Some(_) => clock.get_or_insert_with(make_clock).call_pos(o),
+        None => entry_pos(o.invoke_index),
+    };
+    Some(Record { step, call, ret: o.response_index().map(entry_pos) })
 }
 
 /// Builds a key's search input from its records: interns values densely per
@@ -489,7 +566,11 @@ fn build_input<'a>(records: &[Record<'a>], local: &mut FxMap<&'a str, u32>) -> K
 
 /// Builds the search input for one key from the operations at `members`.
 fn key_ops(all: &[Operation<'_>], members: &[usize]) -> KeyInput {
-    let records: Vec<Record<'_>> = members.iter().filter_map(|&i| record(&all[i])).collect();
+    let mut clock = None;
+    let records: Vec<Record<'_>> = members
+        .iter()
+        .filter_map(|&i| record(&all[i], &mut clock, || Clock::new(members.iter().map(|&m| &all[m]))))
+        .collect();
     build_input(&records, &mut FxMap::default())
 }
 
@@ -522,16 +603,28 @@ fn shrink(all: &[Operation<'_>], members: &[usize], checks_max: usize) -> (Vec<u
         .filter(|&i| matches!(all[i].op, Op::Delete { .. }) && all[i].outcome != Outcome::Fail)
         .collect();
     deletes.sort_unstable_by_key(|&i| all[i].invoke_index);
+    // A stale read may have seen the row as of the start of its window: the
+    // deletes invoked within the window may all be what it saw, and before
+    // the window the rule above applies from the window's start.
+    let clock = members.iter().any(|&i| stale_from(&all[i]).is_some()).then(|| Clock::new(members.iter().map(|&m| &all[m])));
     let absent_support = |i: usize| -> Vec<usize> {
         let end = all[i].complete_index.unwrap_or(usize::MAX);
+        let from = match (&clock, stale_from(&all[i])) {
+            (Some(clock), Some(t)) => clock.first_at(t).map_or(end, |first| first.min(end)),
+            _ => end,
+        };
         let upto = deletes.partition_point(|&d| all[d].invoke_index < end);
-        let Some(&latest) = upto.checked_sub(1).and_then(|k| deletes.get(k)) else { return Vec::new() };
+        let before = deletes[..upto].partition_point(|&d| all[d].invoke_index < from);
+        let mut support: Vec<usize> = deletes[upto.saturating_sub(SHRINK_DELETE_SCAN_MAX).max(before)..upto].to_vec();
+        let Some(&latest) = before.checked_sub(1).and_then(|k| deletes.get(k)) else { return support };
         let latest_invoke = all[latest].invoke_index;
-        deletes[upto.saturating_sub(SHRINK_DELETE_SCAN_MAX)..upto]
-            .iter()
-            .copied()
-            .filter(|&d| d == latest || all[d].response_index().is_none_or(|r| r > latest_invoke))
-            .collect()
+        support.extend(
+            deletes[before.saturating_sub(SHRINK_DELETE_SCAN_MAX)..before]
+                .iter()
+                .copied()
+                .filter(|&d| d == latest || all[d].response_index().is_none_or(|r| r > latest_invoke)),
+        );
+        support
     };
     // To a fixpoint: an added cas observes a value whose writer joins too.
     let close = |set: &mut Vec<usize>| {
@@ -594,14 +687,19 @@ fn shrink(all: &[Operation<'_>], members: &[usize], checks_max: usize) -> (Vec<u
 }
 
 /// Renders operations as a text timeline, one line per op, bars over the
-/// positions of invocations and responses (`>` = no response, may land later).
+/// positions of invocations and responses (`>` = no response, may land later;
+/// dots before a stale read's bar = where its window opens, so it may have
+/// taken effect there).
 pub fn timeline(all: &[Operation<'_>], set: &[usize]) -> String {
     let shown: Vec<usize> = set.iter().copied().take(TIMELINE_OPS_MAX).collect();
+    let clock = shown.iter().any(|&i| stale_from(&all[i]).is_some()).then(|| Clock::new(shown.iter().map(|&i| &all[i])));
+    let window = |o: &Operation<'_>| clock.as_ref().map_or(entry_pos(o.invoke_index), |c| c.call_pos(o));
     let mut points: Vec<usize> = Vec::new();
     for &i in &shown {
-        points.push(all[i].invoke_index);
+        points.push(window(&all[i]));
+        points.push(entry_pos(all[i].invoke_index));
         if let Some(c) = all[i].complete_index {
-            points.push(c);
+            points.push(entry_pos(c));
         }
     }
     points.sort_unstable();
@@ -611,11 +709,14 @@ pub fn timeline(all: &[Operation<'_>], set: &[usize]) -> String {
     let mut out = String::new();
     for &i in &shown {
         let o = &all[i];
-        let from = col(o.invoke_index);
+        let from = col(entry_pos(o.invoke_index));
         let mut bar: Vec<char> = vec![' '; width + 1];
+        for ch in bar.iter_mut().take(from).skip(col(window(o))) {
+            *ch = '.';
+        }
         match (o.outcome, o.complete_index) {
             (Outcome::Ok | Outcome::Fail, Some(c)) => {
-                let to = col(c);
+                let to = col(entry_pos(c));
                 for ch in bar.iter_mut().take(to + 1).skip(from) {
                     *ch = '-';
                 }
@@ -635,7 +736,7 @@ pub fn timeline(all: &[Operation<'_>], set: &[usize]) -> String {
             "  {bar} p{:<3} {:<4} {:<28} {}\n",
             o.process,
             o.outcome.name(),
-            o.op.describe(),
+            o.describe_op(),
             o.span()
         ));
     }
@@ -681,6 +782,8 @@ pub fn check(all: &[Operation<'_>], config: &LinearizableConfig) -> CheckerRepor
     let mut key_ids: FxMap<&str, u32> = FxMap::default();
     let mut buckets: Vec<Vec<Record<'_>>> = Vec::new();
     let mut members_per_key: Vec<u64> = Vec::new();
+    let mut clock = None;
+    let mut stale_reads = 0u64;
     for o in all {
         let Some(key) = o.op.register_key() else { continue };
         let next = key_ids.len() as u32;
@@ -690,7 +793,8 @@ pub fn check(all: &[Operation<'_>], config: &LinearizableConfig) -> CheckerRepor
             members_per_key.push(0);
         }
         members_per_key[id] += 1;
-        if let Some(r) = record(o) {
+        stale_reads += u64::from(stale_from(o).is_some());
+        if let Some(r) = record(o, &mut clock, || Clock::new(all)) {
             buckets[id].push(r);
         }
     }
@@ -721,6 +825,7 @@ pub fn check(all: &[Operation<'_>], config: &LinearizableConfig) -> CheckerRepor
         }
     }
     drop(buckets);
+    drop(clock);
     let mut report = CheckerReport::new(Verdict::Pass);
     report.count("keys", keys.len() as u64);
     report.count("operations", ops);
@@ -728,6 +833,11 @@ pub fn check(all: &[Operation<'_>], config: &LinearizableConfig) -> CheckerRepor
     report.count("keys_unknown", unknown);
     report.count("search_steps", steps);
     report.count("search_configurations", configurations);
+    // Only histories with stale reads have the count: reports of all others
+    // stay as they were.
+    if stale_reads > 0 {
+        report.count("stale_reads", stale_reads);
+    }
     if let Some(key) = first_fail {
         report.verdict = Verdict::Fail;
         let members: Vec<usize> = (0..all.len()).filter(|&i| all[i].op.register_key() == Some(key)).collect();
@@ -752,6 +862,7 @@ pub fn check(all: &[Operation<'_>], config: &LinearizableConfig) -> CheckerRepor
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::history::{History, Kind, Phase};
     use std::hash::BuildHasher;
 
     #[test]
@@ -790,6 +901,201 @@ mod tests {
         assert_eq!(search(&input(&ops, 3), Budget::default()).verdict, KeyVerdict::Linearizable);
         // Without the info write the read has no source.
         assert_eq!(search(&input(&ops[1..], 3), Budget::default()).verdict, KeyVerdict::NotLinearizable);
+    }
+
+    fn write(v: &str) -> Op {
+        Op::Write { key: "k".into(), value: v.into() }
+    }
+
+    fn read(v: Option<&str>) -> Op {
+        Op::Read { key: "k".into(), value: v.map(String::from) }
+    }
+
+    /// A history of operations one after the other, each `(process,
+    /// invoke_ns, complete_ns, op with outputs, stale_ns)`, all `ok`.
+    fn sequential(ops: &[(u64, u64, u64, Op, Option<u64>)]) -> History {
+        let mut h = History::new();
+        for (p, from, to, op, stale) in ops {
+            let invoked = match op {
+                Op::Read { key, .. } => Op::Read { key: key.clone(), value: None },
+                other => other.clone(),
+            };
+            h.invoke(*p, *from, invoked, Phase::Main);
+            h.complete_stale(*p, *to, Kind::Ok, op.clone(), None, *stale);
+        }
+        h
+    }
+
+    fn lin(h: &History) -> CheckerReport {
+        check(&h.operations(), &LinearizableConfig::default())
+    }
+
+    /// w(k,a) at 0..10, w(k,b) at 20..30, then a read at 40..50 that still
+    /// returns `a`, with the given allowance.
+    fn stale_a(stale: Option<u64>) -> History {
+        sequential(&[
+            (1, 0, 10, write("a"), None),
+            (1, 20, 30, write("b"), None),
+            (2, 40, 50, read(Some("a")), stale),
+        ])
+    }
+
+    #[test]
+    fn a_stale_read_within_the_bound_is_linearizable() {
+        // a was the latest value until b took effect, as late as 30 >= 50 - 25.
+        let r = lin(&stale_a(Some(25)));
+        assert_eq!(r.verdict, Verdict::Pass, "{r:?}");
+        assert_eq!(r.counts.get("stale_reads"), Some(&1));
+    }
+
+    #[test]
+    fn a_stale_read_beyond_the_bound_is_not() {
+        // 50 - 19 = 31: b certainly took effect before the window opened.
+        let r = lin(&stale_a(Some(19)));
+        assert_eq!(r.verdict, Verdict::Fail);
+        let ex = r.counterexample.expect("a counterexample");
+        assert!(ex.contains(r#"p2   ok   read k -> "a" (stale ≤ 19ns)"#), "{ex}");
+        assert!(ex.contains("smallest failing sub-history of 3"), "{ex}");
+        assert_eq!(r.counts.get("stale_reads"), Some(&1));
+    }
+
+    /// The window is closed: a read with allowance S completing at c may take
+    /// effect at exactly c - S, before every entry of that time, including
+    /// the completion of the write that replaced its value and entries
+    /// recorded before its own invocation.
+    #[test]
+    fn at_the_edge_of_the_bound_the_read_comes_first() {
+        // The window opens at 30, the time of b's completion.
+        assert_eq!(lin(&stale_a(Some(20))).verdict, Verdict::Pass);
+        assert_eq!(lin(&stale_a(Some(21))).verdict, Verdict::Pass);
+        // b completes at 40 and the read is invoked at 40, recorded after it.
+        let tie = |stale| {
+            sequential(&[
+                (1, 0, 10, write("a"), None),
+                (1, 20, 40, write("b"), None),
+                (2, 40, 50, read(Some("a")), stale),
+            ])
+        };
+        assert_eq!(lin(&tie(Some(10))).verdict, Verdict::Pass);
+        assert_eq!(lin(&tie(Some(9))).verdict, Verdict::Fail);
+        assert_eq!(lin(&tie(None)).verdict, Verdict::Fail);
+        // An allowance of 0 with times apart is no allowance.
+        assert_eq!(lin(&stale_a(Some(0))).verdict, Verdict::Fail);
+    }
+
+    #[test]
+    fn without_an_allowance_the_old_value_is_a_violation() {
+        let r = lin(&stale_a(None));
+        assert_eq!(r.verdict, Verdict::Fail);
+        // Histories without stale reads report exactly the counts they did.
+        assert_eq!(r.counts.get("stale_reads"), None);
+        let ex = r.counterexample.expect("a counterexample");
+        assert!(ex.contains(r#"read k -> "a"  "#) && !ex.contains("stale"), "{ex}");
+    }
+
+    #[test]
+    fn a_stale_read_of_a_value_never_written_or_written_later_is_a_violation() {
+        let never = sequential(&[(1, 0, 10, write("a"), None), (2, 20, 30, read(Some("z")), Some(1_000))]);
+        assert_eq!(lin(&never).verdict, Verdict::Fail);
+        // The allowance reaches back to 0, but b is invoked only after the read.
+        let future = sequential(&[
+            (1, 0, 10, write("a"), None),
+            (2, 20, 30, read(Some("b")), Some(1_000)),
+            (1, 40, 50, write("b"), None),
+        ]);
+        let r = lin(&future);
+        assert_eq!(r.verdict, Verdict::Fail);
+        assert!(r.counterexample.expect("a counterexample").contains("(stale ≤ 1us)"));
+    }
+
+    #[test]
+    fn a_stale_read_may_see_a_deleted_row_within_the_bound() {
+        let h = |stale| {
+            sequential(&[
+                (1, 0, 10, write("a"), None),
+                (1, 20, 30, Op::Delete { key: "k".into() }, None),
+                (1, 40, 50, write("b"), None),
+                (2, 60, 70, read(None), stale),
+            ])
+        };
+        // The window opens at 45, before b's completion at 50.
+        assert_eq!(lin(&h(Some(25))).verdict, Verdict::Pass);
+        assert_eq!(lin(&h(Some(19))).verdict, Verdict::Fail);
+        assert_eq!(lin(&h(None)).verdict, Verdict::Fail);
+    }
+
+    /// Each stale read has its own window: one process may read b, then a.
+    #[test]
+    fn stale_reads_need_not_be_monotonic() {
+        let h = |last| {
+            sequential(&[
+                (1, 0, 10, write("a"), None),
+                (1, 20, 30, write("b"), None),
+                (2, 32, 34, read(Some("a")), Some(10)),
+                (2, 36, 38, read(Some("b")), Some(10)),
+                (2, 40, 42, read(Some("a")), last),
+            ])
+        };
+        let r = lin(&h(Some(15)));
+        assert_eq!(r.verdict, Verdict::Pass, "{r:?}");
+        assert_eq!(r.counts.get("stale_reads"), Some(&3));
+        // 42 - 11 = 31: b had certainly taken effect.
+        assert_eq!(lin(&h(Some(11))).verdict, Verdict::Fail);
+        assert_eq!(lin(&h(None)).verdict, Verdict::Fail);
+    }
+
+    /// Writes, cas and deletes never get an allowance: the history refuses it.
+    #[test]
+    fn only_reads_carry_an_allowance() {
+        for op in [write("a"), Op::Cas { key: "k".into(), expected: None, value: "a".into() }, Op::Delete { key: "k".into() }] {
+            let mut h = History::new();
+            h.invoke(1, 0, op.clone(), Phase::Main);
+            let err = h.try_complete_stale(1, 10, Kind::Ok, op.clone(), None, Some(5)).expect_err("refused");
+            assert!(matches!(err, crate::history::HistoryErrorKind::StalenessNotOnRead { .. }), "{err}");
+        }
+    }
+
+    /// A stale read of an absent row keeps the delete it contradicts.
+    #[test]
+    fn a_stale_read_of_an_absent_row_shrinks_with_its_delete() {
+        let h = sequential(&[
+            (1, 0, 10, write("a"), None),
+            (1, 20, 30, Op::Delete { key: "k".into() }, None),
+            (1, 40, 50, write("b"), None),
+            (2, 60, 70, read(None), Some(15)),
+        ]);
+        let ex = lin(&h).counterexample.expect("a counterexample");
+        assert!(ex.contains("smallest failing sub-history of 3 of its 4 operations"), "{ex}");
+        assert!(ex.contains("delete k") && ex.contains("read k -> nil (stale ≤ 15ns)") && !ex.contains(r#"= "a""#), "{ex}");
+    }
+
+    /// Shrinking keeps the stale read and what it contradicts; the timeline
+    /// marks it and draws its window.
+    #[test]
+    fn a_stale_counterexample_shrinks_and_shows_its_window() {
+        let mut ops = vec![(1, 0, 10, write("a"), None), (1, 20, 30, write("b"), None)];
+        // Unrelated traffic, and a write of c inside the read's window.
+        for i in 0..20u64 {
+            ops.push((3, 31 + i, 31 + i, read(Some("b")), None));
+        }
+        ops.push((1, 60, 70, write("c"), None));
+        ops.push((2, 80, 90, read(Some("a")), Some(35)));
+        let h = sequential(&ops);
+        let r = lin(&h);
+        assert_eq!(r.verdict, Verdict::Fail);
+        let ex = r.counterexample.expect("a counterexample");
+        assert!(ex.contains("smallest failing sub-history of 3 of its 24 operations"), "{ex}");
+        assert!(ex.contains(r#"read k -> "a" (stale ≤ 35ns)"#), "{ex}");
+        // The window opens at 55, before c's invocation at 60.
+        let all = h.operations();
+        let text = timeline(&all, &[0, 1, 22, 23]);
+        let expected = [
+            r#"  |-|                 p1   ok   write k = "a"                invoked t=0ns #0, ok t=10ns #1"#,
+            r#"      |-|             p1   ok   write k = "b"                invoked t=20ns #2, ok t=30ns #3"#,
+            r#"            |-|       p1   ok   write k = "c"                invoked t=60ns #44, ok t=70ns #45"#,
+            r#"          ......|-|   p2   ok   read k -> "a" (stale ≤ 35ns) invoked t=80ns #46, ok t=90ns #47"#,
+        ];
+        assert_eq!(text, expected.map(|l| format!("{l}\n")).concat(), "{text}");
     }
 
     #[test]

@@ -58,6 +58,67 @@ pub struct TableFigures {
     /// removal (`node-drain`) during the run.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub elastic: Vec<ElasticServer>,
+    /// Hot keys (runs in which a table server found one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hot_keys: Option<HotKeyFigures>,
+}
+
+/// The sizes of combined batches.
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct BatchSizes {
+    pub count: u64,
+    pub p50: u32,
+    pub p99: u32,
+    pub max: u32,
+}
+
+impl BatchSizes {
+    pub fn of(sizes: &[u32]) -> BatchSizes {
+        let mut v = sizes.to_vec();
+        v.sort_unstable();
+        let at = |q: f64| v.get(((v.len() as f64 - 1.0) * q).round() as usize).copied().unwrap_or(0);
+        BatchSizes { count: v.len() as u64, p50: at(0.5), p99: at(0.99), max: v.last().copied().unwrap_or(0) }
+    }
+}
+
+/// What the table servers' recognizers found hot, and how the proxies'
+/// HotZones served those keys.
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct HotKeyFigures {
+    /// Every key called hot or cooled down: when, where, which kind, at
+    /// what rates.
+    pub events: Vec<String>,
+    /// Reads each proxy answered from its HotZone.
+    pub hotzone_hits: BTreeMap<String, u64>,
+    /// Reads of hot keys that reached their owner (source reads).
+    pub source_reads: u64,
+    /// HotZone hits over every read of a hot key (hits and source reads).
+    pub hit_rate: f64,
+    /// The most source reads one hot key got in one second.
+    pub source_reads_per_s_max: u64,
+    /// The busiest proxy's HotZone hits over the mean of the proxies that
+    /// answered any.
+    pub spread: f64,
+    /// The age of the HotZone answers clients accepted, on arrival.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub staleness: Option<super::measure::Latency>,
+    /// How old a HotZone answer may be (the scenario's `hot_staleness`).
+    pub staleness_bound: String,
+    /// HotZone answers clients found older than the bound on arrival.
+    pub too_old: u64,
+    /// Puts of hot keys combined into batches, and the batches' sizes.
+    pub combined_writes: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub combined_batches: Option<BatchSizes>,
+    /// The most engine writes one hot key got in one second.
+    pub engine_writes_per_s_max: u64,
+    /// First recognition of each hot key (its kind and time), for the
+    /// expectations.
+    #[serde(skip)]
+    pub first_hot: Vec<(String, SimTime)>,
+    /// Every cool-down (key, time), for the expectations.
+    #[serde(skip)]
+    pub cooled: Vec<(String, SimTime)>,
 }
 
 /// A server that joined or left: when, and what it held.

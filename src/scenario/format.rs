@@ -187,7 +187,17 @@ pub struct ServiceDef {
     pub memtable_bytes: Option<u64>,
     /// Bytes of a table partition's block cache (0: none).
     pub block_cache_bytes: Option<u64>,
-    /// A bug the service plants on purpose (minikv: `ack-before-sync`), to
+    /// Table: reads per second above which a key is hot.
+    pub hotkey_qps: Option<u64>,
+    /// Table: how stale a hot key's read from a HotZone may be.
+    pub hot_staleness: Option<Dur>,
+    /// Table: how long the first put of a hot key waits for others to
+    /// combine with.
+    pub combine_period: Option<Dur>,
+    /// Table: most puts of a hot key in one combined batch.
+    pub combine_max: Option<u64>,
+    /// A bug the service plants on purpose (minikv: `ack-before-sync`;
+    /// table: `hotzone-stale`, `combine-early-ack`), to
     /// show that the checkers find it.
     pub planted_bug: Option<String>,
 }
@@ -239,6 +249,10 @@ impl Default for ServiceDef {
             lease: None,
             memtable_bytes: None,
             block_cache_bytes: None,
+            hotkey_qps: None,
+            hot_staleness: None,
+            combine_period: None,
+            combine_max: None,
             planted_bug: None,
         }
     }
@@ -257,7 +271,7 @@ impl ServiceDef {
 
     /// The optional fields a kind may or may not read, in file order, and
     /// whether the scenario sets each.
-    pub fn optional_fields(&self) -> [(&'static str, bool); 9] {
+    pub fn optional_fields(&self) -> [(&'static str, bool); 13] {
         [
             ("meta_role", self.meta_role.is_some()),
             ("dead_after", self.dead_after.is_some()),
@@ -267,6 +281,10 @@ impl ServiceDef {
             ("lease", self.lease.is_some()),
             ("memtable_bytes", self.memtable_bytes.is_some()),
             ("block_cache_bytes", self.block_cache_bytes.is_some()),
+            ("hotkey_qps", self.hotkey_qps.is_some()),
+            ("hot_staleness", self.hot_staleness.is_some()),
+            ("combine_period", self.combine_period.is_some()),
+            ("combine_max", self.combine_max.is_some()),
             ("planted_bug", self.planted_bug.is_some()),
         ]
     }
@@ -598,11 +616,33 @@ pub struct ExpectDef {
     /// main phase, at least this fraction of the mean partitions per
     /// serving server.
     pub min_added_share: Option<f64>,
+    /// Table: every hotspot whose per-key rate reaches the hot-key
+    /// threshold has a key of its range called hot within this long of
+    /// its start.
+    pub max_hot_key_detection: Option<Dur>,
+    /// Table: every key of a hotspot called hot is called cooled within
+    /// this long of its hotspot's end.
+    pub max_hot_key_cooldown: Option<Dur>,
+    /// Table: most keys called hot that belong to no hotspot.
+    pub max_false_hot_keys: Option<u64>,
+    /// Table: fewest of the reads of hot keys the HotZones answer.
+    pub min_hotzone_hit_rate: Option<f64>,
+    /// Table: the busiest proxy's HotZone hits over the mean of those that
+    /// answered any.
+    pub max_hotzone_spread: Option<f64>,
+    /// Table: most source reads one hot key gets in one second.
+    pub max_hot_source_reads: Option<u64>,
+    /// Table: most engine writes one hot key gets in one second (combined
+    /// batches, and its writes that were not combined while it was hot).
+    pub max_hot_key_engine_writes: Option<u64>,
+    /// Table: fewest puts combined into batches (so a run that combined
+    /// nothing fails).
+    pub min_combined_writes: Option<u64>,
 }
 
 impl ExpectDef {
     /// Every expectation, in file order, and whether the scenario sets it.
-    pub fn fields(&self) -> [(&'static str, bool); 32] {
+    pub fn fields(&self) -> [(&'static str, bool); 40] {
         [
             ("lost_acked_writes", self.lost_acked_writes.is_some()),
             ("linearizable", self.linearizable.is_some()),
@@ -636,6 +676,14 @@ impl ExpectDef {
             ("min_throttled", self.min_throttled.is_some()),
             ("max_drain_time", self.max_drain_time.is_some()),
             ("min_added_share", self.min_added_share.is_some()),
+            ("max_hot_key_detection", self.max_hot_key_detection.is_some()),
+            ("max_hot_key_cooldown", self.max_hot_key_cooldown.is_some()),
+            ("max_false_hot_keys", self.max_false_hot_keys.is_some()),
+            ("min_hotzone_hit_rate", self.min_hotzone_hit_rate.is_some()),
+            ("max_hotzone_spread", self.max_hotzone_spread.is_some()),
+            ("max_hot_source_reads", self.max_hot_source_reads.is_some()),
+            ("max_hot_key_engine_writes", self.max_hot_key_engine_writes.is_some()),
+            ("min_combined_writes", self.min_combined_writes.is_some()),
         ]
     }
 }

@@ -604,12 +604,20 @@ fn check_expect_bounds(e: &super::format::ExpectDef) -> Result<(), (String, Stri
     if let Some(a) = e.min_added_share.filter(|a| !(0.0..=1.0).contains(a)) {
         return Err(("expect.min_added_share".into(), format!("{a} is not a fraction in [0, 1]")));
     }
+    if let Some(a) = e.min_hotzone_hit_rate.filter(|a| !(0.0..=1.0).contains(a)) {
+        return Err(("expect.min_hotzone_hit_rate".into(), format!("{a} is not a fraction in [0, 1]")));
+    }
+    if let Some(a) = e.max_hotzone_spread.filter(|a| !(1.0..=1000.0).contains(a)) {
+        return Err(("expect.max_hotzone_spread".into(), format!("{a} is not a ratio in [1, 1000]")));
+    }
     for (name, d) in [
         ("max_unavailability", e.max_unavailability),
         ("liveness_bound", e.liveness_bound),
         ("max_append_stall", e.max_append_stall),
         ("max_time_to_recover", e.max_time_to_recover),
         ("max_drain_time", e.max_drain_time),
+        ("max_hot_key_detection", e.max_hot_key_detection),
+        ("max_hot_key_cooldown", e.max_hot_key_cooldown),
     ] {
         if let Some(d) = d.filter(|d| d.0 > limits::EXPECT_DURATION_MAX) {
             return Err((format!("expect.{name}"), over(d.0, limits::EXPECT_DURATION_MAX)));

@@ -291,7 +291,7 @@ impl ClientNode {
                 self.clients.workloads.lock().expect("control").insert(lane, spec.workload.clone());
             }
             let rng = ctx.world.rng(&format!("workload/{}/{process}", spec.workload));
-            madsim::task::spawn_local(kv::run_process(ctx.world.clone(), client.clone(), self.history.clone(), spec, rng));
+            madsim::task::spawn_local(kv::run_process(ctx.world.clone(), client.for_process(process), self.history.clone(), spec, rng));
         }
         if self.plan.final_reader {
             let (process, keys) = self.clients.final_reader(ctx.id, incarnation).await;

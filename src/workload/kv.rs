@@ -298,6 +298,9 @@ fn remember(known: &mut BTreeMap<String, Option<String>>, key: &str, v: Option<S
 pub enum Answer {
     /// It happened: the op with its outputs.
     Ok(Op),
+    /// A read happened, served by a cache that may be up to `stale_ns`
+    /// behind (see the history's bounded staleness).
+    OkStale { done: Op, stale_ns: u64 },
     /// It definitely did not happen (error text).
     Failed(String),
     /// It may or may not have happened (error text).
@@ -307,6 +310,12 @@ pub enum Answer {
 /// A key-value service as the workload drives it: one operation in, its
 /// outcome out ([`super::minikv`] and [`super::table`] implement it).
 pub trait KvService: Clone + 'static {
+    /// The service's client as one process uses it (a client of its own
+    /// where the service tells them apart); the same client by default.
+    fn for_process(&self, _process: u64) -> Self {
+        self.clone()
+    }
+
     fn call(&self, op: &Op, value_size: u32) -> impl std::future::Future<Output = Answer>;
 
     /// Sends a request the service must refuse (see [`super::badreq`]).
@@ -321,12 +330,13 @@ pub trait KvService: Clone + 'static {
 /// Invokes one operation, records it, and returns it with its outputs.
 pub async fn execute<S: KvService>(world: &World, client: &S, history: &SharedHistory, process: u64, phase: Phase, op: Op, size: u32) -> (Op, Kind) {
     invoke(world, history, process, phase, op.clone());
-    let (done, kind, error) = match client.call(&op, size).await {
-        Answer::Ok(done) => (done, Kind::Ok, None),
-        Answer::Failed(e) => (op, Kind::Fail, Some(e)),
-        Answer::Unknown(e) => (op, Kind::Info, Some(e)),
+    let (done, kind, error, stale_ns) = match client.call(&op, size).await {
+        Answer::Ok(done) => (done, Kind::Ok, None, None),
+        Answer::OkStale { done, stale_ns } => (done, Kind::Ok, None, Some(stale_ns)),
+        Answer::Failed(e) => (op, Kind::Fail, Some(e), None),
+        Answer::Unknown(e) => (op, Kind::Info, Some(e), None),
     };
-    complete(world, history, process, done.clone(), kind, error);
+    complete(world, history, process, done.clone(), kind, error, stale_ns);
     (done, kind)
 }
 

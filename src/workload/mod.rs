@@ -54,13 +54,17 @@ pub(crate) fn invoke(world: &World, history: &SharedHistory, process: u64, phase
 }
 
 /// Records an operation's completion: the event log's text and the history.
-pub(crate) fn complete(world: &World, history: &SharedHistory, process: u64, op: Op, kind: Kind, error: Option<String>) {
+/// `stale_ns`: a read served by a cache that may be this far behind.
+pub(crate) fn complete(world: &World, history: &SharedHistory, process: u64, op: Op, kind: Kind, error: Option<String>, stale_ns: Option<u64>) {
     let at = time::now();
     let mut text = format!("{kind:?} ");
     op.describe_into(&mut text);
     let _ = write!(text, " {error:?}");
+    if let Some(s) = stale_ns {
+        let _ = write!(text, " stale<={s}ns");
+    }
     world.record(Event::Client { at, process, text });
-    history.lock().expect("history").complete(process, at.0, kind, op, error);
+    history.lock().expect("history").complete_stale(process, at.0, kind, op, error, stale_ns);
 }
 
 /// When a process with Poisson arrivals at `rate` per second starts its

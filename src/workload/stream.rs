@@ -88,7 +88,7 @@ fn invoke(world: &World, history: &SharedHistory, process: u64, phase: Phase, op
 }
 
 fn complete(world: &World, history: &SharedHistory, process: u64, op: Op, kind: Kind, error: Option<String>) -> (Op, Kind) {
-    super::complete(world, history, process, op.clone(), kind, error);
+    super::complete(world, history, process, op.clone(), kind, error, None);
     (op, kind)
 }
 

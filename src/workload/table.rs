@@ -7,7 +7,7 @@
 //! keys (`u0007`) live in one table, [`TABLE`], split into
 //! `service.partitions` range partitions at evenly spaced row keys.
 
-use engine::table::client::TableClient;
+use engine::table::client::{ReadAnswer, TableClient};
 use engine::table::part::RowVal;
 use engine::table::{TableError, CELL_BYTES_MAX, KEY_BYTES_MAX};
 use sim::time;
@@ -122,12 +122,15 @@ pub struct TableKv {
     bad: Option<BadLog>,
     /// Columns per row beside the value (0: one-value rows).
     columns: u32,
+    /// Point reads of hot keys may be served by the client's HotZone (a
+    /// workload process's client; never the final reader's).
+    hotzone: bool,
 }
 
 impl TableKv {
     pub fn new(client: TableClient, bad: Option<BadLog>, columns: u32, tenants: &[Tenant]) -> TableKv {
         let tenants = tenants.iter().map(|t| (key_prefix(Some(&t.instance)), client.with_credentials(&t.instance, &tenant_access_key(&t.instance)))).collect();
-        TableKv { client, tenants, bad, columns }
+        TableKv { client, tenants, bad, columns, hotzone: false }
     }
 
     /// The client of the instance whose rows `op` touches.
@@ -237,7 +240,26 @@ fn answer_err(e: TableError) -> Answer {
 }
 
 impl KvService for TableKv {
+    fn for_process(&self, process: u64) -> TableKv {
+        TableKv {
+            client: self.client.for_process(process),
+            tenants: self.tenants.iter().map(|(p, c)| (p.clone(), c.for_process(process))).collect(),
+            bad: self.bad.clone(),
+            columns: self.columns,
+            hotzone: true,
+        }
+    }
+
     async fn call(&self, op: &Op, _value_size: u32) -> Answer {
+        if let (Op::Read { key, .. }, true, 0) = (op, self.hotzone, self.columns) {
+            let client = self.client_for(op);
+            return match client.read(TABLE, key).await {
+                Ok(ReadAnswer { value, hotzone_age: None }) => Answer::Ok(Op::Read { key: key.clone(), value }),
+                // Served by the HotZone: at most this stale.
+                Ok(ReadAnswer { value, hotzone_age: Some(_) }) => Answer::OkStale { done: Op::Read { key: key.clone(), value }, stale_ns: u64::try_from(client.hot_staleness().as_nanos()).unwrap_or(u64::MAX) },
+                Err(e) => answer_err(e),
+            };
+        }
         match run_op(self.client_for(op), TABLE, op, self.columns).await {
             Ok((done, rows)) => {
                 // A scan's rows are not in the history: look for bad

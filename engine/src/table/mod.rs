@@ -14,6 +14,9 @@
 //!   map and metadata caches, where a scan goes on, what a server's answer
 //!   means for the request; unit-tested directly.
 //! - [`client`]: [`client::TableClient`], bound on a client node.
+//! - [`hotkey`]: a table server's hot-key recognizer (pure core).
+//! - [`hotzone`]: a proxy's HotZone, copies of hot keys' values served
+//!   within a staleness bound (pure core).
 //!
 //! **Start-up API** (what `src/runner.rs` calls):
 //! ```text
@@ -90,9 +93,11 @@ use crate::stream::StreamConfig;
 
 pub mod client;
 pub mod core;
+pub mod hotzone;
 pub mod master;
 pub mod part;
 pub mod proxy;
+pub mod hotkey;
 pub mod quota;
 pub mod routing;
 pub mod server;
@@ -312,6 +317,11 @@ pub enum OpResult {
     Rows { rows: Vec<(String, String)>, partial_end: Option<String> },
     /// A whole row (`GetRow`).
     Row(Option<part::RowVal>),
+    /// A point read's value, and word that the key is hot (its owner's
+    /// recognizer says so): the client may read it from a HotZone for a
+    /// while. `filled_ns`: the value came from a proxy's HotZone copy whose
+    /// source read was sent at this model time (`None`: from the owner).
+    Hot { value: Option<String>, filled_ns: Option<u64> },
 }
 
 /// Errors on the wire and of the client API.
@@ -468,6 +478,39 @@ pub struct TableObserverData {
     /// [`TRAFFIC_SLOT`] of true time (index from 0), over all proxies or
     /// servers.
     pub traffic: BTreeMap<(String, u64), quota::Counts>,
+    /// Every key a table server's recognizer called hot or cooled down.
+    pub hot_keys: Vec<HotKeyEvent>,
+    /// Reads a proxy answered from its HotZone, per (proxy, second of true
+    /// time).
+    pub hotzone_hits: BTreeMap<(NodeId, u64), u64>,
+    /// Point reads that reached the owner of a key it called hot (source
+    /// reads), per (key, second of true time).
+    pub hot_source_reads: BTreeMap<(String, u64), u64>,
+    /// The age (ns) of every HotZone answer a client accepted, at its
+    /// arrival (at most [`OBSERVER_SAMPLES_MAX`]).
+    pub hotzone_ages: Vec<u64>,
+    /// HotZone answers a client found older than the bound on arrival (it
+    /// read the owner instead).
+    pub hotzone_too_old: u64,
+    /// The size of every combined batch of a hot key's puts (at most
+    /// [`OBSERVER_SAMPLES_MAX`]).
+    pub combined_batches: Vec<u32>,
+    /// Engine writes of each hot key (combined batches and writes of a key
+    /// called hot that were not combined), per (key, second of true time).
+    pub hot_key_writes: BTreeMap<(String, u64), u64>,
+}
+
+/// A table server's recognizer called a key hot, or found it cooled down.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct HotKeyEvent {
+    pub at: SimTime,
+    pub server: NodeId,
+    pub key: String,
+    /// `qps`, `traffic`, or `cooled`.
+    pub kind: String,
+    pub reads_per_s: u64,
+    pub writes_per_s: u64,
+    pub bytes_per_s: u64,
 }
 
 /// The slot of [`TableObserverData::traffic`]'s counts.
@@ -486,6 +529,20 @@ impl TableObserverData {
             std::collections::btree_map::Entry::Vacant(_) => {}
         }
     }
+
+    /// Adds `n` to a per-(what, second) count, within
+    /// [`TRAFFIC_ENTRIES_MAX`] entries.
+    pub(crate) fn count_per_second<K: Ord>(map: &mut BTreeMap<(K, u64), u64>, what: K, at: SimTime, n: u64) {
+        let second = at.as_nanos() / 1_000_000_000;
+        let len = map.len();
+        match map.entry((what, second)) {
+            std::collections::btree_map::Entry::Occupied(mut e) => *e.get_mut() += n,
+            std::collections::btree_map::Entry::Vacant(e) if len < TRAFFIC_ENTRIES_MAX => {
+                e.insert(n);
+            }
+            std::collections::btree_map::Entry::Vacant(_) => {}
+        }
+    }
 }
 
 /// Shared sink of observations (cheap to clone).
@@ -499,6 +556,10 @@ impl TableObserver {
     pub fn snapshot(&self) -> TableObserverData {
         self.0.lock().expect("observer lock").clone()
     }
+    /// A look at the data without copying it.
+    pub fn with_data<R>(&self, f: impl FnOnce(&TableObserverData) -> R) -> R {
+        f(&self.0.lock().expect("observer lock"))
+    }
     pub(crate) fn with<R>(&self, f: impl FnOnce(&mut TableObserverData) -> R) -> R {
         let mut d = self.0.lock().expect("observer lock");
         let r = f(&mut d);
@@ -511,7 +572,37 @@ impl TableObserver {
         if d.loads.len() > OBSERVER_SAMPLES_MAX {
             d.loads.drain(..OBSERVER_SAMPLES_MAX / 2);
         }
+        if d.hot_keys.len() > OBSERVER_SAMPLES_MAX {
+            d.hot_keys.drain(..OBSERVER_SAMPLES_MAX / 2);
+        }
         r
+    }
+}
+
+/// A bug the table service plants on purpose, to show that the checkers
+/// find what it breaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PlantedBug {
+    /// Proxies serve HotZone copies up to four times the staleness bound
+    /// old (refreshed only past twice the bound), and clients take them.
+    HotzoneStale,
+    /// A put that joins a combined batch is answered at once, before the
+    /// batch is written.
+    CombineEarlyAck,
+}
+
+impl PlantedBug {
+    pub const ALL: [PlantedBug; 2] = [PlantedBug::HotzoneStale, PlantedBug::CombineEarlyAck];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            PlantedBug::HotzoneStale => "hotzone-stale",
+            PlantedBug::CombineEarlyAck => "combine-early-ack",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<PlantedBug> {
+        Self::ALL.into_iter().find(|b| b.name() == name)
     }
 }
 
@@ -549,10 +640,26 @@ pub struct TableConfig {
     /// Table servers (and the master's split and merge copies): the memory
     /// of each partition they load.
     pub part_memory: part::PartMemory,
+    /// Table servers: when a key is hot (see [`hotkey`]).
+    pub hotkeys: hotkey::HotKeyConfig,
+    /// Proxies and clients: how old a HotZone copy of a hot key may be
+    /// when its reader gets it (the staleness the application tolerates).
+    pub hot_staleness: Duration,
+    /// Clients: how long they read a key from their HotZone after its
+    /// owner last called it hot; each draws its own expiry between half of
+    /// this and all of it, so that they do not return to the owner at once.
+    pub hot_feedback: Duration,
+    /// Table servers: how a hot key's puts are combined.
+    pub combine: part::Combine,
+    /// A bug planted on purpose (none in a real run).
+    pub planted: Option<PlantedBug>,
     pub observer: TableObserver,
 }
 
 impl TableConfig {
+    /// [`TableConfig::hot_staleness`] unless a deployment sets it.
+    pub const HOT_STALENESS_DEFAULT: Duration = Duration::from_millis(100);
+
     pub fn new(meta: ServiceConfig, storage: Vec<NodeId>, masters: Vec<NodeId>, servers: Vec<NodeId>, proxies: Vec<NodeId>) -> TableConfig {
         let mut stream = StreamConfig::new(meta.replicas.clone(), storage);
         stream.meta = meta;
@@ -584,6 +691,11 @@ impl TableConfig {
             map_ttl: Duration::from_secs(2),
             auth_ttl: Duration::from_secs(2),
             part_memory: part::PartMemory::default(),
+            hotkeys: hotkey::HotKeyConfig::default(),
+            hot_staleness: Self::HOT_STALENESS_DEFAULT,
+            hot_feedback: Duration::from_secs(1),
+            combine: part::Combine { period: Duration::from_micros(100), max: 100, early_ack: false },
+            planted: None,
             observer: TableObserver::new(),
         }
     }
@@ -591,6 +703,16 @@ impl TableConfig {
     /// The metadata store's configuration.
     pub fn meta(&self) -> ServiceConfig {
         self.stream.meta.clone()
+    }
+
+    /// How old a HotZone copy may be when served: the staleness bound, or
+    /// four times it with [`PlantedBug::HotzoneStale`].
+    pub fn hotzone_age_max(&self) -> Duration {
+        if self.planted == Some(PlantedBug::HotzoneStale) {
+            self.hot_staleness * 4
+        } else {
+            self.hot_staleness
+        }
     }
 
     /// The core's view of the tunables.
@@ -606,10 +728,15 @@ pub enum DataMsg {
     /// operation's deadline on the client's clock (milliseconds): no proxy
     /// or server starts work on it later, and no attempt of a write is
     /// applied once it passed on the owner's clock (see [`DEDUPE_RETAIN_MS`]).
-    Request { instance: String, access_key: String, op: Op, rid: Option<ReqId>, expires_ms: u64 },
+    /// `hot`: a point read of a key the client was told is hot, sent to
+    /// the proxy it chose as its HotZone for it: served from the proxy's
+    /// copy when one is young enough (see [`hotzone`]).
+    Request { instance: String, access_key: String, op: Op, rid: Option<ReqId>, expires_ms: u64, hot: bool },
     /// Proxy to server: an operation on one partition at the epoch the
-    /// proxy's map names, with the client's expiry.
-    Partition { pid: PartitionId, op: Op, rid: Option<ReqId>, expires_ms: u64 },
+    /// proxy's map names, with the client's expiry. `hits`: reads of the
+    /// key the proxy's HotZone answered since its last read of it here (the
+    /// owner's hot-key recognizer counts them).
+    Partition { pid: PartitionId, op: Op, rid: Option<ReqId>, expires_ms: u64, hits: u64 },
     Response(Result<OpResult, TableError>),
 }
 

@@ -34,6 +34,16 @@
 //! record is in the same batch as the write; a retry that arrives while
 //! the first attempt is still on its way to the log waits for it.
 //!
+//! Writes to a hot key may be combined ([`PartStore::apply_combined`],
+//! when the table server's recognizer calls the key hot): the first plain
+//! put of the key opens a batch that waits a combining period, the puts of
+//! that key that arrive meanwhile join it (up to a cap), and the batch goes
+//! to the engine as one write: the row as the last of them left it, and
+//! every member's request record. Every member is answered only once that
+//! write is durable, with its outcome; none is cached anywhere else. The
+//! members are ordered by arrival, each overwriting the one before, so a
+//! reader sees the row before the batch or after it, never between.
+//!
 //! A conditional write whose condition fails is recorded too (a batch with
 //! only its record), before the failure is answered: an earlier attempt of
 //! the same request that is still on its way (queued behind the partition's
@@ -44,6 +54,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+use sim::time;
 
 use crate::lsm::db::{ClockFn, Db, GcPolicy, Options};
 use crate::lsm::{keys, recovery, Dir};
@@ -172,9 +183,42 @@ impl Default for Dedupe {
 /// up to [`DEDUPE_MAX`] and those of the writes in flight beyond it.
 pub const DEDUPE_LOAD_MAX: usize = DEDUPE_MAX * 4;
 
+/// How a hot key's writes are combined (see the module doc).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Combine {
+    /// How long the first put of a batch waits for others.
+    pub period: std::time::Duration,
+    /// Most puts in one batch.
+    pub max: usize,
+    /// A planted bug: a put that joins a batch is answered at once.
+    pub early_ack: bool,
+}
+
+/// One put waiting in a combined batch.
+struct Member {
+    value: String,
+    columns: BTreeMap<String, String>,
+    rid: Option<ReqId>,
+    expires_ms: u64,
+}
+
+/// A combined batch of one key: its members, and its outcome once written.
+struct Group {
+    members: std::sync::Mutex<Vec<Member>>,
+    outcome: std::sync::Mutex<Option<Outcome>>,
+    /// Wakes the members once `outcome` is set, in the order they began
+    /// waiting.
+    done: tokio::sync::Notify,
+}
+
+/// Open batches per row key.
+type Combining = Arc<std::sync::Mutex<BTreeMap<String, Arc<Group>>>>;
+
 /// A loaded partition. Cheap to clone.
 #[derive(Clone)]
 pub struct PartStore {
+    /// Open combined batches (see the module doc).
+    combining: Combining,
     db: Db<StreamFiles>,
     files: StreamFiles,
     dedupe: Arc<std::sync::Mutex<Dedupe>>,
@@ -207,7 +251,7 @@ impl PartStore {
     pub async fn open(client: &StreamClient, pid: PartitionId, memory: PartMemory, clock: ClockFn, observer: Option<TableObserver>) -> Result<PartStore, String> {
         let files = StreamFiles::open(client, &namespace_of(pid)).await.map_err(|e| format!("open namespace: {e}"))?;
         let (db, _) = recovery::open(files.clone(), options(memory), gc(), clock.clone()).await.map_err(|e| format!("recover: {e}"))?;
-        let store = PartStore { db, files, dedupe: Arc::default(), writes: Arc::default(), observer, clock };
+        let store = PartStore { combining: Arc::default(), db, files, dedupe: Arc::default(), writes: Arc::default(), observer, clock };
         // Load the de-duplication table.
         let recs = store.range(&key(KIND_DEDUPE, &[]), Some(&key(KIND_DEDUPE + 1, &[])), DEDUPE_LOAD_MAX).await.map_err(|e| format!("load dedupe: {e}"))?;
         {
@@ -256,7 +300,7 @@ impl PartStore {
             // An interrupted earlier attempt may have left entries behind:
             // whatever the new set does not hold is deleted, so nothing the
             // parent deleted in between comes back.
-            let old = PartStore { db: db.clone(), files, dedupe: Arc::default(), writes: Arc::default(), observer: None, clock: clock.clone() };
+            let old = PartStore { combining: Arc::default(), db: db.clone(), files, dedupe: Arc::default(), writes: Arc::default(), observer: None, clock: clock.clone() };
             let stale: Vec<Vec<u8>> = old.entries().await.map_err(|e| e.to_string())?.into_iter().map(|(k, _)| k).filter(|k| entries.binary_search_by(|(e, _)| e.cmp(k)).is_err()).collect();
             let mut batch: Vec<(Vec<u8>, Option<Vec<u8>>)> = stale.into_iter().map(|k| (k, None)).collect();
             batch.extend(entries.iter().map(|(k, v)| (k.clone(), Some(v.clone()))));
@@ -358,11 +402,20 @@ impl PartStore {
                 let partial_end = if rows.len() < *limit as usize { partial_end } else { None };
                 Ok(OpResult::Rows { rows, partial_end })
             }
-            _ => self.write(info.pid, op, rid, expires_ms).await,
+            _ => self.write(info.pid, op, rid, expires_ms, None).await,
         }
     }
 
-    async fn write(&self, pid: PartitionId, op: &Op, rid: Option<ReqId>, expires_ms: u64) -> Result<OpResult, TableError> {
+    /// [`PartStore::apply`], but a put joins its key's combined batch (see
+    /// the module doc).
+    pub async fn apply_combined(&self, info: &PartitionInfo, op: &Op, rid: Option<ReqId>, expires_ms: u64, combine: Combine) -> Result<OpResult, TableError> {
+        match op {
+            Op::Put { .. } => self.write(info.pid, op, rid, expires_ms, Some(combine)).await,
+            _ => self.apply(info, op, rid, expires_ms).await,
+        }
+    }
+
+    async fn write(&self, pid: PartitionId, op: &Op, rid: Option<ReqId>, expires_ms: u64, combine: Option<Combine>) -> Result<OpResult, TableError> {
         if let Some(r) = rid {
             // The recorded outcome, or wait for an attempt in flight.
             loop {
@@ -398,7 +451,13 @@ impl PartStore {
         } else if let Some(e) = expired((self.clock)(), expires_ms) {
             return Err(e);
         }
-        let r = self.write_once(pid, op, rid, expires_ms).await;
+        let r = match (op, combine) {
+            (Op::Put { key, value, columns, .. }, Some(c)) => {
+                let m = Member { value: value.clone(), columns: columns.clone(), rid, expires_ms };
+                self.write_combined(pid, key, m, c).await
+            }
+            _ => self.write_once(pid, op, rid, expires_ms).await,
+        };
         if let Some(rid) = rid {
             let mut d = self.dedupe.lock().expect("dedupe lock");
             if let Some(n) = d.inflight.remove(&rid) {
@@ -458,26 +517,7 @@ impl PartStore {
         // now, so that writes in flight together never share them.
         let mut order = 0;
         if let Some(r) = rid {
-            let now = (self.clock)();
-            let mut d = self.dedupe.lock().expect("dedupe lock");
-            let retained_until = |d: &Dedupe| d.by_order.first_key_value().map(|(_, (_, exp))| exp.saturating_add(DEDUPE_RETAIN_MS));
-            if d.by_rid.len() >= d.limit {
-                if let Some(until) = retained_until(&d).filter(|u| *u > now) {
-                    return Err(TableError::Busy { resource: format!("partition {pid} request-id records"), retry_after_us: (until - now).saturating_mul(1000) });
-                }
-            }
-            for _ in 0..DEDUPE_EVICT_PER_WRITE {
-                if retained_until(&d).is_none_or(|u| u > now) {
-                    break;
-                }
-                let (_, (old, _)) = d.by_order.pop_first().expect("a first record");
-                d.by_rid.remove(&old);
-                batch.push((dedupe_key(old), None));
-            }
-            order = d.next_order;
-            d.next_order += 1;
-            let rec: Record = (order, result.clone(), expires_ms);
-            batch.push((dedupe_key(r), Some(encode(&rec))));
+            order = self.take_record(pid, r, &result, expires_ms, &mut batch)?;
         }
         let g = self.db.lock_writes().await;
         let ticket = self.db.submit(&g, batch).await.map_err(|e| not_written(pid, e))?;
@@ -491,6 +531,118 @@ impl PartStore {
             let mut d = self.dedupe.lock().expect("dedupe lock");
             d.by_rid.insert(r, (order, result.clone()));
             d.by_order.insert(order, (r, expires_ms));
+        }
+        result
+    }
+
+    /// Takes request `r`'s record (its order, with `result`) into `batch`,
+    /// with the removal of a few expired records; refuses busy when the
+    /// table is full of records still retained.
+    fn take_record(&self, pid: PartitionId, r: ReqId, result: &Outcome, expires_ms: u64, batch: &mut Vec<(Vec<u8>, Option<Vec<u8>>)>) -> Result<u64, TableError> {
+        let now = (self.clock)();
+        let mut d = self.dedupe.lock().expect("dedupe lock");
+        let retained_until = |d: &Dedupe| d.by_order.first_key_value().map(|(_, (_, exp))| exp.saturating_add(DEDUPE_RETAIN_MS));
+        if d.by_rid.len() >= d.limit {
+            if let Some(until) = retained_until(&d).filter(|u| *u > now) {
+                return Err(TableError::Busy { resource: format!("partition {pid} request-id records"), retry_after_us: (until - now).saturating_mul(1000) });
+            }
+        }
+        for _ in 0..DEDUPE_EVICT_PER_WRITE {
+            if retained_until(&d).is_none_or(|u| u > now) {
+                break;
+            }
+            let (_, (old, _)) = d.by_order.pop_first().expect("a first record");
+            d.by_rid.remove(&old);
+            batch.push((dedupe_key(old), None));
+        }
+        let order = d.next_order;
+        d.next_order += 1;
+        let rec: Record = (order, result.clone(), expires_ms);
+        batch.push((dedupe_key(r), Some(encode(&rec))));
+        Ok(order)
+    }
+
+    /// A put of hot key `k` in its key's combined batch: the first opens
+    /// the batch, waits `c.period` and writes it; the others wait for its
+    /// outcome, which is theirs.
+    async fn write_combined(&self, pid: PartitionId, k: &str, m: Member, c: Combine) -> Outcome {
+        let (group, leader) = {
+            let mut open = self.combining.lock().expect("combining lock");
+            match open.get(k) {
+                Some(g) if g.members.lock().expect("members lock").len() < c.max => {
+                    g.members.lock().expect("members lock").push(m);
+                    (g.clone(), false)
+                }
+                _ => {
+                    let g = Arc::new(Group { members: std::sync::Mutex::new(vec![m]), outcome: std::sync::Mutex::new(None), done: tokio::sync::Notify::new() });
+                    open.insert(k.to_string(), g.clone());
+                    (g, true)
+                }
+            }
+        };
+        if !leader {
+            if c.early_ack {
+                return Ok(OpResult::Done);
+            }
+            loop {
+                // Registered before the look, so the leader's wake-up is not
+                // missed between the two.
+                let woken = group.done.notified();
+                if let Some(r) = group.outcome.lock().expect("outcome lock").clone() {
+                    return r;
+                }
+                woken.await;
+            }
+        }
+        time::sleep(c.period).await;
+        {
+            // No member joins once the batch is out of the map.
+            let mut open = self.combining.lock().expect("combining lock");
+            if open.get(k).is_some_and(|g| Arc::ptr_eq(g, &group)) {
+                open.remove(k);
+            }
+        }
+        let members = std::mem::take(&mut *group.members.lock().expect("members lock"));
+        let r = self.write_batch(pid, k, &members).await;
+        *group.outcome.lock().expect("outcome lock") = Some(r.clone());
+        group.done.notify_waiters();
+        r
+    }
+
+    /// A combined batch to the engine as one write.
+    async fn write_batch(&self, pid: PartitionId, k: &str, members: &[Member]) -> Outcome {
+        let _shared = self.writes.read().await;
+        if self.broken() {
+            return Err(TableError::NotServingHere(pid));
+        }
+        let last = members.last().expect("a batch holds its first put");
+        let mut batch = vec![(key(KIND_ROW, k.as_bytes()), Some(encode(&RowVal { value: last.value.clone(), columns: last.columns.clone() })))];
+        let result: Outcome = Ok(OpResult::Done);
+        let mut records = Vec::new();
+        for m in members {
+            if let Some(r) = m.rid {
+                records.push((r, self.take_record(pid, r, &result, m.expires_ms, &mut batch)?, m.expires_ms));
+            }
+        }
+        let g = self.db.lock_writes().await;
+        let ticket = self.db.submit(&g, batch).await.map_err(|e| not_written(pid, e))?;
+        drop(g);
+        drop(_shared);
+        ticket.wait().await.map_err(|e| TableError::Unknown(format!("write: {e}")))?;
+        {
+            let mut d = self.dedupe.lock().expect("dedupe lock");
+            for (r, order, expires_ms) in records {
+                d.by_rid.insert(r, (order, result.clone()));
+                d.by_order.insert(order, (r, expires_ms));
+            }
+        }
+        if let Some(o) = &self.observer {
+            o.with(|o| {
+                if o.combined_batches.len() < OBSERVER_SAMPLES_MAX {
+                    o.combined_batches.push(members.len() as u32);
+                }
+                TableObserverData::count_per_second(&mut o.hot_key_writes, k.to_string(), time::now(), 1);
+            });
         }
         result
     }
@@ -617,6 +769,36 @@ mod tests {
 
     fn records(store: &PartStore) -> usize {
         store.dedupe.lock().expect("dedupe lock").by_rid.len()
+    }
+
+    /// Puts of one key in flight together are combined: at most `max` to a
+    /// batch, each batch one engine write holding the row as its last put
+    /// left it and every put's record; every put is answered after its
+    /// batch is durable, and a retry (on a new owner too) gets its record.
+    #[test]
+    fn combined_puts_are_written_in_capped_batches_and_each_is_recorded() {
+        with_streams(|client| async move {
+            let obs = TableObserver::new();
+            let s1 = PartStore::open(&client, PID, PartMemory::default(), clock(), Some(obs.clone())).await.expect("open");
+            let c = Combine { period: std::time::Duration::from_micros(500), max: 100, early_ack: false };
+            let writes: Vec<_> = (0..250u64).map(|i| {
+                let s1 = s1.clone();
+                async move { s1.apply_combined(&info(PID), &value_put("k", &format!("v{i}")), Some(rid(1, i)), FAR, c).await }
+            }).collect();
+            let answers = crate::join::join_all(writes).await;
+            assert!(answers.iter().all(|a| *a == Ok(OpResult::Done)), "{answers:?}");
+            assert_eq!(obs.snapshot().combined_batches, vec![100, 100, 50]);
+            assert_eq!(s1.apply(&info(PID), &get("k"), None, FAR).await, Ok(OpResult::Value(Some("v249".into()))));
+            assert_eq!(records(&s1), 250);
+            // A new owner finds the last value and every record.
+            let s2 = open(&client, PID).await;
+            assert_eq!(s2.apply(&info(PID), &get("k"), None, FAR).await, Ok(OpResult::Value(Some("v249".into()))));
+            assert_eq!(records(&s2), 250);
+            assert_eq!(s2.apply_combined(&info(PID), &value_put("k", "v7"), Some(rid(1, 7)), FAR, c).await, Ok(OpResult::Done), "recorded");
+            assert_eq!(s2.apply(&info(PID), &get("k"), None, FAR).await, Ok(OpResult::Value(Some("v249".into()))), "a retry is not applied again");
+            // Other operations are not combined.
+            assert_eq!(s2.apply_combined(&info(PID), &append("p"), Some(rid(2, 1)), FAR, c).await, Ok(OpResult::Seq(1)));
+        });
     }
 
     /// A retry after the partition was opened again (by a new owner) gets

@@ -6,7 +6,9 @@
 //! within `proxy_budget`; a write is retried only after a definite
 //! `NotServingHere`, and a write that timed out is answered `Unknown` (the
 //! client retries it under the same request id). A refused request never
-//! reaches a server.
+//! reaches a server. The proxy is also a HotZone ([`super::hotzone`]): it
+//! keeps copies of hot keys' values and serves a client's read of one
+//! that the client marked `hot` from its copy while it is young enough.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -17,6 +19,7 @@ use sim::world::NodeCtx;
 
 use super::*;
 use super::routing::*;
+use super::hotzone::{HotKeyId, HotLookup, HotZone};
 use super::quota::{quota_key, Cost, OpClass, ProxyLimiter, QuotaEntry, QuotaKey, SHARE_LEASE, SHARE_SKEW};
 use crate::meta::service::{MetaClient, SCAN_LIMIT_MAX};
 
@@ -28,6 +31,7 @@ pub const ATTEMPTS_MAX: u32 = 32;
 pub const SCAN_PARTS_MAX: usize = 4096;
 
 struct Proxy {
+    id: NodeId,
     cfg: TableConfig,
     clock: sim::Clock,
     net: Net<DataMsg>,
@@ -43,6 +47,8 @@ struct Proxy {
     /// table key -> stored table entry
     tables: Mutex<TtlCache>,
     map: Mutex<MapCache>,
+    /// Copies of hot keys' values (see [`super::hotzone`]).
+    hotzone: Mutex<HotZone>,
     inflight: AtomicUsize,
 }
 
@@ -62,7 +68,9 @@ async fn run(ctx: NodeCtx, cfg: TableConfig) {
     let map_ttl = cfg.map_ttl;
     let clock = ctx.clock();
     let limiter = Mutex::new(ProxyLimiter::new(cfg.proxies.len(), SHARE_LEASE, SHARE_SKEW, clock.now()));
+    let hotzone = Mutex::new(HotZone::new(cfg.hotzone_age_max()));
     let p = Arc::new(Proxy {
+        id: ctx.id,
         cfg,
         clock,
         net,
@@ -73,6 +81,7 @@ async fn run(ctx: NodeCtx, cfg: TableConfig) {
         auth: Mutex::default(),
         tables: Mutex::default(),
         map: Mutex::new(MapCache::new(map_ttl, SCAN_LIMIT_MAX)),
+        hotzone,
         inflight: AtomicUsize::new(0),
     });
     let (ctl, _ctl_inbox) = Net::<ControlMsg>::bind(&ctx).await;
@@ -103,7 +112,7 @@ async fn run(ctx: NodeCtx, cfg: TableConfig) {
         madsim::task::spawn_local(Box::pin(async move {
             time::sleep_until(end).await;
             let r = match m.msg {
-                DataMsg::Request { instance, access_key, op, rid, expires_ms } => p2.request(&instance, &access_key, op, rid, expires_ms).await,
+                DataMsg::Request { instance, access_key, op, rid, expires_ms, hot } => p2.request(&instance, &access_key, op, rid, expires_ms, hot).await,
                 _ => Err(TableError::Refused("not a client request".into())),
             };
             p2.net.reply(m.from, req, DataMsg::Response(r)).await;
@@ -329,7 +338,7 @@ impl Proxy {
             return;
         }
         let actual = match r {
-            Ok(OpResult::Value(v)) => Some(Cost { bytes: v.as_ref().map_or(0, |v| v.len() as u64), rows: 1 }),
+            Ok(OpResult::Value(v) | OpResult::Hot { value: v, .. }) => Some(Cost { bytes: v.as_ref().map_or(0, |v| v.len() as u64), rows: 1 }),
             Ok(OpResult::Row(row)) => Some(Cost { bytes: row.as_ref().map_or(0, |row| (row.value.len() + row.columns.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()) as u64), rows: 1 }),
             Ok(OpResult::Rows { rows, .. }) => Some(Cost { bytes: rows.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>() as u64, rows: rows.len() as u64 }),
             // A failed read or scan used what its first attempt did; a
@@ -352,7 +361,7 @@ impl Proxy {
         }
     }
 
-    async fn request(&self, instance: &str, access_key: &str, op: Op, rid: Option<ReqId>, expires_ms: u64) -> Result<OpResult, TableError> {
+    async fn request(self: &Arc<Self>, instance: &str, access_key: &str, op: Op, rid: Option<ReqId>, expires_ms: u64, hot: bool) -> Result<OpResult, TableError> {
         if let Some(e) = expired(self.now_ms(), expires_ms) {
             return Err(e);
         }
@@ -368,7 +377,10 @@ impl Proxy {
         self.load_quotas(instance).await;
         let charged = self.throttle(instance, &op)?;
         let admitted_at = time::now();
-        let r = self.serve(instance, op, rid, expires_ms).await;
+        let r = match &op {
+            Op::Get { table, key } if hot => self.hot_read((instance.to_string(), table.clone(), key.clone()), expires_ms).await,
+            _ => self.serve(instance, op, rid, expires_ms).await,
+        };
         self.settle(&charged, admitted_at, &r);
         r
     }
@@ -379,6 +391,46 @@ impl Proxy {
         self.clock.now().as_nanos() / 1_000_000
     }
 
+    /// A read of a key its client was told is hot: from the HotZone when
+    /// it holds a copy young enough (refreshed in the background once
+    /// older than half the bound), else from the key's owner.
+    async fn hot_read(self: &Arc<Self>, id: HotKeyId, expires_ms: u64) -> Result<OpResult, TableError> {
+        let now = time::now();
+        let found = self.hotzone.lock().expect("hotzone lock").lookup(now, &id);
+        match found {
+            HotLookup::Hit { value, filled_at, refresh } => {
+                self.cfg.observer.with(|o| TableObserverData::count_per_second(&mut o.hotzone_hits, self.id, now, 1));
+                if refresh {
+                    let (p, id) = (self.clone(), id.clone());
+                    madsim::task::spawn_local(async move {
+                        let deadline = time::now() + p.cfg.proxy_budget;
+                        if p.source_read(&id, expires_ms, deadline).await.is_err() {
+                            p.hotzone.lock().expect("hotzone lock").refresh_failed(&id);
+                        }
+                    });
+                }
+                Ok(OpResult::Hot { value, filled_ns: Some(filled_at.as_nanos()) })
+            }
+            HotLookup::Miss => self.source_read(&id, expires_ms, time::now() + self.cfg.proxy_budget).await,
+        }
+    }
+
+    /// A point read at the key's owner, reporting the HotZone's hits of the
+    /// key since the last one; the HotZone keeps the answer while the owner
+    /// calls the key hot and drops its copy once it does not.
+    async fn source_read(&self, id: &HotKeyId, expires_ms: u64, deadline: SimTime) -> Result<OpResult, TableError> {
+        let hits = self.hotzone.lock().expect("hotzone lock").take_hits(id);
+        let sent = time::now();
+        let op = Op::Get { table: id.1.clone(), key: id.2.clone() };
+        let r = self.route(&id.0, op, None, expires_ms, deadline, hits).await;
+        match &r {
+            Ok(OpResult::Hot { value, filled_ns: None }) => self.hotzone.lock().expect("hotzone lock").fill(sent, id, value.clone()),
+            Ok(_) => self.hotzone.lock().expect("hotzone lock").cooled(id),
+            Err(_) => {}
+        }
+        r
+    }
+
     async fn serve(&self, instance: &str, op: Op, rid: Option<ReqId>, expires_ms: u64) -> Result<OpResult, TableError> {
         let deadline = time::now() + self.cfg.proxy_budget;
         match op {
@@ -387,7 +439,7 @@ impl Proxy {
                 let mut from = start;
                 for _ in 0..SCAN_PARTS_MAX {
                     let part = Op::Scan { table: table.clone(), start: from.clone(), end: end.clone(), limit: limit - rows.len() as u32 };
-                    match self.route(instance, part, None, expires_ms, deadline).await? {
+                    match self.route(instance, part, None, expires_ms, deadline, 0).await? {
                         OpResult::Rows { rows: got, partial_end } => {
                             rows.extend(got);
                             match scan_next(rows.len(), limit, partial_end) {
@@ -400,7 +452,8 @@ impl Proxy {
                 }
                 Err(TableError::Failed("scan crossed too many partitions".into()))
             }
-            op => self.route(instance, op, rid, expires_ms, deadline).await,
+            Op::Get { table, key } => self.source_read(&(instance.to_string(), table, key), expires_ms, deadline).await,
+            op => self.route(instance, op, rid, expires_ms, deadline, 0).await,
         }
     }
 
@@ -442,7 +495,7 @@ impl Proxy {
             .ok_or_else(|| TableError::Unavailable(format!("no partition holds {key:?}")))
     }
 
-    async fn route(&self, instance: &str, op: Op, rid: Option<ReqId>, expires_ms: u64, deadline: SimTime) -> Result<OpResult, TableError> {
+    async fn route(&self, instance: &str, op: Op, rid: Option<ReqId>, expires_ms: u64, deadline: SimTime, hits: u64) -> Result<OpResult, TableError> {
         let mut force = false;
         let mut stale: Option<PartitionId> = None;
         let mut last = TableError::Unavailable("no attempt".into());
@@ -471,7 +524,7 @@ impl Proxy {
                 continue;
             };
             force = false;
-            let r = self.net.call(owner, DataMsg::Partition { pid: p.pid, op: op.clone(), rid, expires_ms }, self.cfg.call_timeout).await;
+            let r = self.net.call(owner, DataMsg::Partition { pid: p.pid, op: op.clone(), rid, expires_ms, hits }, self.cfg.call_timeout).await;
             match after_answer(op.is_write(), owner, r) {
                 Step::Done(r) => return r,
                 Step::Retry { error, backoff } => {

@@ -790,6 +790,14 @@ impl PartitionController {
         Ok(())
     }
 
+    /// Lifts `pid`'s limit at once: its load changed in kind (a hot key of
+    /// it is now combined or read from HotZones, so the rate its limit was
+    /// cut to, measured at the old cost per request, no longer says what it
+    /// takes of the server). Returns whether it was limited.
+    pub fn release(&mut self, pid: PartitionId) -> bool {
+        self.limits.remove(&pid).is_some()
+    }
+
     /// What an admitted request cost.
     pub fn done(&mut self, pid: PartitionId, cpu: Duration, rows: u64, bytes: u64) {
         if let Some(s) = self.period.get_mut(&pid) {

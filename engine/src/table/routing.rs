@@ -412,7 +412,7 @@ mod tests {
             let cond = TableError::ConditionFailed(Some("x".into()));
             assert_eq!(after_answer(write, srv, resp(Err(cond.clone()))), Step::Done(Err(cond)), "a definite error is answered");
             assert_eq!(
-                after_answer(write, srv, Ok(DataMsg::Partition { pid: 1, op: Op::Get { table: "t".into(), key: "k".into() }, rid: None, expires_ms: u64::MAX })),
+                after_answer(write, srv, Ok(DataMsg::Partition { pid: 1, op: Op::Get { table: "t".into(), key: "k".into() }, rid: None, expires_ms: u64::MAX, hits: 0 })),
                 Step::Done(Err(TableError::Failed("unexpected message from a server".into())))
             );
             assert_eq!(

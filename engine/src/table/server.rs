@@ -21,6 +21,7 @@ use sim::time::{self, SimTime};
 use sim::world::NodeCtx;
 use sim::Clock;
 
+use super::hotkey::{HotEvent, Recognizer};
 use super::part::PartStore;
 use super::quota::PartitionController;
 use super::*;
@@ -82,6 +83,8 @@ struct Server {
     client: StreamClient,
     net: Net<ControlMsg>,
     st: Mutex<State>,
+    /// Which keys of this server's partitions are hot.
+    hotkeys: Mutex<Recognizer>,
     inflight: AtomicUsize,
 }
 
@@ -95,7 +98,8 @@ async fn run(ctx: NodeCtx, cfg: TableConfig) {
     let client = StreamClient::bind(&ctx, cfg.stream.clone()).await;
     let (net, mut inbox) = Net::<ControlMsg>::bind(&ctx).await;
     let (data, mut data_inbox) = Net::<DataMsg>::bind(&ctx).await;
-    let s = Arc::new(Server { clock: ctx.clock(), cpu: ctx.cpu(), ctx, cfg, client, net, st: Mutex::new(State::default()), inflight: AtomicUsize::new(0) });
+    let hotkeys = Mutex::new(Recognizer::new(cfg.hotkeys.clone()));
+    let s = Arc::new(Server { clock: ctx.clock(), cpu: ctx.cpu(), ctx, cfg, client, net, st: Mutex::new(State::default()), hotkeys, inflight: AtomicUsize::new(0) });
     s.ctx.note("table server up");
     let hb = s.clone();
     madsim::task::spawn_local(async move { hb.heartbeat_loop().await });
@@ -107,10 +111,20 @@ async fn run(ctx: NodeCtx, cfg: TableConfig) {
     });
     while let Some(m) = data_inbox.recv().await {
         let Some(req) = m.request else { continue };
-        let DataMsg::Partition { pid, op, rid, expires_ms } = m.msg else {
+        let DataMsg::Partition { pid, op, rid, expires_ms, hits } = m.msg else {
             data.reply(m.from, req, DataMsg::Response(Err(TableError::Refused("not a partition request".into())))).await;
             continue;
         };
+        // A request counts towards its key's heat as it arrives, whether or
+        // not the server has room for it (what is offered makes a key hot):
+        // a point read with the HotZone hits it reports (its bytes once
+        // answered), a write with its bytes.
+        match &op {
+            Op::Get { key, .. } => s.hotkeys.lock().expect("hotkeys lock").observe_n(time::now(), key, hits.saturating_add(1), 0, false),
+            Op::Put { key, value, .. } | Op::Cas { key, value, .. } => s.hotkeys.lock().expect("hotkeys lock").observe_n(time::now(), key, 1, (key.len() + value.len()) as u64, true),
+            Op::Delete { key, .. } => s.hotkeys.lock().expect("hotkeys lock").observe_n(time::now(), key, 1, key.len() as u64, true),
+            _ => {}
+        }
         if s.inflight.load(Ordering::Relaxed) >= INFLIGHT_MAX {
             // Refused before any work (no effect): retryable, after a
             // back-off.
@@ -118,10 +132,19 @@ async fn run(ctx: NodeCtx, cfg: TableConfig) {
             continue;
         }
         // Partition traffic control: a hot partition of a contended server
-        // is throttled before it reaches the engine.
+        // is throttled before it reaches the engine. A partition with a hot
+        // key is handled by combining and HotZones instead: its limit, cut
+        // at the old cost of its requests, goes.
         let now = time::now();
+        let hot_key = match &op {
+            Op::Get { key, .. } | Op::Put { key, .. } | Op::Cas { key, .. } | Op::Delete { key, .. } => s.hotkeys.lock().expect("hotkeys lock").hot(key).is_some(),
+            _ => false,
+        };
         let (throttled, limited) = {
             let mut st = s.st.lock().expect("state lock");
+            if hot_key && st.traffic.release(pid) {
+                s.ctx.note(format!("partition {pid} unthrottled: a key of it is hot"));
+            }
             (st.traffic.admit(now, pid), st.traffic.is_limited(pid))
         };
         if limited && throttled.is_ok() {
@@ -152,7 +175,10 @@ async fn run(ctx: NodeCtx, cfg: TableConfig) {
         }
         // Admission: the operation's CPU time, or a refusal at once when
         // the run queue is full (before any work: no effect).
-        let cost = op_cost(&s.cfg.stream.costs, &op);
+        // A put of a key called hot joins its key's combined batch, and
+        // costs its share of that batch's one engine write.
+        let combine = hot_key && matches!(op, Op::Put { .. });
+        let cost = if combine { s.cfg.stream.costs.server_combined } else { op_cost(&s.cfg.stream.costs, &op) };
         let end = match s.cpu_admit(cost) {
             Ok(end) => {
                 let mut st = s.st.lock().expect("state lock");
@@ -177,7 +203,28 @@ async fn run(ctx: NodeCtx, cfg: TableConfig) {
         let (s2, data2) = (s.clone(), data.clone());
         madsim::task::spawn_local(Box::pin(async move {
             time::sleep_until(end).await;
-            let r = s2.handle(pid, &op, rid, expires_ms).await;
+            let mut r = s2.handle(pid, &op, rid, expires_ms, combine).await;
+            // A hot key's write that was not combined is an engine write of
+            // its own (a combined batch counts itself).
+            if let (Op::Cas { key, .. } | Op::Delete { key, .. } | Op::Put { key, .. }, Ok(_), false) = (&op, &r, combine) {
+                if s2.hotkeys.lock().expect("hotkeys lock").hot(key).is_some() {
+                    s2.cfg.observer.with(|o| TableObserverData::count_per_second(&mut o.hot_key_writes, key.clone(), time::now(), 1));
+                }
+            }
+            // A read's bytes count once known (as many for each HotZone hit
+            // it reported); a read of a hot key says so, and its client may
+            // read it from a HotZone for a while.
+            if let (Op::Get { key, .. }, Ok(OpResult::Value(v))) = (&op, &mut r) {
+                let bytes = (key.len() + v.as_ref().map_or(0, String::len)) as u64;
+                let mut hk = s2.hotkeys.lock().expect("hotkeys lock");
+                hk.observe_n(now, key, 0, bytes.saturating_mul(hits.saturating_add(1)), false);
+                let hot = hk.hot(key).is_some();
+                drop(hk);
+                if hot {
+                    s2.cfg.observer.with(|o| TableObserverData::count_per_second(&mut o.hot_source_reads, key.clone(), time::now(), 1));
+                    r = Ok(OpResult::Hot { value: v.take(), filled_ns: None });
+                }
+            }
             // A scan's rows cost their share once read.
             if let Ok(OpResult::Rows { rows, .. }) = &r {
                 let c = &s2.cfg.stream.costs;
@@ -272,6 +319,17 @@ impl Server {
                     self.ctx.note(format!("partition {pid} throttled: more than its share of a contended server"));
                 }
                 last_tick = now;
+                let events = self.hotkeys.lock().expect("hotkeys lock").tick(now);
+                if !events.is_empty() {
+                    self.cfg.observer.with(|o| {
+                        for e in events {
+                            o.hot_keys.push(match e {
+                                HotEvent::Hot(h) => HotKeyEvent { at: now, server: self.ctx.id, key: h.key, kind: h.kind.name().to_string(), reads_per_s: h.reads_per_s, writes_per_s: h.writes_per_s, bytes_per_s: h.bytes_per_s },
+                                HotEvent::Cooled { key } => HotKeyEvent { at: now, server: self.ctx.id, key, kind: "cooled".into(), reads_per_s: 0, writes_per_s: 0, bytes_per_s: 0 },
+                            });
+                        }
+                    });
+                }
                 let load: Vec<(PartitionId, u64)> = std::mem::take(&mut st.load).into_iter().collect();
                 (st.echo, st.lost.clone(), st.granter, load)
             };
@@ -454,7 +512,7 @@ impl Server {
     /// freeze: it is answered only if the lease still holds then, else the
     /// client is sent elsewhere. The serving interval records those
     /// instants (what `no_split_brain` compares), not when answers leave.
-    async fn handle(&self, pid: PartitionId, op: &Op, rid: Option<ReqId>, expires_ms: u64) -> Result<OpResult, TableError> {
+    async fn handle(&self, pid: PartitionId, op: &Op, rid: Option<ReqId>, expires_ms: u64, combine: bool) -> Result<OpResult, TableError> {
         let checked = time::now();
         let (store, info, interval, epoch) = {
             let st = self.st.lock().expect("state lock");
@@ -476,7 +534,7 @@ impl Server {
             .inspect_err(|_| self.cfg.observer.with(|o| o.not_serving += 1))?
         };
         self.cfg.observer.with(|o| o.data_requests += 1);
-        let r = store.apply(&info, op, rid, expires_ms).await;
+        let r = if combine { store.apply_combined(&info, op, rid, expires_ms, self.cfg.combine).await } else { store.apply(&info, op, rid, expires_ms).await };
         let served = if op.is_write() {
             checked
         } else {

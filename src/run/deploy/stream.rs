@@ -113,6 +113,7 @@ pub(super) fn apply_costs(cfg: &mut StreamConfig, given: &std::collections::BTre
             "proxy_request" => &mut c.proxy_request,
             "server_read" => &mut c.server_read,
             "server_write" => &mut c.server_write,
+            "server_combined" => &mut c.server_combined,
             "server_scan" => &mut c.server_scan,
             "server_scan_row" => &mut c.server_scan_row,
             "server_kib" => &mut c.server_kib,

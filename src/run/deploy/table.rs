@@ -33,6 +33,17 @@ pub const TABLE_SERVER_ROLE: &str = "table";
 const LEASE_MIN: Duration = Duration::from_millis(500);
 /// Longest `[service] lease`.
 const LEASE_MAX: Duration = Duration::from_secs(60);
+/// `[service] hotkey_qps` bounds (reads per second of one key).
+const HOTKEY_QPS_MIN: u64 = 10;
+const HOTKEY_QPS_MAX: u64 = 10_000_000;
+/// `[service] combine_period` bounds.
+const COMBINE_PERIOD_MIN: Duration = Duration::from_micros(1);
+const COMBINE_PERIOD_MAX: Duration = Duration::from_millis(100);
+/// `[service] combine_max` bound.
+const COMBINE_MAX: u64 = 10_000;
+/// `[service] hot_staleness` bounds.
+const HOT_STALENESS_MIN: Duration = Duration::from_millis(1);
+const HOT_STALENESS_MAX: Duration = Duration::from_secs(10);
 
 /// The role of the masters' nodes (the one holding the master lease acts).
 pub const MASTER_ROLE: &str = "master";
@@ -45,6 +56,14 @@ pub const DEFAULT_PARTITIONS: u32 = 8;
 pub const MASTER_ZONE: DynamicTarget = DynamicTarget {
     name: "master-zone",
     offered_by: "names the zone of the active table master: `kind = \"table\"` scenarios only",
+    shown: true,
+};
+
+/// The zone of the table server that last called a key hot when the
+/// fault fires.
+pub const HOT_KEY_ZONE: DynamicTarget = DynamicTarget {
+    name: "hot-key-zone",
+    offered_by: "names the zone of the table server that last called a key hot: `kind = \"table\"` scenarios only",
     shown: true,
 };
 
@@ -85,7 +104,7 @@ impl ServiceRules for Table {
     }
 
     fn fields(&self) -> &'static [&'static str] {
-        &["meta_role", "dead_after", "rereplicate_after", "extent_bytes", "partitions", "lease", "memtable_bytes", "block_cache_bytes"]
+        &["meta_role", "dead_after", "rereplicate_after", "extent_bytes", "partitions", "lease", "memtable_bytes", "block_cache_bytes", "hotkey_qps", "hot_staleness", "combine_period", "combine_max", "planted_bug"]
     }
 
     fn check(&self, def: &ServiceDef) -> Result<(), Refusal> {
@@ -103,6 +122,22 @@ impl ServiceRules for Table {
         let max = PART_BLOCK_CACHE_BYTES_MAX as u64;
         if def.block_cache_bytes.is_some_and(|b| b > max) {
             return Err(Refusal::new("service.block_cache_bytes", format!("must be 0..={max}")));
+        }
+        if def.hotkey_qps.is_some_and(|q| !(HOTKEY_QPS_MIN..=HOTKEY_QPS_MAX).contains(&q)) {
+            return Err(Refusal::new("service.hotkey_qps", format!("must be {HOTKEY_QPS_MIN}..={HOTKEY_QPS_MAX}")));
+        }
+        if let Some(name) = def.planted_bug.as_deref().filter(|n| engine::table::PlantedBug::from_name(n).is_none()) {
+            let known: Vec<&str> = engine::table::PlantedBug::ALL.iter().map(|b| b.name()).collect();
+            return Err(Refusal::new("service.planted_bug", format!("unknown bug `{name}` (known: {})", known.join(", "))));
+        }
+        if def.combine_period.is_some_and(|d| !(COMBINE_PERIOD_MIN..=COMBINE_PERIOD_MAX).contains(&d.0)) {
+            return Err(Refusal::new("service.combine_period", format!("must be {} to {}", fmt_duration(COMBINE_PERIOD_MIN), fmt_duration(COMBINE_PERIOD_MAX))));
+        }
+        if def.combine_max.is_some_and(|m| !(1..=COMBINE_MAX).contains(&m)) {
+            return Err(Refusal::new("service.combine_max", format!("must be 1..={COMBINE_MAX}")));
+        }
+        if def.hot_staleness.is_some_and(|d| !(HOT_STALENESS_MIN..=HOT_STALENESS_MAX).contains(&d.0)) {
+            return Err(Refusal::new("service.hot_staleness", format!("must be {} to {}", fmt_duration(HOT_STALENESS_MIN), fmt_duration(HOT_STALENESS_MAX))));
         }
         stream::check_fields(def)
     }
@@ -149,11 +184,19 @@ impl ServiceRules for Table {
             "min_throttled",
             "max_drain_time",
             "min_added_share",
+            "max_hot_key_detection",
+            "max_hot_key_cooldown",
+            "max_false_hot_keys",
+            "min_hotzone_hit_rate",
+            "max_hotzone_spread",
+            "max_hot_source_reads",
+            "max_hot_key_engine_writes",
+            "min_combined_writes",
         ]
     }
 
     fn dynamic_targets(&self) -> &'static [DynamicTarget] {
-        &[META_LEADER, MASTER_ZONE]
+        &[META_LEADER, MASTER_ZONE, HOT_KEY_ZONE]
     }
 
     fn costs(&self) -> &'static [&'static str] {
@@ -161,6 +204,7 @@ impl ServiceRules for Table {
             "proxy_request",
             "server_read",
             "server_write",
+            "server_combined",
             "server_scan",
             "server_scan_row",
             "server_kib",
@@ -199,6 +243,20 @@ impl Service for Table {
         if let Some(b) = scn.service.block_cache_bytes {
             cfg.part_memory.block_cache_bytes = b as usize;
         }
+        if let Some(q) = scn.service.hotkey_qps {
+            cfg.hotkeys.qps_hot = q;
+        }
+        if let Some(d) = scn.service.hot_staleness {
+            cfg.hot_staleness = d.0;
+        }
+        if let Some(d) = scn.service.combine_period {
+            cfg.combine.period = d.0;
+        }
+        if let Some(m) = scn.service.combine_max {
+            cfg.combine.max = m as usize;
+        }
+        cfg.planted = scn.service.planted_bug.as_deref().and_then(engine::table::PlantedBug::from_name);
+        cfg.combine.early_ack = cfg.planted == Some(engine::table::PlantedBug::CombineEarlyAck);
         // A client operation gives up (with an unknown outcome for a write)
         // after the workload's timeout.
         if let Some(t) = scn.workloads.iter().map(|w| w.timeout.0).max() {
@@ -264,7 +322,9 @@ impl Service for Table {
             let first_fault = out.faults.first().map(|f| f.at).unwrap_or(out.main_end);
             let mut f = figures(t, healthy_write(ops, out.workloads_start(), first_fault, &scn.topology, &scn.disk), out.main_end);
             f.traffic = traffic_section(scn, out, ops, t);
-            f.elastic = elastic_servers(out, &t.snapshot(), &scn.topology);
+            let d = t.snapshot();
+            f.elastic = elastic_servers(out, &d, &scn.topology);
+            f.hot_keys = hot_key_figures(&d, &scn.topology, hot_staleness(scn));
             f
         });
     }
@@ -302,6 +362,7 @@ impl Service for Table {
             let pass = !added.is_empty() && added.iter().all(|s| share(s) >= min);
             report.expect("min_added_share", format!(">= {min}"), measured, pass);
         }
+        self.judge_hot_keys(scn, out, report);
         if let Some(min) = e.min_master_takeovers {
             // From the first fault as applied (a fault's time is when it fired).
             let first_fault = out.faults.first().map(|f| f.at).unwrap_or(out.end);
@@ -445,6 +506,8 @@ impl Deployment for Running {
             stream::meta_leader_zone(&self.cfg.stream.observer, topology)
         } else if name == MASTER_ZONE.name {
             self.cfg.observer.snapshot().master_takeovers.last().map(|t| topology.zone_of(t.1))
+        } else if name == HOT_KEY_ZONE.name {
+            self.cfg.observer.with_data(|d| d.hot_keys.iter().rev().find(|e| e.kind != "cooled").map(|e| topology.zone_of(e.server)))
         } else {
             None
         }
@@ -613,10 +676,162 @@ fn figures(obs: &TableObserver, healthy_write: Option<HealthyWrite>, main_end: S
         healthy_write,
         traffic: None,
         elastic: Vec::new(),
+        hot_keys: None,
         unserved,
         longest_unserved,
         longest_unserved_time,
     }
+}
+
+impl Table {
+    /// The hot-key expectations.
+    fn judge_hot_keys(&self, scn: &Scenario, out: &RunOutput, report: &mut Report) {
+        let e = &scn.expect;
+        let hot = report.table.as_ref().and_then(|t| t.hot_keys.clone());
+        let none = || "no key was called hot".to_string();
+        // Every hotspot's keys, by name.
+        let ranges: Vec<(String, String, SimTime, f64, SimTime)> = scn
+            .hotspots
+            .iter()
+            .map(|h| {
+                let p = kv_prefix(h.instance.as_deref());
+                let per_key = h.rate / (h.hi - h.lo + 1) as f64;
+                (format!("{p}{}", crate::workload::kv::key_name(h.lo)), format!("{p}{}", crate::workload::kv::key_name(h.hi)), out.main_start + h.at, per_key, out.main_start + h.until)
+            })
+            .collect();
+        if let Some(max) = e.max_hot_key_detection {
+            let threshold = scn.service.hotkey_qps.unwrap_or(engine::table::hotkey::HotKeyConfig::default().qps_hot) as f64;
+            let mut worst: Option<(Duration, String)> = None;
+            let mut pass = true;
+            let mut judged = 0;
+            for (lo, hi, start, per_key, _) in ranges.iter().filter(|r| r.3 >= threshold) {
+                judged += 1;
+                let found = hot.iter().flat_map(|h| &h.first_hot).filter(|(k, at)| k >= lo && k <= hi && at >= start).map(|(k, at)| (at.saturating_sub(*start), k.clone())).min();
+                match found {
+                    Some((d, k)) => {
+                        pass &= d <= max.0;
+                        if worst.as_ref().is_none_or(|w| d > w.0) {
+                            worst = Some((d, format!("{k} called hot {} after its hotspot began ({per_key:.0} requests/s a key)", fmt_duration(d))));
+                        }
+                    }
+                    None => {
+                        pass = false;
+                        worst = Some((Duration::MAX, format!("no key of {lo}..={hi} was called hot")));
+                    }
+                }
+            }
+            let measured = match (judged, worst) {
+                (0, _) => format!("no hotspot reaches {threshold:.0} requests/s a key"),
+                (_, Some((_, w))) => w,
+                (_, None) => none(),
+            };
+            report.expect("max_hot_key_detection", format!("<= {}", fmt_duration(max.0)), measured, pass && judged > 0);
+        }
+        if let Some(max) = e.max_hot_key_cooldown {
+            // Each key called hot, against the last end of a hotspot that
+            // covers it: its last cool-down after that end.
+            let mut worst: Option<(Duration, String)> = None;
+            let mut pass = true;
+            let keys: Vec<&String> = hot.iter().flat_map(|h| &h.first_hot).map(|(k, _)| k).collect();
+            for k in &keys {
+                let Some(end) = ranges.iter().filter(|(lo, hi, ..)| *k >= lo && *k <= hi).map(|r| r.4).max() else { continue };
+                let cooled = hot.iter().flat_map(|h| &h.cooled).filter(|(c, at)| c == *k && *at >= end).map(|(_, at)| *at).min();
+                let (d, what) = match cooled {
+                    Some(at) => (at.saturating_sub(end), format!("{k} cooled {} after its hotspot ended", fmt_duration(at.saturating_sub(end)))),
+                    None => (Duration::MAX, format!("{k} never cooled after its hotspot ended")),
+                };
+                pass &= d <= max.0;
+                if worst.as_ref().is_none_or(|w| d > w.0) {
+                    worst = Some((d, what));
+                }
+            }
+            let measured = worst.map_or_else(none, |w| w.1);
+            report.expect("max_hot_key_cooldown", format!("<= {}", fmt_duration(max.0)), measured, pass && !keys.is_empty());
+        }
+        if let Some(max) = e.max_false_hot_keys {
+            let false_keys: Vec<&String> = hot.iter().flat_map(|h| &h.first_hot).map(|(k, _)| k).filter(|k| !ranges.iter().any(|(lo, hi, ..)| *k >= lo && *k <= hi)).collect();
+            let measured = match false_keys.first() {
+                Some(k) => format!("{} keys outside every hotspot, first {k}", false_keys.len()),
+                None => format!("none ({} hot keys in all)", hot.as_ref().map_or(0, |h| h.first_hot.len())),
+            };
+            report.expect("max_false_hot_keys", format!("<= {max}"), measured, false_keys.len() as u64 <= max);
+        }
+        if let Some(min) = e.min_hotzone_hit_rate {
+            let measured = hot.as_ref().map_or_else(none, |h| format!("{} ({} HotZone hits, {} source reads)", h.hit_rate, h.hotzone_hits.values().sum::<u64>(), h.source_reads));
+            report.expect("min_hotzone_hit_rate", format!(">= {min}"), measured, hot.as_ref().is_some_and(|h| h.hit_rate >= min));
+        }
+        if let Some(max) = e.max_hotzone_spread {
+            let measured = hot.as_ref().map_or_else(none, |h| format!("{} over {} HotZones", h.spread, h.hotzone_hits.values().filter(|&&n| n > 0).count()));
+            report.expect("max_hotzone_spread", format!("<= {max}"), measured, hot.as_ref().is_some_and(|h| h.spread > 0.0 && h.spread <= max));
+        }
+        if let Some(max) = e.max_hot_key_engine_writes {
+            let measured = hot.as_ref().map_or_else(none, |h| format!("{} in the busiest second ({} puts combined)", h.engine_writes_per_s_max, h.combined_writes));
+            report.expect("max_hot_key_engine_writes", format!("<= {max}/s"), measured, hot.as_ref().is_some_and(|h| h.engine_writes_per_s_max <= max));
+        }
+        if let Some(min) = e.min_combined_writes {
+            let measured = hot.as_ref().map_or_else(none, |h| format!("{} in {} batches", h.combined_writes, h.combined_batches.as_ref().map_or(0, |b| b.count)));
+            report.expect("min_combined_writes", format!(">= {min}"), measured, hot.as_ref().is_some_and(|h| h.combined_writes >= min));
+        }
+        if let Some(max) = e.max_hot_source_reads {
+            let measured = hot.as_ref().map_or_else(none, |h| format!("{} in the busiest second", h.source_reads_per_s_max));
+            report.expect("max_hot_source_reads", format!("<= {max}/s"), measured, hot.as_ref().is_some_and(|h| h.source_reads_per_s_max <= max));
+        }
+    }
+}
+
+/// The HotZone staleness bound a scenario's run uses.
+fn hot_staleness(scn: &Scenario) -> Duration {
+    scn.service.hot_staleness.map_or(engine::table::TableConfig::HOT_STALENESS_DEFAULT, |d| d.0)
+}
+
+/// The hot keys' section, when a server called any key hot.
+fn hot_key_figures(d: &TableObserverData, topology: &Topology, bound: Duration) -> Option<crate::report::table::HotKeyFigures> {
+    if d.hot_keys.is_empty() && d.hotzone_hits.is_empty() && d.combined_batches.is_empty() {
+        return None;
+    }
+    let name = |n: NodeId| topology.node(n).name.clone();
+    let events = d
+        .hot_keys
+        .iter()
+        .map(|e| match e.kind.as_str() {
+            "cooled" => format!("{} {} {} cooled", e.at, name(e.server), e.key),
+            kind => format!("{} {} {} {kind} ({} reads/s, {} writes/s, {} bytes/s)", e.at, name(e.server), e.key, e.reads_per_s, e.writes_per_s, e.bytes_per_s),
+        })
+        .collect();
+    let mut first_hot: Vec<(String, SimTime)> = Vec::new();
+    for e in d.hot_keys.iter().filter(|e| e.kind != "cooled") {
+        if !first_hot.iter().any(|(k, _)| *k == e.key) {
+            first_hot.push((e.key.clone(), e.at));
+        }
+    }
+    let mut hotzone_hits: BTreeMap<String, u64> = BTreeMap::new();
+    for (&(proxy, _), &n) in &d.hotzone_hits {
+        *hotzone_hits.entry(name(proxy)).or_default() += n;
+    }
+    let hits: u64 = hotzone_hits.values().sum();
+    let source_reads: u64 = d.hot_source_reads.values().sum();
+    let hit_rate = if hits + source_reads == 0 { 0.0 } else { round2(hits as f64 / (hits + source_reads) as f64) };
+    let serving: Vec<u64> = hotzone_hits.values().copied().filter(|&n| n > 0).collect();
+    let spread = match serving.iter().max() {
+        Some(&max) => round2(max as f64 * serving.len() as f64 / hits as f64),
+        None => 0.0,
+    };
+    Some(crate::report::table::HotKeyFigures {
+        events,
+        hotzone_hits,
+        source_reads,
+        hit_rate,
+        source_reads_per_s_max: d.hot_source_reads.values().copied().max().unwrap_or(0),
+        spread,
+        staleness: (!d.hotzone_ages.is_empty()).then(|| latency_of(d.hotzone_ages.clone())),
+        staleness_bound: fmt_duration(bound),
+        too_old: d.hotzone_too_old,
+        combined_writes: d.combined_batches.iter().map(|&n| u64::from(n)).sum(),
+        combined_batches: (!d.combined_batches.is_empty()).then(|| crate::report::table::BatchSizes::of(&d.combined_batches)),
+        engine_writes_per_s_max: d.hot_key_writes.values().copied().max().unwrap_or(0),
+        first_hot,
+        cooled: d.hot_keys.iter().filter(|e| e.kind == "cooled").map(|e| (e.key.clone(), e.at)).collect(),
+    })
 }
 
 /// The spans in which no server served a partition, after it was first
