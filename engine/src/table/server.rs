@@ -118,13 +118,19 @@ async fn run(ctx: NodeCtx, cfg: TableConfig) {
         // A request counts towards its key's heat as it arrives, whether or
         // not the server has room for it (what is offered makes a key hot):
         // a point read with the HotZone hits it reports (its bytes once
-        // answered), a write with its bytes.
-        match &op {
-            Op::Get { key, .. } => s.hotkeys.lock().expect("hotkeys lock").observe_n(time::now(), key, hits.saturating_add(1), 0, false),
-            Op::Put { key, value, .. } | Op::Cas { key, value, .. } => s.hotkeys.lock().expect("hotkeys lock").observe_n(time::now(), key, 1, (key.len() + value.len()) as u64, true),
-            Op::Delete { key, .. } => s.hotkeys.lock().expect("hotkeys lock").observe_n(time::now(), key, 1, key.len() as u64, true),
-            _ => {}
-        }
+        // answered), a write with its bytes. Whether the key is hot is read
+        // at once.
+        let heat = match &op {
+            Op::Get { .. } => Some((hits.saturating_add(1), 0, false)),
+            Op::Put { key, value, .. } | Op::Cas { key, value, .. } => Some((1, (key.len() + value.len()) as u64, true)),
+            Op::Delete { key, .. } => Some((1, key.len() as u64, true)),
+            _ => None,
+        };
+        let hot_key = heat.is_some_and(|(requests, bytes, write)| {
+            let mut hk = s.hotkeys.lock().expect("hotkeys lock");
+            hk.observe_n(time::now(), op.route_key(), requests, bytes, write);
+            hk.hot(op.route_key()).is_some()
+        });
         if s.inflight.load(Ordering::Relaxed) >= INFLIGHT_MAX {
             // Refused before any work (no effect): retryable, after a
             // back-off.
@@ -136,10 +142,6 @@ async fn run(ctx: NodeCtx, cfg: TableConfig) {
         // key is handled by combining and HotZones instead: its limit, cut
         // at the old cost of its requests, goes.
         let now = time::now();
-        let hot_key = match &op {
-            Op::Get { key, .. } | Op::Put { key, .. } | Op::Cas { key, .. } | Op::Delete { key, .. } => s.hotkeys.lock().expect("hotkeys lock").hot(key).is_some(),
-            _ => false,
-        };
         let (throttled, limited) = {
             let mut st = s.st.lock().expect("state lock");
             if hot_key && st.traffic.release(pid) {
